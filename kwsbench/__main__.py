@@ -1,0 +1,3 @@
+from kwsbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Datasets: Speech Commands layouts and protocols, the synthetic set, fingerprints."""

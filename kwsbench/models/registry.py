@@ -1,0 +1,104 @@
+"""Model cards and the registry.
+
+Every family module in `kwsbench.models` calls `register(ModelCard(...))` at import time; the
+registry imports all of them on first use (no list to maintain, no if-chains over names).
+A model's forward takes raw audio (B, samples) float32 at its `native_rate` and returns
+logits (B, classes); its front end is part of the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kwsbench.errors import BadInputError
+
+_NOT_FAMILIES = {"registry", "__init__"}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str  # lower-case, dashes: "nc-ssm-20k"
+    family: str  # "nc-ssm", "nanomamba", "bc-resnet", "ds-cnn", "s-edge", "s4", ...
+    builder: Callable[..., Any]  # returns an nn.Module
+    kwargs: dict = field(default_factory=dict)
+    input: str = "raw"  # "raw" audio, or the name of the model's internal front end, e.g. "log-mel-40"
+    native_rate: int = 16000
+    protocol: str = "v2-12"  # label protocol: "v2-12", "v2-35", "v2-10"
+    num_classes: int = 12
+    can_change_rate: bool = False  # SSM step scale / front end at a new rate
+    can_stream: bool = False  # has step-by-step state update
+    cost: Callable[..., Any] | None = None  # (card, rate) -> cost record (kwsbench.cost)
+    checkpoint: str | None = None  # default checkpoint id in a manifest under checkpoints/
+    aliases: tuple[str, ...] = ()
+    params: int | None = None  # trainable parameters, as published / as built
+    description: str = ""
+    source: str = ""  # paper / repository the definition follows
+
+    def build(self, **overrides: Any):
+        return self.builder(**{**self.kwargs, **overrides})
+
+
+_CARDS: dict[str, ModelCard] = {}
+_ALIASES: dict[str, str] = {}
+_loaded = False
+
+
+def register(card: ModelCard) -> ModelCard:
+    for key in (card.name, *card.aliases):
+        if key in _ALIASES and _ALIASES[key] != card.name:
+            raise ValueError(f"model name {key!r} registered twice ({_ALIASES[key]} and {card.name})")
+    _CARDS[card.name] = card
+    for key in (card.name, *card.aliases):
+        _ALIASES[key] = card.name
+    return card
+
+
+def _load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    import kwsbench.models as pkg
+
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if mod.name not in _NOT_FAMILIES and not mod.name.startswith("_"):
+            importlib.import_module(f"kwsbench.models.{mod.name}")
+    _loaded = True
+
+
+def all_cards() -> list[ModelCard]:
+    _load_families()
+    return [_CARDS[k] for k in sorted(_CARDS)]
+
+
+def get_card(name: str) -> ModelCard:
+    _load_families()
+    key = name.strip().lower()
+    if key not in _ALIASES:
+        known = ", ".join(sorted(_CARDS))
+        raise BadInputError(f"unknown model {name!r}. Known models: {known}. See `kwsbench models list`.")
+    return _CARDS[_ALIASES[key]]
+
+
+def resolve(names: str | list[str]) -> list[ModelCard]:
+    """'all', a comma list, or shell globs (fnmatch) over names and aliases -> cards, de-duplicated."""
+    import fnmatch
+
+    _load_families()
+    items = names.split(",") if isinstance(names, str) else list(names)
+    out: dict[str, ModelCard] = {}
+    for item in (i.strip() for i in items if i.strip()):
+        if item == "all":
+            out.update((c.name, c) for c in all_cards())
+        elif any(ch in item for ch in "*?["):
+            hits = sorted({_ALIASES[a] for a in _ALIASES if fnmatch.fnmatch(a, item.lower())})
+            if not hits:
+                raise BadInputError(f"model pattern {item!r} matches no model. See `kwsbench models list`.")
+            out.update((h, _CARDS[h]) for h in hits)
+        else:
+            card = get_card(item)
+            out[card.name] = card
+    return list(out.values())

@@ -1,0 +1,55 @@
+"""Shared test fixtures. Data from ../shared is found through one setting, KWSBENCH_SHARED."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kwsbench.paths import shared_dir
+
+
+def require_shared(*parts: str):
+    """Path under the shared folder; skip with the reason when absent, fail under CI."""
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        msg = (
+            f"{path} not found: set KWSBENCH_SHARED to the team's shared folder "
+            "(default ../shared beside the checkout)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared():
+    return require_shared()
+
+
+@pytest.fixture(scope="session")
+def gsc_dev_dir():
+    return require_shared("data", "gsc_v2_test_dev")
+
+
+@pytest.fixture(scope="session")
+def noise_dir():
+    return require_shared("data", "gsc_background_noise")
+
+
+@pytest.fixture(scope="session")
+def ncssm_checkpoints():
+    return require_shared("checkpoints", "nc-ssm")
+
+
+@pytest.fixture(scope="session")
+def ncssm_fixtures():
+    return require_shared("fixtures", "ncssm")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own cache, so tests never read a user's cached clip sets."""
+    cache = tmp_path_factory.getbasetemp() / "kwsbench-cache"
+    monkeypatch.setenv("KWSBENCH_CACHE", str(cache))
