@@ -1,0 +1,122 @@
+"""`kwsbench noise list|show|render`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from kwsbench.errors import BadInputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("noise", help="noise sources: list, show a definition, render to WAV/PNG")
+    sub = p.add_subparsers(dest="noise_command", required=True)
+    sub.add_parser("list", help="one line per noise source").set_defaults(func=_list)
+    show = sub.add_parser("show", help="a source's full definition and cache key")
+    show.add_argument("name")
+    show.add_argument("--noise-dir", help="folder of noise recordings (for recording sources)")
+    show.set_defaults(func=_show)
+    rend = sub.add_parser("render", help="render a few clips of a source to a WAV file (and a spectrum PNG)")
+    rend.add_argument("name")
+    rend.add_argument("--out", required=True, help="output WAV path")
+    rend.add_argument("--png", help="also write a long-term spectrum + spectrogram figure here")
+    rend.add_argument("--seed", type=int, default=0)
+    rend.add_argument("--clips", type=int, default=5, help="number of 1-s clips, concatenated (default 5)")
+    rend.add_argument("--noise-dir", help="folder of noise recordings (for recording sources)")
+    rend.add_argument("--data-dir", help="clip set for babble talkers (default: the embedded synthetic set)")
+    rend.set_defaults(func=_render)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from kwsbench.noise import get_source, list_sources
+
+    table = Table(title="kwsbench noise sources")
+    sources = [get_source(name) for name in list_sources()]
+    console = Console()
+    name_w, kind_w = max(len(s.name) for s in sources), max(len(s.kind) for s in sources)
+    # Names never wrap; the description is cut to what the terminal has left (13 = borders, padding, version).
+    desc_w = max(20, console.width - name_w - kind_w - 13 - 7)
+    table.add_column("name", no_wrap=True)
+    table.add_column("ver", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("description", no_wrap=True)
+    for s in sources:
+        desc = s.description if len(s.description) <= desc_w else s.description[: desc_w - 1] + "…"
+        table.add_row(s.name, str(s.version), s.kind, desc)
+    console.print(table)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from kwsbench.noise import get_source, resolve_recordings
+
+    s = get_source(args.name, args.noise_dir)
+    console = Console()
+    for key in ("name", "version", "kind", "description", "provenance", "licence", "comparable_to", "path", "key"):
+        console.print(f"[bold]{key}[/]: {getattr(s, key)}", highlight=False)
+    console.print("[bold]params[/]:", highlight=False)
+    for k, v in s.params.items():
+        console.print(f"  {k}: {v}", highlight=False)
+    if s.needs_recordings:
+        try:
+            files = [str(p) for p in resolve_recordings(s, args.noise_dir)]
+        except BadInputError as err:
+            files = [f"not found ({err})"]
+        console.print(f"[bold]files[/]: {', '.join(files)}", highlight=False)
+    return 0
+
+
+def _render_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_dir: str | None) -> tuple:
+    from kwsbench.noise import get_source
+    from kwsbench.noise.bank import build_context
+    from kwsbench.noise.sources import render
+
+    source = get_source(name, noise_dir)
+    clipset = None
+    if source.needs_clipset:
+        if data_dir:
+            from kwsbench.data.speech_commands import load_clipset
+
+            clipset = load_clipset(data_dir)
+        else:
+            from kwsbench.data.speech_commands import load_clipset
+            from kwsbench.data.synth import ensure_default_dataset
+
+            clipset = load_clipset(ensure_default_dataset())
+    ctx, _ = build_context(source, clipset, noise_dir)
+    if clipset is not None:
+        ids, speakers = list(clipset.utterance_ids[:clips]), list(clipset.speaker_ids[:clips])
+    else:
+        ids, speakers = [f"render/{i}" for i in range(clips)], None
+    try:
+        noise = render(source, ids, seed, ctx, speakers)
+    except ValueError as err:
+        raise BadInputError(f"noise source {name!r} cannot be rendered: {err}") from err
+    return source, noise.reshape(-1), ctx.rate
+
+
+def _render(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    if args.clips < 1:
+        raise BadInputError(f"--clips must be >= 1, got {args.clips}")
+    source, audio, rate = _render_clips(args.name, args.seed, args.clips, args.noise_dir, args.data_dir)
+    # Rendered noise is at unit RMS or peak 0.7; scale to peak 0.9 so the 16-bit file never clips.
+    peak = float(np.max(np.abs(audio)))
+    out = audio * (0.9 / peak) if peak > 0 else audio
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(out_path), out, rate, subtype="PCM_16")
+    console = Console()
+    console.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {source.name} "
+                  f"v{source.version}, seed {args.seed})", highlight=False)
+    if args.png:
+        from kwsbench.noise.plot import plot_noise
+
+        plot_noise(audio, rate, f"{source.name} v{source.version} (seed {args.seed})", Path(args.png))
+        console.print(f"wrote {args.png}", highlight=False)
+    return 0

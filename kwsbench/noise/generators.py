@@ -1,0 +1,231 @@
+"""Per-utterance noise generators, one function per definition kind.
+
+Each generator takes a numpy Generator that belongs to exactly one (seed, source, utterance)
+and draws everything from it in a fixed order, so the waveform is a pure function of those three
+values (plus, for babble and recordings, the talker pool and the files, which are keyed too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def stable_hash(text: str) -> int:
+    """First 8 bytes of sha256(UTF-8) as an unsigned integer: stable across runs and machines."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def utterance_rng(seed: int, source_name: str, utterance_id: str) -> np.random.Generator:
+    """The generator for one (seed, source, utterance) triple (DESIGN.md contract 1)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stable_hash(source_name),
+                                                         stable_hash(utterance_id)]))
+
+
+@dataclass
+class RenderContext:
+    """What a generator may need besides its RNG.
+
+    pool_audio / pool_speakers / pool_ids: the babble talker pool, sorted by utterance id so that
+    the choice never depends on the clip set's row order. recordings: decoded noise files at `rate`.
+    """
+
+    rate: int = 16000
+    length: int = 16000
+    pool_audio: np.ndarray | None = None
+    pool_speakers: tuple[str, ...] = ()
+    pool_ids: tuple[str, ...] = ()
+    recordings: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class RenderInfo:
+    """How one waveform was made, for tests and for `noise show`: talker rows or (file, offset)."""
+
+    talkers: list[int] = field(default_factory=list)
+    segment: tuple[int, int] | None = None
+
+
+def _normalise(x: np.ndarray, how: str) -> np.ndarray:
+    # Scale does not matter after SNR mixing; unit RMS keeps rendered files comparable, peak 0.7
+    # is what the published generators return.
+    if how == "peak":
+        peak = float(np.max(np.abs(x)))
+        return x * (0.7 / peak) if peak > 0 else x
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return x / rms if rms > 0 else x
+
+
+def shaped_noise(rng: np.random.Generator, n: int, exponent: float, keep_dc: bool, rate: int = 16000) -> np.ndarray:
+    """Gaussian noise with power spectrum ~ 1/f**exponent, shaped in the FFT domain.
+
+    keep_dc=True reproduces the published pink generator (the DC bin's frequency set to 1, so DC
+    passes unscaled); False removes DC, which a physical noise has none of.
+    """
+    white = rng.standard_normal(n)
+    if exponent == 0:
+        return white
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    freqs[0] = 1.0
+    gain = freqs ** (-exponent / 2.0)
+    if not keep_dc:
+        gain[0] = 0.0
+    return np.fft.irfft(np.fft.rfft(white) * gain, n)
+
+
+def band_noise(rng: np.random.Generator, n: int, band: list[float], smooth_bins: int, rate: int) -> np.ndarray:
+    """White noise through an FFT band mask whose edges are smoothed by a moving average."""
+    white = rng.standard_normal(n)
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    mask = ((freqs >= band[0]) & (freqs <= band[1])).astype(np.float64)
+    if smooth_bins > 1:
+        mask = np.convolve(mask, np.ones(smooth_bins) / smooth_bins, mode="same")
+    return np.fft.irfft(np.fft.rfft(white) * mask, n)
+
+
+def _hann_burst(length: int) -> np.ndarray:
+    return np.hanning(length)
+
+
+def gen_white(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
+    return rng.standard_normal(ctx.length)
+
+
+def gen_colored(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
+    return shaped_noise(rng, ctx.length, p["exponent"], p["keep_dc"], ctx.rate)
+
+
+def gen_factory(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
+    n, rate = ctx.length, ctx.rate
+    t = np.arange(n) / rate
+    out = np.zeros(n)
+    for h in range(1, p["hum_harmonics"] + 1):
+        # Decaying harmonics: amplitude * base / (h * base) = amplitude / h.
+        out += (p["hum_amplitude"] / h) * np.sin(2 * np.pi * p["hum_base_hz"] * h * t + rng.uniform(0, 2 * np.pi))
+    out += p["rumble_gain"] * band_noise(rng, n, p["rumble_band_hz"], p["rumble_smooth_bins"], rate)
+    lo, hi = p["impact_count"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        start = int(rng.integers(0, max(1, n - p["impact_start_margin"])))
+        length = int(rng.integers(p["impact_length"][0], p["impact_length"][1] + 1))
+        amp = rng.uniform(*p["impact_amplitude"])
+        burst = amp * _hann_burst(length) * rng.standard_normal(length)
+        end = min(n, start + length)
+        out[start:end] += burst[: end - start]
+    pink = shaped_noise(rng, n, 1.0, p["pink_keep_dc"], rate)
+    peak = float(np.max(np.abs(pink)))
+    out += p["pink_gain"] * (pink / peak if peak > 0 else pink)
+    return out
+
+
+def gen_street(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
+    n, rate = ctx.length, ctx.rate
+    t = np.arange(n) / rate
+    out = p["rumble_gain"] * band_noise(rng, n, p["rumble_band_hz"], p["rumble_smooth_bins"], rate)
+    lo, hi = p["horn_count"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        freq = rng.uniform(*p["horn_hz"])
+        length = int(rng.integers(p["horn_length"][0], p["horn_length"][1] + 1))
+        amp = rng.uniform(*p["horn_amplitude"])
+        start = int(rng.integers(0, max(1, n - p["horn_start_margin"])))
+        end = min(n, start + length)
+        tone = amp * _hann_burst(length) * np.sin(2 * np.pi * freq * np.arange(length) / rate)
+        out[start:end] += tone[: end - start]
+    out += p["road_gain"] * rng.standard_normal(n)
+    f_e = rng.uniform(*p["engine_hz"])
+    phases = rng.uniform(0, 2 * np.pi, size=2) if p["engine_random_phase"] else np.zeros(2)
+    g1, g2 = p["engine_gains"]
+    out += g1 * np.sin(2 * np.pi * f_e * t + phases[0]) + g2 * np.sin(2 * np.pi * 2 * f_e * t + phases[1])
+    return out
+
+
+def gen_babble_synthetic(
+    rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo
+) -> np.ndarray:
+    """The published sinusoid 'babble': a tonal chord per talker, not speech."""
+    n, rate = ctx.length, ctx.rate
+    out = np.zeros(n)
+    f_low, f_high = p["formants_hz"]
+    lo, hi = p["talker_count"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        f0 = rng.uniform(*p["f0_hz"])
+        start = int(rng.uniform(*p["onset_s"]) * rate)
+        length = int(rng.uniform(*p["duration_s"]) * rate)
+        end = min(n, start + length)
+        if end <= start:
+            continue
+        # Zero-phase tones on the clip's own time axis, evaluated only under the envelope.
+        t = np.arange(start, end) / rate
+        formants = (np.sin(2 * np.pi * f_low * t) + np.sin(2 * np.pi * p["formant_mid_hz"] * t)
+                    + np.sin(2 * np.pi * f_high * t))
+        voice = (p["f0_gain"] * np.sin(2 * np.pi * f0 * t) + p["f0_harmonic_gain"] * np.sin(4 * np.pi * f0 * t)
+                 + p["formant_gain"] * formants)
+        out[start:end] += voice * _hann_burst(length)[: end - start]
+    return out
+
+
+def eligible_talkers(ctx: RenderContext, target_speaker: str, pool: str) -> np.ndarray:
+    """Pool rows whose speaker is known and differs from the target's ("" = unknown: never used)."""
+    speakers = np.asarray(ctx.pool_speakers, dtype=object)
+    ok = (speakers != "") & (speakers != target_speaker)
+    if pool == "unknown-only":
+        ok &= np.asarray([uid.startswith("_unknown_/") for uid in ctx.pool_ids], dtype=bool)
+    return np.flatnonzero(ok)
+
+
+def gen_babble(
+    rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo, target_speaker: str = ""
+) -> np.ndarray:
+    """Real-speech babble: K talkers from the pool, each RMS-normalised and circularly shifted by a
+    random offset (so a word can land anywhere, also across the clip edge), then summed."""
+    if ctx.pool_audio is None:
+        raise ValueError("babble needs a talker pool (a clip set)")
+    rows = eligible_talkers(ctx, target_speaker, p["pool"])
+    lo, hi = p["talker_count"]
+    k = int(rng.integers(lo, hi + 1))
+    if len(rows) < k:
+        raise ValueError(f"babble needs {k} talkers other than speaker {target_speaker!r}; the pool has {len(rows)}")
+    chosen = rng.choice(rows, size=k, replace=False)
+    offsets = rng.integers(0, ctx.length, size=k)
+    out = np.zeros(ctx.length)
+    for row, off in zip(chosen, offsets, strict=True):
+        talker = ctx.pool_audio[row].astype(np.float64)
+        out += np.roll(_normalise(talker, "rms"), int(off))
+    info.talkers = [int(r) for r in chosen]
+    return out
+
+
+def gen_recording(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
+    """A segment of one of the files: file chosen with probability proportional to the number of
+    possible segment starts in it, so every start position over all files is equally likely."""
+    starts = np.array([len(r) - ctx.length + 1 for r in ctx.recordings], dtype=np.float64)
+    f = int(rng.choice(len(starts), p=starts / starts.sum()))
+    off = int(rng.integers(0, int(starts[f])))
+    info.segment = (f, off)
+    return ctx.recordings[f][off: off + ctx.length].astype(np.float64)
+
+
+GENERATORS: dict[str, Callable[..., np.ndarray]] = {
+    "white": gen_white,
+    "colored": gen_colored,
+    "factory": gen_factory,
+    "street": gen_street,
+    "babble-synthetic": gen_babble_synthetic,
+    "babble": gen_babble,
+    "recording": gen_recording,
+}
+
+
+def render_one(
+    kind: str, params: dict[str, Any], rng: np.random.Generator, ctx: RenderContext, target_speaker: str = ""
+) -> tuple[np.ndarray, RenderInfo]:
+    """One float32 waveform of ctx.length samples, normalised as the definition says."""
+    info = RenderInfo()
+    if kind == "babble":
+        x = gen_babble(rng, params, ctx, info, target_speaker)
+    else:
+        x = GENERATORS[kind](rng, params, ctx, info)
+    return _normalise(x, params["normalise"]).astype(np.float32), info
