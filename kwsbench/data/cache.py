@@ -1,0 +1,99 @@
+"""Decode-once cache of clip sets: one .npy of samples plus a JSON sidecar, keyed by the load inputs.
+
+The key covers everything that can change the decoded set without changing its file names: every
+file's relative path, size and mtime, the protocol, split and reader version. A stale entry is
+therefore never read; it is simply never matched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kwsbench.data.clipset import ClipSet
+from kwsbench.paths import cache_dir
+
+# Bump when decoding changes in a way the key inputs cannot see (padding, resampling, silence crops).
+READER_VERSION = 1
+
+
+def clipset_cache_dir() -> Path:
+    return cache_dir() / "clipsets"
+
+
+def cache_key(root: Path, files: list[tuple[str, int, int]], protocol: str, split: str, extra: str = "") -> str:
+    """sha256 over the reader version, resolved root, protocol, split and (relpath, size, mtime_ns) list."""
+    h = hashlib.sha256()
+    h.update(f"v{READER_VERSION}\n{root.resolve()}\n{protocol}\n{split}\n{extra}\n".encode())
+    for rel, size, mtime in sorted(files):
+        h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def load_cached(key: str) -> ClipSet | None:
+    """The cached ClipSet for `key`, or None if absent or unreadable (a broken entry is rebuilt)."""
+    base = clipset_cache_dir()
+    meta_path, npy_path = base / f"{key}.json", base / f"{key}.npy"
+    if not meta_path.is_file() or not npy_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        raw = np.load(npy_path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    # int16 storage is exact for 16-bit sources; float32 / 32768 reproduces the decoded values bit for bit.
+    audio = raw.astype(np.float32) / np.float32(32768.0) if raw.dtype == np.int16 else raw.astype(np.float32)
+    try:
+        return ClipSet(
+            audio=audio,
+            labels=np.asarray(meta["labels"], dtype=np.int64),
+            label_names=tuple(meta["label_names"]),
+            utterance_ids=tuple(meta["utterance_ids"]),
+            speaker_ids=tuple(meta["speaker_ids"]),
+            protocol=meta["protocol"],
+            fingerprint=meta["fingerprint"],
+            skipped=int(meta["skipped"]),
+            sample_rate=int(meta["sample_rate"]),
+            meta=dict(meta.get("meta", {})),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def store_cached(key: str, cs: ClipSet) -> None:
+    """Write the entry atomically (temp file + rename), so a crash never leaves a half entry."""
+    base = clipset_cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    scaled = cs.audio * np.float32(32768.0)
+    in_range = float(scaled.max(initial=0)) <= 32767 and float(scaled.min(initial=0)) >= -32768
+    exact_int16 = in_range and bool(np.all(scaled == np.round(scaled)))
+    data = np.clip(scaled, -32768, 32767).astype(np.int16) if exact_int16 else cs.audio.astype(np.float32)
+    meta = {
+        "labels": cs.labels.tolist(),
+        "label_names": list(cs.label_names),
+        "utterance_ids": list(cs.utterance_ids),
+        "speaker_ids": list(cs.speaker_ids),
+        "protocol": cs.protocol,
+        "fingerprint": cs.fingerprint,
+        "skipped": cs.skipped,
+        "sample_rate": cs.sample_rate,
+        "meta": cs.meta,
+    }
+    _atomic_write(base / f"{key}.npy", lambda f: np.save(f, data, allow_pickle=False))
+    _atomic_write(base / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
