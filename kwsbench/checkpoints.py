@@ -1,0 +1,496 @@
+"""Checkpoint manifests, sha256 verification, import / fetch, declared key remaps and safe loading.
+
+A manifest is a YAML file `checkpoints/<name>.yaml` describing a set of weight files: where each file
+lives, where it came from, its sha256 and size, which model card it belongs to and any key renames it
+needs. Weight files are data, never code: the sha256 is checked before anything is unpickled,
+`torch.load` runs with `weights_only=True`, and the state dict is loaded strictly, always.
+
+Two storage locations:
+- `location: home` (public checkpoints): files under `paths.checkpoint_home()/<manifest>/<id>`,
+  populated by `kwsbench checkpoints import DIR` or `kwsbench checkpoints fetch`.
+- `location: project` (weights the project trains): files beside the manifest, `checkpoints/<manifest>/<id>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kwsbench import paths
+from kwsbench.errors import BadInputError, CheckpointError, DownloadError
+
+DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
+# The raw-file URL of a file of a public GitHub repository at one commit.
+URL_TEMPLATE = "{base}/{repository}/{commit}/{path}"
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class KeyRename:
+    """Rename state-dict keys starting with `prefix_from` to start with `prefix_to` instead."""
+
+    prefix_from: str
+    prefix_to: str
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    id: str  # path relative to the manifest's storage folder, e.g. "NanoMamba-NC-20K/best.pt"
+    model: str  # model card name (or alias)
+    sha256: str
+    size: int | None = None
+    source_path: str | None = None  # path inside the public repository
+    commit: str | None = None  # repository commit the file is taken from
+    key_map: tuple[KeyRename, ...] = ()
+    epoch: int | None = None
+    val_acc: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    path: Path  # the YAML file
+    location: str  # "home" or "project"
+    entries: tuple[CheckpointEntry, ...]
+    repository: str | None = None
+    commit: str | None = None
+    licence: str = ""
+    description: str = ""
+
+    def folder(self) -> Path:
+        """Where this manifest's files live."""
+        if self.location == "project":
+            return self.path.parent / self.name
+        return paths.checkpoint_home() / self.name
+
+    def file_path(self, entry: CheckpointEntry) -> Path:
+        return self.folder() / entry.id
+
+    def entry(self, file_id: str) -> CheckpointEntry:
+        for e in self.entries:
+            if e.id == file_id:
+                return e
+        known = ", ".join(e.id for e in self.entries)
+        raise CheckpointError(f"manifest {self.path} has no checkpoint {file_id!r}. Known: {known}")
+
+    def source_url(self, entry: CheckpointEntry, url_base: str = DEFAULT_URL_BASE) -> str:
+        repository, commit = self.repository, entry.commit or self.commit
+        if not (repository and commit and entry.source_path):
+            raise DownloadError(
+                f"checkpoint {self.name}:{entry.id} has no public source in {self.path} "
+                "(repository, commit and source_path are needed to fetch it)"
+            )
+        return URL_TEMPLATE.format(base=url_base.rstrip("/"), repository=repository, commit=commit,
+                                   path=entry.source_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests
+
+
+def manifest_dir() -> Path:
+    """Folder holding the manifests: `KWSBENCH_MANIFESTS` or the project's checkpoints/ folder."""
+    env = os.environ.get("KWSBENCH_MANIFESTS")
+    return Path(env).expanduser() if env else paths.PROJECT_ROOT / "checkpoints"
+
+
+def _entry_from_dict(raw: dict, where: Path) -> CheckpointEntry:
+    try:
+        renames = tuple(KeyRename(str(r["from"]), str(r["to"])) for r in raw.get("key_map") or ())
+        return CheckpointEntry(
+            id=str(raw["id"]), model=str(raw["model"]), sha256=str(raw["sha256"]).lower(),
+            size=raw.get("size"), source_path=raw.get("source_path"),
+            commit=None if raw.get("commit") is None else str(raw["commit"]), key_map=renames,
+            epoch=raw.get("epoch"), val_acc=raw.get("val_acc"), note=str(raw.get("note") or ""),
+        )
+    except (KeyError, TypeError) as err:
+        raise BadInputError(f"bad checkpoint entry in {where}: missing or malformed field {err}. Entry: {raw}") from err
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise BadInputError(f"cannot read checkpoint manifest {path}: {err}") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("files"), list):
+        raise BadInputError(f"checkpoint manifest {path} must be a mapping with a 'files' list")
+    location = raw.get("location", "home")
+    if location not in ("home", "project"):
+        raise BadInputError(f"manifest {path}: location must be 'home' or 'project', not {location!r}")
+    source = raw.get("source") or {}
+    return Manifest(
+        name=str(raw.get("name") or path.stem), path=path, location=location,
+        entries=tuple(_entry_from_dict(e, path) for e in raw["files"]),
+        repository=source.get("repository"),
+        commit=None if source.get("commit") is None else str(source["commit"]),
+        licence=str(raw.get("licence") or ""), description=str(raw.get("description") or ""),
+    )
+
+
+def manifests(folder: Path | None = None) -> dict[str, Manifest]:
+    folder = folder or manifest_dir()
+    found = [read_manifest(p) for p in sorted(folder.glob("*.yaml"))]
+    return {m.name: m for m in found}
+
+
+def get_manifest(name: str) -> Manifest:
+    known = manifests()
+    if name not in known:
+        raise CheckpointError(f"no checkpoint manifest {name!r} in {manifest_dir()} (known: {', '.join(known)})")
+    return known[name]
+
+
+def record_checkpoint(manifest: str, file_id: str, model: str, **meta: Any) -> CheckpointEntry:
+    """Add or update the entry of a project-trained file (already written to checkpoints/<manifest>/<id>).
+
+    Creates `checkpoints/<manifest>.yaml` with `location: project` if absent; sha256 and size are
+    measured from the file, so the manifest always matches what is on disk.
+    """
+    path = manifest_dir() / f"{manifest}.yaml"
+    raw = yaml.safe_load(path.read_text()) if path.exists() else {
+        "name": manifest, "location": "project", "licence": "trained by kwsbench (project licence)", "files": []}
+    if raw.get("location") != "project":
+        raise CheckpointError(f"manifest {path} is not a project manifest; trained weights go in a project one")
+    weights = path.parent / manifest / file_id
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} does not exist; save the weights there before recording them")
+    entry = {"id": file_id, "model": model, "sha256": sha256_file(weights), "size": weights.stat().st_size, **meta}
+    raw["files"] = [e for e in raw["files"] if e.get("id") != file_id] + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return _entry_from_dict(entry, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing and resolution
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path
+    manifest: Manifest | None
+    entry: CheckpointEntry | None
+    reference: str = ""
+
+
+def _missing_message(manifest: Manifest, entry: CheckpointEntry, path: Path) -> str:
+    if manifest.location == "project":
+        return (f"checkpoint {manifest.name}:{entry.id} not found at {path}. It is trained by the project: "
+                f"run `kwsbench train {entry.model}` (or restore the file).")
+    return (f"checkpoint {manifest.name}:{entry.id} not found at {path}. Run `kwsbench checkpoints import DIR` "
+            f"(DIR = a local copy of {manifest.repository or 'the source'}) or `kwsbench checkpoints fetch "
+            f"{entry.id}`; set KWSBENCH_CHECKPOINTS to use another folder.")
+
+
+def _entry_by_sha(sha: str) -> tuple[Manifest, CheckpointEntry] | None:
+    for m in manifests().values():
+        for e in m.entries:
+            if e.sha256 == sha:
+                return m, e
+    return None
+
+
+def resolve_checkpoint(reference: str | Path) -> Resolved:
+    """'<manifest>:<id>', or a path to a file. Raises CheckpointError when the file is missing."""
+    ref = str(reference)
+    if ":" in ref and not Path(ref).exists():
+        name, file_id = ref.split(":", 1)
+        manifest = get_manifest(name)
+        entry = manifest.entry(file_id)
+        path = manifest.file_path(entry)
+        if not path.is_file():
+            raise CheckpointError(_missing_message(manifest, entry, path))
+        return Resolved(path, manifest, entry, ref)
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {ref!r} is neither '<manifest>:<id>' nor an existing file. "
+            "See `kwsbench checkpoints list`.")
+    known = _entry_by_sha(sha256_file(path))
+    if known:
+        return Resolved(path, known[0], known[1], ref)
+    return Resolved(path, None, None, ref)
+
+
+def _card(name_or_card: Any):
+    from kwsbench.models.registry import ModelCard, get_card
+
+    return name_or_card if isinstance(name_or_card, ModelCard) else get_card(str(name_or_card))
+
+
+def _default_reference(card: Any, checkpoint: str | Path | None) -> str | Path:
+    if checkpoint is not None:
+        return checkpoint
+    if not card.checkpoint:
+        raise CheckpointError(
+            f"model {card.name!r} has no default checkpoint (no public weights). Train it with "
+            f"`kwsbench train {card.name}` or pass a checkpoint file.")
+    return card.checkpoint
+
+
+def checkpoint_sha256(name_or_card: Any, checkpoint: str | Path | None = None) -> str:
+    """sha256 of the file `load_model(name_or_card, checkpoint)` loads (the key of every result cell)."""
+    return sha256_file(resolve_checkpoint(_default_reference(_card(name_or_card), checkpoint)).path)
+
+
+# ---------------------------------------------------------------------------------------------
+# safe loading
+
+
+def verify(resolved: Resolved) -> str:
+    """Check the sha256 against the manifest (if the file is in one); returns the file's sha256."""
+    sha = sha256_file(resolved.path)
+    entry = resolved.entry
+    if entry is not None and sha != entry.sha256:
+        where = resolved.manifest.path if resolved.manifest else "the manifest"
+        raise CheckpointError(
+            f"checkpoint {resolved.path} has sha256 {sha[:16]}…, but {where} expects {entry.sha256[:16]}… "
+            f"for {entry.id}. The file is corrupt or a different version: delete it and run "
+            "`kwsbench checkpoints import DIR` or `kwsbench checkpoints fetch` again.")
+    return sha
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    first = text.splitlines()[0][:200] if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _refused_global(err: BaseException) -> str:
+    """The 'Unsupported global: GLOBAL x.y' line of torch's weights-only refusal, if any."""
+    lines = [ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln]
+    return lines[0].split("Unsupported global:")[-1].split(" was not")[0].strip()[:120] if lines else ""
+
+
+def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not _refused_global(err):
+            raise CheckpointError(f"{path} is not a torch checkpoint (bad pickle data: {_first_line(err)}). "
+                                  "Check the file, or import / fetch it again.") from err
+        # weights_only refuses any global outside torch's allow-list: this is the code-executing case.
+        raise CheckpointError(
+            f"{path} is not a plain-data checkpoint: it would execute code or build arbitrary objects when "
+            f"unpickled, and kwsbench refuses it (loaded with weights_only=True). Only use weights from a "
+            f"trusted source; re-save them as a state dict of tensors. Refused: {_refused_global(err)}"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - torch raises many types (IndexError, KeyError, ...) on garbage
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint (could not read it: {_first_line(err)}). "
+            "Check the file, or import / fetch it again.") from err
+    state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(
+            f"{path} holds no state dict (expected a dict of tensors, or a dict with 'model_state_dict').")
+    return state
+
+
+def apply_key_map(state: dict[str, torch.Tensor], renames: Iterable[KeyRename]) -> dict[str, torch.Tensor]:
+    """Apply declared prefix renames (first matching rule wins); keys matching no rule are kept."""
+    renames = tuple(renames)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        rule = next((r for r in renames if key.startswith(r.prefix_from)), None)
+        new = rule.prefix_to + key[len(rule.prefix_from):] if rule else key
+        if new in out:
+            raise CheckpointError(f"key map turns two keys into {new!r}; fix key_map in the manifest")
+        out[new] = value
+    return out
+
+
+def _few(keys: Iterable[str], n: int = 5) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """Strict load with an error that names the file and a few offending keys."""
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        parts = [f"missing keys: {_few(missing)}" if missing else "", f"unexpected keys: {_few(unexpected)}"
+                 if unexpected else ""]
+        raise CheckpointError(
+            f"{path} does not fit model {type(model).__name__}: " + "; ".join(p for p in parts if p)
+            + ". Wrong checkpoint for this model, or a key rename that must be declared (key_map) in its "
+            "manifest. kwsbench never loads non-strictly.")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in model.state_dict().items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise CheckpointError(
+            f"{path} does not fit model {type(model).__name__}: {len(wrong)} tensor(s) of another shape "
+            f"(checkpoint vs model), e.g. {'; '.join(wrong[:3])}. It is the checkpoint of another model size; "
+            "see `kwsbench checkpoints list` for which model each file belongs to.")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
+               device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Build the card's model, load its verified weights strictly, move to `device`, eval mode.
+
+    `checkpoint`: None (the card's default), '<manifest>:<id>', or a file path (verified when its
+    sha256 appears in a manifest; the key map of that entry is applied).
+    """
+    card = _card(name_or_card)
+    resolved = resolve_checkpoint(_default_reference(card, checkpoint))
+    sha = verify(resolved)
+    state = read_state_dict(resolved.path, map_location=device)
+    if resolved.entry is not None:
+        state = apply_key_map(state, resolved.entry.key_map)
+    model = card.build()
+    load_state_strict(model, state, resolved.path)
+    model.to(device).eval()
+    model.checkpoint_sha256 = sha  # plain attribute: the sha of what was loaded, for result keys
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# status, import, fetch
+
+
+@dataclass
+class FileStatus:
+    manifest: str
+    entry: CheckpointEntry
+    path: Path
+    present: bool
+    ok: bool | None = None  # None: not checked
+
+
+def status(check: bool = False, names: Iterable[str] | None = None) -> list[FileStatus]:
+    out = []
+    for m in manifests().values():
+        if names is not None and m.name not in set(names):
+            continue
+        for e in m.entries:
+            p = m.file_path(e)
+            present = p.is_file()
+            ok = (sha256_file(p) == e.sha256) if (check and present) else None
+            out.append(FileStatus(m.name, e, p, present, ok))
+    return out
+
+
+def _atomic_copy_verified(src: Path, dst: Path, sha: str) -> bool:
+    """Copy to a temporary name in the target folder, verify, then rename; False if the sha differs."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        if sha256_file(tmp) != sha:
+            return False
+        os.replace(tmp, dst)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # found, but sha256 differs: not copied
+    missing: list[str] = field(default_factory=list)
+
+
+def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
+    """Copy the manifest's files from a local folder: `<Folder>/<file>` or repository layout
+    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied."""
+    source = Path(source).expanduser()
+    if not source.is_dir():
+        raise CheckpointError(f"import source {source} is not a folder (give a clone of the repository or a "
+                              "folder with <Folder>/<file>.pt)")
+    m = get_manifest(manifest)
+    report = ImportReport()
+    for e in m.entries:
+        dst = m.file_path(e)
+        if dst.is_file() and sha256_file(dst) == e.sha256:
+            report.already.append(e.id)
+            continue
+        candidates = [source / e.id] + ([source / e.source_path] if e.source_path else [])
+        src = next((c for c in candidates if c.is_file()), None)
+        if src is None:
+            report.missing.append(e.id)
+        elif _atomic_copy_verified(src, dst, e.sha256):
+            report.imported.append(e.id)
+        else:
+            report.mismatched.append(f"{e.id} ({src})")
+    licence = next((p for p in (source / "LICENSE.txt", source / "LICENSE") if p.is_file()), None)
+    if licence and (report.imported or report.already):
+        # The licence must travel with the weights (its terms require keeping the notice).
+        shutil.copyfile(licence, m.folder() / "LICENSE.txt")
+    return report
+
+
+def _download(url: str, dst: Path, sha: str, size: int | None,
+              progress: Callable[[int, int | None], None] | None = None, timeout: float = 60.0) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    digest, done = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or size
+            for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        if digest.hexdigest() != sha:
+            raise DownloadError(f"download of {url} has sha256 {digest.hexdigest()[:16]}…, expected {sha[:16]}…; "
+                                "nothing was saved. Check --url-base, or the source changed.")
+        os.replace(tmp, dst)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise DownloadError(f"could not download {url}: {err}. Check the network or --url-base; "
+                            "`kwsbench checkpoints import DIR` works offline from a local copy.") from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: str = DEFAULT_URL_BASE,
+          progress: Callable[[str, int, int | None], None] | None = None) -> list[str]:
+    """Download the listed checkpoint ids (all when None) from their public source; returns fetched ids.
+
+    Files already present with the right sha256 are skipped. A file is written under a temporary name
+    and renamed only after its sha256 verified, so a failed download never leaves a file looking good.
+    """
+    m = get_manifest(manifest)
+    # Ids may be given bare ("X/best.pt") or qualified ("nc-ssm:X/best.pt"), as cards name them.
+    wanted = [m.entry(i.removeprefix(f"{m.name}:")) for i in ids] if ids else list(m.entries)
+    fetched = []
+    for e in wanted:
+        dst = m.file_path(e)
+        if dst.is_file() and sha256_file(dst) == e.sha256:
+            continue
+        url = m.source_url(e, url_base)
+        _download(url, dst, e.sha256, e.size, (lambda d, t, i=e.id: progress(i, d, t)) if progress else None)
+        fetched.append(e.id)
+    return fetched
