@@ -1,0 +1,53 @@
+"""`kwsbench baselines validate|list`: the published tables in baselines/*.yaml."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from kwsbench.errors import EXIT_OK
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("baselines", help="published results (baselines/*.yaml)")
+    sub = p.add_subparsers(dest="baselines_command", required=True)
+    v = sub.add_parser("validate", help="check every baseline file; list rows whose model is not registered")
+    v.add_argument("--dir", help="folder of baseline YAML files (default: the project's baselines/)")
+    v.set_defaults(func=_validate)
+    ls = sub.add_parser("list", help="one line per reported row")
+    ls.add_argument("--dir")
+    ls.add_argument("--model", help="only rows of this model")
+    ls.set_defaults(func=_list)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from kwsbench.compare import baselines_dir, load_baseline_file
+    from kwsbench.models.registry import all_cards
+
+    directory = Path(args.dir) if args.dir else baselines_dir()
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        from kwsbench.errors import BadInputError
+
+        raise BadInputError(f"no baseline files (*.yaml) in {directory}")
+    known = {n for c in all_cards() for n in (c.name, *c.aliases)}
+    for f in files:
+        rows = load_baseline_file(f)  # raises BadInputError (exit 5) naming the file and row
+        unregistered = sorted({r.model for r in rows} - known)
+        tags = Counter(r.verification for r in rows)
+        print(f"ok  {f.name}: {len(rows)} rows ({', '.join(f'{k} {v}' for k, v in sorted(tags.items()))})")
+        if unregistered:
+            print(f"    models without a card (compared only once registered): {', '.join(unregistered)}")
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from kwsbench.compare import load_baselines
+
+    for r in load_baselines(Path(args.dir) if args.dir else None):
+        if args.model and r.model != args.model:
+            continue
+        print(f"{r.model:28s} {r.protocol:18s} {r.split:10s} {r.condition_label():32s} {r.value:6.2f}  "
+              f"[{r.verification}] {r.source}")
+    return EXIT_OK

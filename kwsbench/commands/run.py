@@ -1,0 +1,71 @@
+"""`kwsbench run`: evaluate a grid of models x conditions into the results store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kwsbench.errors import EXIT_FAILED, EXIT_OK
+from kwsbench.plan import DECIMATIONS, RATE_MODES, quick_plan, resolve_plan
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="evaluate models under clean and noisy conditions into the store")
+    p.add_argument("--models", help="comma list, 'all' or globs (default: every model with weights available)")
+    p.add_argument("--noise", help="comma list of noise sources (see `kwsbench noise list`)")
+    p.add_argument("--snr", nargs="+", type=float, help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15")
+    p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default rms)")
+    p.add_argument("--rates", help="comma list of sample rates, e.g. 16000,8000,4000")
+    p.add_argument("--rate-mode", choices=RATE_MODES, help="native (model at the rate) or bandlimit")
+    p.add_argument("--decimation", choices=DECIMATIONS, help="sinc (anti-aliased, default) or drop (no filter)")
+    p.add_argument("--data-dir", help="Speech Commands folder (default: the embedded synthetic set)")
+    p.add_argument("--protocol", help="test protocol (default: detected from the layout)")
+    p.add_argument("--noise-dir", help="folder of noise recordings / definitions")
+    p.add_argument("--seed", type=int, help="global noise seed (default 0)")
+    p.add_argument("--batch-size", type=int, help="clips per forward (default 256)")
+    p.add_argument("--device", help="cpu or cuda[:N]")
+    p.add_argument("--per-class", type=int, help="class-stratified subset of this many clips per class")
+    p.add_argument("--config", help="plan YAML; flags override its keys")
+    p.add_argument("--quick", action="store_true", help="clean + factory 0 dB on a class-stratified subset")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="skip cells already stored (the default)")
+    group.add_argument("--force", action="store_true", help="recompute cells even if stored")
+    p.add_argument("--store", help="results store (default runs/kwsbench.sqlite)")
+    p.set_defaults(func=_run)
+
+
+def plan_from_args(args: argparse.Namespace):
+    def _list(value):
+        return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+    overrides = {
+        "models": _list(args.models), "noise": _list(args.noise), "snr": args.snr, "snr_def": args.snr_def,
+        "rates": _list(args.rates), "rate_mode": args.rate_mode, "decimation": args.decimation,
+        "data_dir": args.data_dir, "protocol": args.protocol, "noise_dir": args.noise_dir, "seed": args.seed,
+        "batch_size": args.batch_size, "device": args.device, "per_class": args.per_class, "store": args.store,
+        "force": True if args.force else None,
+    }
+    if overrides["rates"] is not None:
+        overrides["rates"] = [int(r) for r in overrides["rates"]]
+    plan = resolve_plan(args.config, overrides)
+    return quick_plan(plan) if args.quick else plan
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kwsbench.evaluate import run_plan
+
+    summary = run_plan(plan_from_args(args))
+    print(f"run {summary.run_id}: {summary.computed} cells computed, {summary.reused} reused from the store, "
+          f"{len(summary.failed)} failed, {summary.clips} clips, {summary.seconds:.1f} s")
+    if summary.skipped_models:
+        names = ", ".join(name for name, _ in summary.skipped_models)
+        print(f"skipped {len(summary.skipped_models)} models without weights (train them or import checkpoints; "
+              f"`kwsbench checkpoints status`): {names}")
+    if summary.skipped_cells:
+        print(f"{len(summary.skipped_cells)} cells skipped (model cannot change rate; try --rate-mode bandlimit)")
+    for model, cond, err in summary.failed:
+        print(f"FAILED {model} | {cond}: {err}", file=sys.stderr)
+    if summary.computed + summary.reused == 0 and not summary.failed:
+        print("no model had weights available: nothing was evaluated", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if summary.ok else EXIT_FAILED

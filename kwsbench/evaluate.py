@@ -1,0 +1,398 @@
+"""Plan -> cells: batched inference over the clip set under every condition, on CPU or CUDA.
+
+Per run the clip set is decoded once and each noise bank is built once; per model the weights are
+loaded once and every condition is swept over the whole clip set in large batches. A model that fails
+to load or to run becomes failed cells carrying the error; the run goes on.
+
+Rates (issue 6): the noise is mixed at 16 kHz (the SNR is measured there), then
+- `native`: the input is decimated to the rate and a model with can_change_rate runs at that rate
+  (`set_sample_rate`); a model that cannot change rate gets no cell for that rate (reported as skipped);
+- `bandlimit`: the input is decimated to the rate and resampled back up, and the model runs at its own
+  rate — what a 16 kHz model hears from a low-rate microphone.
+Decimation is `sinc` (torchaudio's anti-aliased resampler) or `drop` (every k-th sample, no filter).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as _md
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kwsbench import stats
+from kwsbench.data.clipset import ClipSet
+from kwsbench.errors import BadInputError, CheckpointError
+from kwsbench.models.registry import ModelCard, all_cards, resolve
+from kwsbench.paths import PROJECT_ROOT
+from kwsbench.plan import Plan
+from kwsbench.store import CellKey, CellResult, Store
+
+CLEAN = "clean"
+N_BOOT = 1000
+
+# (card, checkpoint or None, device) -> (model in eval mode, sha256 of the weights)
+ModelLoader = Callable[[ModelCard, str | None, str], tuple[torch.nn.Module, str]]
+
+
+@dataclass(frozen=True)
+class Condition:
+    noise: str  # CLEAN or a noise source name
+    snr_db: float | None
+    rate_hz: int
+
+    def label(self) -> str:
+        cond = CLEAN if self.noise == CLEAN else f"{self.noise} {self.snr_db:+g} dB"
+        return f"{cond} @ {self.rate_hz} Hz"
+
+
+class NoiseProvider:
+    """Noise banks and mixing through kwsbench.noise; tests may pass a stand-in with the same methods."""
+
+    def __init__(self, noise_dir: str | None = None):
+        self.noise_dir = noise_dir
+
+    def resolve(self, name: str) -> str:
+        from kwsbench.noise import list_sources
+
+        known = list_sources(self.noise_dir)
+        if name in known:
+            return name
+        hits = [s for s in known if s.endswith(name) or s.endswith(f"-{name}")]
+        if len(hits) == 1:
+            return hits[0]
+        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}")
+
+    def bank(self, clipset: ClipSet, name: str, seed: int) -> tuple[np.ndarray, str]:
+        from kwsbench.noise import NoiseBank, get_source
+
+        source = get_source(name, self.noise_dir)
+        bank = NoiseBank(clipset, source, seed, noise_dir=self.noise_dir)
+        # the definition hash pins the exact generator parameters, not only the declared version number
+        return bank.noise, f"v{source.version}/{source.key[:16]}"
+
+    def mix(self, clean: torch.Tensor, noise: torch.Tensor, snr_db: float, definition: str) -> torch.Tensor:
+        from kwsbench.noise import mix
+
+        return mix(clean, noise, snr_db, definition=definition)
+
+
+def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, str]:
+    from kwsbench import checkpoints as ck
+
+    model = ck.load_model(card, checkpoint=checkpoint, device=device)
+    sha = getattr(model, "checkpoint_sha256", None) or ck.checkpoint_sha256(card, checkpoint)
+    return model, str(sha)
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    computed: int = 0
+    reused: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # model, condition, error
+    skipped_models: list[tuple[str, str]] = field(default_factory=list)  # model, reason
+    skipped_cells: list[tuple[str, str, str]] = field(default_factory=list)
+    cell_keys: list[str] = field(default_factory=list)
+    clips: int = 0
+    seconds: float = 0.0
+    clip_evals: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "noise_banks": 0.0, "store": 0.0})
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def stratified_subset(clipset: ClipSet, per_class: int, seed: int) -> ClipSet:
+    """Up to `per_class` clips of every class, drawn with a seeded generator (not the first N files)."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for k in range(len(clipset.label_names)):
+        idx = np.flatnonzero(clipset.labels == k)
+        if len(idx):
+            picks.append(np.sort(rng.permutation(idx)[:per_class]))
+    chosen = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+    return clipset.subset(chosen, protocol=f"{clipset.protocol}")
+
+
+def load_clips(plan: Plan) -> ClipSet:
+    from kwsbench.data.speech_commands import load_clipset
+
+    if plan.data_dir is None:
+        from kwsbench.data.synth import ensure_default_dataset
+
+        data_dir = ensure_default_dataset(seed=0)
+    else:
+        data_dir = Path(plan.data_dir)
+    clipset = load_clipset(data_dir, protocol=plan.protocol)
+    if plan.per_class:
+        clipset = stratified_subset(clipset, plan.per_class, plan.seed)
+    return clipset
+
+
+def conditions(plan: Plan, noise_names: list[str]) -> list[Condition]:
+    """Clean always, then every noise x SNR, each at every rate."""
+    out = []
+    for rate in plan.rates:
+        out.append(Condition(CLEAN, None, rate))
+        out.extend(Condition(n, float(s), rate) for n in noise_names for s in plan.snr)
+    return out
+
+
+# -- rates -------------------------------------------------------------------------------------
+
+def decimate(x: torch.Tensor, from_rate: int, to_rate: int, method: str) -> torch.Tensor:
+    if to_rate == from_rate:
+        return x
+    if method == "drop":
+        if from_rate % to_rate:
+            raise BadInputError(f"'drop' decimation needs an integer factor, got {from_rate} -> {to_rate}")
+        return x[:, :: from_rate // to_rate].contiguous()
+    import torchaudio.functional as taf
+
+    return taf.resample(x, from_rate, to_rate)
+
+
+def upsample(x: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    if to_rate == from_rate:
+        return x
+    import torchaudio.functional as taf
+
+    return taf.resample(x, from_rate, to_rate)
+
+
+def model_input(x16: torch.Tensor, card: ModelCard, rate: int, plan: Plan) -> torch.Tensor:
+    """The 16 kHz (noisy) batch as the model must see it for this rate and rate mode."""
+    if plan.rate_mode == "bandlimit" or rate == card.native_rate:
+        low = decimate(x16, 16000, rate, plan.decimation) if rate < 16000 else x16
+        return upsample(low, rate, card.native_rate) if rate != card.native_rate else low
+    return decimate(x16, 16000, rate, plan.decimation)
+
+
+# -- provenance --------------------------------------------------------------------------------
+
+def provenance(plan: Plan, clipset: ClipSet, device: str) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    versions = {"python": sys.version.split()[0]}
+    for pkg in ("kwsbench", "torch", "torchaudio", "numpy", "scipy", "soundfile"):
+        try:
+            versions[pkg] = _md.version(pkg)
+        except _md.PackageNotFoundError:
+            versions[pkg] = ""
+    dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    return {
+        "git_commit": commit, "versions": versions, "torch": torch.__version__, "cuda": torch.version.cuda or "",
+        "device": f"{device} ({dev_name})", "plan": plan.to_dict(), "seed": plan.seed,
+        "fingerprint": clipset.fingerprint, "protocol": clipset.protocol,
+    }
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+class Progress:
+    """A rich progress bar on a terminal (not under CI), plain lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total = total
+        self.done = 0
+        self.enabled = enabled
+        self._rich = None
+        if enabled and sys.stderr.isatty() and not os.environ.get("CI"):
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), transient=False)
+            self._task = self._rich.add_task("cells", total=total, speed="")
+            self._rich.start()
+
+    def cell(self, model: str, cond: Condition, status: str, clips_per_s: float | None) -> None:
+        self.done += 1
+        speed = f"{clips_per_s:,.0f} clips/s" if clips_per_s else ""
+        if self._rich is not None:
+            self._rich.update(self._task, advance=1, description=f"{model} | {cond.label()}", speed=speed)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {model} | {cond.label()} | {status} {speed}", file=sys.stderr,
+                  flush=True)
+
+    def note(self, text: str) -> None:
+        if self._rich is not None:
+            self._rich.console.print(text, highlight=False)
+        elif self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+
+
+# -- the runner --------------------------------------------------------------------------------
+
+def select_models(plan: Plan) -> tuple[list[ModelCard], bool]:
+    """The cards to run and whether they were asked for explicitly (missing weights then fail)."""
+    if plan.models:
+        return resolve(plan.models), True
+    return all_cards(), False
+
+
+def _score(labels: np.ndarray, preds: np.ndarray, speakers: tuple[str, ...], num_classes: int, seed: int) -> dict:
+    correct_vec = preds == labels
+    n, correct = len(labels), int(correct_vec.sum())
+    lo, hi = stats.wilson_interval(correct, n)
+    blo = bhi = None
+    if any(speakers):
+        blo, bhi = stats.speaker_bootstrap_interval(correct_vec, speakers, seed=seed, n_boot=N_BOOT)
+    return dict(
+        accuracy=correct / n if n else None, n=n, correct=correct, ci_low=lo, ci_high=hi, boot_low=blo,
+        boot_high=bhi, per_class=stats.per_class_accuracy(labels, preds, num_classes),
+        macro_f1=stats.macro_f1(labels, preds, num_classes),
+    )
+
+
+@torch.inference_mode()
+def _predict(model: torch.nn.Module, clean: torch.Tensor, noise: torch.Tensor | None, cond: Condition,
+             card: ModelCard, plan: Plan, provider: NoiseProvider) -> np.ndarray:
+    preds = []
+    for start in range(0, clean.shape[0], plan.batch_size):
+        x = clean[start:start + plan.batch_size]
+        if noise is not None:
+            x = provider.mix(x, noise[start:start + plan.batch_size], cond.snr_db, plan.snr_def)
+        logits = model(model_input(x, card, cond.rate_hz, plan))
+        preds.append(torch.argmax(logits, dim=-1).to("cpu", torch.int64))
+    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+
+
+def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> None:
+    if plan.rate_mode == "native" and card.can_change_rate:
+        model.set_sample_rate(rate)
+
+
+def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider | None = None,
+             clipset: ClipSet | None = None, show_progress: bool = True) -> RunSummary:
+    """Evaluate the plan into its store; see the module docstring. Returns what happened."""
+    loader = loader or default_loader
+    provider = noise or NoiseProvider(plan.noise_dir)
+    device = plan.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    t0 = time.perf_counter()
+    # open the store first: a corrupt or foreign store fails before any decoding or model work
+    with Store(plan.store) as store:
+        cards, explicit = select_models(plan)
+        noise_names = [provider.resolve(n) for n in plan.noise]
+        clipset = clipset if clipset is not None else load_clips(plan)
+        conds = conditions(plan, noise_names)
+        summary = RunSummary(run_id=store.begin_run(provenance(plan, clipset, device)), clips=len(clipset))
+        store.save_clips(clipset.fingerprint, clipset.utterance_ids, clipset.speaker_ids, clipset.labels)
+        progress = Progress(len(cards) * len(conds), enabled=show_progress)
+        try:
+            _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress)
+        finally:
+            progress.close()
+            summary.seconds = time.perf_counter() - t0
+            store.finish_run(summary.run_id, "ok" if summary.ok else "failed")
+    return summary
+
+
+def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress) -> None:
+    device = plan.device
+    clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
+    banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, on first use
+    for card in cards:
+        t_load = time.perf_counter()
+        try:
+            model, sha = loader(card, plan.checkpoints.get(card.name), device)
+        except CheckpointError as err:
+            if not explicit:
+                summary.skipped_models.append((card.name, str(err)))
+                progress.done += len(conds)
+                continue
+            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
+        except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
+            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
+        else:
+            load_error = ""
+        finally:
+            summary.timings["load"] += time.perf_counter() - t_load
+        for cond in conds:
+            _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
+                      progress)
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Condition, noise_version: str) -> CellKey:
+    native = cond.rate_hz == card.native_rate
+    return CellKey(
+        model=card.name, checkpoint_sha256=sha, fingerprint=clipset.fingerprint, noise=cond.noise,
+        noise_version=noise_version, snr_db=cond.snr_db, snr_def="" if cond.noise == CLEAN else plan.snr_def,
+        rate_hz=cond.rate_hz, rate_mode="native" if native else plan.rate_mode,
+        decimation="" if native and cond.rate_hz == 16000 else plan.decimation, seed=plan.seed,
+    )
+
+
+def _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
+              progress) -> None:
+    if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
+        summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
+        progress.cell(card.name, cond, "skipped (cannot change rate; try --rate-mode bandlimit)", None)
+        return
+    noise_t, version = None, ""
+    if cond.noise != CLEAN:
+        if cond.noise not in banks:
+            t_bank = time.perf_counter()
+            arr, ver = provider.bank(clipset, cond.noise, plan.seed)
+            summary.timings["noise_banks"] += time.perf_counter() - t_bank
+            banks[cond.noise] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
+        noise_t, version = banks[cond.noise]
+    key = _cell_key(plan, card, sha, clipset, cond, version)
+    summary.cell_keys.append(key.digest())
+    if model is not None and not plan.force and store.has_ok(key):
+        summary.reused += 1
+        progress.cell(card.name, cond, "stored", None)
+        return
+    result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
+                        error=load_error)
+    t0 = time.perf_counter()
+    if model is not None:
+        try:
+            if card.num_classes != len(clipset.label_names):
+                raise BadInputError(f"{card.name} predicts {card.num_classes} classes, the clip set has "
+                                    f"{len(clipset.label_names)} ({clipset.protocol})")
+            _set_rate(model, card, cond.rate_hz, plan)
+            try:
+                preds = _predict(model, clean, noise_t, cond, card, plan, provider)
+            finally:
+                _set_rate(model, card, card.native_rate, plan)
+            scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
+            result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
+                                status="ok", predictions=preds, **scores)
+        except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
+            result.error = f"{type(err).__name__}: {err}"
+    result.seconds = time.perf_counter() - t0
+    t_store = time.perf_counter()
+    store.put_cell(summary.run_id, result)
+    summary.timings["store"] += time.perf_counter() - t_store
+    if result.status == "ok":
+        summary.computed += 1
+        summary.clip_evals += result.n
+    else:
+        summary.failed.append((card.name, cond.label(), result.error))
+    speed = result.n / result.seconds if result.status == "ok" and result.seconds > 0 else None
+    progress.cell(card.name, cond, result.status if result.status == "ok" else "FAILED", speed)

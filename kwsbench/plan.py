@@ -1,0 +1,122 @@
+"""The evaluation plan: what to run. A plan YAML can hold every field; command-line flags override it;
+the resolved plan is saved with the run in the store."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kwsbench.errors import BadInputError
+
+DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
+RATE_MODES = ("native", "bandlimit")
+# How a signal is brought down to a lower rate: "sinc" = torchaudio's band-limited resampler (anti-aliased),
+# "drop" = keep every k-th sample with no filter (what S-Edge's original test does).
+DECIMATIONS = ("sinc", "drop")
+SNR_DEFINITIONS = ("rms", "active")
+
+
+@dataclass
+class Plan:
+    models: list[str] | None = None  # None: every model whose weights are available
+    noise: list[str] = field(default_factory=list)
+    snr: list[float] = field(default_factory=lambda: list(DEFAULT_SNRS))
+    snr_def: str = "rms"
+    rates: list[int] = field(default_factory=lambda: [16000])
+    rate_mode: str = "native"
+    decimation: str = "sinc"
+    data_dir: str | None = None
+    protocol: str | None = None
+    noise_dir: str | None = None
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "cpu"
+    quick: bool = False
+    per_class: int | None = None  # clips per class of a class-stratified subset (None: all clips)
+    store: str = "runs/kwsbench.sqlite"
+    force: bool = False
+    checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
+
+    def validate(self) -> Plan:
+        if self.rate_mode not in RATE_MODES:
+            raise BadInputError(f"rate_mode {self.rate_mode!r} is not one of {', '.join(RATE_MODES)}")
+        if self.decimation not in DECIMATIONS:
+            raise BadInputError(f"decimation {self.decimation!r} is not one of {', '.join(DECIMATIONS)}")
+        if self.snr_def not in SNR_DEFINITIONS:
+            raise BadInputError(f"snr_def {self.snr_def!r} is not one of {', '.join(SNR_DEFINITIONS)}")
+        if self.batch_size < 1:
+            raise BadInputError(f"batch_size must be >= 1, got {self.batch_size}")
+        bad_rates = [r for r in self.rates if int(r) <= 0 or 16000 % int(r)]
+        if bad_rates:
+            raise BadInputError(f"rates {bad_rates}: each rate must divide 16000 (e.g. 16000,8000,4000)")
+        if self.per_class is not None and self.per_class < 1:
+            raise BadInputError(f"per_class must be >= 1, got {self.per_class}")
+        self.snr = [float(s) for s in self.snr]
+        self.rates = [int(r) for r in self.rates]
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Plan)}
+
+
+def _split_list(value: Any) -> Any:
+    """Accept 'a,b' strings as lists (YAML and flags both allow them)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise BadInputError(
+            f"{where}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(_FIELDS))}."
+        )
+    data = dict(data)
+    for key in ("models", "noise", "snr", "rates"):
+        if key in data and data[key] is not None:
+            data[key] = _split_list(data[key])
+            if not isinstance(data[key], list):
+                data[key] = [data[key]]
+    try:
+        return Plan(**data).validate()
+    except (TypeError, ValueError) as err:
+        raise BadInputError(f"{where}: {err}") from err
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"plan file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise BadInputError(f"plan file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise BadInputError(f"plan file {path} must hold a mapping of plan keys, got {type(data).__name__}")
+    return plan_from_dict(data, where=str(path))
+
+
+def resolve_plan(config: str | Path | None, overrides: dict[str, Any]) -> Plan:
+    """Plan YAML (if any) with every override that is not None applied on top."""
+    base = load_plan(config).to_dict() if config else Plan().to_dict()
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return plan_from_dict(base, where=str(config) if config else "command line")
+
+
+def quick_plan(plan: Plan) -> Plan:
+    """--quick: clean + one noisy condition at 0 dB on a class-stratified subset."""
+    plan.quick = True
+    if not plan.noise:
+        plan.noise = ["factory"]
+    plan.snr = [0.0]
+    if plan.per_class is None:
+        plan.per_class = 20
+    return plan

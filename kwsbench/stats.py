@@ -1,0 +1,109 @@
+"""Statistics for accuracy cells: Wilson intervals, speaker-level bootstrap, exact McNemar, Benjamini-Hochberg.
+
+Everything takes plain arrays so a statistic can be recomputed later from the stored per-utterance
+predictions. Randomness only through an explicitly seeded numpy Generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _sps
+
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; (0, 1) when n == 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at p = 0 or 1 the bound is exactly 0 or 1; rounding must not move it
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)
+    hi = 1.0 if correct == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> list[float | None]:
+    """Recall per class (None for a class with no clips)."""
+    out: list[float | None] = []
+    for k in range(num_classes):
+        mask = labels == k
+        out.append(float(np.mean(preds[mask] == k)) if mask.any() else None)
+    return out
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in the labels."""
+    f1s = []
+    for k in range(num_classes):
+        support = int(np.sum(labels == k))
+        if support == 0:
+            continue
+        tp = int(np.sum((labels == k) & (preds == k)))
+        fp = int(np.sum((labels != k) & (preds == k)))
+        fn = support - tp
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def speaker_bootstrap_interval(
+    correct: np.ndarray, speakers: tuple[str, ...] | list[str], seed: int, n_boot: int = 2000, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of accuracy when whole speakers are resampled with replacement.
+
+    Clips with an unknown speaker ("", e.g. silence) are each their own cluster, so they still
+    contribute their sampling variance.
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(correct) == 0:
+        return 0.0, 1.0
+    keys = [s if s else f"\0clip{i}" for i, s in enumerate(speakers)]
+    _, cluster = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    n_clusters = int(cluster.max()) + 1
+    sums = np.bincount(cluster, weights=correct, minlength=n_clusters)
+    sizes = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    acc = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(acc, alpha)), float(np.quantile(acc, 1 - alpha))
+
+
+@dataclass
+class McNemarResult:
+    only_a: int  # clips A got right and B wrong
+    only_b: int
+    p_value: float
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemarResult:
+    """Exact (binomial) McNemar test on paired correctness vectors of the same clips."""
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired vectors differ in length: {a.shape} vs {b.shape}")
+    only_a = int(np.sum(a & ~b))
+    only_b = int(np.sum(~a & b))
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(_sps.binomtest(only_a, discordant, 0.5).pvalue)
+    return McNemarResult(only_a, only_b, min(1.0, p))
+
+
+def benjamini_hochberg(p_values: list[float] | np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Adjusted q-values (step-up, monotone) and the reject decisions at `alpha`."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p.copy(), np.zeros(0, dtype=bool)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q_sorted = np.minimum.accumulate(ranked[::-1])[::-1]
+    q = np.empty(m)
+    q[order] = np.minimum(q_sorted, 1.0)
+    return q, q <= alpha

@@ -1,0 +1,88 @@
+"""Leaderboard rows from a store: tidy and wide views, plain CSV numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from test_run import RmsNoise, _plan, make_clipset, tiny_loader
+
+from kwsbench.cli import main
+from kwsbench.evaluate import run_plan
+from kwsbench.report import TIDY_COLUMNS, leaderboard, tidy_rows, wide_rows
+from kwsbench.store import Store
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    plan = _plan(tmp_path_factory.mktemp("board"), models=["test-tiny", "test-tiny-fixed"], noise=["white", "hum"],
+                 snr=[-5.0, 5.0])
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
+    return plan.store
+
+
+def test_tidy_csv_has_columns_and_plain_numbers(store_path, capsys):
+    path = store_path
+    assert main(["leaderboard", "--format", "csv", "--store", path]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert tuple(rows[0]) == TIDY_COLUMNS and len(rows) == 2 * 5
+    for r in rows:
+        assert r["n"] == "120" and "," not in r["accuracy"] and "e" not in r["accuracy"]
+        assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
+    with Store(path) as st:
+        by_key = {(c["model"], c["noise"], c["snr_db"]): c["accuracy"] for c in st.cells()}
+    for r in rows:
+        snr = float(r["snr_db"]) if r["snr_db"] else None
+        assert abs(float(r["accuracy"]) - by_key[(r["model"], r["noise"], snr)]) < 1e-6
+
+
+def test_wide_view_means_and_rank(store_path):
+    with Store(store_path) as st:
+        cells = st.cells()
+    tidy = tidy_rows(cells, with_cost=False)
+    wide = wide_rows(tidy)
+    assert len(wide) == 2
+    for w in wide:
+        mine = [t for t in tidy if t.model == w["model"]]
+        white = [t.accuracy for t in mine if t.noise == "white"]
+        noisy = [t.accuracy for t in mine if t.noise != "clean"]
+        assert abs(w["white"] - sum(white) / len(white)) < 1e-12
+        assert abs(w["mean_noisy"] - sum(noisy) / len(noisy)) < 1e-12
+    best = max(wide, key=lambda w: w["mean_noisy"])
+    assert best["rank"] == 1 and sorted(w["rank"] for w in wide) == [1, 2]
+
+
+def test_md_and_json_and_out_file(store_path, tmp_path):
+    path = store_path
+    with Store(path) as st:
+        cells = st.cells()
+    md = leaderboard(cells, fmt="md", wide=True, with_cost=False)
+    assert md.startswith("| model |") and md.count("\n") == 4
+    data = json.loads(leaderboard(cells, fmt="json", with_cost=False))
+    assert len(data) == 10 and {"params", "macs"} <= set(data[0])
+    out = tmp_path / "board.md"
+    assert main(["leaderboard", "--store", path, "--wide", "--out", str(out)]) == 0
+    assert out.read_text().startswith("| model |")
+
+
+def test_missing_store_is_exit_6(tmp_path):
+    assert main(["leaderboard", "--store", str(tmp_path / "none.sqlite")]) == 6
+
+
+def test_cost_columns_come_from_model_cost():
+    from kwsbench.cost import Cost
+    from kwsbench.models.registry import ModelCard, register
+
+    def cost(card, rate):
+        return Cost(model=card.name, rate=rate, trainable_params=1234, inference_params=1200, folded="",
+                    frontend_macs=rate * 10, body_macs=1000)
+
+    register(ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost))
+    cell = dict(model="test-costed", checkpoint_sha256="c" * 64, protocol="p", fingerprint="f" * 64, noise="clean",
+                snr_db=None, snr_def="", rate_hz=8000, rate_mode="native", n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
+    [row] = tidy_rows([cell])
+    assert (row.params, row.macs) == (1234, 8000 * 10 + 1000)
+    [row] = tidy_rows([{**cell, "model": "test-tiny"}])  # no cost function: empty, not an error
+    assert (row.params, row.macs) == (None, None)
