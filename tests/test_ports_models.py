@@ -1,0 +1,174 @@
+"""Ports of the NC-SSM repository's models, without shared data: structure, counts, features, scan, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kwsbench import features
+from kwsbench.models.ncssm import _loop_scan, causal_mean3, linear_scan
+from kwsbench.models.registry import get_card
+
+# Published parameter counts and state-dict key counts (reference/nc-ssm.md §3.1, §4).
+PORTS = {
+    "ds-cnn-s": (23756, 65),
+    "bc-resnet-1-ncssm": (7464, 184),
+    "nc-ssm": (7443, 85),
+    "nc-ssm-matched": (7443, 85),
+    "nc-ssm-large": (10191, 85),
+    "nc-ssm-12k": (12683, 85),
+    "nc-ssm-15k": (15843, 85),
+    "nc-ssm-20k": (20044, 85),
+    "nanomamba-small": (12032, 51),
+    "nanomamba-tiny": (4634, 37),
+    "nanomamba-tiny-final": (4634, 37),
+}
+ALIASES = {"nc-matched": "nc-ssm-matched", "nanomamba-nc-20k": "nc-ssm-20k", "nc-20k": "nc-ssm-20k"}
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(PORTS))
+def test_card_builds_with_published_counts(name):
+    card = get_card(name)
+    model = card.build()
+    params, keys = PORTS[name]
+    assert _params(model) == params == card.params
+    assert len(model.state_dict()) == keys
+    assert card.checkpoint.startswith("nc-ssm:") and card.checkpoint.endswith(".pt")
+    assert card.protocol == "v2-12" and card.native_rate == 16000
+
+
+@pytest.mark.parametrize("alias,name", sorted(ALIASES.items()))
+def test_aliases(alias, name):
+    assert get_card(alias).name == name
+
+
+def test_tiny_cards_pick_their_files():
+    assert get_card("nanomamba-tiny").checkpoint == "nc-ssm:NanoMamba-Tiny/best.pt"
+    assert get_card("nanomamba-tiny-final").checkpoint == "nc-ssm:NanoMamba-Tiny/final.pt"
+
+
+def test_nc_buffers_are_persistent_with_reference_values():
+    sd = get_card("nc-ssm").build().state_dict()
+    k = torch.arange(40, dtype=torch.float32)
+    assert torch.allclose(sd["freq_dep_floor.freq_floor"].flatten(), 0.05 * torch.exp(-3 * k / 39))
+    assert torch.allclose(sd["dual_pcen.smooth_kernel"], torch.full((1, 1, 7), 1 / 7))
+    expected = {"delta_floor_min": 0.03, "delta_floor_max": 0.15, "epsilon_min": 0.05, "epsilon_max": 0.30,
+                "bgate_floor": 0.20, "snr_half_sat": 0.05}
+    for name, value in expected.items():
+        assert sd[f"blocks.1.sa_ssm.{name}"].item() == pytest.approx(value)
+    assert "mel_fb" in sd and "_window" not in sd
+
+
+def test_mel_filterbank_floor_bins_matches_reference_bins():
+    # reference/nc-ssm.md §5.2: the edge bins, peak 1 at b_{i+1}, filter 0 only bin 1, row sums 1 .. 16.
+    bins = [0, 1, 2, 4, 6, 8, 10, 12, 14, 16, 19, 21, 24, 27, 30, 33, 37, 41, 45, 49, 54, 59, 64, 69, 75, 81,
+            88, 95, 103, 110, 119, 128, 137, 148, 158, 170, 182, 195, 209, 224, 239, 256]
+    fb = features.mel_filterbank_floor_bins()
+    assert fb.shape == (40, 257) and fb.dtype == torch.float32
+    for i in range(40):
+        assert fb[i, bins[i + 1]] == 1.0
+        assert fb[i, : bins[i]].abs().sum() == 0 and fb[i, bins[i + 2]:].abs().sum() == 0
+    assert torch.nonzero(fb[0]).flatten().tolist() == [1]
+    assert fb[0].sum().item() == 1.0 and fb[39].sum().item() == 16.0
+    assert fb[:, 0].sum() == 0 and fb[:, 256].sum() == 0
+
+
+def test_stft_magnitude_is_periodic_hann_reflect_magnitude():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((2, 16000)).astype(np.float32))
+    mag = features.stft_magnitude(x, 512, 160, 512)
+    assert mag.shape == (2, 257, 101)
+    # Frame 10 by hand: reflect-padded signal, periodic Hann, one-sided |rfft|.
+    padded = np.pad(x[0].numpy().astype(np.float64), 256, mode="reflect")
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+    ref = np.abs(np.fft.rfft(padded[1600:2112] * win))
+    assert np.allclose(mag[0, :, 10].numpy(), ref, atol=1e-3, rtol=1e-4)
+
+
+def test_logmel_window_400_and_rate_change():
+    lm = features.LogMel()
+    x = torch.randn(3, 16000)
+    out = lm(x)
+    assert out.shape == (3, 40, 101)
+    assert lm.state_dict() == {}  # the CNN checkpoints carry no front-end tensors
+    ref = torch.log(features.mel_filterbank() @ features.stft_magnitude(x, 512, 160, 400) + 1e-8)
+    assert torch.allclose(out, ref)
+    lm.set_sample_rate(8000)
+    assert (lm.n_fft, lm.win_length, lm.hop_length) == (256, 200, 80)
+    assert lm(torch.randn(1, 8000)).shape == (1, 40, 101)
+
+
+def test_ema_smoother_and_pcen_formula():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((2, 3, 20)).astype(np.float32))
+    s = torch.from_numpy(rng.uniform(0.05, 0.4, (2, 3, 20)).astype(np.float32))
+    m = features.ema_smoother(x, s)
+    expect = x[..., 0].clone()
+    for t in range(1, 20):
+        expect = (1 - s[..., t]) * expect + s[..., t] * x[..., t]
+    assert torch.allclose(m[..., -1], expect)
+    out = features.pcen(x, m, 0.98, 2.0, 0.5)
+    assert torch.allclose(out, (x / (1e-6 + m) ** 0.98 + 2.0) ** 0.5 - 2.0**0.5, atol=1e-6)
+
+
+def test_doubling_scan_equals_frame_loop():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(101, 3, 5, 4, generator=g)
+    b = torch.randn(101, 3, 5, 4, generator=g)
+    loop = linear_scan(a, b, bound=1e4, method="loop")
+    expect = torch.zeros(3, 5, 4)
+    for t in range(101):
+        expect = a[t] * expect + b[t]
+    assert torch.allclose(loop[-1], expect, atol=1e-6)
+    assert torch.allclose(linear_scan(a, b, bound=1e4, method="doubling"), loop, atol=1e-5)
+    assert torch.allclose(linear_scan(a, b, method="doubling"), _loop_scan(a, b, None), atol=1e-5)
+
+
+def test_scan_falls_back_to_the_clamped_loop():
+    a = torch.ones(10, 1, 1, 1)
+    b = torch.full((10, 1, 1, 1), 4e3)
+    for method in ("doubling", "loop"):
+        h = linear_scan(a, b, bound=1e4, method=method)
+        assert h.flatten().tolist() == [4e3, 8e3] + [1e4] * 8  # unclamped it would reach 4e4
+
+
+def test_causal_mean3_replicates_the_first_frame():
+    x = torch.tensor([[[3.0], [6.0], [9.0], [0.0]]])
+    assert torch.allclose(causal_mean3(x).flatten(), torch.tensor([3.0, 4.0, 6.0, 5.0]))
+
+
+@pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-tiny", "ds-cnn-s", "bc-resnet-1-ncssm"])
+def test_batch_of_four_equals_one_by_one(name):
+    torch.manual_seed(0)  # test-only: random weights for the builder's default initialisation
+    model = get_card(name).build().eval()
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((4, 16000)).astype(np.float32) * 0.1)
+    with torch.no_grad():
+        batch = model(x)
+        single = torch.cat([model(x[i : i + 1]) for i in range(4)])
+    assert batch.shape == (4, 12)
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-small"])
+def test_ssm_blocks_are_causal(name):
+    torch.manual_seed(0)
+    model = get_card(name).build().eval()
+    block = model.blocks[0]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 101, block.norm.normalized_shape[0], generator=g)
+    snr = torch.rand(1, 101, 40, generator=g)
+    gate = torch.rand(1, 101, generator=g)
+    args = (snr, gate) if name.startswith("nc") else (snr,)
+    x2, snr2 = x.clone(), snr.clone()
+    x2[:, 60:] += 1.0
+    snr2[:, 60:] = 0.5
+    args2 = (snr2, gate) if name.startswith("nc") else (snr2,)
+    with torch.no_grad():
+        y1, y2 = block(x, *args), block(x2, *args2)
+    assert torch.allclose(y1[:, :60], y2[:, :60], atol=1e-6)
+    assert not torch.allclose(y1[:, 60:], y2[:, 60:])
