@@ -1,0 +1,257 @@
+"""Training: recipes validate, a short run learns and writes loadable checkpoints, resume continues."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kwsbench.errors import BadInputError
+from kwsbench.models.registry import ModelCard
+from kwsbench.recipes import list_recipes, load_recipe, recipe_from_dict
+from kwsbench.train import (
+    TrainConfig,
+    lr_factor,
+    orthogonality_penalty,
+    param_groups,
+    read_checkpoint,
+    read_history,
+    speaker_split,
+    time_shift,
+    train,
+)
+
+
+class TinyKws(nn.Module):
+    """Frame energies -> a linear layer: small and BatchNorm-free, so gradients average exactly across ranks."""
+
+    def __init__(self, num_classes: int = 12) -> None:
+        super().__init__()
+        self.frontend = nn.Identity()
+        self.proj = nn.Linear(40, 32)
+        self.decoder = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.reshape(x.shape[0], 40, -1)
+        feats = self.frontend(torch.log1p(100 * frames.square().mean(-1)).unsqueeze(1)).squeeze(1)
+        return self.decoder(torch.relu(self.proj(feats)))
+
+
+TINY = ModelCard(name="tiny-test", family="test", builder=TinyKws, kwargs={"num_classes": 12})
+
+SMALL_RECIPE = {
+    "name": "test", "source": "tests", "optimizer": "adamw", "lr": 0.01, "epochs": 2, "batch_size": 8,
+    "warmup_steps": 2, "min_lr_ratio": 0.1, "label_smoothing": 0.1, "grad_clip": 1.0,
+    "split": {"val_fraction": 0.25},
+    "augment": {"time_shift_ms": 20, "gain": [0.9, 1.1], "gaussian_noise": {"p": 0.5, "sigma": 0.002}},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A few dozen synthetic clips (4 per class) in the canonical layout."""
+    from kwsbench.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "set", seed=3, per_class=4)
+
+
+def _config(data: Path, out: Path, **kw) -> TrainConfig:
+    recipe = recipe_from_dict({**SMALL_RECIPE, **kw.pop("recipe", {})})
+    return TrainConfig(model="tiny-test", recipe=recipe, data_dir=str(data), out=out, show_progress=False, **kw)
+
+
+# -- recipes -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["s-edge", "nc-ssm", "bc-resnet", "ds-cnn", "synth"])
+def test_packaged_recipes_validate(name):
+    assert name in list_recipes()
+    r = load_recipe(name)
+    assert r.name == name and r.lr > 0 and r.epochs >= 1
+
+
+def test_paper_values_are_carried():
+    s_edge, nc, bc = load_recipe("s-edge"), load_recipe("nc-ssm"), load_recipe("bc-resnet")
+    assert (s_edge.lr, s_edge.epochs, s_edge.batch_size, s_edge.warmup_steps) == (0.002, 40, 16, 100)
+    assert s_edge.orthogonality.weight == 0.1 and s_edge.augment.rzoh
+    assert (nc.optimizer, nc.lr, nc.label_smoothing) == ("adamw", 0.003, 0.1)
+    assert (bc.optimizer, bc.lr, bc.epochs, bc.warmup_epochs) == ("sgd", 0.1, 200, 5)
+
+
+@pytest.mark.parametrize("bad, where", [
+    ({"learning_rate": 0.1}, "learning_rate"),
+    ({"lr": "fast"}, "lr"),
+    ({"epochs": 2.5}, "epochs"),
+    ({"augment": {"gain": [0.9]}}, "augment.gain"),
+    ({"augment": {"timeshift_ms": 10}}, "augment.timeshift_ms"),
+    ({"param_groups": [{"name": "x", "contains": "B"}]}, "param_groups[0].contains"),
+])
+def test_bad_recipe_key_names_file_and_key(tmp_path, bad, where):
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**SMALL_RECIPE, **bad}))
+    with pytest.raises(BadInputError) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_missing_required_key_and_unknown_recipe(tmp_path):
+    with pytest.raises(BadInputError, match="missing required key lr"):
+        recipe_from_dict({k: v for k, v in SMALL_RECIPE.items() if k != "lr"})
+    with pytest.raises(BadInputError, match="optimizer"):
+        recipe_from_dict({**SMALL_RECIPE, "optimizer": "lamb"})
+    with pytest.raises(BadInputError, match="packaged recipe"):
+        load_recipe("no-such-recipe")
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+def test_lr_schedule_warmup_then_cosine():
+    f = [lr_factor(s, 100, 10, 0.1) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    assert f[100] == pytest.approx(0.1) and f[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-9)
+
+
+def test_param_groups_by_leaf_name():
+    recipe = load_recipe("s-edge")
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.B = nn.Parameter(torch.zeros(2))
+            self.Lambda = nn.Parameter(torch.zeros(2))
+            self.decoder = nn.Linear(2, 2)
+
+    groups = {g["name"]: g for g in param_groups(M(), recipe)}
+    assert len(groups["ssm"]["params"]) == 2 and groups["ssm"]["weight_decay"] == 0.0
+    assert groups["default"]["lr"] == pytest.approx(4 * 0.002) and groups["default"]["weight_decay"] == 0.04
+
+
+def test_time_shift_moves_and_zero_fills():
+    x = torch.arange(1, 11, dtype=torch.float32).repeat(2, 1)
+    y = time_shift(x, torch.tensor([3, -2]))
+    assert y[0].tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert y[1].tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 0, 0]
+
+
+def test_orthogonality_penalty_zero_for_orthogonal_rows():
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(0)))
+    assert float(orthogonality_penalty(q)) < 1e-6
+    assert float(orthogonality_penalty(torch.ones(3, 4))) > 1.0
+
+
+def test_speaker_split_is_disjoint(tiny_synth):
+    from kwsbench.data.speech_commands import load_clipset
+
+    cs = load_clipset(tiny_synth)
+    tr, va = speaker_split(cs, 0.25, seed=0)
+    assert len(tr) + len(va) == len(cs)
+    assert not ({s for s in tr.speaker_ids if s} & {s for s in va.speaker_ids if s})
+    assert set(tr.utterance_ids).isdisjoint(va.utterance_ids)
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+def test_short_run_learns_and_writes_loadable_checkpoint(tiny_synth, tmp_path):
+    state_before = torch.random.get_rng_state()
+    res = train(_config(tiny_synth, tmp_path / "run", recipe={"epochs": 4}), card=TINY)
+    assert torch.equal(state_before, torch.random.get_rng_state())  # the global RNG is left alone
+    losses = [r.train_loss for r in res.history]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    saved = torch.load(res.best_path, map_location="cpu", weights_only=True)
+    meta = saved["metadata"]
+    assert meta["model"] == "tiny-test" and meta["recipe"]["name"] == "test"
+    assert meta["epoch"] == res.best_epoch and meta["val_acc"] == pytest.approx(res.best_val_acc)
+    assert len(meta["train_fingerprint"]) == 64 and "git_commit" in meta
+    from kwsbench.checkpoints import load_model
+
+    model = load_model(TINY, checkpoint=res.best_path)  # the project's strict, sha-checked loader
+    assert not model.training
+    rows = list(csv.DictReader(open(res.history_path)))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_resume_continues_from_last_epoch(tiny_synth, tmp_path):
+    full = train(_config(tiny_synth, tmp_path / "full", epochs=3), card=TINY)
+    part = _config(tiny_synth, tmp_path / "part", epochs=3, stop_after=2)  # "interrupted" after epoch 2
+    train(part, card=TINY)
+    assert read_checkpoint(tmp_path / "part" / "last.pt")["metadata"]["epoch"] == 2
+    part.stop_after, part.resume = None, True
+    resumed = train(part, card=TINY)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    assert [r.epoch for r in read_history(tmp_path / "part" / "history.csv")] == [1, 2, 3]
+    a = read_checkpoint(tmp_path / "full" / "last.pt")["model_state_dict"]
+    b = read_checkpoint(tmp_path / "part" / "last.pt")["model_state_dict"]
+    # same seed, interrupted after epoch 2 and resumed: the same weights as the uninterrupted run
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    np.testing.assert_allclose(full.history[-1].val_acc, resumed.history[-1].val_acc)
+
+
+def test_resume_refuses_other_settings(tiny_synth, tmp_path):
+    train(_config(tiny_synth, tmp_path / "r", epochs=1), card=TINY)
+    other = _config(tiny_synth, tmp_path / "r", epochs=2, seed=5, resume=True)
+    with pytest.raises(BadInputError, match="seed"):
+        train(other, card=TINY)
+
+
+def test_specaugment_hook_masks_only_in_training(tiny_synth, tmp_path):
+    sa = {"module": "frontend", "freq_masks": 1, "freq_width": 5, "time_masks": 0, "time_width": 0}
+    res = train(_config(tiny_synth, tmp_path / "sa", epochs=1, recipe={"augment": {"specaugment": sa}}), card=TINY)
+    assert res.best_path.is_file()
+
+
+def test_class_count_mismatch_is_a_user_error(tiny_synth, tmp_path):
+    card35 = ModelCard(name="tiny-35", family="test", builder=TinyKws, kwargs={"num_classes": 35}, num_classes=35)
+    with pytest.raises(BadInputError, match="35 classes"):
+        train(_config(tiny_synth, tmp_path / "x", epochs=1), card=card35)
+
+
+DDP_SCRIPT = """
+import sys, torch
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_train import TINY, _config
+from kwsbench.train import train
+cfg = _config(Path({data!r}), Path({out!r}), epochs=2)
+train(cfg, card=TINY)
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_match_single_process(tiny_synth, tmp_path):
+    """Two ranks each take half of every global batch; DDP averages their gradients, which equals the
+    single-process gradient of the whole batch (mean loss, equal halves, no BatchNorm, no dropout)."""
+    single = train(_config(tiny_synth, tmp_path / "one", epochs=2, recipe={"batch_size": 8}), card=TINY)
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), data=str(tiny_synth),
+                                        out=str(tmp_path / "two")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = read_checkpoint(single.last_path)["model_state_dict"]
+    b = read_checkpoint(tmp_path / "two" / "last.pt")["model_state_dict"]
+    assert read_checkpoint(tmp_path / "two" / "last.pt")["metadata"]["world_size"] == 2
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, monkeypatch):
+    from kwsbench.checkpoints import get_manifest, load_model
+    from kwsbench.train import publish
+
+    monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
+    res = train(_config(tiny_synth, tmp_path / "p", epochs=1), card=TINY)
+    entry = publish(res, "synth-test")
+    manifest = get_manifest("synth-test")
+    assert manifest.location == "project" and manifest.entry("tiny-test.pt").val_acc == pytest.approx(
+        res.best_val_acc, abs=1e-3)
+    model = load_model(TINY, checkpoint=f"synth-test:{entry.id}")  # sha256 verified against the manifest
+    assert model.checkpoint_sha256 == entry.sha256
