@@ -111,6 +111,22 @@ def resolve_plan(config: str | Path | None, overrides: dict[str, Any]) -> Plan:
     return plan_from_dict(base, where=str(config) if config else "command line")
 
 
+EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedded synthetic keyword set
+
+
+def embedded_defaults(plan: Plan) -> Plan:
+    """No --data-dir and no --models: the embedded synthetic set is evaluated with the weights the project
+    trained on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported."""
+    if plan.data_dir is not None or plan.models is not None:
+        return plan
+    from kwsbench.checkpoints import get_manifest
+
+    entries = get_manifest(EMBEDDED_MANIFEST).entries
+    plan.models = [e.model for e in entries]
+    plan.checkpoints = {e.model: f"{EMBEDDED_MANIFEST}:{e.id}" for e in entries} | plan.checkpoints
+    return plan
+
+
 def quick_plan(plan: Plan) -> Plan:
     """--quick: clean + one noisy condition at 0 dB on a class-stratified subset."""
     plan.quick = True

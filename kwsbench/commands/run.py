@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-from kwsbench.plan import DECIMATIONS, RATE_MODES, quick_plan, resolve_plan
+from kwsbench.plan import DECIMATIONS, RATE_MODES, embedded_defaults, quick_plan, resolve_plan
 
 
 def register(subparsers) -> None:
@@ -47,14 +47,23 @@ def plan_from_args(args: argparse.Namespace):
     }
     if overrides["rates"] is not None:
         overrides["rates"] = [int(r) for r in overrides["rates"]]
-    plan = resolve_plan(args.config, overrides)
+    plan = embedded_defaults(resolve_plan(args.config, overrides))
     return quick_plan(plan) if args.quick else plan
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kwsbench import distributed
     from kwsbench.evaluate import run_plan
 
-    summary = run_plan(plan_from_args(args))
+    plan = plan_from_args(args)
+    # under torchrun (WORLD_SIZE > 1) each rank computes its share of the cells; rank 0 reports
+    shard, plan.device = distributed.init_from_env(plan.device)
+    try:
+        summary = run_plan(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)
+    finally:
+        distributed.shutdown()
+    if shard.rank != 0:
+        return EXIT_OK
     print(f"run {summary.run_id}: {summary.computed} cells computed, {summary.reused} reused from the store, "
           f"{len(summary.failed)} failed, {summary.clips} clips, {summary.seconds:.1f} s")
     if summary.skipped_models:
