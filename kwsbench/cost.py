@@ -344,3 +344,94 @@ def ncssm_cost(model_or_dims: Any, rate: int = 16000, name: str = "nc-ssm") -> C
         notes=(f"canonical: T={t} frames (center=True), n_fft={n_fft}, hop={hop}; published method: "
                "T=97, element-wise ops and STFT counted by profile_model (nc-ssm.md §11)"),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolutional models on a spectral front end (DS-CNN, BC-ResNet): composed from the built module's shapes
+
+
+def frontend_macs(frontend: Any, rate: int) -> int:
+    """STFT + mel (+ DCT for MFCC) of a 1-s clip, from the front end's own window, hop and band counts."""
+    from kwsbench.features import LogMel
+    from kwsbench.models.dscnn import MFCC
+
+    if isinstance(frontend, LogMel):
+        frames = stft_frames(rate, frontend.n_fft, frontend.hop_length, frontend.center)
+        return (stft_macs(rate, frontend.n_fft, frontend.hop_length, frontend.win_length, frontend.center)
+                + mel_macs(frontend.n_fft // 2 + 1, frontend.n_mels, frames))
+    if isinstance(frontend, MFCC):
+        frames = 1 + (rate - frontend.win) // frontend.hop
+        bins = frontend.n_fft // 2 + 1
+        n_mels, n_mfcc = frontend.dct.shape
+        return (frames * (frontend.win + fft_macs(frontend.n_fft, real_input=True) + 2 * bins)
+                + mel_macs(bins, n_mels, frames) + linear_macs(n_mels, n_mfcc, frames))
+    raise BadInputError(f"no MAC count for front end {type(frontend).__name__}")
+
+
+def conv_body_macs(model: Any, rate: int) -> int:
+    """Conv and Linear MACs of one forward pass on a 1-s clip. A forward hook only reads each layer's actual
+    output shape (padding and pooling happen between layers, or inside a module's own forward); MACs are
+    the `conv_macs` formula per output position.
+    Element-wise work (BatchNorm folds away, ReLU, residual adds) is counted separately by the caller."""
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple, out: Any) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += linear_macs(module.in_features, module.out_features, inputs[0].numel() // module.in_features)
+        else:
+            # From the output size: a module may pad inside its own forward (TF 'SAME' convolutions).
+            positions = math.prod(out.shape[2:])
+            total += (module.in_channels // module.groups) * math.prod(module.kernel_size) * module.out_channels \
+                * positions
+
+    layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)
+               and m is not getattr(model, "frontend", None)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, rate))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def conv_net_cost(card: Any, rate: int) -> Cost:
+    """Cost of a conv/linear classifier on a spectral front end (`model.frontend`) at `rate`."""
+    from torch import nn
+
+    model = card.build().eval()
+    run_rate = _run_rate(card, rate)
+    if run_rate != card.native_rate:
+        model.set_sample_rate(run_rate)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bn_affine = sum(2 * m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d))
+    return Cost(
+        model=card.name, rate=rate, trainable_params=params, inference_params=params - bn_affine,
+        folded="BatchNorm folded into the preceding convolution (scale and shift merged)",
+        frontend_macs=frontend_macs(model.frontend, run_rate), body_macs=conv_body_macs(model, run_rate),
+        notes="conv/linear MACs from the layers' own shapes; ReLU, pooling and residual adds not counted"
+              + _rate_note(card, rate),
+    )
+
+
+def _run_rate(card: Any, rate: int) -> int:
+    """A model that cannot change rate always runs at its native rate (bandlimit mode): same cost."""
+    return rate if card.can_change_rate else card.native_rate
+
+
+def _rate_note(card: Any, rate: int) -> str:
+    if _run_rate(card, rate) == rate:
+        return ""
+    return f"; cannot change rate: at {rate} Hz input it runs band-limited at {card.native_rate} Hz"
+
+
+def ncssm_card_cost(card: Any, rate: int) -> Cost:
+    """Card adapter: the NC-SSM family's dimensions come from the built module's shapes."""
+    cost = ncssm_cost(card.build(), _run_rate(card, rate), name=card.name)
+    cost.rate, cost.notes = rate, cost.notes + _rate_note(card, rate)
+    return cost

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kwsbench.cost import conv_net_cost
 from kwsbench.features import LogMel
 from kwsbench.models.registry import ModelCard, register
 
@@ -120,7 +121,7 @@ def _name(tau: float) -> str:
 for _tau in TAUS:
     register(ModelCard(
         name=_name(_tau), family="bc-resnet", builder=BCResNet, kwargs={"tau": _tau}, input="log-mel-40-power",
-        native_rate=16000, protocol="v2-12", can_change_rate=True, checkpoint=None,
+        native_rate=16000, protocol="v2-12", can_change_rate=True, checkpoint=None, cost=conv_net_cost,
         aliases=(f"bc-resnet-{_tau:g}",) if _tau != int(_tau) else (),
         params=BUILT_PARAMS[_tau],
         description=f"official BC-ResNet-{_tau:g} (base width {int(8 * _tau)}); published {PUBLISHED_PARAMS[_tau]:,}"

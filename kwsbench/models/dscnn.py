@@ -26,6 +26,7 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
+from kwsbench.cost import conv_net_cost
 from kwsbench.features import hann_window, mel_filterbank
 from kwsbench.models.registry import ModelCard, register
 
@@ -114,7 +115,7 @@ class DSCNN(nn.Module):
 for _size, _cfg in SIZES.items():
     register(ModelCard(
         name=f"ds-cnn-{_size}-hello-edge", family="ds-cnn", builder=DSCNN, kwargs={"size": _size},
-        input="mfcc-10", native_rate=16000, protocol="v2-12", can_change_rate=True, checkpoint=None,
+        input="mfcc-10", native_rate=16000, protocol="v2-12", can_change_rate=True, checkpoint=None, cost=conv_net_cost,
         aliases=(f"ds-cnn-{_size}-he",), params=_cfg.params,
         description=f"Hello Edge DS-CNN-{_size.upper()} ({_cfg.channels} channels) on 10 MFCC x 49 frames; "
                     "no public weights",

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsbench.cost import ncssm_card_cost
 from kwsbench.features import ema_smoother, instance_norm_time, mel_filterbank_floor_bins, stft_magnitude
 from kwsbench.models.registry import ModelCard, register
 
@@ -392,6 +393,7 @@ for _name, _d, _n, _folder, _aliases, _note in _VARIANTS:
             input=_INPUT,
             native_rate=16000,
             protocol="v2-12",
+        cost=ncssm_card_cost,
             checkpoint=f"nc-ssm:{_folder}/best.pt",
             aliases=_aliases,
             params=expected_params(_d, _n),

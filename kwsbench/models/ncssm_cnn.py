@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsbench.cost import conv_net_cost
 from kwsbench.features import LogMel
 from kwsbench.models.registry import ModelCard, register
 
@@ -136,6 +137,7 @@ register(
         input=_INPUT,
         native_rate=16000,
         protocol="v2-12",
+        cost=conv_net_cost,
         checkpoint="nc-ssm:DS-CNN-S/best.pt",
         aliases=("dscnn-s-ncssm", "ds-cnn-s-ncssm"),
         params=23756,
@@ -152,6 +154,7 @@ register(
         input=_INPUT,
         native_rate=16000,
         protocol="v2-12",
+        cost=conv_net_cost,
         checkpoint="nc-ssm:BC-ResNet-1/best.pt",
         aliases=("bcresnet-1-ncssm",),
         params=7464,
