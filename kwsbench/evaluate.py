@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from kwsbench import distributed as dist_
 from kwsbench import stats
 from kwsbench.data.clipset import ClipSet
+from kwsbench.distributed import Shard
 from kwsbench.errors import BadInputError, CheckpointError
 from kwsbench.models.registry import ModelCard, all_cards, resolve
 from kwsbench.paths import PROJECT_ROOT
@@ -283,44 +285,115 @@ def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) ->
 
 
 def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider | None = None,
-             clipset: ClipSet | None = None, show_progress: bool = True) -> RunSummary:
-    """Evaluate the plan into its store; see the module docstring. Returns what happened."""
+             clipset: ClipSet | None = None, show_progress: bool = True, shard: Shard | None = None) -> RunSummary:
+    """Evaluate the plan into its store; see the module docstring. Returns what happened.
+
+    With a `shard` of world size > 1 (a torchrun job, see kwsbench.distributed) this rank computes only
+    its own cells into a shard store, and rank 0 merges the shards into the store; the returned summary
+    on rank 0 covers every rank.
+    """
     loader = loader or default_loader
     provider = noise or NoiseProvider(plan.noise_dir)
+    shard = shard or Shard()
     device = plan.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     t0 = time.perf_counter()
-    # open the store first: a corrupt or foreign store fails before any decoding or model work
-    with Store(plan.store) as store:
+    # open the store first: a corrupt or foreign store fails before any decoding or model work.
+    # Rank 0 creates it before the other ranks open it, so two processes never create the schema at once.
+    if shard.rank == 0:
+        store = Store(plan.store)
+    dist_.barrier(shard)
+    if shard.rank != 0:
+        store = Store(plan.store)
+    with store:
         cards, explicit = select_models(plan)
         noise_names = [provider.resolve(n) for n in plan.noise]
         clipset = clipset if clipset is not None else load_clips(plan)
         conds = conditions(plan, noise_names)
-        summary = RunSummary(run_id=store.begin_run(provenance(plan, clipset, device)), clips=len(clipset))
-        store.save_clips(clipset.fingerprint, clipset.utterance_ids, clipset.speaker_ids, clipset.labels)
-        progress = Progress(len(cards) * len(conds), enabled=show_progress)
+        run_id = 0
+        if shard.rank == 0:
+            # cells of an earlier run whose ranks died are merged first, so resume skips them
+            _merge_shards(store, plan.store)
+            run_id = store.begin_run(provenance(plan, clipset, device))
+            store.save_clips(clipset.fingerprint, clipset.utterance_ids, clipset.speaker_ids, clipset.labels)
+        summary = RunSummary(run_id=dist_.broadcast(shard, run_id), clips=len(clipset))
+        dist_.barrier(shard)
+        mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
+        progress = Progress(mine, enabled=show_progress)
+        out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
-            _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress)
+            _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
+                        progress, shard)
         finally:
             progress.close()
-            summary.seconds = time.perf_counter() - t0
+            if out is not store:
+                out.close()
+        if shard.sharded:
+            dist_.barrier(shard)
+            parts = dist_.gather(shard, summary)
+            if shard.rank == 0:
+                _merge_shards(store, plan.store)
+                summary = _combine(parts)
+        summary.seconds = time.perf_counter() - t0
+        if shard.rank == 0:
             store.finish_run(summary.run_id, "ok" if summary.ok else "failed")
+        dist_.barrier(shard)
     return summary
 
 
-def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress) -> None:
+class _Sink:
+    """Where cells are looked up (the merged store) and where they are written (the same store, or this
+    rank's shard store in a sharded run)."""
+
+    def __init__(self, store: Store, out: Store):
+        self.store, self.out = store, out
+
+    def has_ok(self, key: CellKey) -> bool:
+        return self.store.has_ok(key) or (self.out is not self.store and self.out.has_ok(key))
+
+    def put_cell(self, run_id: int, cell: CellResult) -> None:
+        self.out.put_cell(run_id, cell)
+
+
+def _merge_shards(store: Store, path: str) -> None:
+    for part in dist_.leftover_shards(path):
+        store.merge_from(part)
+        part.unlink()
+
+
+def _combine(parts: list[RunSummary]) -> RunSummary:
+    total = parts[0]
+    for p in parts[1:]:
+        total.computed += p.computed
+        total.reused += p.reused
+        total.clip_evals += p.clip_evals
+        total.failed += p.failed
+        total.skipped_cells += p.skipped_cells
+        total.cell_keys += p.cell_keys
+        total.skipped_models += [m for m in p.skipped_models if m not in total.skipped_models]
+        for k, v in p.timings.items():
+            total.timings[k] = total.timings.get(k, 0.0) + v
+    return total
+
+
+def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress,
+                shard: Shard) -> None:
     device = plan.device
     clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
     banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, on first use
-    for card in cards:
+    stop_after = dist_.exit_after(shard.rank)
+    for m, card in enumerate(cards):
+        my_conds = [c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)]
+        if not my_conds:
+            continue
         t_load = time.perf_counter()
         try:
             model, sha = loader(card, plan.checkpoints.get(card.name), device)
         except CheckpointError as err:
             if not explicit:
                 summary.skipped_models.append((card.name, str(err)))
-                progress.done += len(conds)
+                progress.done += len(my_conds)
                 continue
             model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
         except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
@@ -329,9 +402,11 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
             load_error = ""
         finally:
             summary.timings["load"] += time.perf_counter() - t_load
-        for cond in conds:
+        for cond in my_conds:
             _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
                       progress)
+            if stop_after is not None and summary.computed >= stop_after:
+                os._exit(17)  # test hook: a worker that dies without any clean-up
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()

@@ -223,6 +223,23 @@ class Store:
             out.append(d)
         return out
 
+    def merge_from(self, other: str | Path) -> int:
+        """Copy every cell (and its predictions) of another store of this schema into this one, replacing
+        cells of the same key; returns the number of cells merged. Used for the shard stores of a sharded
+        run: each rank writes its own file, rank 0 merges them after the ranks are done."""
+        src = Store(other)  # validates the schema before anything is attached
+        src.close()
+        self.conn.execute("ATTACH DATABASE ? AS shard", (str(other),))
+        try:
+            with self.conn:
+                self.conn.execute("DELETE FROM predictions WHERE cell_key IN (SELECT cell_key FROM shard.cells)")
+                cur = self.conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM shard.cells")
+                merged = cur.rowcount
+                self.conn.execute("INSERT INTO predictions SELECT * FROM shard.predictions")
+        finally:
+            self.conn.execute("DETACH DATABASE shard")
+        return int(merged)
+
     def predictions(self, cell_key: str) -> np.ndarray:
         rows = self.conn.execute("SELECT pred FROM predictions WHERE cell_key = ? ORDER BY idx", (cell_key,)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -89,7 +90,7 @@ class NoiseBank:
         sorted_ids = [self.clipset.utterance_ids[i] for i in order]
         sorted_speakers = [self.clipset.speaker_ids[i] for i in order]
         try:
-            stored = render(self.source, sorted_ids, self.seed, ctx, sorted_speakers)
+            stored = render_parallel(self.source, sorted_ids, self.seed, ctx, sorted_speakers)
         except ValueError as err:  # e.g. too few babble talkers in a tiny clip set
             msg = f"noise source {self.source.name!r} cannot be rendered for this clip set: {err}"
             raise BadInputError(msg) from err
@@ -114,6 +115,47 @@ class NoiseBank:
         noise = torch.from_numpy(self.noise).to(device)
         snr = snr_db if np.isscalar(snr_db) else torch.as_tensor(snr_db, device=device)
         return mix(clean, noise, snr, definition, self.clipset.sample_rate)
+
+
+WORKERS_ENV = "KWSBENCH_NOISE_WORKERS"
+_CHUNK = 128  # utterances per task: big enough to amortise the transfer, small enough to balance
+_JOB: tuple | None = None  # (source, ids, seed, ctx, speakers), inherited by forked workers
+
+
+def noise_workers() -> int:
+    """Worker processes for rendering: KWSBENCH_NOISE_WORKERS, else the CPUs this process may use (max 16)."""
+    env = os.environ.get(WORKERS_ENV, "").strip()
+    if env:
+        return max(1, int(env))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 16))
+
+
+def _render_span(span: tuple[int, int]) -> np.ndarray:
+    source, ids, seed, ctx, speakers = _JOB
+    return render(source, ids[span[0]:span[1]], seed, ctx, speakers[span[0]:span[1]])
+
+
+def render_parallel(source: NoiseSource, ids: list[str], seed: int, ctx: RenderContext, speakers: list[str],
+                    workers: int | None = None) -> np.ndarray:
+    """`render` split over forked worker processes. Each row comes from its own (seed, source, utterance)
+    generator, so splitting the ids into spans changes no sample; the spans are reassembled in order."""
+    global _JOB
+    workers = noise_workers() if workers is None else workers
+    spans = [(i, min(i + _CHUNK, len(ids))) for i in range(0, len(ids), _CHUNK)]
+    # fork shares the talker pool / recordings copy-on-write; without fork, or for a small bank, stay serial
+    if workers < 2 or len(spans) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return render(source, ids, seed, ctx, speakers)
+    _JOB = (source, list(ids), seed, ctx, list(speakers))
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(spans))) as pool:
+            parts = pool.map(_render_span, spans, chunksize=1)
+    finally:
+        _JOB = None
+    return np.concatenate(parts, axis=0)
 
 
 def bank_key(fingerprint: str, source: NoiseSource, seed: int, extra: list[str] | None = None) -> str:

@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Grid throughput: decode + clip-set cache, noise banks, and the full grid per model, cold then warm.
+
+Stages timed (each on CPU or CUDA):
+  decode      the clip set decoded into one array (cold: empty cache; warm: from the decode cache)
+  banks       every noise bank rendered (cold, in worker processes; --bank-workers) and loaded (warm)
+  grid        every model x (clean + sources x SNRs) through the runner: clips/s and conditions/s per model
+  reference   (--reference) one model one clip at a time vs the batched runner, on the clean condition
+Prints a table and writes the figures as JSON (--out). Models without weights can run with random
+weights (--untrained): fine for throughput, meaningless for accuracy.
+
+    python benchmarks/grid_throughput.py --data-dir ../shared/data/gsc_v2_test_dev --out grid.json
+    python benchmarks/grid_throughput.py --data-dir ... --models all --untrained --per-class 10 --reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NCSSM_SOURCES = "factory-ncssm,white-ncssm,babble-synthetic-ncssm,street-ncssm,pink-ncssm"
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--models", help="comma list or 'all' (default: every model with a published checkpoint)")
+    p.add_argument("--untrained", action="store_true", help="random weights for models without a checkpoint")
+    p.add_argument("--noise", default=NCSSM_SOURCES)
+    p.add_argument("--snr", default="-15,-10,-5,0,5,10,15")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--bank-workers", type=int, help="noise-bank worker processes (default: CPUs, max 16)")
+    p.add_argument("--per-class", type=int, help="class-stratified subset (short CPU runs)")
+    p.add_argument("--passes", default="cold,warm", help="cold (fresh cache), warm (same cache again), or both")
+    p.add_argument("--reference", action="store_true", help="also time a one-clip-at-a-time loop (first model)")
+    p.add_argument("--out", help="write the figures as JSON here")
+    return p.parse_args(argv)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _loader(untrained: bool):
+    from kwsbench.errors import CheckpointError
+    from kwsbench.evaluate import default_loader
+
+    def load(card, checkpoint, device):
+        try:
+            return default_loader(card, checkpoint, device)
+        except CheckpointError:
+            if not untrained:
+                raise
+            return card.build().to(device).eval(), "untrained"
+
+    return load
+
+
+def one_pass(args: argparse.Namespace, models: list[str], device: str, label: str) -> dict:
+    """Decode, banks and grid once with the cache KWSBENCH_CACHE currently points at."""
+    from kwsbench.evaluate import NoiseProvider, load_clips, run_plan
+    from kwsbench.plan import Plan
+
+    store = Path(tempfile.mkdtemp(prefix="kwsbench-tp-")) / "grid.sqlite"
+    plan = Plan(models=models, noise=[n for n in args.noise.split(",") if n],
+                snr=[float(s) for s in args.snr.split(",") if s], data_dir=args.data_dir, device=device,
+                batch_size=args.batch_size, per_class=args.per_class, store=str(store)).validate()
+    t0 = time.perf_counter()
+    clips = load_clips(plan)
+    t_decode = time.perf_counter() - t0
+    provider = NoiseProvider(plan.noise_dir)
+    bank_s = {}
+    for name in plan.noise:
+        t = time.perf_counter()
+        provider.bank(clips, provider.resolve(name), plan.seed)
+        bank_s[name] = time.perf_counter() - t
+    # the runner loads the banks again, now from the cache; its own bank time is the warm load
+    t1 = time.perf_counter()
+    summary = run_plan(plan, loader=_loader(args.untrained), clipset=clips, show_progress=False)
+    _sync(device)
+    t_grid = time.perf_counter() - t1
+    con = sqlite3.connect(store)
+    per_model = {m: {"cells": c, "inference_s": round(s, 3), "clips_per_s": round(n / s, 1) if s else None,
+                     "conditions_per_s": round(c / s, 2) if s else None}
+                 for m, c, s, n in con.execute("SELECT model, COUNT(*), SUM(seconds), SUM(n) FROM cells "
+                                               "WHERE status='ok' GROUP BY model")}
+    con.close()
+    return {
+        "pass": label, "clips": len(clips), "decode_s": round(t_decode, 2),
+        "banks_s": {k: round(v, 2) for k, v in bank_s.items()}, "banks_total_s": round(sum(bank_s.values()), 2),
+        "grid_s": round(t_grid, 2), "load_s": round(summary.timings["load"], 2),
+        "store_s": round(summary.timings["store"], 2), "cells": summary.computed, "failed": len(summary.failed),
+        "failed_examples": [f"{m} | {c}: {e[:160]}" for m, c, e in summary.failed[:5]],
+        "wall_s": round(t_decode + sum(bank_s.values()) + t_grid, 2), "per_model": per_model,
+    }
+
+
+def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> dict:
+    """One clip at a time (the simple reference) against the batched runner, same model, clean condition."""
+    import numpy as np
+    import torch
+
+    from kwsbench.evaluate import load_clips
+    from kwsbench.models.registry import get_card
+    from kwsbench.plan import Plan
+
+    plan = Plan(models=[model_name], data_dir=args.data_dir, per_class=args.per_class).validate()
+    clips = load_clips(plan)
+    card = get_card(model_name)
+    model, _ = _loader(args.untrained)(card, None, device)
+    audio = torch.from_numpy(np.ascontiguousarray(clips.audio, dtype=np.float32)).to(device)
+    with torch.inference_mode():
+        model(audio[:2])  # warm-up: lazy initialisation is not part of either timing
+        t = time.perf_counter()
+        single = [int(model(audio[i:i + 1]).argmax(-1)) for i in range(len(audio))]
+        _sync(device)
+        t_single = time.perf_counter() - t
+        t = time.perf_counter()
+        batched = torch.cat([model(audio[i:i + args.batch_size]).argmax(-1)
+                             for i in range(0, len(audio), args.batch_size)]).tolist()
+        _sync(device)
+        t_batch = time.perf_counter() - t
+    return {"model": model_name, "clips": len(audio), "one_clip_s": round(t_single, 3),
+            "batched_s": round(t_batch, 3), "speedup": round(t_single / t_batch, 2),
+            "same_predictions": float(np.mean(np.array(single) == np.array(batched)))}
+
+
+def _table(passes: list[dict], ref: dict | None) -> str:
+    lines = [f"{'pass':5} {'clips':>6} {'decode s':>9} {'banks s':>8} {'grid s':>8} {'wall s':>8} cells failed"]
+    for p in passes:
+        lines.append(f"{p['pass']:5} {p['clips']:6d} {p['decode_s']:9.2f} {p['banks_total_s']:8.2f} "
+                     f"{p['grid_s']:8.2f} {p['wall_s']:8.2f} {p['cells']:5d} {p['failed']:6d}")
+    last = passes[-1]["per_model"]
+    lines.append(f"\n{'model':28} {'cells':>5} {'infer s':>8} {'clips/s':>10} {'cond/s':>7}")
+    for m, v in sorted(last.items()):
+        lines.append(f"{m:28} {v['cells']:5d} {v['inference_s']:8.2f} {v['clips_per_s'] or 0:10.0f} "
+                     f"{v['conditions_per_s'] or 0:7.2f}")
+    if ref:
+        lines.append(f"\nreference loop ({ref['model']}, {ref['clips']} clips): one clip at a time "
+                     f"{ref['one_clip_s']} s, batched {ref['batched_s']} s, speed-up x{ref['speedup']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if args.bank_workers:
+        os.environ["KWSBENCH_NOISE_WORKERS"] = str(args.bank_workers)
+    os.environ["KWSBENCH_CACHE"] = tempfile.mkdtemp(prefix="kwsbench-tp-cache-")  # cold first
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from kwsbench.compare import public_models
+    from kwsbench.models.registry import all_cards
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.models == "all":
+        models = [c.name for c in all_cards()]
+    else:
+        models = args.models.split(",") if args.models else public_models()
+    passes = [one_pass(args, models, device, label) for label in args.passes.split(",") if label]
+    ran = sorted(passes[-1]["per_model"]) if passes else []
+    ref = reference_loop(args, ran[0], device) if args.reference and ran else None
+    figures = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "models": models,
+        "untrained": args.untrained, "batch_size": args.batch_size, "passes": passes, "reference": ref,
+    }
+    print(_table(passes, ref))
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2))
+    return 0 if all(p["failed"] == 0 for p in passes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Sharded runs under torchrun (2 CPU processes on gloo) against a single process, and resume after a rank dies.
+
+Uses the small DS-CNN weights the project trains on the embedded synthetic set and 2 clips per class,
+so each launch takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kwsbench.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
+from kwsbench.paths import PROJECT_ROOT
+
+WEIGHTS = PROJECT_ROOT / "checkpoints" / "synth" / "ds-cnn-s-hello-edge.pt"
+# columns that legitimately differ between two runs of the same grid
+VOLATILE = {"run_id", "seconds", "created"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _args(tmp_path: Path, store: Path) -> list[str]:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"checkpoints:\n  ds-cnn-s-hello-edge: {WEIGHTS}\n")
+    return ["run", "--config", str(plan), "--models", "ds-cnn-s-hello-edge", "--noise", "white,pink",
+            "--snr", "0", "5", "--per-class", "2", "--store", str(store)]
+
+
+def _launch(args: list[str], nproc: int, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    # one thread per process in both modes, so the float arithmetic is the same
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(extra_env or {}))
+    env.pop("WORLD_SIZE", None)
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "kwsbench", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "kwsbench", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+
+
+def _snapshot(store: Path) -> dict[str, tuple]:
+    """Every cell (minus run id / timing / timestamp) and its predictions, keyed by cell key."""
+    conn = sqlite3.connect(store)
+    cur = conn.execute("SELECT * FROM cells")
+    names = [d[0] for d in cur.description]
+    out = {}
+    for row in cur.fetchall():
+        d = dict(zip(names, row, strict=True))
+        preds = tuple(r[0] for r in conn.execute(
+            "SELECT pred FROM predictions WHERE cell_key = ? ORDER BY idx", (d["cell_key"],)))
+        out[d["cell_key"]] = (tuple(sorted((k, v) for k, v in d.items() if k not in VOLATILE)), preds)
+    conn.close()
+    return out
+
+
+def test_round_robin_assignment_is_disjoint_and_complete():
+    owners = [[Shard(r, 3).owns(i) for r in range(3)] for i in range(20)]
+    assert all(sum(o) == 1 for o in owners)
+    assert [o.index(True) for o in owners[:4]] == [0, 1, 2, 0]
+
+
+@pytest.fixture(scope="module")
+def single_store(tmp_path_factory) -> dict:
+    if not WEIGHTS.is_file():
+        pytest.skip(f"{WEIGHTS} missing")
+    tmp = tmp_path_factory.mktemp("single")
+    res = _launch(_args(tmp, tmp / "single.sqlite"), 1)
+    assert res.returncode == 0, res.stderr
+    snap = _snapshot(tmp / "single.sqlite")
+    assert len(snap) == 5 and all(preds for _, preds in snap.values())
+    return snap
+
+
+def test_two_gloo_ranks_equal_a_single_process(single_store, tmp_path):
+    store = tmp_path / "sharded.sqlite"
+    res = _launch(_args(tmp_path, store), 2)
+    assert res.returncode == 0, res.stderr
+    assert "5 cells computed" in res.stdout
+    assert not leftover_shards(store)  # merged and removed
+    assert _snapshot(store) == single_store
+
+
+def test_a_rank_that_dies_leaves_a_resumable_store(single_store, tmp_path):
+    store = tmp_path / "sharded.sqlite"
+    res = _launch(_args(tmp_path, store), 2, {EXIT_AFTER_ENV: "1:1"})
+    assert res.returncode != 0
+    shards = leftover_shards(store)
+    assert shards, "the dead rank's shard store should be left behind"
+    # rank 1 owns cells 1 and 3 of 5; it stored one before dying
+    assert len(_snapshot(shards[-1])) == 1
+    resumed = _launch(_args(tmp_path, store), 1)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "reused from the store" in resumed.stdout
+    computed = int(resumed.stdout.split(" cells computed")[0].split()[-1])
+    assert computed < 5  # the cells the ranks finished were not recomputed
+    assert not leftover_shards(store)
+    assert _snapshot(store) == single_store

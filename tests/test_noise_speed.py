@@ -1,0 +1,62 @@
+"""Parallel noise-bank rendering changes no sample: banks match checksums recorded before the change."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from kwsbench.noise import bank as bank_mod
+from kwsbench.noise import get_source
+from kwsbench.noise.generators import RenderContext
+from kwsbench.noise.sources import render
+
+# sha256 (first 16 hex) of render(source, IDS, seed=3, ...) computed with the serial renderer BEFORE the
+# parallel path existed (commit 0619b6b); a change to any generator or to the splitting shows up here.
+BEFORE = {
+    "babble": "bdafbb3b29301d3d",
+    "babble-synthetic-ncssm": "e359ca95dac81965",
+    "brown": "ebc922fecce03fc2",
+    "factory": "631e4416eaf9ba38",
+    "factory-ncssm": "794d3b23ef67ced5",
+    "pink": "4f471d6eea1387dd",
+    "pink-ncssm": "65dbd64212c90af1",
+    "street": "eb68ca45dbca82cd",
+    "street-ncssm": "d1f5d32954996917",
+    "white": "75bfcf883c084a49",
+    "white-ncssm": "a1ead1f00778b3e1",
+}
+IDS = [f"{w}/spk{i % 7:02d}_nohash_{i}.wav" for i, w in enumerate(["yes", "no", "_unknown_/cat", "up"] * 10)]
+SPEAKERS = [f"spk{i % 7:02d}" for i in range(len(IDS))]
+
+
+def _context(name: str) -> RenderContext:
+    ctx = RenderContext()
+    if get_source(name).needs_clipset:
+        pool = (np.random.default_rng(5).standard_normal((len(IDS), 16000)) * 0.1).astype(np.float32)
+        order = np.argsort(np.asarray(IDS, dtype=object), kind="stable")
+        ctx.pool_audio = pool[order]
+        ctx.pool_ids = tuple(IDS[i] for i in order)
+        ctx.pool_speakers = tuple(SPEAKERS[i] for i in order)
+    return ctx
+
+
+def _digest(x: np.ndarray) -> str:
+    return hashlib.sha256(x.tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE))
+def test_parallel_render_matches_the_bank_rendered_before(name, monkeypatch):
+    monkeypatch.setattr(bank_mod, "_CHUNK", 7)  # several uneven spans over 2 workers
+    ctx = _context(name)
+    parallel = bank_mod.render_parallel(get_source(name), IDS, 3, ctx, SPEAKERS, workers=2)
+    assert _digest(parallel) == BEFORE[name]
+    assert np.array_equal(parallel, render(get_source(name), IDS, 3, ctx, SPEAKERS))
+
+
+def test_worker_count_follows_the_environment(monkeypatch):
+    monkeypatch.setenv(bank_mod.WORKERS_ENV, "3")
+    assert bank_mod.noise_workers() == 3
+    monkeypatch.delenv(bank_mod.WORKERS_ENV)
+    assert 1 <= bank_mod.noise_workers() <= 16
