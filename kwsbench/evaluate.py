@@ -282,6 +282,9 @@ def _predict(model: torch.nn.Module, clean: torch.Tensor, noise: torch.Tensor | 
 def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> None:
     if plan.rate_mode == "native" and card.can_change_rate:
         model.set_sample_rate(rate)
+        # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
+        # them, often on the CPU: bring the whole model back to the run's device
+        model.to(plan.device)
 
 
 def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider | None = None,

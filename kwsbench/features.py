@@ -154,8 +154,10 @@ class LogMel(nn.Module):
         self.n_fft, self.win_length, self.hop_length, self.sample_rate = n_fft, win_length, hop_length, sample_rate
         f_max = None if self.f_max is None else min(self.f_max, sample_rate / 2)
         fb = mel_filterbank(self.mel, n_fft, self.n_mels, sample_rate, self.f_min, f_max)
-        self.register_buffer("mel_fb", fb, persistent=False)
-        self.register_buffer("window", hann_window(win_length, self.periodic), persistent=False)
+        # a rate change on a model already moved to a GPU keeps the buffers there
+        device = self.mel_fb.device if hasattr(self, "mel_fb") else None
+        self.register_buffer("mel_fb", fb.to(device), persistent=False)
+        self.register_buffer("window", hann_window(win_length, self.periodic).to(device), persistent=False)
 
     def set_sample_rate(self, rate: int) -> None:
         """Same window, hop and FFT durations at the new rate (filterbank capped at the new Nyquist)."""
