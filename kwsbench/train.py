@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -628,6 +629,28 @@ def _progress(dist: _Dist, enabled: bool, total: int, label: str) -> Callable:
 
 # -- the project's own checkpoints --------------------------------------------------------------
 
+# options that only say where the files went or how the run was shown: a reader re-running the recorded
+# command gets the same checkpoint without them, and a private --out path (e.g. under /tmp) means nothing to them
+_LOCAL_FLAGS = {"--quiet", "--resume"}
+_LOCAL_OPTIONS = {"--out"}
+
+
+def reproducible_command(command: str) -> str:
+    """`command` as a user would type it to re-create the checkpoint: without --out DIR, --quiet, --resume."""
+    words, kept = shlex.split(command), []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        name = word.split("=", 1)[0]
+        if word in _LOCAL_FLAGS or name in _LOCAL_OPTIONS:
+            skip = word in _LOCAL_OPTIONS  # `--out DIR`: drop DIR too; `--out=DIR` is one word
+            continue
+        kept.append(word)
+    return shlex.join(kept)
+
+
 def publish(result: TrainResult, manifest: str, file_id: str | None = None) -> Any:
     """Copy best.pt to checkpoints/<manifest>/<file_id> and record it (sha256, how it was made) in the manifest."""
     from kwsbench import checkpoints as ck
@@ -640,7 +663,7 @@ def publish(result: TrainResult, manifest: str, file_id: str | None = None) -> A
     return ck.record_checkpoint(
         manifest, file_id, meta["model"], epoch=int(meta["epoch"]), val_acc=round(float(meta["val_acc"]), 4),
         note=f"trained by kwsbench; validation = speaker-disjoint split; {meta['val_clips']} val clips",
-        command=meta.get("command", ""), seed=int(meta["seed"]), recipe=meta["recipe"]["name"],
+        command=reproducible_command(meta.get("command", "")), seed=int(meta["seed"]), recipe=meta["recipe"]["name"],
         protocol=meta["protocol"], train_fingerprint=meta["train_fingerprint"],
         val_fingerprint=meta["val_fingerprint"], train_clips=int(meta["train_clips"]),
         git_commit=meta.get("git_commit", ""), train_seconds=round(sum(r.seconds for r in result.history), 1),

@@ -71,38 +71,58 @@ PUBLISHED_PARAMS: dict[str, int] = {
 def diag_scan(log_lam: torch.Tensor, v: torch.Tensor, chunk: int = _SCAN_CHUNK) -> torch.Tensor:
     """x_t = exp(log_lam) * x_{t-1} + v_t with x_{-1} = 0, over dim 1 of v (B, L, N) complex.
 
-    Exact for any L: inside chunks of `chunk` steps a lower-triangular power matrix does the work as a
-    batched matmul; the chunk-end states are themselves a scan with exp(chunk * log_lam), solved by
-    recursion. Powers are exp(k * log_lam) with k >= 0 only, so nothing grows (|lam| <= 1).
+    Complex convenience wrapper around `scan_planes`, which the layers call directly on real planes.
     """
-    # State-major layout (N, B, L) keeps every matmul contiguous: two transposes in all.
-    x = _scan_nbl(log_lam, v.permute(2, 0, 1).contiguous(), chunk)
-    return x.permute(1, 2, 0)
+    planes = torch.view_as_real(v).permute(3, 2, 0, 1).contiguous()  # (2, N, B, L)
+    x = scan_planes(log_lam.real, log_lam.imag, planes, chunk)
+    return torch.complex(x[0], x[1]).permute(1, 2, 0)
 
 
-def _scan_nbl(log_lam: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
-    n, bsz, length = v.shape
-    k_idx = torch.arange(min(chunk, length), device=v.device, dtype=torch.float32)
+def scan_planes(a_re: torch.Tensor, a_im: torch.Tensor, v: torch.Tensor, chunk: int = _SCAN_CHUNK) -> torch.Tensor:
+    """The diagonal scan on real planes: v (2, N, B, L) = (Re, Im) of the inputs, a = log λ̄ (N,) -> states (2, N, B, L).
+
+    Exact for any L: inside chunks of `chunk` steps one real batched matmul against the Toeplitz matrix of
+    λ̄^(t-j) (re and im blocks side by side) does the work; the chunk-end states are themselves a scan with
+    λ̄^chunk, solved by recursion. Real float32 throughout (complex bmm and its layout copies were the cost),
+    and the state-major layout lets the input/output projections read and write it as transposed GEMMs.
+    Powers are λ̄^k with k >= 0 only, so nothing grows (|λ̄| <= 1).
+    """
+    _, n, bsz, length = v.shape
     if length <= chunk:
-        return torch.matmul(v, _powers(log_lam, k_idx).transpose(1, 2))
+        return _chunk_apply(v, _toeplitz(a_re, a_im, length))
     pad = (-length) % chunk
     if pad:
         v = F.pad(v, (0, pad))
     n_chunks = v.shape[-1] // chunk
-    local = torch.matmul(v.reshape(n, bsz * n_chunks, chunk), _powers(log_lam, k_idx).transpose(1, 2))
-    local = local.reshape(n, bsz, n_chunks, chunk)
-    ends = _scan_nbl(log_lam * chunk, local[..., -1], chunk)  # true state at each chunk end (N, B, C)
-    carry = torch.cat([torch.zeros_like(ends[..., :1]), ends[..., :-1]], dim=-1)  # state entering a chunk
-    growth = torch.exp((k_idx + 1)[None, :] * log_lam[:, None])  # (N, chunk): lam^(t+1)
-    x = local + growth[:, None, None, :] * carry[..., None]
-    return x.reshape(n, bsz, n_chunks * chunk)[..., :length]
+    local = _chunk_apply(v.reshape(2, n, bsz * n_chunks, chunk), _toeplitz(a_re, a_im, chunk))
+    local = local.reshape(2, n, bsz, n_chunks, chunk)
+    ends = scan_planes(a_re * chunk, a_im * chunk, local[..., -1], chunk)  # true state at each chunk end
+    carry = F.pad(ends[..., :-1], (1, 0)).unsqueeze(-1)  # state entering each chunk (2, N, B, C, 1)
+    k = torch.arange(1, chunk + 1, device=v.device, dtype=v.dtype)
+    mag = torch.exp(k * a_re[:, None])
+    g_re = (mag * torch.cos(k * a_im[:, None]))[:, None, None, :]  # λ̄^(t+1): (N, 1, 1, chunk)
+    g_im = (mag * torch.sin(k * a_im[:, None]))[:, None, None, :]
+    x = torch.stack([local[0] + g_re * carry[0] - g_im * carry[1], local[1] + g_re * carry[1] + g_im * carry[0]])
+    return x.reshape(2, n, bsz, n_chunks * chunk)[..., :length]
 
 
-def _powers(log_lam: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
-    """(N, K, K) lower-triangular matrices of lam^(t-j) for j <= t."""
-    diff = k_idx[:, None] - k_idx[None, :]
-    powers = torch.exp(diff.clamp(min=0)[None] * log_lam[:, None, None])
-    return powers * (diff >= 0)[None].to(powers.dtype)
+def _toeplitz(a_re: torch.Tensor, a_im: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, K, 2K): [Re P^T | Im P^T] with P[t, j] = λ̄^(t-j) for j <= t, else 0 (one power vector, indexed)."""
+    d = torch.arange(k, device=a_re.device)
+    diff = d[None, :] - d[:, None]  # [j, t] -> t - j (the transposed matrix)
+    lags = d.to(a_re.dtype)
+    mag = torch.exp(lags * a_re[:, None])
+    powers = torch.cat([mag * torch.cos(lags * a_im[:, None]), mag * torch.sin(lags * a_im[:, None])], dim=-1)
+    lower = (diff >= 0).to(a_re.dtype)
+    idx = diff.clamp(min=0)
+    return torch.cat([powers[:, idx], powers[:, idx + k]], dim=-1) * lower.repeat(1, 2)
+
+
+def _chunk_apply(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """v (2, N, M, K) @ [Re P^T | Im P^T] -> P v as (2, N, M, K) planes (complex product from two real ones)."""
+    k = v.shape[-1]
+    out = torch.matmul(v, t)  # (2, N, M, 2K): [Re(v) Re P, Re(v) Im P ; Im(v) Re P, Im(v) Im P]
+    return torch.stack([out[0, ..., :k] - out[1, ..., k:], out[0, ..., k:] + out[1, ..., :k]])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,13 +242,15 @@ class SEdgeLayer(nn.Module):
         if self.norm is not None:
             u = self.norm(u.reshape(-1, self.h_in)).reshape(u.shape)  # stats over batch and time
         log_lam, b_bar, bias_bar, c = self.discretise()
-        # Real GEMMs on interleaved (re, im) pairs: u is real and only Re(C x) is needed, so this does
-        # 2 real MACs per entry instead of a full complex product.
-        w_in = torch.view_as_real(b_bar).permute(0, 2, 1).reshape(2 * self.n_state, self.h_in)
-        v = torch.view_as_complex(torch.matmul(u, w_in.T).unflatten(-1, (self.n_state, 2))) + bias_bar
-        x = diag_scan(log_lam, v)  # (B, L, N) complex
-        w_out = torch.stack([c.real, -c.imag], dim=-1).reshape(self.h_out, 2 * self.n_state)
-        y = torch.matmul(torch.view_as_real(x).flatten(-2), w_out.T) + self.C_bias[:, 0]
+        # Real GEMMs into and out of the state-major planes (2, N, B, L): u is real and only Re(C x) is
+        # needed, so 2 real MACs per entry instead of a complex product, and no layout copies around the scan.
+        bsz, length, _ = u.shape
+        w_in = torch.cat([b_bar.real, b_bar.imag], dim=0)  # (2N, H_in)
+        bias = torch.cat([bias_bar.real, bias_bar.imag], dim=0)
+        v = torch.addmm(bias[:, None], w_in, u.reshape(-1, self.h_in).T)  # (2N, B L)
+        x = scan_planes(log_lam.real, log_lam.imag, v.view(2, self.n_state, bsz, length))
+        w_out = torch.cat([c.real, -c.imag], dim=1)  # (H_out, 2N): Re(C x) = Re C Re x - Im C Im x
+        y = torch.addmm(self.C_bias[:, 0], x.reshape(2 * self.n_state, -1).T, w_out.T).view(bsz, length, -1)
         return self._channel_dropout(F.leaky_relu(y, 0.01)) + residual
 
     def _residual(self, u: torch.Tensor) -> torch.Tensor:
