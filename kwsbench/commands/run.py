@@ -64,12 +64,13 @@ def _run(args: argparse.Namespace) -> int:
         distributed.shutdown()
     if shard.rank != 0:
         return EXIT_OK
+    _print_results(plan.store, summary.cell_keys)
     print(f"run {summary.run_id}: {summary.computed} cells computed, {summary.reused} reused from the store, "
           f"{len(summary.failed)} failed, {summary.clips} clips, {summary.seconds:.1f} s")
     if summary.skipped_models:
         names = ", ".join(name for name, _ in summary.skipped_models)
         print(f"skipped {len(summary.skipped_models)} models without weights (train them or import checkpoints; "
-              f"`kwsbench checkpoints status`): {names}")
+              f"`kwsbench checkpoints list`): {names}")
     if summary.skipped_cells:
         print(f"{len(summary.skipped_cells)} cells skipped (model cannot change rate; try --rate-mode bandlimit)")
     for model, cond, err in summary.failed:
@@ -78,3 +79,26 @@ def _run(args: argparse.Namespace) -> int:
         print("no model had weights available: nothing was evaluated", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _print_results(store_path: str, cell_keys: list[str]) -> None:
+    """The accuracies this run covered (computed or reused), with their Wilson 95% intervals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kwsbench.store import Store
+
+    wanted = set(cell_keys)
+    with Store(store_path) as store:
+        cells = [c for c in store.cells() if c["cell_key"] in wanted]
+    if not cells:
+        return
+    table = Table(title=f"accuracy (%), {cells[0]['protocol']}, n = {cells[0]['n']} clips, Wilson 95% interval")
+    for col in ("model", "noise", "SNR dB", "rate Hz", "accuracy", "95% CI"):
+        table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
+    for c in cells:
+        snr = "" if c["snr_db"] is None else f"{c['snr_db']:+g} ({c['snr_def']})"
+        table.add_row(c["model"], c["noise"], snr, f"{c['rate_hz']} {c['rate_mode']}", f"{100 * c['accuracy']:.2f}",
+                      f"{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}")
+    # piped output (CI logs, files) gets room for the whole table instead of rich's 80-column default
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
