@@ -350,7 +350,8 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                              timeout=10)
-        return out.stdout.strip()
+        # outside a git checkout `git rev-parse HEAD` prints "HEAD" to stdout and fails: record nothing then
+        return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
 

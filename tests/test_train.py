@@ -255,3 +255,48 @@ def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, mon
         res.best_val_acc, abs=1e-3)
     model = load_model(TINY, checkpoint=f"synth-test:{entry.id}")  # sha256 verified against the manifest
     assert model.checkpoint_sha256 == entry.sha256
+
+
+@pytest.mark.parametrize("typed, recorded", [
+    ("kwsbench train m --epochs 40 --out /tmp/x/m --quiet --publish synth",
+     "kwsbench train m --epochs 40 --publish synth"),
+    ("kwsbench train m --out=/tmp/x --resume --seed 3", "kwsbench train m --seed 3"),
+    ("kwsbench train m --device cuda", "kwsbench train m --device cuda"),
+])
+def test_reproducible_command_drops_local_options(typed, recorded):
+    from kwsbench.train import reproducible_command
+
+    assert reproducible_command(typed) == recorded
+
+
+def test_publish_records_the_command_without_private_paths(tiny_synth, tmp_path, monkeypatch):
+    import yaml
+
+    from kwsbench.train import publish
+
+    monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
+    cfg = _config(tiny_synth, tmp_path / "p", epochs=1)
+    cfg.command = f"kwsbench train tiny-test --epochs 1 --out {tmp_path / 'p'} --quiet --publish synth-test"
+    publish(train(cfg, card=TINY), "synth-test")
+    raw = yaml.safe_load((tmp_path / "manifests" / "synth-test.yaml").read_text())
+    assert raw["files"][0]["command"] == "kwsbench train tiny-test --epochs 1 --publish synth-test"
+
+
+def test_git_commit_outside_a_checkout_is_empty(tmp_path, monkeypatch):
+    import kwsbench.train as tr
+
+    monkeypatch.setattr(tr, "PROJECT_ROOT", tmp_path)  # not a git checkout: no commit to record
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert tr.git_commit() == ""
+
+
+def test_shipped_synth_manifest_commands_are_reproducible():
+    import yaml
+
+    from kwsbench.paths import PROJECT_ROOT
+
+    raw = yaml.safe_load((PROJECT_ROOT / "checkpoints" / "synth.yaml").read_text())
+    for entry in raw["files"]:
+        cmd = entry["command"]
+        assert cmd.startswith(f"kwsbench train {entry['model']} ") and "/tmp" not in cmd and "--out" not in cmd, cmd
+        assert (PROJECT_ROOT / "checkpoints" / "synth" / entry["id"]).stat().st_size == entry["size"]
