@@ -172,3 +172,16 @@ def test_ssm_blocks_are_causal(name):
         y1, y2 = block(x, *args), block(x2, *args2)
     assert torch.allclose(y1[:, :60], y2[:, :60], atol=1e-6)
     assert not torch.allclose(y1[:, 60:], y2[:, 60:])
+
+
+def test_doubling_scan_trains():
+    """The accelerator path (doubling scan) must support backward: no in-place update of saved tensors."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(37, 3, 5, generator=gen).requires_grad_()
+    b = torch.randn(37, 3, 5, generator=gen).requires_grad_()
+    h = linear_scan(a, b, method="doubling")
+    h.square().sum().backward()
+    ref_a, ref_b = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    linear_scan(ref_a, ref_b, method="loop").square().sum().backward()
+    torch.testing.assert_close(a.grad, ref_a.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.grad, ref_b.grad, rtol=1e-4, atol=1e-5)

@@ -37,12 +37,12 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, bound: float | None = None, me
         method = "loop" if a.device.type == "cpu" else "doubling"
     if method == "loop":
         return _loop_scan(a, b, bound)
-    h, acc, step, T = b.clone(), a.clone(), 1, b.shape[0]
+    h, acc, step, T = b, a, 1, b.shape[0]
     while step < T:
-        # The right-hand side is evaluated before the in-place add, so the overlapping slices are safe.
-        h[step:] += acc[step:] * h[:-step]
+        # Out of place (same products and sums as an in-place update): autograd still needs the old h and acc.
+        h = torch.cat([h[:step], torch.addcmul(h[step:], acc[step:], h[:-step])])
         if 2 * step < T:
-            acc[step:] = acc[step:] * acc[:-step]
+            acc = torch.cat([acc[:step], acc[step:] * acc[:-step]])
         step *= 2
     if bound is None or bool((h.abs() <= bound).all()):
         return h
