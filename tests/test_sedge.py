@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from kwsbench.errors import BadInputError
 from kwsbench.models.registry import get_card
-from kwsbench.models.sedge import CONFIGS, PUBLISHED_PARAMS, RZOH, build_sedge, diag_scan
+from kwsbench.models.sedge import CONFIGS, PUBLISHED_PARAMS, RZOH, build_sedge, diag_scan, scan_readout
 
 # torch-instantiated trainable counts of the reference model (s-edge.md §3), which include the unused
 # input BatchNorm (2 parameters) that this port does not create.
@@ -53,6 +53,20 @@ def test_diag_scan_equals_recurrence(length):
     ref = _loop_scan(log_lam.to(torch.complex128), v.to(torch.complex128))
     got = diag_scan(log_lam, v)
     assert torch.allclose(got.to(torch.complex128), ref, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("length", [1, 9, 64, 131])
+def test_scan_readout_equals_projected_recurrence(length):
+    """The training path's fused read-out Re(C x_t) (states never materialised) against the plain loop."""
+    g = torch.Generator().manual_seed(100 + length)
+    log_lam = torch.complex(-torch.rand(5, generator=g) * 0.2, torch.rand(5, generator=g) * 3)
+    v = torch.complex(torch.randn(2, length, 5, generator=g), torch.randn(2, length, 5, generator=g))
+    c = torch.complex(torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g))
+    ref = (_loop_scan(log_lam.to(torch.complex128), v.to(torch.complex128)) @ c.to(torch.complex128).T).real
+    planes = torch.view_as_real(v).permute(3, 2, 0, 1).contiguous()
+    got = scan_readout(log_lam.real, log_lam.imag, planes, c)
+    assert got.shape == (2, length, 3)
+    assert torch.allclose(got.double(), ref, atol=1e-4 * ref.abs().max().item())
 
 
 def test_forward_shapes_and_stability_projection():

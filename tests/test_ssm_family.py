@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ SMALL = {
     "centaurus-kws": {"channels": (8, 8, 8, 8, 16, 16), "num_states": 8, "state_blocks": 2},
 }
 NAMES = sorted(SMALL)
+# Adam learning rate of the overfit test; BatchNorm-normalised centaurus blocks take larger steps in the same time.
+OVERFIT_LR = {"centaurus-kws": 1e-2}
 
 
 def small(name: str, **kw) -> torch.nn.Module:
@@ -34,9 +37,10 @@ def small(name: str, **kw) -> torch.nn.Module:
 
 
 def calibrate(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """Fill BatchNorm running statistics from `x` (cumulative average), then switch to eval mode."""
+    """Replace BatchNorm running statistics by those of `x` (one cumulative-average batch), then eval mode."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     for m in bns:
+        m.reset_running_stats()
         m.momentum = None
     model.train()
     with torch.no_grad():
@@ -207,29 +211,32 @@ def test_streaming_equals_offline_on_real_clips(name, gsc_dev_dir):
     assert rel <= 1e-4, f"{name}: streaming differs from offline by {rel:.2e} (relative)"
 
 
-@pytest.mark.slow  # 15-90 s per model on the shared 2-core machine
+@pytest.mark.slow  # 1-30 s CPU per model on the shared 2-core machine
 @pytest.mark.data
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason="not yet 100% within 300 steps at lr 3e-3 (needs tuning)"))
-    if n in ("centaurus-kws", "liquid-s4-kb-kws", "s4-kws", "s5-kws") else n for n in NAMES
-])
+@pytest.mark.parametrize("name", NAMES)
 def test_tiny_overfit_on_24_clips(name, gsc_dev_dir):
     x, y = load_clips(gsc_dev_dir, per_class=6)
     x = x / x.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-4) * 0.1  # equal loudness: learn words, not gain
     model = small(name, seed=0).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    acc = 0.0
-    for _ in range(300):
-        opt.zero_grad()
+    opt = torch.optim.Adam(model.parameters(), lr=OVERFIT_LR.get(name, 3e-3))
+    correct, steps, start = 0, 0, time.process_time()
+    while steps < 300:
         logits = model(x)
+        correct = int((logits.argmax(1) == y).sum())
+        if correct == len(y):
+            break  # stop before the update, so the weights checked below are the ones that scored 24/24
+        opt.zero_grad()
         torch.nn.functional.cross_entropy(logits, y).backward()
         opt.step()
-        acc = (logits.argmax(1) == y).float().mean().item()
-        if acc == 1.0:
-            break
-    model.eval()
+        steps += 1
+    print(f"{name}: {correct}/{len(y)} after {steps} steps, {time.process_time() - start:.1f} s CPU")
+    assert correct == len(y)
+    # Eval mode on the same weights; BatchNorm statistics of the final weights (running averages lag behind
+    # a fast-moving fit), so eval must reproduce the training forward. Counts, not float32 ratios: 23/24 as a
+    # float32 mean is below the float64 23 / 24.
+    model = calibrate(model, x)
     with torch.no_grad():
-        assert acc == 1.0 and (model(x).argmax(1) == y).float().mean().item() >= 23 / 24
+        assert int((model(x).argmax(1) == y).sum()) == len(y)
 
 
 @pytest.mark.gpu

@@ -106,7 +106,10 @@ class CentaurusSSM(nn.Module):
     def _full_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         length = u.shape[-1]
         uf, kf = torch.fft.rfft(u, n=2 * length), torch.fft.rfft(k, n=2 * length)
-        return torch.fft.irfft(torch.einsum("bif,oif->bof", uf, kf), n=2 * length)[..., :length]
+        # Broadcast product summed over C_in: a complex einsum here becomes a bmm batched over frequencies,
+        # whose per-frequency copies dominated a training step on CPU.
+        yf = (uf.unsqueeze(1) * kf.unsqueeze(0)).sum(dim=2)
+        return torch.fft.irfft(yf, n=2 * length)[..., :length]
 
     def init_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, *self.a.shape[:-1], dtype=torch.complex64, device=self.a.device)

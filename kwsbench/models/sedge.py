@@ -89,40 +89,85 @@ def scan_planes(a_re: torch.Tensor, a_im: torch.Tensor, v: torch.Tensor, chunk: 
     """
     _, n, bsz, length = v.shape
     if length <= chunk:
-        return _chunk_apply(v, _toeplitz(a_re, a_im, length))
+        return torch.stack(_chunk_apply(v.unbind(0), _toeplitz(a_re, a_im, length)))
     pad = (-length) % chunk
     if pad:
         v = F.pad(v, (0, pad))
     n_chunks = v.shape[-1] // chunk
-    local = _chunk_apply(v.reshape(2, n, bsz * n_chunks, chunk), _toeplitz(a_re, a_im, chunk))
-    local = local.reshape(2, n, bsz, n_chunks, chunk)
-    ends = scan_planes(a_re * chunk, a_im * chunk, local[..., -1], chunk)  # true state at each chunk end
-    carry = F.pad(ends[..., :-1], (1, 0)).unsqueeze(-1)  # state entering each chunk (2, N, B, C, 1)
+    # unbind/stack rather than indexing: the backward of an index fills a zero tensor of the full size.
+    v_re, v_im = v.reshape(2, n, bsz * n_chunks, chunk).unbind(0)
+    p_re, p_im = _toeplitz(a_re, a_im, chunk)
+    local_re, local_im = _chunk_apply((v_re, v_im), (p_re, p_im))
+    last = (p_re[..., -1:], p_im[..., -1:])  # chunk-end states from their own small product, for the same reason
+    end_re, end_im = _chunk_apply((v_re, v_im), last)
+    ends = torch.stack([end_re, end_im]).reshape(2, n, bsz, n_chunks)
+    ends = scan_planes(a_re * chunk, a_im * chunk, ends, chunk)  # true state at each chunk end
+    carry_re, carry_im = F.pad(ends[..., :-1], (1, 0)).reshape(2, n, -1, 1).unbind(0)  # state entering a chunk
     k = torch.arange(1, chunk + 1, device=v.device, dtype=v.dtype)
     mag = torch.exp(k * a_re[:, None])
-    g_re = (mag * torch.cos(k * a_im[:, None]))[:, None, None, :]  # λ̄^(t+1): (N, 1, 1, chunk)
-    g_im = (mag * torch.sin(k * a_im[:, None]))[:, None, None, :]
-    x = torch.stack([local[0] + g_re * carry[0] - g_im * carry[1], local[1] + g_re * carry[1] + g_im * carry[0]])
-    return x.reshape(2, n, bsz, n_chunks * chunk)[..., :length]
+    g_re = (mag * torch.cos(k * a_im[:, None]))[:, None, :]  # λ̄^(t+1): (N, 1, chunk)
+    g_im = (mag * torch.sin(k * a_im[:, None]))[:, None, :]
+    x = torch.stack([local_re + g_re * carry_re - g_im * carry_im, local_im + g_re * carry_im + g_im * carry_re])
+    x = x.reshape(2, n, bsz, n_chunks * chunk)
+    return x[..., :length] if pad else x
 
 
-def _toeplitz(a_re: torch.Tensor, a_im: torch.Tensor, k: int) -> torch.Tensor:
-    """(N, K, 2K): [Re P^T | Im P^T] with P[t, j] = λ̄^(t-j) for j <= t, else 0 (one power vector, indexed)."""
+def scan_readout(a_re: torch.Tensor, a_im: torch.Tensor, v: torch.Tensor, c: torch.Tensor,
+                 chunk: int = _SCAN_CHUNK) -> torch.Tensor:
+    """Re(C x_t) for every t, with x the diagonal scan of v (2, N, B, L) planes and C (H, N) complex -> (B, L, H).
+
+    The training path: the full states are never materialised. Within a chunk x_t = local_t + λ̄^(t+1) carry,
+    so Re(C x_t) = Re(C local_t) + Re(C λ̄^(t+1)) carry: the first term is the output GEMM on the local planes,
+    the second a small GEMM from the chunk-entry states straight into the (B, L, H) layout. That saves the
+    full-size elementwise passes (and their backward) that a separate carry correction costs.
+    """
+    _, n, bsz, length = v.shape
+    chunk = min(chunk, length)
+    pad = (-length) % chunk
+    if pad:
+        v = F.pad(v, (0, pad))
+    n_chunks = v.shape[-1] // chunk
+    v_re, v_im = v.reshape(2, n, bsz * n_chunks, chunk).unbind(0)
+    p_re, p_im = _toeplitz(a_re, a_im, chunk)
+    local_re, local_im = _chunk_apply((v_re, v_im), (p_re, p_im))  # (N, B C, K): chunk-local states
+    h_out = c.shape[0]
+    if n_chunks > 1:
+        end_re, end_im = _chunk_apply((v_re, v_im), (p_re[..., -1:], p_im[..., -1:]))  # own product, see above
+        ends = scan_planes(a_re * chunk, a_im * chunk, torch.stack([end_re, end_im]).reshape(2, n, bsz, n_chunks),
+                           chunk)
+        carry_re, carry_im = F.pad(ends[..., :-1], (1, 0)).reshape(2, n, -1).unbind(0)  # state entering a chunk
+        k = torch.arange(1, chunk + 1, device=v.device, dtype=v.dtype)
+        mag = torch.exp(k * a_re[:, None])
+        g = torch.complex(mag * torch.cos(k * a_im[:, None]), mag * torch.sin(k * a_im[:, None]))  # λ̄^(t+1)
+        cg = c.T[:, None, :] * g[:, :, None]  # (N, K, H): C_hn λ̄_n^(t+1)
+        corr = torch.mm(carry_re.T, cg.real.reshape(n, -1)) - torch.mm(carry_im.T, cg.imag.reshape(n, -1))
+        corr = corr.reshape(-1, h_out)  # (B C, K H) is already the (B L, H) layout
+    else:
+        corr = torch.zeros((), device=v.device, dtype=v.dtype).expand(bsz * chunk, h_out)
+    y = torch.addmm(corr, local_re.reshape(n, -1).T, c.real.T)
+    y = torch.addmm(y, local_im.reshape(n, -1).T, c.imag.T, alpha=-1.0).reshape(bsz, n_chunks * chunk, h_out)
+    return y[:, :length] if pad else y
+
+
+def _toeplitz(a_re: torch.Tensor, a_im: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Re P^T, Im P^T), each (N, K, K), with P[t, j] = λ̄^(t-j) for j <= t, else 0 (one power vector, indexed)."""
     d = torch.arange(k, device=a_re.device)
     diff = d[None, :] - d[:, None]  # [j, t] -> t - j (the transposed matrix)
     lags = d.to(a_re.dtype)
     mag = torch.exp(lags * a_re[:, None])
-    powers = torch.cat([mag * torch.cos(lags * a_im[:, None]), mag * torch.sin(lags * a_im[:, None])], dim=-1)
     lower = (diff >= 0).to(a_re.dtype)
     idx = diff.clamp(min=0)
-    return torch.cat([powers[:, idx], powers[:, idx + k]], dim=-1) * lower.repeat(1, 2)
+    re, im = mag * torch.cos(lags * a_im[:, None]), mag * torch.sin(lags * a_im[:, None])
+    return re[:, idx] * lower, im[:, idx] * lower
 
 
-def _chunk_apply(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """v (2, N, M, K) @ [Re P^T | Im P^T] -> P v as (2, N, M, K) planes (complex product from two real ones)."""
-    k = v.shape[-1]
-    out = torch.matmul(v, t)  # (2, N, M, 2K): [Re(v) Re P, Re(v) Im P ; Im(v) Re P, Im(v) Im P]
-    return torch.stack([out[0, ..., :k] - out[1, ..., k:], out[0, ..., k:] + out[1, ..., :k]])
+def _chunk_apply(v: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, torch.Tensor]):
+    """(Re, Im) of v P for v (N, M, K) and P given as (Re P^T, Im P^T) (N, K, J): four real bmm."""
+    v_re, v_im = v
+    p_re, p_im = p
+    out_re = torch.baddbmm(torch.bmm(v_re, p_re), v_im, p_im, alpha=-1.0)
+    out_im = torch.baddbmm(torch.bmm(v_re, p_im), v_im, p_re)
+    return out_re, out_im
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,9 +293,7 @@ class SEdgeLayer(nn.Module):
         w_in = torch.cat([b_bar.real, b_bar.imag], dim=0)  # (2N, H_in)
         bias = torch.cat([bias_bar.real, bias_bar.imag], dim=0)
         v = torch.addmm(bias[:, None], w_in, u.reshape(-1, self.h_in).T)  # (2N, B L)
-        x = scan_planes(log_lam.real, log_lam.imag, v.view(2, self.n_state, bsz, length))
-        w_out = torch.cat([c.real, -c.imag], dim=1)  # (H_out, 2N): Re(C x) = Re C Re x - Im C Im x
-        y = torch.addmm(self.C_bias[:, 0], x.reshape(2 * self.n_state, -1).T, w_out.T).view(bsz, length, -1)
+        y = scan_readout(log_lam.real, log_lam.imag, v.view(2, self.n_state, bsz, length), c) + self.C_bias[:, 0]
         return self._channel_dropout(F.leaky_relu(y, 0.01)) + residual
 
     def _residual(self, u: torch.Tensor) -> torch.Tensor:
