@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from kwsbench import paths
+from kwsbench.data.download import sha256_file
 from kwsbench.errors import BadInputError, CheckpointError, DownloadError
 
 DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
@@ -177,14 +178,6 @@ def record_checkpoint(manifest: str, file_id: str, model: str, **meta: Any) -> C
 
 # ---------------------------------------------------------------------------------------------
 # hashing and resolution
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
