@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 Colour = tuple[float, float, float, float]
 DPI = 110
@@ -130,6 +131,7 @@ def accuracy_vs_macs(panels: list[tuple[str, list[CostPoint]]], colors: dict[str
         ax.step([p.macs for p in front], [100.0 * p.accuracy for p in front], where="post", color="black",
                 lw=1.0, ls="--", alpha=0.7, marker="o", ms=11, mfc="none", label="Pareto front")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short decades
         lo, hi = min(p.macs for p in pts), max(p.macs for p in pts)
         ax.set_xlim(lo / 2.0, hi * 3.0)  # room for the labels right of the points
         ax.set_title(title)
