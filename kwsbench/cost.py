@@ -435,3 +435,32 @@ def ncssm_card_cost(card: Any, rate: int) -> Cost:
     cost = ncssm_cost(card.build(), _run_rate(card, rate), name=card.name)
     cost.rate, cost.notes = rate, cost.notes + _rate_note(card, rate)
     return cost
+
+
+def nanomamba_card_cost(card: Any, rate: int) -> Cost:
+    """NanoMamba v1 (SA-SSM v1): STFT 512/160, static SNR (mel of |X| / noise), log-mel + instance norm, then
+    `L` blocks of LayerNorm, in_proj, causal depthwise conv, SiLU, SA-SSM selective scan, gate, out_proj.
+    Dimensions are read from the built module (patch projection, A_log (E, N), number of blocks)."""
+    model = card.build()
+    d, m = model.patch_proj.out_features, model.patch_proj.in_features
+    e, n = model.blocks[0].sa_ssm.A_log.shape
+    t = stft_frames(card.native_rate, 512, 160, center=True)
+    f = 512 // 2 + 1
+    front = stft_macs(card.native_rate, 512, 160, 512)
+    front += elementwise_macs(f * t, 2) + mel_macs(f, m, t)  # SNR: scale and divide by the noise; its mel
+    front += mel_macs(f, m, t) + elementwise_macs(m * t, 4)  # log-mel; instance norm
+    per_block = (elementwise_macs(d * t, 4) + linear_macs(d, 2 * e, t)  # LayerNorm, in_proj
+                 + conv_macs(e, e, 3, t + 2, groups=e) + elementwise_macs(e * t)  # causal depthwise conv, SiLU
+                 + linear_macs(e, 2 * n + 1, t) + linear_macs(m, n + 1, t) + linear_macs(1, e, t)  # x/snr/dt proj
+                 + elementwise_macs(n * t, 3)  # B gate: (1 - a) + a * sigmoid, times B
+                 + selective_scan_macs(e, n, t) + elementwise_macs(e * t, 2)  # scan (+ D u); z gate
+                 + linear_macs(e, d, t) + elementwise_macs(d * t))  # out_proj, residual
+    body = linear_macs(m, d, t) + len(model.blocks) * per_block + elementwise_macs(d * t, 5) \
+        + linear_macs(d, card.num_classes)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return Cost(
+        model=card.name, rate=rate, trainable_params=params, inference_params=params,
+        folded="nothing folded (input-dependent scan; LayerNorm stays)",
+        frontend_macs=front, body_macs=body,
+        notes=f"canonical count, T={t} frames (center=True)" + _rate_note(card, rate),
+    )

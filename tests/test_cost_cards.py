@@ -56,3 +56,24 @@ def test_params_match_built_module():
     for name in CONV_MODELS:
         card = get_card(name)
         assert model_cost(card, 16000).trainable_params == sum(p.numel() for p in card.build().parameters())
+
+
+def test_every_registered_model_has_a_cost_at_every_rate():
+    from kwsbench.models.registry import all_cards
+
+    for card in all_cards():
+        for rate in (16000, 8000, 4000):
+            cost = model_cost(card, rate)
+            assert cost.total_macs > 0 and cost.trainable_params > 0, (card.name, rate)
+
+
+def test_nanomamba_dense_part_agrees_with_flop_counter():
+    """FlopCounterMode sees the matmuls and the convolution; our count adds STFT, scan and element-wise work."""
+    card = get_card("nanomamba-tiny")
+    model = card.build().eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 16000))
+    dense = counter.get_total_flops() // 2
+    ours = model_cost(card, 16000)
+    assert ours.trainable_params == card.params
+    assert dense < ours.total_macs < dense + 2_000_000  # STFT (~0.9 M) + scan + element-wise on 101 frames

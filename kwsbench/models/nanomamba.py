@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsbench.cost import nanomamba_card_cost
 from kwsbench.features import instance_norm_time, mel_filterbank_floor_bins, stft_magnitude
 from kwsbench.models.ncssm import HOP, N_CLASSES, N_FFT, N_MELS, SSMBlock, selective_scan
 from kwsbench.models.registry import ModelCard, register
@@ -120,6 +121,7 @@ for _name, _d, _n, _l, _ckpt, _aliases, _note in _VARIANTS:
             input=_INPUT,
             native_rate=16000,
             protocol="v2-12",
+            cost=nanomamba_card_cost,
             checkpoint=f"nc-ssm:{_ckpt}",
             aliases=_aliases,
             params=expected_params(_d, _n, _l),
