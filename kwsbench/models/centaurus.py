@@ -22,7 +22,15 @@ from torch import nn
 
 from kwsbench.errors import BadInputError
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.models.ssm_common import NATIVE_RATE, fft_conv, inverse_softplus, linear_scan, log_uniform, model_cost
+from kwsbench.models.ssm_common import (
+    NATIVE_RATE,
+    fft_conv,
+    inverse_softplus,
+    linear_scan,
+    log_uniform,
+    model_cost,
+    seeded_default_init,
+)
 
 MODES = ("dws", "s5", "neck", "full")
 
@@ -169,8 +177,7 @@ class CentaurusKWS(nn.Module):
                  pools=(4, 4, 2, 2, 2, 1), num_states: int = 16, state_blocks: int = 4, num_classes: int = 35,
                  seed: int = 0) -> None:
         super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # default Linear init, isolated from the caller's global generator
+        with seeded_default_init(seed):
             widths = (1, *channels)
             self.blocks = nn.ModuleList(
                 CentaurusBlock(CentaurusSSM(num_states, widths[i], widths[i + 1], modes[i], state_blocks,

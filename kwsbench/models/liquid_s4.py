@@ -15,7 +15,15 @@ import torch
 
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.models.s4 import S4Layer
-from kwsbench.models.ssm_common import FramedSSMNet, bilinear, fft_conv, linear_scan, model_cost, vandermonde
+from kwsbench.models.ssm_common import (
+    FramedSSMNet,
+    bilinear,
+    fft_conv,
+    linear_scan,
+    model_cost,
+    seeded_default_init,
+    vandermonde,
+)
 
 
 def input_products(u: torch.Tensor, degree: int, history: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -92,8 +100,7 @@ def build_liquid_s4(d_model: int = 128, d_state: int = 8, n_layers: int = 6, num
                     seed: int = 0) -> FramedSSMNet:
     layers = [LiquidS4Layer(d_model, d_state, liquid_kernel, liquid_degree, seed=seed * 1000 + i)
               for i in range(n_layers)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # default Linear/LayerNorm init, isolated from the caller's global generator
+    with seeded_default_init(seed):
         return FramedSSMNet(layers, d_model, num_classes, hop, dropout)
 
 

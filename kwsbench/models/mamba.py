@@ -24,6 +24,7 @@ from kwsbench.models.ssm_common import (
     linear_scan,
     log_uniform,
     model_cost,
+    seeded_default_init,
 )
 
 
@@ -137,8 +138,7 @@ class MambaKWS(nn.Module):
     def __init__(self, d_model: int = 64, n_layers: int = 4, d_state: int = 16, expand: int = 2,
                  num_classes: int = 12, hop: int = 160, seed: int = 0) -> None:
         super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # default Linear/Conv init, isolated from the caller's global generator
+        with seeded_default_init(seed):
             self.front = FrameFront(hop, d_model)
             self.norms = nn.ModuleList(nn.RMSNorm(d_model) for _ in range(n_layers))
             self.mixers = nn.ModuleList(MambaMixer(d_model, d_state, expand=expand, seed=seed * 1000 + i)

@@ -20,6 +20,7 @@ from kwsbench.models.ssm_common import (
     linear_scan,
     log_uniform,
     model_cost,
+    seeded_default_init,
     vandermonde,
     zoh,
 )
@@ -167,9 +168,7 @@ def _s4_net(kind: str, d_model: int = 128, d_state: int = 64, n_layers: int = 3,
     layer_cls = S4Layer if kind == "s4" else S4DLayer
     torch_gen_seed = seed * 1000
     layers = [layer_cls(d_model, d_state, seed=torch_gen_seed + i) for i in range(n_layers)]
-    with torch.random.fork_rng(devices=[]):
-        # nn.Linear / LayerNorm init draws from the global generator: isolate and seed it so builds are reproducible.
-        torch.manual_seed(seed)
+    with seeded_default_init(seed):
         return FramedSSMNet(layers, d_model, num_classes, hop, dropout)
 
 

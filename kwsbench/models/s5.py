@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.models.ssm_common import FramedSSMNet, linear_scan, log_uniform, model_cost, zoh
+from kwsbench.models.ssm_common import FramedSSMNet, linear_scan, log_uniform, model_cost, seeded_default_init, zoh
 
 
 class S5Layer(nn.Module):
@@ -63,8 +63,7 @@ class S5Layer(nn.Module):
 def build_s5(d_model: int = 96, d_state: int = 128, n_layers: int = 6, num_classes: int = 35, hop: int = 160,
              dropout: float = 0.0, seed: int = 0) -> FramedSSMNet:
     layers = [S5Layer(d_model, d_state, seed=seed * 1000 + i) for i in range(n_layers)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # default Linear/LayerNorm init, isolated from the caller's global generator
+    with seeded_default_init(seed):
         return FramedSSMNet(layers, d_model, num_classes, hop, dropout)
 
 

@@ -8,6 +8,8 @@ Everything here is vectorised over time: the only Python loops run over log2(L) 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +126,15 @@ class FrameFront(nn.Module):
 
     def macs_per_frame(self) -> int:
         return self.frame_len * self.proj.out_features
+
+
+@contextmanager
+def seeded_default_init(seed: int) -> Iterator[None]:
+    """torch's default Linear/Conv/Norm initialisers draw from the global generator: run them seeded, inside a
+    fork of the generator state, so builds are reproducible and the caller's global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def count_params(model: nn.Module) -> int:
