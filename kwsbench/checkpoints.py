@@ -13,6 +13,7 @@ Two storage locations:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -58,6 +59,7 @@ class CheckpointEntry:
     epoch: int | None = None
     val_acc: float | None = None
     note: str = ""
+    labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def _entry_from_dict(raw: dict, where: Path) -> CheckpointEntry:
             size=raw.get("size"), source_path=raw.get("source_path"),
             commit=None if raw.get("commit") is None else str(raw["commit"]), key_map=renames,
             epoch=raw.get("epoch"), val_acc=raw.get("val_acc"), note=str(raw.get("note") or ""),
+            labels=tuple(str(x) for x in raw.get("labels") or ()),
         )
     except (KeyError, TypeError) as err:
         raise BadInputError(f"bad checkpoint entry in {where}: missing or malformed field {err}. Entry: {raw}") from err
@@ -162,18 +165,34 @@ def record_checkpoint(manifest: str, file_id: str, model: str, **meta: Any) -> C
     measured from the file, so the manifest always matches what is on disk.
     """
     path = manifest_dir() / f"{manifest}.yaml"
-    raw = yaml.safe_load(path.read_text()) if path.exists() else {
-        "name": manifest, "location": "project", "licence": "trained by kwsbench (project licence)", "files": []}
-    if raw.get("location") != "project":
-        raise CheckpointError(f"manifest {path} is not a project manifest; trained weights go in a project one")
     weights = path.parent / manifest / file_id
     if not weights.is_file():
         raise CheckpointError(f"{weights} does not exist; save the weights there before recording them")
     entry = {"id": file_id, "model": model, "sha256": sha256_file(weights), "size": weights.stat().st_size, **meta}
-    raw["files"] = [e for e in raw["files"] if e.get("id") != file_id] + [entry]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with _exclusive(path.with_name(f".{path.name}.lock")):  # trainings publishing at once must not lose entries
+        raw = yaml.safe_load(path.read_text()) if path.exists() else {
+            "name": manifest, "location": "project", "licence": "trained by kwsbench (project licence)", "files": []}
+        if raw.get("location") != "project":
+            raise CheckpointError(f"manifest {path} is not a project manifest; trained weights go in a project one")
+        raw["files"] = [e for e in raw["files"] if e.get("id") != file_id] + [entry]
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+        os.replace(tmp, path)
     return _entry_from_dict(entry, path)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An advisory lock held for the block (POSIX flock), so read-modify-write of a manifest is atomic."""
+    import fcntl
+
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +298,13 @@ def _refused_global(err: BaseException) -> str:
 
 def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
+    return read_weights(path, map_location)[0]
+
+
+def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
+    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -301,7 +327,16 @@ def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") 
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(
             f"{path} holds no state dict (expected a dict of tensors, or a dict with 'model_state_dict').")
-    return state
+    meta = obj.get("metadata") if "model_state_dict" in obj else None
+    return state, meta if isinstance(meta, dict) else {}
+
+
+def checkpoint_labels(resolved: Resolved, metadata: dict[str, Any]) -> tuple[str, ...]:
+    """The classes a checkpoint predicts, where it says: its manifest entry, else its own training metadata."""
+    if resolved.entry is not None and resolved.entry.labels:
+        return resolved.entry.labels
+    labels = metadata.get("labels")
+    return tuple(str(x) for x in labels) if isinstance(labels, list) else ()
 
 
 def apply_key_map(state: dict[str, torch.Tensor], renames: Iterable[KeyRename]) -> dict[str, torch.Tensor]:
@@ -353,13 +388,15 @@ def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
     card = _card(name_or_card)
     resolved = resolve_checkpoint(_default_reference(card, checkpoint))
     sha = verify(resolved)
-    state = read_state_dict(resolved.path, map_location=device)
+    state, metadata = read_weights(resolved.path, map_location=device)
     if resolved.entry is not None:
         state = apply_key_map(state, resolved.entry.key_map)
-    model = card.build()
+    labels = checkpoint_labels(resolved, metadata)
+    model = card.build(num_classes=len(labels) if labels else None)
     load_state_strict(model, state, resolved.path)
     model.to(device).eval()
-    model.checkpoint_sha256 = sha  # plain attribute: the sha of what was loaded, for result keys
+    model.checkpoint_sha256 = sha  # plain attributes: the sha of what was loaded, for result keys,
+    model.label_names = labels  # and the classes it predicts where the checkpoint says (else the card's)
     return model
 
 

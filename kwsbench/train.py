@@ -490,16 +490,17 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
         torch.cuda.set_device(cfg.device)
     say = _printer(dist, cfg.show_progress)
     train_set, val_set, protocol = load_training_data(cfg)
-    if len(train_set.label_names) != card.num_classes:
-        raise BadInputError(f"model {card.name} has {card.num_classes} classes but the data has "
-                            f"{len(train_set.label_names)} ({protocol}); choose a matching --protocol")
+    num_classes = len(train_set.label_names)
+    if num_classes != card.num_classes and not card.head_is_sizable:
+        raise BadInputError(f"model {card.name} has a fixed {card.num_classes}-class head but the data has "
+                            f"{num_classes} classes ({protocol}); choose a matching --protocol")
     out = Path(cfg.out)
     best_path, last_path, hist_path = out / "best.pt", out / "last.pt", out / "history.csv"
     meta = _metadata(cfg, card, recipe, train_set, val_set, protocol, dist)
     with _forked_rng(cfg.device):
         torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # model initialisation
         overrides = _build_overrides(card, recipe)
-        model = card.build(**overrides).to(cfg.device)
+        model = card.build(num_classes=num_classes, **overrides).to(cfg.device)  # the head follows the data
     _setup_model_options(model, recipe, cfg.seed, say, rzoh_built="rzoh" in overrides)
     opt = build_optimizer(model, recipe)
     start, history, best = 0, [], (0, -1.0)
@@ -652,20 +653,27 @@ def reproducible_command(command: str) -> str:
     return shlex.join(kept)
 
 
-def publish(result: TrainResult, manifest: str, file_id: str | None = None) -> Any:
-    """Copy best.pt to checkpoints/<manifest>/<file_id> and record it (sha256, how it was made) in the manifest."""
+def publish(result: TrainResult, manifest: str, file_id: str | None = None, final: bool = False) -> Any:
+    """Copy best.pt (or, `final`, the last epoch's weights) to checkpoints/<manifest>/<file_id> and record it
+    (sha256, how it was made) in the manifest."""
     from kwsbench import checkpoints as ck
 
     meta = result.metadata
     file_id = file_id or f"{meta['model']}.pt"
     dst = ck.manifest_dir() / manifest / file_id
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result.best_path, dst)
+    if final:  # last.pt less its optimiser state: what a final-epoch checkpoint holds
+        saved = read_checkpoint(result.last_path)
+        meta = {k: v for k, v in saved["metadata"].items() if k not in ("best_epoch", "best_val_acc")}
+        save_checkpoint(dst, saved["model_state_dict"], meta)
+    else:
+        shutil.copyfile(result.best_path, dst)
     return ck.record_checkpoint(
         manifest, file_id, meta["model"], epoch=int(meta["epoch"]), val_acc=round(float(meta["val_acc"]), 4),
+        weights="final epoch" if final else "best validation epoch",
         note=f"trained by kwsbench; validation = speaker-disjoint split; {meta['val_clips']} val clips",
         command=reproducible_command(meta.get("command", "")), seed=int(meta["seed"]), recipe=meta["recipe"]["name"],
         protocol=meta["protocol"], train_fingerprint=meta["train_fingerprint"],
-        val_fingerprint=meta["val_fingerprint"], train_clips=int(meta["train_clips"]),
+        val_fingerprint=meta["val_fingerprint"], train_clips=int(meta["train_clips"]), labels=list(meta["labels"]),
         git_commit=meta.get("git_commit", ""), train_seconds=round(sum(r.seconds for r in result.history), 1),
     )

@@ -208,10 +208,47 @@ def test_specaugment_hook_masks_only_in_training(tiny_synth, tmp_path):
     assert res.best_path.is_file()
 
 
-def test_class_count_mismatch_is_a_user_error(tiny_synth, tmp_path):
-    card35 = ModelCard(name="tiny-35", family="test", builder=TinyKws, kwargs={"num_classes": 35}, num_classes=35)
-    with pytest.raises(BadInputError, match="35 classes"):
+class FixedHeadKws(TinyKws):
+    def __init__(self) -> None:  # no num_classes: the head cannot be resized
+        super().__init__(num_classes=35)
+
+
+def test_fixed_head_class_count_mismatch_is_a_user_error(tiny_synth, tmp_path):
+    card35 = ModelCard(name="tiny-35", family="test", builder=FixedHeadKws, num_classes=35)
+    with pytest.raises(BadInputError, match="fixed 35-class head"):
         train(_config(tiny_synth, tmp_path / "x", epochs=1), card=card35)
+
+
+def test_sizable_head_follows_the_data_and_the_checkpoint(tiny_synth, tmp_path, monkeypatch):
+    """A 35-class card trained on 12-class data: 12-class head, labels recorded, and loaded back with 12."""
+    from kwsbench.checkpoints import get_manifest, load_model
+    from kwsbench.train import publish
+
+    monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
+    card35 = ModelCard(name="tiny-35", family="test", builder=TinyKws, kwargs={"num_classes": 35}, num_classes=35)
+    res = train(_config(tiny_synth, tmp_path / "h", epochs=1), card=card35)
+    saved = read_checkpoint(res.best_path)
+    assert saved["model_state_dict"]["decoder.weight"].shape[0] == 12
+    assert len(saved["metadata"]["labels"]) == 12
+    entry = publish(res, "heads")
+    assert get_manifest("heads").entry(entry.id).labels == tuple(saved["metadata"]["labels"])
+    for ref in (f"heads:{entry.id}", res.best_path):  # the manifest says, or the file's own metadata does
+        model = load_model(card35, checkpoint=ref)
+        assert model(torch.zeros(2, 16000)).shape == (2, 12)
+        assert model.label_names == tuple(saved["metadata"]["labels"])
+
+
+def test_publish_final_records_the_last_epoch(tiny_synth, tmp_path, monkeypatch):
+    from kwsbench.checkpoints import get_manifest
+    from kwsbench.train import publish
+
+    monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
+    res = train(_config(tiny_synth, tmp_path / "f", epochs=3), card=TINY)
+    entry = publish(res, "finals", final=True)
+    got = read_checkpoint(get_manifest("finals").file_path(entry))
+    last = read_checkpoint(res.last_path)
+    assert "optimizer_state_dict" not in got and got["metadata"]["epoch"] == 3 and entry.epoch == 3
+    assert all(torch.equal(got["model_state_dict"][k], v) for k, v in last["model_state_dict"].items())
 
 
 DDP_SCRIPT = """

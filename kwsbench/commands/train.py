@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     p.add_argument("--out", help="output folder (default runs/train/MODEL): best.pt, last.pt, history.csv")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, help="overrides the recipe's batch size")
     p.add_argument("--seed", type=int, default=0, help="training seed (init, batch order, augmentation)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last epoch")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
@@ -32,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-per-class", type=int, help="use at most N clips per class (smoke runs)")
     p.add_argument("--publish", metavar="MANIFEST", help="copy best.pt to checkpoints/MANIFEST/MODEL.pt and record "
                    "it in checkpoints/MANIFEST.yaml (e.g. synth)")
+    p.add_argument("--publish-final", action="store_true", help="with --publish: record the last epoch's weights "
+                   "instead of the best (for a card that stands for a final-epoch checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run)
 
@@ -56,6 +60,10 @@ def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe or default_recipe(card.family, args.data_dir))
     if args.epochs is not None and args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise BadInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+        recipe = dataclasses.replace(recipe, batch_size=args.batch_size)  # recorded with the recipe in the metadata
     cfg = TrainConfig(
         model=card.name, recipe=recipe, data_dir=args.data_dir, protocol=args.protocol, epochs=args.epochs,
         out=Path(args.out or f"runs/train/{card.name}"), device=args.device, seed=args.seed, resume=args.resume,
@@ -68,6 +76,6 @@ def _run(args: argparse.Namespace) -> int:
     console.print(f"best validation accuracy {result.best_val_acc:.2f} % at epoch {result.best_epoch}: "
                   f"{result.best_path}", highlight=False)
     if args.publish:
-        entry = publish(result, args.publish)
+        entry = publish(result, args.publish, final=args.publish_final)
         console.print(f"recorded {args.publish}:{entry.id} (sha256 {entry.sha256[:12]}…)", highlight=False)
     return 0

@@ -38,8 +38,23 @@ class ModelCard:
     description: str = ""
     source: str = ""  # paper / repository the definition follows
 
-    def build(self, **overrides: Any):
+    def build(self, num_classes: int | None = None, **overrides: Any):
+        """The model; `num_classes` other than the card's gives the same architecture with another head
+        (e.g. a 35-class SSM card trained on the 12-class protocol), where the builder offers it."""
+        if num_classes is not None and num_classes != self.num_classes:
+            if not self.head_is_sizable:
+                raise BadInputError(
+                    f"model {self.name} has a fixed {self.num_classes}-class head; it cannot be built for "
+                    f"{num_classes} classes. Use data of its label protocol ({self.protocol}).")
+            overrides["num_classes"] = num_classes
         return self.builder(**{**self.kwargs, **overrides})
+
+    @property
+    def head_is_sizable(self) -> bool:
+        """Whether the builder takes `num_classes` (the cards' own kwargs say so, or its signature)."""
+        import inspect
+
+        return "num_classes" in self.kwargs or "num_classes" in inspect.signature(self.builder).parameters
 
 
 _CARDS: dict[str, ModelCard] = {}
