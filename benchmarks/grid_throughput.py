@@ -42,6 +42,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--passes", default="cold,warm", help="cold (fresh cache), warm (same cache again), or both")
     p.add_argument("--reference", action="store_true", help="also time a one-clip-at-a-time loop (first model)")
     p.add_argument("--out", help="write the figures as JSON here")
+    p.add_argument("--profile", metavar="FILE", help="after the passes, run the grid once more at --profile-snr "
+                   "under torch.profiler and write its operator tables here")
+    p.add_argument("--profile-snr", default="0", help="SNRs of the profiled pass (default 0: clean + one per source)")
     return p.parse_args(argv)
 
 
@@ -104,6 +107,24 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
         "failed_examples": [f"{m} | {c}: {e[:160]}" for m, c, e in summary.failed[:5]],
         "wall_s": round(t_decode + sum(bank_s.values()) + t_grid, 2), "per_model": per_model,
     }
+
+
+def profile_pass(args: argparse.Namespace, models: list[str], device: str, path: str) -> None:
+    """The warm grid at --profile-snr under torch.profiler: the operators by self device time and by CPU time,
+    and the runner's own spans (kwsbench.predict / score / store) so time outside the models shows too."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    narrowed = argparse.Namespace(**{**vars(args), "snr": args.profile_snr})
+    with profile(activities=activities) as prof:
+        one_pass(narrowed, models, device, "profile")
+        _sync(device)
+    events = prof.key_averages()
+    device_key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    tables = [f"# torch.profiler, {device}, models {','.join(models)}, SNRs {args.profile_snr}",
+              "## by self device time", events.table(sort_by=device_key, row_limit=40),
+              "## by CPU time (including children)", events.table(sort_by="cpu_time_total", row_limit=40)]
+    Path(path).write_text("\n\n".join(tables))
 
 
 def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> dict:
@@ -170,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         models = args.models.split(",") if args.models else public_models()
     passes = [one_pass(args, models, device, label) for label in args.passes.split(",") if label]
+    if args.profile:
+        profile_pass(args, models, device, args.profile)
     ran = sorted(passes[-1]["per_model"]) if passes else []
     ref = reference_loop(args, ran[0], device) if args.reference and ran else None
     figures = {

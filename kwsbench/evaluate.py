@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from kwsbench import distributed as dist_
 from kwsbench import stats
@@ -432,6 +433,17 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
     )
 
 
+def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> None:
+    """The model must predict the clip set's classes: by name and order where its checkpoint records them."""
+    labels = tuple(getattr(model, "label_names", ()) or ())
+    if labels and labels != tuple(clipset.label_names):
+        raise BadInputError(f"{card.name}: its checkpoint predicts {', '.join(labels)}; the clip set "
+                            f"({clipset.protocol}) has {', '.join(clipset.label_names)}")
+    if not labels and card.num_classes != len(clipset.label_names):
+        raise BadInputError(f"{card.name} predicts {card.num_classes} classes, the clip set has "
+                            f"{len(clipset.label_names)} ({clipset.protocol})")
+
+
 def _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
               progress) -> None:
     if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
@@ -457,22 +469,23 @@ def _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, p
     t0 = time.perf_counter()
     if model is not None:
         try:
-            if card.num_classes != len(clipset.label_names):
-                raise BadInputError(f"{card.name} predicts {card.num_classes} classes, the clip set has "
-                                    f"{len(clipset.label_names)} ({clipset.protocol})")
+            _check_labels(card, model, clipset)
             _set_rate(model, card, cond.rate_hz, plan)
             try:
-                preds = _predict(model, clean, noise_t, cond, card, plan, provider)
+                with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
+                    preds = _predict(model, clean, noise_t, cond, card, plan, provider)
             finally:
                 _set_rate(model, card, card.native_rate, plan)
-            scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
+            with record_function("kwsbench.score"):
+                scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
                                 status="ok", predictions=preds, **scores)
         except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
             result.error = f"{type(err).__name__}: {err}"
     result.seconds = time.perf_counter() - t0
     t_store = time.perf_counter()
-    store.put_cell(summary.run_id, result)
+    with record_function("kwsbench.store"):
+        store.put_cell(summary.run_id, result)
     summary.timings["store"] += time.perf_counter() - t_store
     if result.status == "ok":
         summary.computed += 1
