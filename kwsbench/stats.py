@@ -6,6 +6,7 @@ predictions. Randomness only through an explicitly seeded numpy Generator.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -52,6 +53,29 @@ def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
     return float(np.mean(f1s)) if f1s else 0.0
 
 
+@functools.lru_cache(maxsize=4)
+def _bootstrap_design(speakers: tuple[str, ...], seed: int, n_boot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster id per clip, W[b, c] = how often bootstrap replicate b drew cluster c, and W @ cluster sizes
+    (the clip count of each replicate).
+
+    Every cell of a run shares the clip set and seed, so the draws are made once per run instead of once
+    per cell. Bounded because W is n_boot x n_clusters float64 (a few MB for a GSC-size test set).
+    The arrays are read-only: they are shared between callers.
+    """
+    keys = [s if s else f"\0clip{i}" for i, s in enumerate(speakers)]
+    _, cluster = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    n_clusters = int(cluster.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
+    # flat index b * n_clusters + c counts the draws of cluster c in replicate b
+    flat = (np.arange(n_boot)[:, None] * n_clusters + draws).ravel()
+    counts = np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters).astype(np.float64)
+    sizes = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
+    totals = counts @ sizes
+    for arr in (cluster, counts, totals):
+        arr.flags.writeable = False
+    return cluster, counts, totals
+
+
 def speaker_bootstrap_interval(
     correct: np.ndarray, speakers: tuple[str, ...] | list[str], seed: int, n_boot: int = 2000, level: float = 0.95
 ) -> tuple[float, float]:
@@ -63,16 +87,15 @@ def speaker_bootstrap_interval(
     correct = np.asarray(correct, dtype=np.float64)
     if len(correct) == 0:
         return 0.0, 1.0
-    keys = [s if s else f"\0clip{i}" for i, s in enumerate(speakers)]
-    _, cluster = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
-    n_clusters = int(cluster.max()) + 1
-    sums = np.bincount(cluster, weights=correct, minlength=n_clusters)
-    sizes = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
-    acc = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    # W @ sums equals the sum over the drawn clusters exactly (in any order) only for integer-valued sums
+    if not np.all((correct == 0) | (correct == 1)):
+        raise ValueError("correct must hold one 0/1 (or bool) correctness value per clip")
+    cluster, counts, totals = _bootstrap_design(tuple(speakers), int(seed), int(n_boot))
+    sums = np.bincount(cluster, weights=correct, minlength=counts.shape[1])
+    acc = (counts @ sums) / totals
     alpha = (1.0 - level) / 2
-    return float(np.quantile(acc, alpha)), float(np.quantile(acc, 1 - alpha))
+    lo, hi = np.quantile(acc, [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The SQLite results store: runs with provenance, cells (DESIGN.md contract 4 key + rate mode), clip
-lists and per-utterance predictions.
+lists and per-utterance predictions (one little-endian int16 blob per cell).
 
 Writes are one transaction per cell (cell row + its predictions), so an interrupted run leaves only
 complete cells behind and `--resume` picks up where it stopped. A store that is not SQLite or has
@@ -19,7 +19,7 @@ import numpy as np
 
 from kwsbench.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
 
 _SCHEMA = """
@@ -41,10 +41,10 @@ CREATE TABLE cells (
     accuracy REAL, n INTEGER, correct INTEGER, ci_low REAL, ci_high REAL, boot_low REAL, boot_high REAL,
     per_class TEXT, macro_f1 REAL, error TEXT, seconds REAL, created TEXT NOT NULL
 );
-CREATE TABLE predictions (
-    cell_key TEXT NOT NULL, idx INTEGER NOT NULL, pred INTEGER NOT NULL, PRIMARY KEY (cell_key, idx)
-);
+CREATE TABLE predictions (cell_key TEXT PRIMARY KEY, preds BLOB NOT NULL);
 """
+# one blob per cell instead of one row per clip: a cell's ~2,500 row inserts dominated put_cell
+_PRED_DTYPE = np.dtype("<i2")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,13 @@ class Store:
             )
         row = self.conn.execute("SELECT version FROM schema_version").fetchone()
         version = row[0] if row else None
+        if version == 1:
+            raise StoreError(
+                f"results store {self.path} has schema version 1: it was written by an older kwsbench that "
+                f"stored predictions one row per clip; this kwsbench reads version {SCHEMA_VERSION} (one blob "
+                "per cell). It was left untouched; pass --store with a new path (or read it with the older "
+                "kwsbench)."
+            )
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"results store {self.path} has schema version {version}, this kwsbench reads version "
@@ -187,6 +194,8 @@ class Store:
         """Cell row and its predictions in one transaction (replacing an earlier cell of the same key)."""
         k = cell.key
         digest = k.digest()
+        # encoded before the transaction opens, so a bad prediction array writes nothing
+        blob = None if cell.predictions is None else _encode_predictions(cell.predictions, k)
         row = (
             digest, run_id, k.model, k.checkpoint_sha256, k.fingerprint, cell.protocol,
             json.dumps(list(cell.label_names)), k.noise, k.noise_version, k.snr_db, k.snr_def, k.rate_hz,
@@ -197,11 +206,8 @@ class Store:
         with self.conn:
             self.conn.execute("DELETE FROM predictions WHERE cell_key = ?", (digest,))
             self.conn.execute(f"INSERT OR REPLACE INTO cells VALUES ({', '.join('?' * len(row))})", row)
-            if cell.predictions is not None:
-                self.conn.executemany(
-                    "INSERT INTO predictions VALUES (?, ?, ?)",
-                    ((digest, i, int(p)) for i, p in enumerate(cell.predictions)),
-                )
+            if blob is not None:
+                self.conn.execute("INSERT INTO predictions VALUES (?, ?)", (digest, blob))
 
     def cells(self, status: str | None = "ok", **where) -> list[dict]:
         """Cell rows as dicts (per_class and label_names decoded), filtered by column equality."""
@@ -241,8 +247,24 @@ class Store:
         return int(merged)
 
     def predictions(self, cell_key: str) -> np.ndarray:
-        rows = self.conn.execute("SELECT pred FROM predictions WHERE cell_key = ? ORDER BY idx", (cell_key,)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        """Predicted class index per clip (clip order of the cell's fingerprint); empty when none stored."""
+        row = self.conn.execute("SELECT preds FROM predictions WHERE cell_key = ?", (cell_key,)).fetchone()
+        if row is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.frombuffer(row[0], dtype=_PRED_DTYPE).astype(np.int64)
+
+
+def _encode_predictions(preds, key: CellKey) -> bytes:
+    """Class indices as little-endian int16 bytes; refuses values int16 would silently wrap."""
+    values = np.asarray(preds).astype(np.int64)
+    info = np.iinfo(_PRED_DTYPE)
+    bad = values[(values < info.min) | (values > info.max)]
+    if bad.size:
+        raise ValueError(
+            f"cell {key.model} / {key.noise} / snr {key.snr_db}: prediction {int(bad[0])} does not fit the "
+            f"store's int16 class indices ({info.min}..{info.max}); predictions must be class indices."
+        )
+    return values.astype(_PRED_DTYPE).tobytes()
 
 
 def open_store(path: str | Path | None = None) -> Store:

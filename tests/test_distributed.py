@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from kwsbench.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
 from kwsbench.paths import PROJECT_ROOT
+from kwsbench.store import Store
 
 WEIGHTS = PROJECT_ROOT / "checkpoints" / "synth" / "ds-cnn-s-hello-edge.pt"
 # columns that legitimately differ between two runs of the same grid
@@ -50,16 +50,14 @@ def _launch(args: list[str], nproc: int, extra_env: dict | None = None) -> subpr
 
 def _snapshot(store: Path) -> dict[str, tuple]:
     """Every cell (minus run id / timing / timestamp) and its predictions, keyed by cell key."""
-    conn = sqlite3.connect(store)
-    cur = conn.execute("SELECT * FROM cells")
-    names = [d[0] for d in cur.description]
-    out = {}
-    for row in cur.fetchall():
-        d = dict(zip(names, row, strict=True))
-        preds = tuple(r[0] for r in conn.execute(
-            "SELECT pred FROM predictions WHERE cell_key = ? ORDER BY idx", (d["cell_key"],)))
-        out[d["cell_key"]] = (tuple(sorted((k, v) for k, v in d.items() if k not in VOLATILE)), preds)
-    conn.close()
+    with Store(store) as st:
+        cur = st.conn.execute("SELECT * FROM cells")
+        names = [d[0] for d in cur.description]
+        out = {}
+        for row in cur.fetchall():
+            d = dict(zip(names, row, strict=True))
+            preds = tuple(st.predictions(d["cell_key"]).tolist())
+            out[d["cell_key"]] = (tuple(sorted((k, v) for k, v in d.items() if k not in VOLATILE)), preds)
     return out
 
 

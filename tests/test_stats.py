@@ -89,3 +89,36 @@ def test_bootstrap_unknown_speakers_are_own_clusters():
     correct = np.array(list(itertools.islice(itertools.cycle([True, False, True]), 90)))
     lo, hi = stats.speaker_bootstrap_interval(correct, [""] * 90, seed=0, n_boot=400)
     assert lo < correct.mean() < hi and hi - lo > 0.05
+
+
+def _reference_speaker_bootstrap(correct, speakers, seed, n_boot, level):
+    """The direct implementation: redraw the clusters and gather their sums for every call."""
+    correct = np.asarray(correct, dtype=np.float64)
+    keys = [s if s else f"\0clip{i}" for i, s in enumerate(speakers)]
+    _, cluster = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    n_clusters = int(cluster.max()) + 1
+    sums = np.bincount(cluster, weights=correct, minlength=n_clusters)
+    sizes = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
+    acc = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(acc, alpha)), float(np.quantile(acc, 1 - alpha))
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_speaker_bootstrap_equals_reference_exactly(case):
+    rng = np.random.default_rng(100 + case)
+    n = int(rng.integers(5, 3000))
+    n_speakers = int(rng.integers(1, 200))
+    speakers = [f"s{rng.integers(0, n_speakers)}" if rng.random() > 0.1 else "" for _ in range(n)]
+    seed, n_boot, level = int(rng.integers(0, 2**31)), int(rng.integers(10, 1500)), [0.95, 0.9, 0.99][case % 3]
+    # several cells over the same clips and seed: the later calls reuse the cached draws
+    for p in (0.0, 0.5, 0.93, 1.0):
+        correct = rng.random(n) < p
+        got = stats.speaker_bootstrap_interval(correct, speakers if case % 2 else tuple(speakers), seed, n_boot, level)
+        assert got == _reference_speaker_bootstrap(correct, speakers, seed, n_boot, level)
+
+
+def test_speaker_bootstrap_rejects_non_binary_correctness():
+    with pytest.raises(ValueError, match="0/1"):
+        stats.speaker_bootstrap_interval(np.array([0.5, 1.0]), ["a", "b"], seed=0, n_boot=10)

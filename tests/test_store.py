@@ -55,7 +55,7 @@ def test_failed_write_leaves_no_partial_cell(tmp_path):
     with Store(tmp_path / "s.sqlite") as st:
         run = st.begin_run({})
         bad = _cell(_key(), [0, 1])
-        bad.predictions = np.array([0, "x"], dtype=object)  # int() fails mid-insert
+        bad.predictions = np.array([0, "x"], dtype=object)  # the int16 encoding fails
         with pytest.raises(ValueError):
             st.put_cell(run, bad)
         assert st.cells(status=None) == []
@@ -87,6 +87,54 @@ def test_other_schema_version_is_store_error_and_data_kept(tmp_path):
     assert path.read_bytes() == copy.read_bytes()
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 1
+
+
+def test_predictions_blob_roundtrip_and_range(tmp_path):
+    with Store(tmp_path / "s.sqlite") as st:
+        run = st.begin_run({})
+        st.put_cell(run, _cell(_key(), [0, 11, 32767, -1]))
+        got = st.predictions(_key().digest())
+        assert got.dtype == np.int64 and got.tolist() == [0, 11, 32767, -1]
+        assert st.predictions("0" * 64).dtype == np.int64 and st.predictions("0" * 64).size == 0
+        st.put_cell(run, _cell(_key(seed=1), []))
+        assert st.predictions(_key(seed=1).digest()).size == 0
+        with pytest.raises(ValueError, match="does not fit"):
+            st.put_cell(run, _cell(_key(seed=2), [0, 40000]))
+        assert not st.has_ok(_key(seed=2))
+
+
+def test_merge_from_copies_cells_and_prediction_blobs(tmp_path):
+    with Store(tmp_path / "shard.sqlite") as shard:
+        run = shard.begin_run({})
+        shard.put_cell(run, _cell(_key(), [1, 0]))
+        shard.put_cell(run, _cell(_key(seed=1), [1, 1]))
+    with Store(tmp_path / "main.sqlite") as st:
+        st.put_cell(st.begin_run({}), _cell(_key(), [0, 0]))  # replaced by the shard's cell
+        assert st.merge_from(tmp_path / "shard.sqlite") == 2
+        assert st.predictions(_key().digest()).tolist() == [1, 0]
+        assert st.predictions(_key(seed=1).digest()).tolist() == [1, 1]
+        assert st.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 2
+
+
+def test_schema_1_store_is_refused_with_upgrade_hint(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:  # the layout the previous kwsbench wrote
+        con.executescript("""
+            CREATE TABLE schema_version (version INTEGER NOT NULL);
+            INSERT INTO schema_version VALUES (1);
+            CREATE TABLE cells (cell_key TEXT PRIMARY KEY);
+            CREATE TABLE predictions (cell_key TEXT NOT NULL, idx INTEGER NOT NULL, pred INTEGER NOT NULL,
+                                      PRIMARY KEY (cell_key, idx));
+            INSERT INTO predictions VALUES ('k', 0, 3);
+        """)
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="schema version 1: it was written by an older kwsbench") as err:
+        Store(path)
+    assert "one row per clip" in str(err.value) and "--store with a new path" in str(err.value)
+    assert main(["leaderboard", "--store", str(path)]) == 6
+    assert main(["run", "--store", str(path), "--models", "nothing-here"]) == 6
+    assert path.read_bytes() == before
 
 
 def test_foreign_sqlite_file_is_refused(tmp_path):
