@@ -40,6 +40,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bank-workers", type=int, help="noise-bank worker processes (default: CPUs, max 16)")
     p.add_argument("--per-class", type=int, help="class-stratified subset (short CPU runs)")
     p.add_argument("--passes", default="cold,warm", help="cold (fresh cache), warm (same cache again), or both")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="eager forwards (default: CUDA-graph replay)")
     p.add_argument("--reference", action="store_true", help="also time a one-clip-at-a-time loop (first model)")
     p.add_argument("--out", help="write the figures as JSON here")
     p.add_argument("--profile", metavar="FILE", help="after the passes, run the grid once more at --profile-snr "
@@ -78,7 +79,8 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
     store = Path(tempfile.mkdtemp(prefix="kwsbench-tp-")) / "grid.sqlite"
     plan = Plan(models=models, noise=[n for n in args.noise.split(",") if n],
                 snr=[float(s) for s in args.snr.split(",") if s], data_dir=args.data_dir, device=device,
-                batch_size=args.batch_size, per_class=args.per_class, store=str(store)).validate()
+                batch_size=args.batch_size, per_class=args.per_class, store=str(store),
+                cuda_graphs=not args.no_cuda_graphs).validate()
     t0 = time.perf_counter()
     clips = load_clips(plan)
     t_decode = time.perf_counter() - t0
@@ -93,6 +95,7 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
     summary = run_plan(plan, loader=_loader(args.untrained), clipset=clips, show_progress=False)
     _sync(device)
     t_grid = time.perf_counter() - t1
+    digest = _results_digest(store)
     con = sqlite3.connect(store)
     per_model = {m: {"cells": c, "inference_s": round(s, 3), "clips_per_s": round(n / s, 1) if s else None,
                      "conditions_per_s": round(c / s, 2) if s else None}
@@ -106,7 +109,22 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
         "store_s": round(summary.timings["store"], 2), "cells": summary.computed, "failed": len(summary.failed),
         "failed_examples": [f"{m} | {c}: {e[:160]}" for m, c, e in summary.failed[:5]],
         "wall_s": round(t_decode + sum(bank_s.values()) + t_grid, 2), "per_model": per_model,
+        "results_sha256": digest,
     }
+
+
+def _results_digest(store: Path) -> str:
+    """sha256 over every cell's key, counts and predictions: equal digests = identical results."""
+    import hashlib
+
+    from kwsbench.store import Store
+
+    h = hashlib.sha256()
+    with Store(store) as st:
+        for c in sorted(st.cells(), key=lambda c: c["cell_key"]):
+            h.update(f"{c['cell_key']} {c['correct']} {c['n']}".encode())
+            h.update(st.predictions(c["cell_key"]).tobytes())
+    return h.hexdigest()
 
 
 def profile_pass(args: argparse.Namespace, models: list[str], device: str, path: str) -> None:

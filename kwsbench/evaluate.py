@@ -33,6 +33,7 @@ from kwsbench import stats
 from kwsbench.data.clipset import ClipSet
 from kwsbench.distributed import Shard
 from kwsbench.errors import BadInputError, CheckpointError
+from kwsbench.graphs import GraphedForward
 from kwsbench.models.registry import ModelCard, all_cards, resolve
 from kwsbench.paths import PROJECT_ROOT
 from kwsbench.plan import Plan
@@ -275,8 +276,8 @@ def _score(labels: np.ndarray, preds: np.ndarray, speakers: tuple[str, ...], num
 
 
 @torch.inference_mode()
-def _predict(model: torch.nn.Module, clean: torch.Tensor, noise: torch.Tensor | None, cond: Condition,
-             card: ModelCard, plan: Plan, provider: NoiseProvider) -> np.ndarray:
+def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor, noise: torch.Tensor | None,
+             cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider) -> np.ndarray:
     preds = []
     for start in range(0, clean.shape[0], plan.batch_size):
         x = clean[start:start + plan.batch_size]
@@ -287,12 +288,19 @@ def _predict(model: torch.nn.Module, clean: torch.Tensor, noise: torch.Tensor | 
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> None:
-    if plan.rate_mode == "native" and card.can_change_rate:
-        model.set_sample_rate(rate)
-        # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
-        # them, often on the CPU: bring the whole model back to the run's device
-        model.to(plan.device)
+def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> bool:
+    """Put a rate-changing model at `rate` for a native-rate cell; True when the model changed. The model
+    stays at that rate until a cell asks for another (conditions come grouped by rate)."""
+    if plan.rate_mode != "native" or not card.can_change_rate:
+        return False
+    if getattr(model, "kwsbench_rate", card.native_rate) == rate:
+        return False
+    model.set_sample_rate(rate)
+    model.kwsbench_rate = rate
+    # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
+    # them, often on the CPU: bring the whole model back to the run's device
+    model.to(plan.device)
+    return True
 
 
 def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider | None = None,
@@ -413,12 +421,15 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
             load_error = ""
         finally:
             summary.timings["load"] += time.perf_counter() - t_load
+        forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
         for cond in my_conds:
-            _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
-                      progress)
+            _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
+                      summary, progress)
             if stop_after is not None and summary.computed >= stop_after:
                 os._exit(17)  # test hook: a worker that dies without any clean-up
-        del model
+        if forward is not None and forward.fallback_reason and plan.cuda_graphs and device.startswith("cuda"):
+            progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
+        del model, forward
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
 
@@ -444,7 +455,7 @@ def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> 
                             f"{len(clipset.label_names)} ({clipset.protocol})")
 
 
-def _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
+def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
               progress) -> None:
     if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
@@ -470,12 +481,10 @@ def _run_cell(plan, card, model, sha, load_error, cond, clipset, clean, banks, p
     if model is not None:
         try:
             _check_labels(card, model, clipset)
-            _set_rate(model, card, cond.rate_hz, plan)
-            try:
-                with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
-                    preds = _predict(model, clean, noise_t, cond, card, plan, provider)
-            finally:
-                _set_rate(model, card, card.native_rate, plan)
+            if _set_rate(model, card, cond.rate_hz, plan):
+                forward.reset()  # the graphs read the tensors the rate change replaced
+            with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
+                preds = _predict(forward, clean, noise_t, cond, card, plan, provider)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),

@@ -40,6 +40,7 @@ class Plan:
     store: str = "runs/kwsbench.sqlite"
     force: bool = False
     checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
+    cuda_graphs: bool = True  # replay captured CUDA graphs of each model's forward (same logits, fewer launches)
 
     def validate(self) -> Plan:
         if self.rate_mode not in RATE_MODES:

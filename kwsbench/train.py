@@ -350,10 +350,13 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                              timeout=10)
-        # outside a git checkout `git rev-parse HEAD` prints "HEAD" to stdout and fails: record nothing then
-        return out.stdout.strip() if out.returncode == 0 else ""
+        # outside a git checkout `git rev-parse HEAD` prints "HEAD" to stdout and fails: then the commit the
+        # copy was made from, where whoever copied it says (KWSBENCH_GIT_COMMIT), else nothing
+        if out.returncode == 0:
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return ""
+        pass
+    return os.environ.get("KWSBENCH_GIT_COMMIT", "")
 
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any],

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="global noise seed (default 0)")
     p.add_argument("--batch-size", type=int, help="clips per forward (default 256)")
     p.add_argument("--device", help="cpu or cuda[:N]")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
+                   "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")
     p.add_argument("--per-class", type=int, help="class-stratified subset of this many clips per class")
     p.add_argument("--config", help="plan YAML; flags override its keys")
     p.add_argument("--quick", action="store_true", help="clean + factory 0 dB on a class-stratified subset")
@@ -43,7 +45,7 @@ def plan_from_args(args: argparse.Namespace):
         "rates": _list(args.rates), "rate_mode": args.rate_mode, "decimation": args.decimation,
         "data_dir": args.data_dir, "protocol": args.protocol, "noise_dir": args.noise_dir, "seed": args.seed,
         "batch_size": args.batch_size, "device": args.device, "per_class": args.per_class, "store": args.store,
-        "force": True if args.force else None,
+        "force": True if args.force else None, "cuda_graphs": False if args.no_cuda_graphs else None,
     }
     if overrides["rates"] is not None:
         overrides["rates"] = [int(r) for r in overrides["rates"]]

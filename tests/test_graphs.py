@@ -1,0 +1,64 @@
+"""CUDA-graph replay (kwsbench.graphs): the same logits as the eager forward, and a clean fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kwsbench.graphs import GraphedForward
+from kwsbench.models.registry import get_card
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_on_the_cpu_it_is_the_model():
+    model = get_card("ds-cnn-s").build().eval()
+    x = torch.randn(3, 16000, generator=torch.Generator().manual_seed(0))
+    forward = GraphedForward(model)
+    with torch.inference_mode():
+        assert torch.equal(forward(x), model(x))
+    assert forward.graphs == {}
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-tiny", "ds-cnn-s", "bc-resnet-1-ncssm", "bc-resnet-1",
+                                  "s4d-kws", "mamba-kws", "centaurus-kws", "s-edge-tiny"])
+def test_replay_equals_eager_for_every_shape(name):
+    model = get_card(name).build().eval().cuda()
+    gen = torch.Generator().manual_seed(1)
+    forward = GraphedForward(model)
+    with torch.inference_mode():
+        for rows in (64, 17, 64):  # a full batch, the remainder, then the first graph again
+            x = (0.1 * torch.randn(rows, 16000, generator=gen)).cuda()
+            assert torch.equal(forward(x), model(x)), f"{name}: replay differs from eager at {rows} rows"
+    assert forward.fallback_reason == "", forward.fallback_reason
+    assert set(forward.graphs) == {(64, 16000), (17, 16000)}
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_forward_that_syncs_falls_back_with_its_reason():
+    class Syncing(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 if bool((x > 0).any()) else x
+
+    forward = GraphedForward(Syncing())
+    x = torch.ones(4, 8, device="cuda")
+    with torch.inference_mode():
+        assert torch.equal(forward(x), x * 2) and torch.equal(forward(x), x * 2)
+    assert forward.fallback_reason and forward.graphs == {}
+
+
+@pytest.mark.gpu
+@cuda
+def test_reset_after_a_rate_change():
+    model = get_card("s4d-kws").build().eval().cuda()
+    forward = GraphedForward(model)
+    x = (0.1 * torch.randn(8, 8000, generator=torch.Generator().manual_seed(2))).cuda()
+    with torch.inference_mode():
+        forward(torch.zeros(8, 16000, device="cuda"))
+        model.set_sample_rate(8000)
+        model.cuda()
+        forward.reset()
+        assert torch.equal(forward(x), model(x))
