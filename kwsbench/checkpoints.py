@@ -60,6 +60,8 @@ class CheckpointEntry:
     val_acc: float | None = None
     note: str = ""
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
+    quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
+    protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def _entry_from_dict(raw: dict, where: Path) -> CheckpointEntry:
             size=raw.get("size"), source_path=raw.get("source_path"),
             commit=None if raw.get("commit") is None else str(raw["commit"]), key_map=renames,
             epoch=raw.get("epoch"), val_acc=raw.get("val_acc"), note=str(raw.get("note") or ""),
-            labels=tuple(str(x) for x in raw.get("labels") or ()),
+            labels=tuple(str(x) for x in raw.get("labels") or ()), quick=bool(raw.get("quick", True)),
+            protocol=str(raw.get("protocol") or ""),
         )
     except (KeyError, TypeError) as err:
         raise BadInputError(f"bad checkpoint entry in {where}: missing or malformed field {err}. Entry: {raw}") from err
@@ -329,6 +332,20 @@ def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
             f"{path} holds no state dict (expected a dict of tensors, or a dict with 'model_state_dict').")
     meta = obj.get("metadata") if "model_state_dict" in obj else None
     return state, meta if isinstance(meta, dict) else {}
+
+
+def trained_on_this_set(reference: str | Path | None, clip_protocol: str) -> str:
+    """A warning when a project-trained checkpoint was trained on a split of the set being evaluated (its
+    training protocol names that set's, e.g. v2-12-official-mini from v2-12-official), else ''."""
+    ref = str(reference or "")
+    if ":" not in ref or Path(ref).exists():
+        return ""
+    name, file_id = ref.split(":", 1)
+    entry = next((e for e in get_manifest(name).entries if e.id == file_id), None)
+    if entry is None or not entry.protocol or not entry.protocol.startswith(clip_protocol):
+        return ""
+    return (f"{ref} was trained on a split of this test set (protocol {entry.protocol}): its accuracy here "
+            "includes its own training clips and is not a test result")
 
 
 def checkpoint_labels(resolved: Resolved, metadata: dict[str, Any]) -> tuple[str, ...]:

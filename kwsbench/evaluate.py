@@ -30,6 +30,7 @@ from torch.profiler import record_function
 
 from kwsbench import distributed as dist_
 from kwsbench import stats
+from kwsbench.checkpoints import trained_on_this_set
 from kwsbench.data.clipset import ClipSet
 from kwsbench.distributed import Shard
 from kwsbench.errors import BadInputError, CheckpointError
@@ -103,6 +104,7 @@ class RunSummary:
     reused: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # model, condition, error
     skipped_models: list[tuple[str, str]] = field(default_factory=list)  # model, reason
+    warnings: list[str] = field(default_factory=list)
     skipped_cells: list[tuple[str, str, str]] = field(default_factory=list)
     cell_keys: list[str] = field(default_factory=list)
     clips: int = 0
@@ -391,6 +393,7 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
         total.skipped_cells += p.skipped_cells
         total.cell_keys += p.cell_keys
         total.skipped_models += [m for m in p.skipped_models if m not in total.skipped_models]
+        total.warnings += [w for w in p.warnings if w not in total.warnings]
         for k, v in p.timings.items():
             total.timings[k] = total.timings.get(k, 0.0) + v
     return total
@@ -421,6 +424,10 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
             load_error = ""
         finally:
             summary.timings["load"] += time.perf_counter() - t_load
+        contaminated = trained_on_this_set(plan.checkpoints.get(card.name), clipset.protocol)
+        if contaminated:
+            summary.warnings.append(f"{card.name}: {contaminated}")
+            progress.note(f"WARNING {card.name}: {contaminated}")
         forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
         for cond in my_conds:
             _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,

@@ -40,6 +40,7 @@ class Plan:
     store: str = "runs/kwsbench.sqlite"
     force: bool = False
     checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
+    weights: str | None = None  # a project manifest (synth, gsc-mini): its checkpoint for every model it has
     cuda_graphs: bool = True  # replay captured CUDA graphs of each model's forward (same logits, fewer launches)
 
     def validate(self) -> Plan:
@@ -115,17 +116,32 @@ def resolve_plan(config: str | Path | None, overrides: dict[str, Any]) -> Plan:
 EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedded synthetic keyword set
 
 
-def embedded_defaults(plan: Plan) -> Plan:
-    """No --data-dir and no --models: the embedded synthetic set is evaluated with the weights the project
-    trained on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported."""
-    if plan.data_dir is not None or plan.models is not None:
+def embedded_defaults(plan: Plan, quick: bool = False) -> Plan:
+    """No --data-dir and no --models: the embedded synthetic set, evaluated with the weights the project trained
+    on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. --quick leaves out the
+    entries the manifest marks `quick: false` (models too slow for a CPU minute)."""
+    if plan.data_dir is None and plan.models is None and plan.weights is None:
+        plan.weights = EMBEDDED_MANIFEST
+        plan.models = [e.model for e in _weight_entries(plan.weights) if not (quick and not e.quick)]
+    return apply_weights(plan)
+
+
+def apply_weights(plan: Plan) -> Plan:
+    """--weights M: every planned model that manifest M has gets its checkpoint (an explicit per-model checkpoint
+    stays); with no --models, the plan is every model of M."""
+    if plan.weights is None:
         return plan
+    entries = _weight_entries(plan.weights)
+    if plan.models is None:
+        plan.models = [e.model for e in entries]
+    plan.checkpoints = {e.model: f"{plan.weights}:{e.id}" for e in entries} | plan.checkpoints
+    return plan
+
+
+def _weight_entries(manifest: str):
     from kwsbench.checkpoints import get_manifest
 
-    entries = get_manifest(EMBEDDED_MANIFEST).entries
-    plan.models = [e.model for e in entries]
-    plan.checkpoints = {e.model: f"{EMBEDDED_MANIFEST}:{e.id}" for e in entries} | plan.checkpoints
-    return plan
+    return get_manifest(manifest).entries
 
 
 def quick_plan(plan: Plan) -> Plan:

@@ -61,6 +61,13 @@ def test_run_cli_with_real_data_and_failed_model_summary(gsc_dev_dir, tmp_path, 
         assert len(st.cells(status="failed")) == 2
 
 
+def test_gsc_mini_weights_on_the_set_they_were_trained_on_warn(gsc_dev_dir, tmp_path, capsys):
+    rc = main(["run", "--weights", "gsc-mini", "--models", "s4d-kws", "--data-dir", str(gsc_dev_dir),
+               "--per-class", "1", "--store", str(tmp_path / "s.sqlite")])
+    assert rc == 0
+    assert "WARNING s4d-kws: gsc-mini:s4d-kws.pt was trained on a split of this test set" in capsys.readouterr().err
+
+
 def test_plan_yaml_and_overrides(gsc_dev_dir, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"data_dir: {gsc_dev_dir}\nsnr: [-5, 5]\nnoise: white-ncssm\nper_class: 1\ncolour: red\n")

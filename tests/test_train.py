@@ -324,16 +324,20 @@ def test_git_commit_outside_a_checkout_is_empty(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tr, "PROJECT_ROOT", tmp_path)  # not a git checkout: no commit to record
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("KWSBENCH_GIT_COMMIT", raising=False)
     assert tr.git_commit() == ""
+    monkeypatch.setenv("KWSBENCH_GIT_COMMIT", "abc123")  # a copy that says which commit it was made from
+    assert tr.git_commit() == "abc123"
 
 
-def test_shipped_synth_manifest_commands_are_reproducible():
+@pytest.mark.parametrize("manifest", ["synth", "gsc-mini"])
+def test_shipped_manifest_commands_are_reproducible(manifest):
     import yaml
 
     from kwsbench.paths import PROJECT_ROOT
 
-    raw = yaml.safe_load((PROJECT_ROOT / "checkpoints" / "synth.yaml").read_text())
+    raw = yaml.safe_load((PROJECT_ROOT / "checkpoints" / f"{manifest}.yaml").read_text())
     for entry in raw["files"]:
         cmd = entry["command"]
         assert cmd.startswith(f"kwsbench train {entry['model']} ") and "/tmp" not in cmd and "--out" not in cmd, cmd
-        assert (PROJECT_ROOT / "checkpoints" / "synth" / entry["id"]).stat().st_size == entry["size"]
+        assert (PROJECT_ROOT / "checkpoints" / manifest / entry["id"]).stat().st_size == entry["size"]

@@ -12,6 +12,8 @@ from kwsbench.plan import DECIMATIONS, RATE_MODES, embedded_defaults, quick_plan
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="evaluate models under clean and noisy conditions into the store")
     p.add_argument("--models", help="comma list, 'all' or globs (default: every model with weights available)")
+    p.add_argument("--weights", help="a project manifest whose checkpoints to use, e.g. synth or gsc-mini "
+                   "(default: the models' own checkpoints; without --data-dir and --models: synth)")
     p.add_argument("--noise", help="comma list of noise sources (see `kwsbench noise list`)")
     p.add_argument("--snr", nargs="+", type=float, help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15")
     p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default rms)")
@@ -44,12 +46,13 @@ def plan_from_args(args: argparse.Namespace):
         "models": _list(args.models), "noise": _list(args.noise), "snr": args.snr, "snr_def": args.snr_def,
         "rates": _list(args.rates), "rate_mode": args.rate_mode, "decimation": args.decimation,
         "data_dir": args.data_dir, "protocol": args.protocol, "noise_dir": args.noise_dir, "seed": args.seed,
-        "batch_size": args.batch_size, "device": args.device, "per_class": args.per_class, "store": args.store,
+        "weights": args.weights, "batch_size": args.batch_size, "device": args.device, "per_class": args.per_class,
+        "store": args.store,
         "force": True if args.force else None, "cuda_graphs": False if args.no_cuda_graphs else None,
     }
     if overrides["rates"] is not None:
         overrides["rates"] = [int(r) for r in overrides["rates"]]
-    plan = embedded_defaults(resolve_plan(args.config, overrides))
+    plan = embedded_defaults(resolve_plan(args.config, overrides), quick=args.quick)
     return quick_plan(plan) if args.quick else plan
 
 
@@ -69,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
     _print_results(plan.store, summary.cell_keys)
     print(f"run {summary.run_id}: {summary.computed} cells computed, {summary.reused} reused from the store, "
           f"{len(summary.failed)} failed, {summary.clips} clips, {summary.seconds:.1f} s")
+    for warning in summary.warnings:
+        print(f"WARNING {warning}", file=sys.stderr)
     if summary.skipped_models:
         names = ", ".join(name for name, _ in summary.skipped_models)
         print(f"skipped {len(summary.skipped_models)} models without weights (train them or import checkpoints; "

@@ -1,0 +1,70 @@
+"""The weights the project ships (checkpoints/synth, checkpoints/gsc-mini) and how a run picks them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kwsbench.checkpoints import get_manifest, load_model
+from kwsbench.data.clipset import LABELS_12
+from kwsbench.errors import CheckpointError
+from kwsbench.models.registry import all_cards
+from kwsbench.plan import Plan, embedded_defaults
+
+SHIPPED = ("synth", "gsc-mini")
+
+
+def _entries(name):
+    return [(name, e) for e in get_manifest(name).entries]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manifest, entry", [pe for m in SHIPPED for pe in _entries(m)],
+                         ids=lambda v: getattr(v, "id", v))
+def test_every_shipped_checkpoint_loads_strictly_as_a_12_class_model(manifest, entry):
+    model = load_model(entry.model, checkpoint=f"{manifest}:{entry.id}")  # sha256 checked, strict
+    assert model.label_names == LABELS_12
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 16000)).shape == (1, 12)
+
+
+def test_every_registry_model_has_synth_weights():
+    have = {e.model for e in get_manifest("synth").entries}
+    assert have == {c.name for c in all_cards()}
+
+
+def test_gsc_mini_covers_the_ssm_family_and_the_official_cnns():
+    have = {e.model for e in get_manifest("gsc-mini").entries}
+    ssm = {c.name for c in all_cards() if c.family in ("s-edge", "s4", "s5", "liquid-s4", "mamba", "centaurus")}
+    assert ssm | {"bc-resnet-1", "ds-cnn-s-hello-edge"} <= have
+    assert {e.protocol for e in get_manifest("gsc-mini").entries} == {"v2-12-official-mini"}
+
+
+def test_main_job_takes_synth_weights_and_quick_leaves_out_the_slow_ones():
+    entries = get_manifest("synth").entries
+    full = embedded_defaults(Plan())
+    assert full.models == [e.model for e in entries] and full.weights == "synth"
+    assert all(full.checkpoints[e.model] == f"synth:{e.id}" for e in entries)
+    quick = embedded_defaults(Plan(), quick=True)
+    assert quick.models == [e.model for e in entries if e.quick]
+    assert set(full.models) - set(quick.models) == {e.model for e in entries if not e.quick}
+
+
+def test_weights_flag_maps_the_named_models_and_keeps_explicit_checkpoints():
+    plan = embedded_defaults(Plan(models=["s4d-kws", "ds-cnn-s"], data_dir="x", weights="gsc-mini",
+                                  checkpoints={"ds-cnn-s": "own.pt"}))
+    assert plan.models == ["s4d-kws", "ds-cnn-s"]
+    assert plan.checkpoints == {**{e.model: f"gsc-mini:{e.id}" for e in get_manifest("gsc-mini").entries},
+                                "ds-cnn-s": "own.pt"}
+    with pytest.raises(CheckpointError, match="no checkpoint manifest 'nope'"):
+        embedded_defaults(Plan(weights="nope"))
+
+
+def test_a_gsc_mini_checkpoint_on_its_own_test_layout_is_flagged():
+    from kwsbench.checkpoints import trained_on_this_set
+
+    ref = f"gsc-mini:{get_manifest('gsc-mini').entries[0].id}"
+    assert "trained on a split of this test set" in trained_on_this_set(ref, "v2-12-official")
+    assert trained_on_this_set(ref, "v2-12-all-unknown:test") == ""
+    assert trained_on_this_set(f"synth:{get_manifest('synth').entries[0].id}", "synthetic-12") == ""
+    assert trained_on_this_set(None, "v2-12-official") == ""
