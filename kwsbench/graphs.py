@@ -3,9 +3,10 @@
 A grid sweeps one model over dozens of conditions with the same two batch shapes (full batches and
 the remainder). Small KWS models are launch-bound on a GPU: thousands of tiny kernels per forward,
 the GPU idle between them. Capturing the forward once per shape and replaying it removes the launch
-cost. A replay runs the kernels captured from the eager forward on the same shapes, so its logits are
-those of the eager forward (tested on CUDA). A model whose forward a capture refuses (a host sync, a
-pageable host copy) runs eagerly, with the reason kept in `fallback_reason`.
+cost. A replay runs the kernels captured from the eager forward on the same shapes; each capture is
+checked once against the eager forward on the same input and used only when the two are bit-identical,
+so replaying never changes a result. A model whose forward a capture refuses (a host sync, a pageable
+host copy) or whose replay differs runs eagerly, with the reason kept in `fallback_reason`.
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ class GraphedForward:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_FORWARDS):
-                self.model(static_input)
+            eager = [self.model(static_input) for _ in range(WARMUP_FORWARDS)]
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             static_output = self.model(static_input)
+        graph.replay()  # a capture only records: replay once to compare with what the eager forward gave
+        if not all(torch.equal(static_output, e) for e in eager):
+            raise RuntimeError("the replayed graph's logits differ from the eager forward's")
         self.pool = graph.pool()
         return _Captured(graph, static_input, static_output)

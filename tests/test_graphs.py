@@ -20,10 +20,14 @@ def test_on_the_cpu_it_is_the_model():
     assert forward.graphs == {}
 
 
+# the public checkpoints' families must be captured (the grid's speed rests on it); the others may fall back
+CAPTURED = ["nc-ssm", "nanomamba-tiny", "ds-cnn-s", "bc-resnet-1-ncssm", "bc-resnet-1", "s4d-kws", "mamba-kws",
+            "centaurus-kws"]
+
+
 @pytest.mark.gpu
 @cuda
-@pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-tiny", "ds-cnn-s", "bc-resnet-1-ncssm", "bc-resnet-1",
-                                  "s4d-kws", "mamba-kws", "centaurus-kws", "s-edge-tiny"])
+@pytest.mark.parametrize("name", CAPTURED + ["s-edge-tiny", "s5-kws", "liquid-s4-kws"])
 def test_replay_equals_eager_for_every_shape(name):
     model = get_card(name).build().eval().cuda()
     gen = torch.Generator().manual_seed(1)
@@ -32,8 +36,10 @@ def test_replay_equals_eager_for_every_shape(name):
         for rows in (64, 17, 64):  # a full batch, the remainder, then the first graph again
             x = (0.1 * torch.randn(rows, 16000, generator=gen)).cuda()
             assert torch.equal(forward(x), model(x)), f"{name}: replay differs from eager at {rows} rows"
-    assert forward.fallback_reason == "", forward.fallback_reason
-    assert set(forward.graphs) == {(64, 16000), (17, 16000)}
+    print(f"{name}: {'captured' if not forward.fallback_reason else 'eager: ' + forward.fallback_reason}")
+    if name in CAPTURED:
+        assert forward.fallback_reason == "", forward.fallback_reason
+        assert set(forward.graphs) == {(64, 16000), (17, 16000)}
 
 
 @pytest.mark.gpu
