@@ -68,16 +68,6 @@ PUBLISHED_PARAMS: dict[str, int] = {
 # Scan
 
 
-def diag_scan(log_lam: torch.Tensor, v: torch.Tensor, chunk: int = _SCAN_CHUNK) -> torch.Tensor:
-    """x_t = exp(log_lam) * x_{t-1} + v_t with x_{-1} = 0, over dim 1 of v (B, L, N) complex.
-
-    Complex convenience wrapper around `scan_planes`, which the layers call directly on real planes.
-    """
-    planes = torch.view_as_real(v).permute(3, 2, 0, 1).contiguous()  # (2, N, B, L)
-    x = scan_planes(log_lam.real, log_lam.imag, planes, chunk)
-    return torch.complex(x[0], x[1]).permute(1, 2, 0)
-
-
 def scan_planes(a_re: torch.Tensor, a_im: torch.Tensor, v: torch.Tensor, chunk: int = _SCAN_CHUNK) -> torch.Tensor:
     """The diagonal scan on real planes: v (2, N, B, L) = (Re, Im) of the inputs, a = log λ̄ (N,) -> states (2, N, B, L).
 
@@ -112,43 +102,6 @@ def scan_planes(a_re: torch.Tensor, a_im: torch.Tensor, v: torch.Tensor, chunk: 
     return x[..., :length] if pad else x
 
 
-def scan_readout(a_re: torch.Tensor, a_im: torch.Tensor, v: torch.Tensor, c: torch.Tensor,
-                 chunk: int = _SCAN_CHUNK) -> torch.Tensor:
-    """Re(C x_t) for every t, with x the diagonal scan of v (2, N, B, L) planes and C (H, N) complex -> (B, L, H).
-
-    The training path: the full states are never materialised. Within a chunk x_t = local_t + λ̄^(t+1) carry,
-    so Re(C x_t) = Re(C local_t) + Re(C λ̄^(t+1)) carry: the first term is the output GEMM on the local planes,
-    the second a small GEMM from the chunk-entry states straight into the (B, L, H) layout. That saves the
-    full-size elementwise passes (and their backward) that a separate carry correction costs.
-    """
-    _, n, bsz, length = v.shape
-    chunk = min(chunk, length)
-    pad = (-length) % chunk
-    if pad:
-        v = F.pad(v, (0, pad))
-    n_chunks = v.shape[-1] // chunk
-    v_re, v_im = v.reshape(2, n, bsz * n_chunks, chunk).unbind(0)
-    p_re, p_im = _toeplitz(a_re, a_im, chunk)
-    local_re, local_im = _chunk_apply((v_re, v_im), (p_re, p_im))  # (N, B C, K): chunk-local states
-    h_out = c.shape[0]
-    if n_chunks > 1:
-        end_re, end_im = _chunk_apply((v_re, v_im), (p_re[..., -1:], p_im[..., -1:]))  # own product, see above
-        ends = scan_planes(a_re * chunk, a_im * chunk, torch.stack([end_re, end_im]).reshape(2, n, bsz, n_chunks),
-                           chunk)
-        carry_re, carry_im = F.pad(ends[..., :-1], (1, 0)).reshape(2, n, -1).unbind(0)  # state entering a chunk
-        k = torch.arange(1, chunk + 1, device=v.device, dtype=v.dtype)
-        mag = torch.exp(k * a_re[:, None])
-        g = torch.complex(mag * torch.cos(k * a_im[:, None]), mag * torch.sin(k * a_im[:, None]))  # λ̄^(t+1)
-        cg = c.T[:, None, :] * g[:, :, None]  # (N, K, H): C_hn λ̄_n^(t+1)
-        corr = torch.mm(carry_re.T, cg.real.reshape(n, -1)) - torch.mm(carry_im.T, cg.imag.reshape(n, -1))
-        corr = corr.reshape(-1, h_out)  # (B C, K H) is already the (B L, H) layout
-    else:
-        corr = torch.zeros((), device=v.device, dtype=v.dtype).expand(bsz * chunk, h_out)
-    y = torch.addmm(corr, local_re.reshape(n, -1).T, c.real.T)
-    y = torch.addmm(y, local_im.reshape(n, -1).T, c.imag.T, alpha=-1.0).reshape(bsz, n_chunks * chunk, h_out)
-    return y[:, :length] if pad else y
-
-
 def _toeplitz(a_re: torch.Tensor, a_im: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(Re P^T, Im P^T), each (N, K, K), with P[t, j] = λ̄^(t-j) for j <= t, else 0 (one power vector, indexed)."""
     d = torch.arange(k, device=a_re.device)
@@ -168,6 +121,254 @@ def _chunk_apply(v: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, to
     out_re = torch.baddbmm(torch.bmm(v_re, p_re), v_im, p_im, alpha=-1.0)
     out_im = torch.baddbmm(torch.bmm(v_re, p_im), v_im, p_re)
     return out_re, out_im
+
+
+# ----------------------------------------------------------------------------------------------
+# Training path: the layer as a block-Toeplitz linear map over chunks of K steps
+#
+# Inside a chunk of K steps entered with state s, ZOH gives x_{t0+k} = λ̄^(k+1) s + Σ_{j<=k} λ̄^(k-j) (B̄ u_j + b̄),
+# so the pre-activation Re(C x + c) of the whole chunk is one real GEMM of the chunk's raw inputs (K·H_in)
+# against a block-Toeplitz matrix M (K·H_in, K·H_out), plus a GEMM of the entry state (2N) against G, plus a
+# constant row. The chunk-end states are a GEMM of the same inputs against P (K·H_in, 2N) and then a scan
+# over chunks with λ̄^K (scan_planes, on 1/K of the data). Every big tensor stays time-major (B·L, H), which
+# is the layout the GEMMs read and write, so there are no permutes or copies of full-size tensors; BatchNorm
+# folds into M, P and the constant rows. The chunk length per layer trades K·H_in·H_out MACs for the state
+# traffic 2N·(H_in + H_out) (see _chunk_len).
+
+
+def _chunk_len(h_in: int, n_state: int, h_out: int, length: int) -> int:
+    """Chunk length k for one layer shape (measured on a 2-core CPU, batch 32 x 16000 fwd+bwd).
+
+    Cost per step ~ k·H_in·H_out (block-Toeplitz GEMM, grows with k) + the chunk-end scan over L/k chunks
+    (shrinks with k); the best k is large for narrow inputs and small for wide ones. Divisors of the length
+    avoid padding.
+    """
+    width = h_in * h_out
+    target = 64 if width <= 8 else 16 if width <= 128 else 8 if width <= 512 else 4 if width <= 1400 else 2
+    for k in range(min(target, max(length, 1)), 1, -1):  # largest k <= target dividing the length
+        if length % k == 0 and k * 2 > target:
+            return k
+    return max(1, min(target, length))
+
+
+def _chunk_operators(log_lam: torch.Tensor, b_bar: torch.Tensor, bias_bar: torch.Tensor, c: torch.Tensor,
+                     c_bias: torch.Tensor, k: int):
+    """(M, P, G, row, e0) of one layer for chunks of k steps (all complex maths on small tensors).
+
+    M (k·H_in, k·H_out): Re Σ_n C_hn λ̄_n^(t-j) B̄_ni for j <= t; P (k·H_in, 2N): (Re, Im) λ̄^(k-1-j) B̄;
+    G (2N, k·H_out): read-out of the entry state, Re(C λ̄^(t+1) s); row (k·H_out): c + Re C Σ_{d<=t} λ̄^d b̄;
+    e0 (2N): chunk-end state of the bias alone.
+    """
+    n, h_in = b_bar.shape
+    h_out = c.shape[0]
+    d = torch.arange(k + 1, device=log_lam.device, dtype=log_lam.real.dtype)
+    pw = torch.exp(d[:, None] * log_lam[None, :])  # λ̄^d, (k+1, N)
+    lag = torch.einsum("dn,ni,hn->dih", pw[:k], b_bar, c).real  # (k, H_in, H_out): response at lag d
+    t = torch.arange(k, device=log_lam.device)
+    diff = t[None, :] - t[:, None]  # [j, t] -> t - j
+    blocks = lag[diff.clamp(min=0)] * (diff >= 0).to(lag.dtype)[:, :, None, None]  # (j, t, H_in, H_out)
+    m = blocks.permute(0, 2, 1, 3).reshape(k * h_in, k * h_out)
+    end = pw[:k].flip(0)[:, None, :] * b_bar.T[None]  # (j, H_in, N): λ̄^(k-1-j) B̄
+    p = torch.stack([end.real, end.imag], dim=2).reshape(k * h_in, 2 * n)
+    cg = pw[1:, :, None] * c.T[None]  # (t, N, H_out): C λ̄^(t+1)
+    g = torch.stack([cg.real, -cg.imag]).permute(0, 2, 1, 3).reshape(2 * n, k * h_out)
+    geo = torch.cumsum(pw[:k], dim=0)  # Σ_{d<=t} λ̄^d, (k, N)
+    row = (torch.mm(geo * bias_bar[None, :], c.T.to(geo.dtype)).real + c_bias).reshape(k * h_out)
+    e_b = geo[-1] * bias_bar
+    return m, p, g, row, torch.cat([e_b.real, e_b.imag])
+
+
+def _entry_states(e: torch.Tensor, a_re: torch.Tensor, a_im: torch.Tensor, k: int, bsz: int) -> torch.Tensor:
+    """Chunk-local end states e (B·C, 2N) -> the true state entering each chunk (B·C, 2N), by a scan with λ̄^k."""
+    n2 = e.shape[1]
+    planes = e.view(bsz, -1, 2, n2 // 2).permute(2, 3, 0, 1)  # (2, N, B, C): small (1/k of the inputs)
+    ends = scan_planes(a_re * k, a_im * k, planes.contiguous())
+    entry = F.pad(ends[..., :-1], (1, 0))  # state entering chunk c = state at the end of chunk c-1
+    return entry.permute(2, 3, 0, 1).reshape(-1, n2)
+
+
+_TILE_STEPS = 32768  # time steps per CPU tile of whole clips: keeps the per-tile temporaries in cache
+
+
+def _clips_per_tile(u: torch.Tensor, length: int) -> int:
+    """Whole clips per tile: a few on a CPU (cache), the whole batch on an accelerator, where a tile loop would
+    only add kernel launches."""
+    return max(1, _TILE_STEPS // max(length, 1)) if u.device.type == "cpu" else u.shape[0]
+
+
+def _batch_stats(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of u (B, L, H) over batch and time (two-pass, tiled over clips)."""
+    bsz, length, _ = u.shape
+    count = bsz * length
+    mean = u.sum(dim=(0, 1)) / count
+    tb = _clips_per_tile(u, length)
+    sq = torch.zeros_like(mean)
+    for b0 in range(0, bsz, tb):
+        d = u[b0:b0 + tb] - mean
+        sq += d.mul_(d).sum(dim=(0, 1))
+    return mean, sq / count
+
+
+def _entry_states_backward(g_s: torch.Tensor, s: torch.Tensor, a_re: torch.Tensor, a_im: torch.Tensor, k: int,
+                           bsz: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Adjoint of `_entry_states`: (grad of the chunk-local ends e, grad of Re a, grad of Im a).
+
+    The chunk recursion x_c = μ x_{c-1} + e_c (μ = λ̄^k, real 2x2 form R(μ)) has the adjoint
+    g_e_c = g_x_c + R(μ)ᵀ g_e_{c+1}: a reverse scan with conj(μ), and dL/dμ = Σ_c <g_e_c, x_{c-1}> with
+    x_{c-1} the entry state s_c; then μ = exp(k a) gives dL/da.
+    """
+    n2 = s.shape[1]
+    n = n2 // 2
+    g_planes = g_s.view(bsz, -1, 2, n).permute(2, 3, 0, 1).flip(-1)  # (2, N, B, C), reversed in chunks
+    g_x = F.pad(g_planes[..., :-1], (1, 0))  # grad of the state at the end of each chunk (reversed order)
+    g_e = scan_planes(a_re * k, -a_im * k, g_x.contiguous()).flip(-1).permute(2, 3, 0, 1).reshape(-1, n2)
+    ge_re, ge_im, s_re, s_im = g_e[:, :n], g_e[:, n:], s[:, :n], s[:, n:]
+    g_mr = (ge_re * s_re + ge_im * s_im).sum(0)
+    g_mi = (ge_im * s_re - ge_re * s_im).sum(0)
+    mag = torch.exp(k * a_re)
+    mu_r, mu_i = mag * torch.cos(k * a_im), mag * torch.sin(k * a_im)
+    return g_e, k * (mu_r * g_mr + mu_i * g_mi), k * (mu_r * g_mi - mu_i * g_mr)
+
+
+class _LayerCore(torch.autograd.Function):
+    """The big part of one layer: z = LeakyReLU(ub M + s G + row) [· mask] + skip(u), or its mean over time.
+
+    Inputs: u (B, L_pad, H_in) raw (un-normalised) inputs with L_pad a multiple of k; the unnormalised chunk
+    operators (M, P, G, row, e0) from `_chunk_operators`; a = log λ̄ as (re, im) for the chunk-end scan; the
+    trainable skip (or None); BatchNorm as a per-channel affine map folded into M, P, row and e0 here, so the
+    normalised input is never formed. The work runs over tiles of whole clips, so the full-size temporaries
+    (pre-activations, their gradients) live in cache and the only full-size allocations are the output, its
+    sign mask and the input gradient. The backward is the transposed GEMMs per tile; the small chunk-end scan
+    is differentiated by autograd on its own (1/k-size) graph; BatchNorm's statistics are differentiated by
+    hand (their gradient is a per-channel affine function of u, added in the second tile pass).
+    """
+
+    @staticmethod
+    def forward(ctx, u, m, p, g, row, e0, a_re, a_im, skip, bn_w, bn_b, mean, var, mask, cfg):
+        k, length, eps, batch_stats, pool, save = cfg
+        bsz, l_pad, h_in = u.shape
+        h_out = row.shape[0] // k
+        ub = u.view(-1, k * h_in)
+        rows = l_pad // k  # chunk rows per clip
+        if mean is not None:  # u_n = sc u + sh per channel: M' = diag(sc) M, row' = row + sh M (same for P, e0)
+            sc = torch.rsqrt(var + eps)
+            if bn_w is not None:
+                sc = sc * bn_w
+            sh = -mean * sc
+            if bn_b is not None:
+                sh = sh + bn_b
+            sc_rep, sh_rep = sc.repeat(k), sh.repeat(k)
+            row_f = torch.addmv(row, m.T, sh_rep)
+            e0_f = torch.addmv(e0, p.T, sh_rep)
+            m_f, p_f = m * sc_rep[:, None], p * sc_rep[:, None]
+        else:
+            sc = sh = sc_rep = sh_rep = None
+            m_f, p_f, row_f, e0_f = m, p, row, e0
+        e = torch.addmm(e0_f, ub, p_f)  # (B·C, 2N) chunk-local end states
+        s = _entry_states(e, a_re, a_im, k, bsz)  # true entry states
+        s = torch.cat([s, s.new_ones(s.shape[0], 1)], 1)  # the constant row rides on the entry-state GEMM
+        g_aug = torch.cat([g, row_f[None]], 0)
+        tb = _clips_per_tile(u, l_pad)
+        out = u.new_empty(bsz, h_out) if pool else u.new_empty(bsz, l_pad, h_out)
+        # sign of the pre-activation for the LeakyReLU backward; bfloat16 keeps every sign (same exponent range)
+        pos = torch.empty(bsz, l_pad, h_out, dtype=torch.bfloat16, device=u.device) if save else None
+        for b0 in range(0, bsz, tb):
+            b1 = min(b0 + tb, bsz)
+            r0, r1 = b0 * rows, b1 * rows
+            y = torch.mm(ub[r0:r1], m_f, out=None if pool else out[b0:b1].view(-1, k * h_out))
+            y.addmm_(s[r0:r1], g_aug)
+            if save:
+                pos[b0:b1].view_as(y).copy_(y)
+            F.leaky_relu_(y, 0.01)
+            z = y.view(b1 - b0, l_pad, h_out)
+            if mask is not None:
+                z.mul_(mask[b0:b1])
+            if skip is not None:
+                z.view(-1, h_out).addmm_(u[b0:b1].view(-1, h_in), skip.T)
+            elif h_in == h_out or h_in == 1:
+                z.add_(u[b0:b1])  # identity residual (broadcast when H_in = 1)
+            if pool:
+                out[b0:b1] = z[:, :length].sum(1) / length
+        if save:
+            ctx.save_for_backward(u, m, p, g, s, e, skip, mask, pos, a_re, a_im, sc_rep, sh_rep, mean, var, bn_w,
+                                  m_f, p_f)
+            ctx.cfg = cfg
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        u, m, p, g, s, e, skip, mask, pos, a_re, a_im, sc_rep, sh_rep, mean, var, bn_w, m_f, p_f = ctx.saved_tensors
+        k, length, eps, batch_stats, pool, _ = ctx.cfg
+        need = ctx.needs_input_grad
+        bsz, l_pad, h_in = u.shape
+        h_out = g.shape[1] // k
+        ub = u.view(-1, k * h_in)
+        rows = l_pad // k
+        tb = _clips_per_tile(u, l_pad)
+        need_u = need[0]
+        identity = skip is None and (h_in == h_out or h_in == 1)
+        g_mf = torch.zeros_like(m)
+        g_ga = g.new_zeros(g.shape[0] + 1, g.shape[1])  # [G; row]
+        g_skip = torch.zeros_like(skip) if skip is not None else None
+        g_s = s.new_empty(s.shape[0], s.shape[1] - 1)
+        g_u = torch.empty_like(u) if need_u else None
+        gout = gout.contiguous()
+        for b0 in range(0, bsz, tb):
+            b1 = min(b0 + tb, bsz)
+            r0, r1 = b0 * rows, b1 * rows
+            if pool:
+                gz = (gout[b0:b1] / length)[:, None, :].expand(b1 - b0, l_pad, h_out)
+                if l_pad != length:
+                    gz = torch.cat([gz[:, :length], gz.new_zeros(b1 - b0, l_pad - length, h_out)], 1)
+                gz = gz.contiguous()
+            else:
+                gz = gout[b0:b1]
+            g1 = gz * mask[b0:b1] if mask is not None else gz
+            gy = torch.ops.aten.leaky_relu_backward(g1, pos[b0:b1].to(g1.dtype), 0.01, False).view(-1, k * h_out)
+            g_mf.addmm_(ub[r0:r1].T, gy)
+            g_ga.addmm_(s[r0:r1].T, gy)
+            torch.mm(gy, g.T, out=g_s[r0:r1])
+            gz2, u2 = gz.reshape(-1, h_out), u[b0:b1].view(-1, h_in)
+            if skip is not None:
+                g_skip.addmm_(gz2.T, u2)
+            if need_u:
+                gu = torch.mm(gy, m_f.T, out=g_u[b0:b1].view(-1, k * h_in)).view(-1, h_in)
+                if skip is not None:
+                    gu.addmm_(gz2, skip)
+                elif identity:
+                    gu.add_(gz2 if h_in == h_out else gz2.sum(1, keepdim=True))
+        g_g, g_row = g_ga[:-1], g_ga[-1]
+        g_e, g_ar, g_ai = _entry_states_backward(g_s, s[:, :-1], a_re, a_im, k, bsz)
+        g_pf = torch.mm(ub.T, g_e)
+        g_e0 = g_e.sum(0)
+        # undo the BatchNorm folding (all small)
+        g_m, g_p, g_bw, g_bb = g_mf, g_pf, None, None
+        c1 = c2 = None
+        if sc_rep is not None:
+            g_m = g_mf * sc_rep[:, None] + sh_rep[:, None] * g_row[None, :]
+            g_p = g_pf * sc_rep[:, None] + sh_rep[:, None] * g_e0[None, :]
+            g_sc = ((g_mf * m).sum(1) + (g_pf * p).sum(1)).view(k, h_in).sum(0)
+            g_sh = (torch.mv(m, g_row) + torch.mv(p, g_e0)).view(k, h_in).sum(0)
+            rstd = torch.rsqrt(var + eps)
+            g_sc_tot = g_sc - mean * g_sh  # sh = b - mean sc
+            g_bw = g_sc_tot * rstd if bn_w is not None else None
+            g_bb = g_sh
+            if batch_stats and need_u:
+                w = bn_w if bn_w is not None else torch.ones_like(rstd)
+                g_mean = -(sc_rep[:h_in]) * g_sh
+                g_var = g_sc_tot * w * (-0.5) * rstd ** 3
+                count = bsz * length
+                c2 = 2.0 * g_var / count
+                c1 = g_mean / count - c2 * mean  # d/du of (mean, var): c1 + c2 u per channel
+        if need_u:
+            for b0 in range(0, bsz, tb):
+                b1 = min(b0 + tb, bsz)
+                r0, r1 = b0 * rows, b1 * rows
+                gu = g_u[b0:b1].view(-1, k * h_in)
+                gu.addmm_(g_e[r0:r1], p_f.T)
+                if c2 is not None:
+                    gu.view(-1, h_in).add_(torch.addcmul(c1, u[b0:b1].view(-1, h_in), c2))
+        return (g_u, g_m, g_p, g_g, g_row, g_e0, g_ar, g_ai, g_skip, g_bw, g_bb, None, None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,8 +466,9 @@ class SEdgeLayer(nn.Module):
     # -- discretisation --------------------------------------------------------------------------
     def project_stable(self) -> None:
         """Stability projection (stability: abs, symmetric=False): Re λ <= 0 and Im λ >= 0."""
-        with torch.no_grad():
-            self.Lambda.abs_().mul_(torch.tensor([-1.0, 1.0], device=self.Lambda.device))
+        with torch.no_grad():  # in place on the two planes: no host tensor, so a CUDA graph can capture it
+            self.Lambda.abs_()
+            self.Lambda[..., 0].neg_()
 
     def discretise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log λ̄ = λΔs, B̄, b̄, C) as complex tensors; exact ZOH for a diagonal system."""
@@ -280,33 +482,61 @@ class SEdgeLayer(nn.Module):
     # -- offline -----------------------------------------------------------------------------------
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H_in) -> (B, ceil(L / decimation), H_out)."""
+        return self._run(u, pool=False)
+
+    def _run(self, u: torch.Tensor, pool: bool) -> torch.Tensor:
+        """The layer on u (B, L, H_in); with pool, return its mean over time (B, H_out) instead."""
         if self.decimation > 1:
             u = u[:, :: self.decimation]
         self.project_stable()
-        residual = self._residual(u)
-        if self.norm is not None:
-            u = self.norm(u.reshape(-1, self.h_in)).reshape(u.shape)  # stats over batch and time
-        log_lam, b_bar, bias_bar, c = self.discretise()
-        # Real GEMMs into and out of the state-major planes (2, N, B, L): u is real and only Re(C x) is
-        # needed, so 2 real MACs per entry instead of a complex product, and no layout copies around the scan.
         bsz, length, _ = u.shape
-        w_in = torch.cat([b_bar.real, b_bar.imag], dim=0)  # (2N, H_in)
-        bias = torch.cat([bias_bar.real, bias_bar.imag], dim=0)
-        v = torch.addmm(bias[:, None], w_in, u.reshape(-1, self.h_in).T)  # (2N, B L)
-        y = scan_readout(log_lam.real, log_lam.imag, v.view(2, self.n_state, bsz, length), c) + self.C_bias[:, 0]
-        return self._channel_dropout(F.leaky_relu(y, 0.01)) + residual
+        log_lam, b_bar, bias_bar, c = self.discretise()
+        k = _chunk_len(self.h_in, self.n_state, self.h_out, length)
+        m, p, g, row, e0 = _chunk_operators(log_lam, b_bar, bias_bar, c, self.C_bias[:, 0], k)
+        bn = self.norm
+        mean = var = None
+        batch_stats = False
+        if bn is not None:
+            mean, var, batch_stats = self._norm_stats(u)
+        pad = (-length) % k
+        u = F.pad(u, (0, 0, 0, pad)) if pad else u.contiguous()
+        mask = self._dropout_mask(bsz, u.device, u.dtype)
+        save = torch.is_grad_enabled() and (u.requires_grad or any(t.requires_grad for t in self.parameters()))
+        cfg = (k, length, bn.eps if bn is not None else 0.0, batch_stats, pool, save)
+        out = _LayerCore.apply(u, m, p, g, row, e0, log_lam.real, log_lam.imag, self.skip,
+                               bn.weight if bn is not None else None, bn.bias if bn is not None else None,
+                               mean, var, mask, cfg)
+        if pool or not pad:
+            return out
+        return out[:, :length]
+
+    def _norm_stats(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(mean, var, from_batch) of BatchNorm1d over batch and time; updates the running stats in training."""
+        bn = self.norm
+        if bn.training or bn.running_mean is None:
+            with torch.no_grad():
+                mean, var = _batch_stats(u.detach())
+                if bn.training and bn.track_running_stats:
+                    bn.num_batches_tracked.add_(1)
+                    f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                    cnt = u.shape[0] * u.shape[1]
+                    bn.running_mean.mul_(1 - f).add_(mean, alpha=f)
+                    bn.running_var.mul_(1 - f).add_(var * (cnt / max(cnt - 1, 1)), alpha=f)
+            return mean, var, True
+        return bn.running_mean, bn.running_var, False
 
     def _residual(self, u: torch.Tensor) -> torch.Tensor:
         if self.skip is not None:
             return torch.matmul(u, self.skip.T)
         return u.expand(*u.shape[:-1], self.h_out) if self.h_in != self.h_out else u
 
-    def _channel_dropout(self, y: torch.Tensor) -> torch.Tensor:
+    def _dropout_mask(self, bsz: int, device, dtype) -> torch.Tensor | None:
+        """Channel-dropout factor (B, 1, H_out), kept/(1-p): one mask per clip and channel, own generator."""
         if not self.training or self.dropout <= 0:
-            return y
+            return None
         gen = getattr(self, "_gen", None)
-        keep = torch.rand(y.shape[0], 1, y.shape[2], generator=gen) >= self.dropout
-        return y * keep.to(y.device, y.dtype) / (1.0 - self.dropout)
+        keep = torch.rand(bsz, 1, self.h_out, generator=gen) >= self.dropout
+        return keep.to(device, dtype) / (1.0 - self.dropout)
 
     # -- streaming ---------------------------------------------------------------------------------
     def stream_matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -415,7 +645,10 @@ class SEdgeClassifier(nn.Module):
     # -- offline -----------------------------------------------------------------------------------
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = ((audio - self.input_mean) / (self.input_std + 1e-5)).unsqueeze(-1)
-        for layer, hold in zip(self.layers, self.rzoh, strict=True):
+        last = len(self.layers) - 1
+        for i, (layer, hold) in enumerate(zip(self.layers, self.rzoh, strict=True)):
+            if i == last and (isinstance(hold, nn.Identity) or not hold.training):
+                return self._decode(layer._run(x, pool=True))  # mean over time fused into the last layer
             x = hold(layer(x))
         return self._decode(x.mean(dim=1))
 
