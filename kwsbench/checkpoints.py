@@ -341,7 +341,8 @@ def trained_on_this_set(reference: str | Path | None, clip_protocol: str) -> str
     if ":" not in ref or Path(ref).exists():
         return ""
     name, file_id = ref.split(":", 1)
-    entry = next((e for e in get_manifest(name).entries if e.id == file_id), None)
+    known = manifests()  # an unknown manifest is the loader's error to report, not this check's
+    entry = next((e for e in known[name].entries if e.id == file_id), None) if name in known else None
     if entry is None or not entry.protocol or not entry.protocol.startswith(clip_protocol):
         return ""
     return (f"{ref} was trained on a split of this test set (protocol {entry.protocol}): its accuracy here "

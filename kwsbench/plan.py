@@ -122,7 +122,7 @@ def embedded_defaults(plan: Plan, quick: bool = False) -> Plan:
     entries the manifest marks `quick: false` (models too slow for a CPU minute)."""
     if plan.data_dir is None and plan.models is None and plan.weights is None:
         plan.weights = EMBEDDED_MANIFEST
-        plan.models = [e.model for e in _weight_entries(plan.weights) if not (quick and not e.quick)]
+        plan.models = [e.model for e in _weight_entries(plan.weights) if e.quick or not quick]
     return apply_weights(plan)
 
 

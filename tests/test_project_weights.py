@@ -68,3 +68,4 @@ def test_a_gsc_mini_checkpoint_on_its_own_test_layout_is_flagged():
     assert trained_on_this_set(ref, "v2-12-all-unknown:test") == ""
     assert trained_on_this_set(f"synth:{get_manifest('synth').entries[0].id}", "synthetic-12") == ""
     assert trained_on_this_set(None, "v2-12-official") == ""
+    assert trained_on_this_set("no-such-manifest:x.pt", "v2-12-official") == ""
