@@ -148,6 +148,26 @@ def test_centaurus_contraction_orders_agree(mode):
     assert not CentaurusSSM(8, 64, 64, "s5", state_blocks=4).materialise_full(batch=32)
 
 
+KERNEL_CARDS = ["s4-kws", "s4d-kws", "liquid-s4-kws", "liquid-s4-kb-kws"]
+
+
+@pytest.mark.parametrize("name", KERNEL_CARDS)
+def test_cached_kernel_equals_recomputed_and_follows_parameter_changes(name):
+    x = torch.randn(3, 16000, generator=torch.Generator().manual_seed(5)) * 0.1
+    model, other = small(name, seed=1).eval(), small(name, seed=2).eval()
+    fresh = model(x).detach()  # autograd on: every kernel built anew, nothing cached
+    with torch.no_grad():
+        assert torch.equal(model(x), fresh) and torch.equal(model(x), fresh)  # first fills the cache, second reuses it
+        cached = [m for m in model.modules() if m.__dict__.get("_kernel_cache")]
+        assert len(cached) == 2, "each SSM layer keeps its kernel"
+        model.load_state_dict(other.state_dict())  # in-place parameter copies: the cache must not survive them
+        assert torch.equal(model(x), other(x).detach())
+        model.set_step_scale(2.0)
+        after_scale = model(x)
+    with torch.enable_grad():
+        assert torch.equal(after_scale, model(x).detach())
+
+
 # --- every card -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)

@@ -18,6 +18,7 @@ from kwsbench.models.s4 import S4Layer
 from kwsbench.models.ssm_common import (
     FramedSSMNet,
     bilinear,
+    cached_kernel,
     fft_conv,
     linear_scan,
     model_cost,
@@ -56,16 +57,22 @@ class LiquidS4Layer(S4Layer):
         total = b_bar.sum(dim=-1, keepdim=True)
         return lam_bar, [c * b_bar * total ** (p - 1) for p in range(2, self.liquid_degree + 1)]
 
+    def _kb_kernels(self, length: int) -> list[torch.Tensor]:
+        """The convolution kernels of the input products p = 2..degree (kb mode, offline form)."""
+        lam_bar, weights = self._liquid_weights()
+        return [vandermonde(w, torch.log(lam_bar), length).real for w in weights]
+
     def _liquid(self, u: torch.Tensor, history, kb_states):
         lam_bar, weights = self._liquid_weights()
         prods = input_products(u, self.liquid_degree, history)
+        offline_kb = self.liquid_kernel == "kb" and kb_states is None
+        kernels = cached_kernel(self, u.shape[1], self._kb_kernels) if offline_kb else None
         y, new_states = torch.zeros_like(u), []
         for k, (w, up) in enumerate(zip(weights, prods, strict=True)):
             if self.liquid_kernel == "polyb":
                 y = y + w.sum(-1).real * up
             elif kb_states is None:
-                kern = vandermonde(w, torch.log(lam_bar), u.shape[1]).real
-                y = y + fft_conv(up.transpose(1, 2), kern).transpose(1, 2)
+                y = y + fft_conv(up.transpose(1, 2), kernels[k]).transpose(1, 2)
             else:
                 x = up.transpose(1, 2).unsqueeze(2).to(lam_bar.dtype)
                 states = linear_scan(lam_bar.unsqueeze(-1), x, dim=-1, h0=kb_states[k])

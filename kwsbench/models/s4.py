@@ -15,6 +15,7 @@ from torch import nn
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.models.ssm_common import (
     FramedSSMNet,
+    cached_kernel,
     cauchy,
     fft_conv,
     linear_scan,
@@ -57,7 +58,7 @@ class S4DLayer(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) -> (B, L, H), convolution form."""
         x = u.transpose(1, 2)
-        y = fft_conv(x, self.kernel(x.shape[-1])) + self.d.unsqueeze(-1) * x
+        y = fft_conv(x, cached_kernel(self, x.shape[-1], self.kernel)) + self.d.unsqueeze(-1) * x
         return y.transpose(1, 2)
 
     def init_state(self, batch: int) -> torch.Tensor:
@@ -142,7 +143,7 @@ class S4Layer(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         x = u.transpose(1, 2)
-        y = fft_conv(x, self.kernel(x.shape[-1])) + self.d.unsqueeze(-1) * x
+        y = fft_conv(x, cached_kernel(self, x.shape[-1], self.kernel)) + self.d.unsqueeze(-1) * x
         return y.transpose(1, 2)
 
     def init_state(self, batch: int) -> torch.Tensor:

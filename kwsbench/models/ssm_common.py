@@ -8,8 +8,9 @@ Everything here is vectorised over time: the only Python loops run over log2(L) 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,30 @@ def vandermonde(c: torch.Tensor, log_z: torch.Tensor, length: int) -> torch.Tens
 def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Cauchy kernel: out[..., k] = sum_n v[..., n] / (z[..., k] - w[..., n]) (naive O(N K) memory form)."""
     return (v.unsqueeze(-1) / (z.unsqueeze(-2) - w.unsqueeze(-1))).sum(dim=-2)
+
+
+def cached_kernel(layer: nn.Module, length: int, compute: Callable[[int], Any]) -> Any:
+    """`compute(length)`, reused by forwards without autograd while the layer's own parameters, its step scale
+    and the length stay the same.
+
+    A convolution kernel depends on those alone, not on the input, so an evaluation sweep need not rebuild it
+    every batch; and building it once in a warm-up keeps its linear solves (whose error checks wait for the
+    device) out of a CUDA-graph capture. Parameters are compared by storage, device and in-place version, so
+    load_state_dict, .to() and optimiser steps all invalidate the entry (writing through `param.data` does not:
+    it bypasses the version counter). The kernel is the same computation, so results are bit-identical.
+    """
+    if torch.is_grad_enabled():
+        return compute(length)
+    try:
+        params = tuple((p.device, p.data_ptr(), p._version) for p in layer.parameters(recurse=False))
+    except RuntimeError:  # parameters created under inference_mode carry no version counter: do not cache
+        return compute(length)
+    key = (length, getattr(layer, "step_scale", None), params)
+    slots = layer.__dict__.setdefault("_kernel_cache", {})  # one entry per kernel function of the layer
+    entry = slots.get(compute.__name__)
+    if entry is None or entry[0] != key:
+        entry = slots[compute.__name__] = (key, compute(length))
+    return entry[1]
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
