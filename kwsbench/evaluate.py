@@ -63,6 +63,7 @@ class NoiseProvider:
 
     def __init__(self, noise_dir: str | None = None):
         self.noise_dir = noise_dir
+        self._ready: dict[tuple[str, str, int], np.ndarray] = {}  # rendered by prepare(), not yet handed out
 
     def resolve(self, name: str) -> str:
         from kwsbench.noise import list_sources
@@ -75,13 +76,23 @@ class NoiseProvider:
             return hits[0]
         raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}")
 
+    def prepare(self, clipset: ClipSet, names: list[str], seed: int) -> None:
+        """Load or render the banks of `names` at once: the missing ones share one pool of render workers."""
+        from kwsbench.noise import NoiseBank
+
+        todo = [n for n in names if (clipset.fingerprint, n, seed) not in self._ready]
+        for name, bank in zip(todo, NoiseBank.many(clipset, todo, seed, noise_dir=self.noise_dir), strict=True):
+            self._ready[(clipset.fingerprint, name, seed)] = bank.noise
+
     def bank(self, clipset: ClipSet, name: str, seed: int) -> tuple[np.ndarray, str]:
         from kwsbench.noise import NoiseBank, get_source
 
         source = get_source(name, self.noise_dir)
-        bank = NoiseBank(clipset, source, seed, noise_dir=self.noise_dir)
+        noise = self._ready.pop((clipset.fingerprint, name, seed), None)
+        if noise is None:
+            noise = NoiseBank(clipset, source, seed, noise_dir=self.noise_dir).noise
         # the definition hash pins the exact generator parameters, not only the declared version number
-        return bank.noise, f"v{source.version}/{source.key[:16]}"
+        return noise, f"v{source.version}/{source.key[:16]}"
 
     def mix(self, clean: torch.Tensor, noise: torch.Tensor, snr_db: float, definition: str) -> torch.Tensor:
         from kwsbench.noise import mix
@@ -403,7 +414,9 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
                 shard: Shard) -> None:
     device = plan.device
     clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
-    banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, on first use
+    banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, when the first noisy cell needs them
+    mine = [c for m in range(len(cards)) for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)]
+    noise_names = sorted({c.noise for c in mine if c.noise != CLEAN})
     stop_after = dist_.exit_after(shard.rank)
     for m, card in enumerate(cards):
         my_conds = [c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)]
@@ -430,6 +443,8 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
             progress.note(f"WARNING {card.name}: {contaminated}")
         forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
         for cond in my_conds:
+            if cond.noise != CLEAN and cond.noise not in banks:
+                _load_banks(plan, clipset, provider, noise_names, banks, summary)
             _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
                       summary, progress)
             if stop_after is not None and summary.computed >= stop_after:
@@ -462,20 +477,23 @@ def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> 
                             f"{len(clipset.label_names)} ({clipset.protocol})")
 
 
+def _load_banks(plan, clipset, provider, names, banks, summary) -> None:
+    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
+    t_bank = time.perf_counter()
+    provider.prepare(clipset, names, plan.seed)
+    for name in names:
+        arr, ver = provider.bank(clipset, name, plan.seed)
+        banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
+    summary.timings["noise_banks"] += time.perf_counter() - t_bank
+
+
 def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
               progress) -> None:
     if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
         progress.cell(card.name, cond, "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
-    noise_t, version = None, ""
-    if cond.noise != CLEAN:
-        if cond.noise not in banks:
-            t_bank = time.perf_counter()
-            arr, ver = provider.bank(clipset, cond.noise, plan.seed)
-            summary.timings["noise_banks"] += time.perf_counter() - t_bank
-            banks[cond.noise] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
-        noise_t, version = banks[cond.noise]
+    noise_t, version = banks[cond.noise] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
     if model is not None and not plan.force and store.has_ok(key):

@@ -24,6 +24,7 @@ from kwsbench.noise import (
     speech_level,
     stable_hash,
 )
+from kwsbench.noise import bank as bank_mod
 from kwsbench.noise.generators import RenderContext
 from kwsbench.noise.mixing import LEVEL_FLOOR
 from kwsbench.noise.plot import long_term_spectrum
@@ -249,6 +250,23 @@ def test_bank_is_cached_and_row_order_free(tmp_path, monkeypatch):
     mixed_t = first.mix(np.full(len(cs), 5.0), "active", device="cpu")
     assert isinstance(mixed_t, torch.Tensor)
     assert np.max(np.abs(achieved_snr(cs.audio, mixed_t.numpy(), "active") - 5.0)) < 0.01
+
+
+def test_many_banks_equal_single_banks_and_keep_what_rendered_when_one_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("KWSBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bank_mod, "_CHUNK", 5)  # spans of several banks interleave over 2 workers
+    monkeypatch.setenv(bank_mod.WORKERS_ENV, "2")
+    cs = _tiny_clipset()
+    cached = NoiseBank(cs, "pink", seed=4)
+    banks = NoiseBank.many(cs, ["street", "pink", "factory-ncssm"], seed=4)
+    assert [b.loaded_from_cache for b in banks] == [False, True, False]
+    assert np.array_equal(banks[1].noise, cached.noise)
+    for bank in banks:
+        assert np.array_equal(bank.noise, NoiseBank(cs, bank.source, seed=4, use_cache=False).noise)
+    tiny = cs.subset(np.arange(6))  # too few babble talkers: that bank fails, white is still rendered and cached
+    with pytest.raises(BadInputError, match="babble"):
+        NoiseBank.many(tiny, ["babble", "white"], seed=4)
+    assert NoiseBank(tiny, "white", seed=4).loaded_from_cache
 
 
 def test_babble_on_small_clipset_excludes_target_speaker(tmp_path, monkeypatch):

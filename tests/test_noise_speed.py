@@ -50,9 +50,22 @@ def _digest(x: np.ndarray) -> str:
 def test_parallel_render_matches_the_bank_rendered_before(name, monkeypatch):
     monkeypatch.setattr(bank_mod, "_CHUNK", 7)  # several uneven spans over 2 workers
     ctx = _context(name)
-    parallel = bank_mod.render_parallel(get_source(name), IDS, 3, ctx, SPEAKERS, workers=2)
+    job = bank_mod.RenderJob(get_source(name), IDS, 3, ctx, SPEAKERS)
+    parallel = bank_mod.render_jobs([job], workers=2)[0]
     assert _digest(parallel) == BEFORE[name]
     assert np.array_equal(parallel, render(get_source(name), IDS, 3, ctx, SPEAKERS))
+
+
+def test_several_banks_share_one_pool_and_one_failure_stays_its_own(monkeypatch):
+    monkeypatch.setattr(bank_mod, "_CHUNK", 5)
+    # babble on a pool of 4 talkers with 5 or more needed: that job fails, the two around it are still rendered
+    tiny = _context("babble")
+    tiny.pool_audio, tiny.pool_ids, tiny.pool_speakers = tiny.pool_audio[:4], tiny.pool_ids[:4], tiny.pool_speakers[:4]
+    jobs = [bank_mod.RenderJob(get_source(n), IDS, 3, ctx, SPEAKERS)
+            for n, ctx in (("street", RenderContext()), ("babble", tiny), ("white", RenderContext()))]
+    street, babble, white = bank_mod.render_jobs(jobs, workers=2)
+    assert _digest(street) == BEFORE["street"] and _digest(white) == BEFORE["white"]
+    assert isinstance(babble, ValueError) and "talkers" in str(babble)
 
 
 def test_worker_count_follows_the_environment(monkeypatch):

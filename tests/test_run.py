@@ -86,6 +86,9 @@ class RmsNoise:
             raise BadInputError(f"unknown noise source {name!r}")
         return name
 
+    def prepare(self, clipset, names, seed):
+        pass  # renders on demand in bank()
+
     def bank(self, clipset, name, seed):
         rows = []
         for uid in clipset.utterance_ids:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,51 +56,73 @@ class NoiseBank:
     """
 
     def __init__(self, clipset: ClipSet, source: NoiseSource | str, seed: int = 0,
-                 noise_dir: Path | str | None = None, use_cache: bool = True) -> None:
+                 noise_dir: Path | str | None = None, use_cache: bool = True, render_now: bool = True) -> None:
         self.source = get_source(source, noise_dir) if isinstance(source, str) else source
         self.seed = int(seed)
         self.clipset = clipset
         self._noise_dir = noise_dir
+        self._use_cache = use_cache
         self._ctx: RenderContext | None = None
         extra: list[str] = []
         if self.source.needs_recordings:
             self._ctx, extra = build_context(self.source, clipset, noise_dir)
         self.key = bank_key(clipset.fingerprint, self.source, self.seed, extra)
-        self.render_seconds = 0.0
-        self.loaded_from_cache = False
-        self.noise = self._load_or_render(use_cache)
+        self._order = np.argsort(np.asarray(clipset.utterance_ids, dtype=object), kind="stable")
+        self.noise: np.ndarray | None = self._from_cache() if use_cache else None
+        self.loaded_from_cache = self.noise is not None
+        if self.noise is None and render_now:
+            self._finish(render_jobs([self.job()])[0])
+
+    @classmethod
+    def many(cls, clipset: ClipSet, sources: list[NoiseSource | str], seed: int = 0,
+             noise_dir: Path | str | None = None, use_cache: bool = True) -> list[NoiseBank]:
+        """The banks of several sources for one clip set: cached ones loaded, the others rendered together in
+        one pool of workers, so the rows of all of them balance over the workers and the pool starts once."""
+        banks = [cls(clipset, s, seed, noise_dir, use_cache, render_now=False) for s in sources]
+        todo = [b for b in banks if b.noise is None]
+        failed: BadInputError | None = None
+        for bank, rows in zip(todo, render_jobs([b.job() for b in todo]), strict=True):
+            try:
+                bank._finish(rows)
+            except BadInputError as err:  # the others are still cached before the first failure is raised
+                failed = failed or err
+        if failed is not None:
+            raise failed
+        return banks
 
     @property
     def path(self) -> Path:
         return cache_dir() / "noise" / f"{self.key}.npy"
 
-    def _load_or_render(self, use_cache: bool) -> np.ndarray:
-        ids = np.asarray(self.clipset.utterance_ids, dtype=object)
-        order = np.argsort(ids, kind="stable")
-        if use_cache and self.path.is_file():
-            stored = np.load(self.path, allow_pickle=False)
-            if stored.shape == (len(ids), CLIP_SAMPLES) and stored.dtype == np.float32:
-                self.loaded_from_cache = True
-                out = np.empty_like(stored)
-                out[order] = stored
-                return out
-        start = time.perf_counter()
+    def _from_cache(self) -> np.ndarray | None:
+        if not self.path.is_file():
+            return None
+        stored = np.load(self.path, allow_pickle=False)
+        if stored.shape != (len(self._order), CLIP_SAMPLES) or stored.dtype != np.float32:
+            return None
+        return self._in_row_order(stored)
+
+    def _in_row_order(self, stored: np.ndarray) -> np.ndarray:
+        out = np.empty_like(stored)
+        out[self._order] = stored
+        return out
+
+    def job(self) -> RenderJob:
+        """What rendering this bank takes: rows in sorted utterance-id order (the stored order)."""
         ctx = self._ctx
         if ctx is None:
             ctx, _ = build_context(self.source, self.clipset, self._noise_dir)
-        sorted_ids = [self.clipset.utterance_ids[i] for i in order]
-        sorted_speakers = [self.clipset.speaker_ids[i] for i in order]
-        try:
-            stored = render_parallel(self.source, sorted_ids, self.seed, ctx, sorted_speakers)
-        except ValueError as err:  # e.g. too few babble talkers in a tiny clip set
-            msg = f"noise source {self.source.name!r} cannot be rendered for this clip set: {err}"
-            raise BadInputError(msg) from err
-        self.render_seconds = time.perf_counter() - start
-        if use_cache:
+        ids = [self.clipset.utterance_ids[i] for i in self._order]
+        speakers = [self.clipset.speaker_ids[i] for i in self._order]
+        return RenderJob(self.source, ids, self.seed, ctx, speakers)
+
+    def _finish(self, stored: np.ndarray | ValueError) -> None:
+        if isinstance(stored, ValueError):  # e.g. too few babble talkers in a tiny clip set
+            msg = f"noise source {self.source.name!r} cannot be rendered for this clip set: {stored}"
+            raise BadInputError(msg) from stored
+        if self._use_cache:
             _atomic_save(self.path, stored, self._meta())
-        out = np.empty_like(stored)
-        out[order] = stored
-        return out
+        self.noise = self._in_row_order(stored)
 
     def _meta(self) -> dict:
         return {"format": BANK_FORMAT, "fingerprint": self.clipset.fingerprint, "source": self.source.name,
@@ -118,8 +141,19 @@ class NoiseBank:
 
 
 WORKERS_ENV = "KWSBENCH_NOISE_WORKERS"
-_CHUNK = 128  # utterances per task: big enough to amortise the transfer, small enough to balance
-_JOB: tuple | None = None  # (source, ids, seed, ctx, speakers), inherited by forked workers
+_CHUNK = 128  # most utterances per task: big enough to amortise a task, small enough to balance the workers
+_JOBS: tuple | None = None  # (jobs, shared outputs), inherited by forked workers
+
+
+@dataclass
+class RenderJob:
+    """One bank to render: rows for `ids` (with their speakers) from `source` under `seed`."""
+
+    source: NoiseSource
+    ids: list[str]
+    seed: int
+    ctx: RenderContext
+    speakers: list[str]
 
 
 def noise_workers() -> int:
@@ -134,28 +168,58 @@ def noise_workers() -> int:
     return max(1, min(cpus, 16))
 
 
-def _render_span(span: tuple[int, int]) -> np.ndarray:
-    source, ids, seed, ctx, speakers = _JOB
-    return render(source, ids[span[0]:span[1]], seed, ctx, speakers[span[0]:span[1]])
+def _render_rows(job: RenderJob, start: int, stop: int) -> np.ndarray:
+    return render(job.source, job.ids[start:stop], job.seed, job.ctx, job.speakers[start:stop])
 
 
-def render_parallel(source: NoiseSource, ids: list[str], seed: int, ctx: RenderContext, speakers: list[str],
-                    workers: int | None = None) -> np.ndarray:
-    """`render` split over forked worker processes. Each row comes from its own (seed, source, utterance)
-    generator, so splitting the ids into spans changes no sample; the spans are reassembled in order."""
-    global _JOB
-    workers = noise_workers() if workers is None else workers
-    spans = [(i, min(i + _CHUNK, len(ids))) for i in range(0, len(ids), _CHUNK)]
-    # fork shares the talker pool / recordings copy-on-write; without fork, or for a small bank, stay serial
-    if workers < 2 or len(spans) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return render(source, ids, seed, ctx, speakers)
-    _JOB = (source, list(ids), seed, ctx, list(speakers))
+def _render_task(task: tuple[int, int, int]) -> str:
+    """In a worker: render one span of one job straight into the shared output ('' or the error)."""
+    j, start, stop = task
+    jobs, outs = _JOBS
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(spans))) as pool:
-            parts = pool.map(_render_span, spans, chunksize=1)
+        outs[j][start:stop] = _render_rows(jobs[j], start, stop)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _shared_rows(rows: int, length: int) -> np.ndarray:
+    """A float32 (rows, length) array in anonymous shared memory: what forked workers write, the parent sees,
+    with no copy of the rows through a pipe."""
+    buf = mmap.mmap(-1, max(1, rows * length * 4))
+    return np.frombuffer(buf, dtype=np.float32, count=rows * length).reshape(rows, length)
+
+
+def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.ndarray | ValueError]:
+    """Every job's rows, split into spans over one pool of forked workers. Each row comes from its own (seed,
+    source, utterance) generator, so the split changes no sample. A job that cannot be rendered (ValueError,
+    e.g. too few babble talkers) gives its error in place of its rows; the others are still rendered."""
+    global _JOBS
+    workers = noise_workers() if workers is None else workers
+    total = sum(len(job.ids) for job in jobs)
+    chunk = max(1, min(_CHUNK, -(-total // (4 * workers))))  # >= 4 tasks per worker: the last ones even out
+    tasks = [(j, a, min(a + chunk, len(job.ids))) for j, job in enumerate(jobs) for a in range(0, len(job.ids), chunk)]
+    # fork shares the talker pools / recordings copy-on-write; without fork, or for a small bank, stay serial
+    if workers < 2 or len(tasks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_serial(job) for job in jobs]
+    outs = [_shared_rows(len(job.ids), job.ctx.length) for job in jobs]
+    _JOBS = (jobs, outs)
+    errors: dict[int, str] = {}
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+            for (j, _, _), err in zip(tasks, pool.imap(_render_task, tasks), strict=True):
+                if err:
+                    errors.setdefault(j, err)
     finally:
-        _JOB = None
-    return np.concatenate(parts, axis=0)
+        _JOBS = None
+    return [ValueError(errors[j]) if j in errors else out for j, out in enumerate(outs)]
+
+
+def _serial(job: RenderJob) -> np.ndarray | ValueError:
+    try:
+        return _render_rows(job, 0, len(job.ids))
+    except ValueError as err:
+        return err
 
 
 def bank_key(fingerprint: str, source: NoiseSource, seed: int, extra: list[str] | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,55 @@ def _normalise(x: np.ndarray, how: str) -> np.ndarray:
     return x / rms if rms > 0 else x
 
 
+# What every utterance of a source shares (time axes, spectral masks, windows, fixed tones) is computed
+# once per process: rendering a bank repeats it thousands of times. The cached arrays are read-only and
+# the arithmetic on them is unchanged, so every waveform keeps its bits (no BANK_FORMAT change).
+
+def _frozen(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
+@lru_cache(maxsize=32)
+def time_axis(n: int, rate: int) -> np.ndarray:
+    """Sample times in seconds, arange(n) / rate."""
+    return _frozen(np.arange(n) / rate)
+
+
+@lru_cache(maxsize=32)
+def _spectral_gain(n: int, exponent: float, keep_dc: bool, rate: int) -> np.ndarray:
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    freqs[0] = 1.0
+    gain = freqs ** (-exponent / 2.0)
+    if not keep_dc:
+        gain[0] = 0.0
+    return _frozen(gain)
+
+
+@lru_cache(maxsize=32)
+def _band_mask(n: int, low: float, high: float, smooth_bins: int, rate: int) -> np.ndarray:
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    mask = ((freqs >= low) & (freqs <= high)).astype(np.float64)
+    if smooth_bins > 1:
+        mask = np.convolve(mask, np.ones(smooth_bins) / smooth_bins, mode="same")
+    return _frozen(mask)
+
+
+@lru_cache(maxsize=8192)
+def _hann_burst(length: int) -> np.ndarray:
+    return _frozen(np.hanning(length))
+
+
+@lru_cache(maxsize=32)
+def _zero_phase_chord(n: int, rate: int, freqs: tuple[float, ...]) -> np.ndarray:
+    """sum of sin(2 pi f t) over `freqs`, added left to right, on the clip's time axis."""
+    t = time_axis(n, rate)
+    total = np.sin(2 * np.pi * freqs[0] * t)
+    for f in freqs[1:]:
+        total = total + np.sin(2 * np.pi * f * t)
+    return _frozen(total)
+
+
 def shaped_noise(rng: np.random.Generator, n: int, exponent: float, keep_dc: bool, rate: int = 16000) -> np.ndarray:
     """Gaussian noise with power spectrum ~ 1/f**exponent, shaped in the FFT domain.
 
@@ -69,26 +119,14 @@ def shaped_noise(rng: np.random.Generator, n: int, exponent: float, keep_dc: boo
     white = rng.standard_normal(n)
     if exponent == 0:
         return white
-    freqs = np.fft.rfftfreq(n, 1.0 / rate)
-    freqs[0] = 1.0
-    gain = freqs ** (-exponent / 2.0)
-    if not keep_dc:
-        gain[0] = 0.0
-    return np.fft.irfft(np.fft.rfft(white) * gain, n)
+    return np.fft.irfft(np.fft.rfft(white) * _spectral_gain(n, float(exponent), bool(keep_dc), rate), n)
 
 
 def band_noise(rng: np.random.Generator, n: int, band: list[float], smooth_bins: int, rate: int) -> np.ndarray:
     """White noise through an FFT band mask whose edges are smoothed by a moving average."""
     white = rng.standard_normal(n)
-    freqs = np.fft.rfftfreq(n, 1.0 / rate)
-    mask = ((freqs >= band[0]) & (freqs <= band[1])).astype(np.float64)
-    if smooth_bins > 1:
-        mask = np.convolve(mask, np.ones(smooth_bins) / smooth_bins, mode="same")
+    mask = _band_mask(n, float(band[0]), float(band[1]), int(smooth_bins), rate)
     return np.fft.irfft(np.fft.rfft(white) * mask, n)
-
-
-def _hann_burst(length: int) -> np.ndarray:
-    return np.hanning(length)
 
 
 def gen_white(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
@@ -101,7 +139,7 @@ def gen_colored(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext,
 
 def gen_factory(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
     n, rate = ctx.length, ctx.rate
-    t = np.arange(n) / rate
+    t = time_axis(n, rate)
     out = np.zeros(n)
     for h in range(1, p["hum_harmonics"] + 1):
         # Decaying harmonics: amplitude * base / (h * base) = amplitude / h.
@@ -123,7 +161,7 @@ def gen_factory(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext,
 
 def gen_street(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
     n, rate = ctx.length, ctx.rate
-    t = np.arange(n) / rate
+    t = time_axis(n, rate)
     out = p["rumble_gain"] * band_noise(rng, n, p["rumble_band_hz"], p["rumble_smooth_bins"], rate)
     lo, hi = p["horn_count"]
     for _ in range(int(rng.integers(lo, hi + 1))):
@@ -149,6 +187,7 @@ def gen_babble_synthetic(
     n, rate = ctx.length, ctx.rate
     out = np.zeros(n)
     f_low, f_high = p["formants_hz"]
+    chord = _zero_phase_chord(n, rate, (float(f_low), float(p["formant_mid_hz"]), float(f_high)))
     lo, hi = p["talker_count"]
     for _ in range(int(rng.integers(lo, hi + 1))):
         f0 = rng.uniform(*p["f0_hz"])
@@ -157,12 +196,11 @@ def gen_babble_synthetic(
         end = min(n, start + length)
         if end <= start:
             continue
-        # Zero-phase tones on the clip's own time axis, evaluated only under the envelope.
-        t = np.arange(start, end) / rate
-        formants = (np.sin(2 * np.pi * f_low * t) + np.sin(2 * np.pi * p["formant_mid_hz"] * t)
-                    + np.sin(2 * np.pi * f_high * t))
+        # Zero-phase tones on the clip's own time axis, evaluated only under the envelope; the fixed
+        # formant chord is the same for every talker, so it comes precomputed.
+        t = time_axis(n, rate)[start:end]
         voice = (p["f0_gain"] * np.sin(2 * np.pi * f0 * t) + p["f0_harmonic_gain"] * np.sin(4 * np.pi * f0 * t)
-                 + p["formant_gain"] * formants)
+                 + p["formant_gain"] * chord[start:end])
         out[start:end] += voice * _hann_burst(length)[: end - start]
     return out
 
