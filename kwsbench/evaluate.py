@@ -415,11 +415,10 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
     device = plan.device
     clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
     banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, when the first noisy cell needs them
-    mine = [c for m in range(len(cards)) for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)]
-    noise_names = sorted({c.noise for c in mine if c.noise != CLEAN})
+    owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
+    noise_names = sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN})
     stop_after = dist_.exit_after(shard.rank)
-    for m, card in enumerate(cards):
-        my_conds = [c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)]
+    for card, my_conds in zip(cards, owned, strict=True):
         if not my_conds:
             continue
         t_load = time.perf_counter()

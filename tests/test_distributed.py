@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from kwsbench.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
 from kwsbench.paths import PROJECT_ROOT
@@ -103,3 +104,17 @@ def test_a_rank_that_dies_leaves_a_resumable_store(single_store, tmp_path):
     assert computed < 5  # the cells the ranks finished were not recomputed
     assert not leftover_shards(store)
     assert _snapshot(store) == single_store
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL ranks on cuda:0 and cuda:1)")
+def test_two_nccl_ranks_on_two_gpus_equal_one_gpu_process(tmp_path):
+    if not WEIGHTS.is_file():
+        pytest.skip(f"{WEIGHTS} missing")
+    single, sharded = tmp_path / "single.sqlite", tmp_path / "sharded.sqlite"
+    res = _launch([*_args(tmp_path, single), "--device", "cuda"], 1)
+    assert res.returncode == 0, res.stderr
+    res = _launch([*_args(tmp_path, sharded), "--device", "cuda"], 2)
+    assert res.returncode == 0, res.stderr
+    assert "5 cells computed" in res.stdout and not leftover_shards(sharded)
+    assert _snapshot(sharded) == _snapshot(single)
