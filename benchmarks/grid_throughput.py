@@ -191,6 +191,9 @@ def _table(passes: list[dict], ref: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    from kwsbench.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the kwsbench command does (KWSBENCH_MALLOC=system: glibc's defaults)
     if args.bank_workers:
         os.environ["KWSBENCH_NOISE_WORKERS"] = str(args.bank_workers)
     os.environ["KWSBENCH_CACHE"] = tempfile.mkdtemp(prefix="kwsbench-tp-cache-")  # cold first

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich_argparse import RichHelpFormatter
 
 from kwsbench import __version__
+from kwsbench.allocator import keep_freed_memory
 from kwsbench.errors import EXIT_USAGE, KwsbenchError
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
     try:
         return int(args.func(args) or 0)
     except KwsbenchError as err:
