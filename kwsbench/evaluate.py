@@ -76,12 +76,15 @@ class NoiseProvider:
             return hits[0]
         raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}")
 
-    def prepare(self, clipset: ClipSet, names: list[str], seed: int) -> None:
-        """Load or render the banks of `names` at once: the missing ones share one pool of render workers."""
+    def prepare(self, clipset: ClipSet, names: list[str], seed: int,
+                on_render: Callable[[list[str]], None] | None = None) -> None:
+        """Load or render the banks of `names` at once: the missing ones share one pool of render workers
+        (`on_render` hears their names first)."""
         from kwsbench.noise import NoiseBank
 
         todo = [n for n in names if (clipset.fingerprint, n, seed) not in self._ready]
-        for name, bank in zip(todo, NoiseBank.many(clipset, todo, seed, noise_dir=self.noise_dir), strict=True):
+        banks = NoiseBank.many(clipset, todo, seed, noise_dir=self.noise_dir, on_render=on_render)
+        for name, bank in zip(todo, banks, strict=True):
             self._ready[(clipset.fingerprint, name, seed)] = bank.noise
 
     def bank(self, clipset: ClipSet, name: str, seed: int) -> tuple[np.ndarray, str]:
@@ -443,7 +446,7 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
         forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
         for cond in my_conds:
             if cond.noise != CLEAN and cond.noise not in banks:
-                _load_banks(plan, clipset, provider, noise_names, banks, summary)
+                _load_banks(plan, clipset, provider, noise_names, banks, summary, progress)
             _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
                       summary, progress)
             if stop_after is not None and summary.computed >= stop_after:
@@ -476,10 +479,15 @@ def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> 
                             f"{len(clipset.label_names)} ({clipset.protocol})")
 
 
-def _load_banks(plan, clipset, provider, names, banks, summary) -> None:
+def _load_banks(plan, clipset, provider, names, banks, summary, progress) -> None:
     """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
     t_bank = time.perf_counter()
-    provider.prepare(clipset, names, plan.seed)
+
+    def announce(rendering: list[str]) -> None:
+        progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
+                      "(cached for later runs)")
+
+    provider.prepare(clipset, names, plan.seed, on_render=announce)
     for name in names:
         arr, ver = provider.bank(clipset, name, plan.seed)
         banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)

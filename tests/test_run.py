@@ -86,7 +86,7 @@ class RmsNoise:
             raise BadInputError(f"unknown noise source {name!r}")
         return name
 
-    def prepare(self, clipset, names, seed):
+    def prepare(self, clipset, names, seed, on_render=None):
         pass  # renders on demand in bank()
 
     def bank(self, clipset, name, seed):

@@ -57,8 +57,12 @@ def test_run_cli_with_real_data_and_failed_model_summary(gsc_dev_dir, tmp_path, 
     assert rc == 1
     err = capsys.readouterr().err
     assert "FAILED bc-resnet-1" in err and "checkpoint" in err.lower()
+    assert "rendering noise banks white-ncssm for 24 clips" in err  # a cold cache: the wait is announced
     with Store(tmp_path / "s.sqlite") as st:
         assert len(st.cells(status="failed")) == 2
+    assert main(["run", "--models", "bc-resnet-1", "--data-dir", str(gsc_dev_dir), "--per-class", "2",
+                 "--noise", "white-ncssm", "--snr", "0", "--store", str(tmp_path / "s.sqlite")]) == 1
+    assert "rendering noise banks" not in capsys.readouterr().err  # now from the cache
 
 
 def test_gsc_mini_weights_on_the_set_they_were_trained_on_warn(gsc_dev_dir, tmp_path, capsys):

@@ -10,6 +10,7 @@ import mmap
 import multiprocessing
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +76,15 @@ class NoiseBank:
 
     @classmethod
     def many(cls, clipset: ClipSet, sources: list[NoiseSource | str], seed: int = 0,
-             noise_dir: Path | str | None = None, use_cache: bool = True) -> list[NoiseBank]:
+             noise_dir: Path | str | None = None, use_cache: bool = True,
+             on_render: Callable[[list[str]], None] | None = None) -> list[NoiseBank]:
         """The banks of several sources for one clip set: cached ones loaded, the others rendered together in
-        one pool of workers, so the rows of all of them balance over the workers and the pool starts once."""
+        one pool of workers, so the rows of all of them balance over the workers and the pool starts once.
+        `on_render` hears the names of the sources about to be rendered (for a progress note)."""
         banks = [cls(clipset, s, seed, noise_dir, use_cache, render_now=False) for s in sources]
         todo = [b for b in banks if b.noise is None]
+        if todo and on_render is not None:
+            on_render([b.source.name for b in todo])
         failed: BadInputError | None = None
         for bank, rows in zip(todo, render_jobs([b.job() for b in todo]), strict=True):
             try:
