@@ -479,6 +479,14 @@ def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> 
                             f"{len(clipset.label_names)} ({clipset.protocol})")
 
 
+def _memory_hint(err: Exception, plan: Plan) -> str:
+    """What to do when a batch did not fit (the cell failed; the cells stored so far are kept)."""
+    if isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err):
+        return (f" -- batch of {plan.batch_size} clips did not fit in memory; run the same command again with a "
+                f"smaller --batch-size (stored cells are reused)")
+    return ""
+
+
 def _load_banks(plan, clipset, provider, names, banks, summary, progress) -> None:
     """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
     t_bank = time.perf_counter()
@@ -522,7 +530,7 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
                                 status="ok", predictions=preds, **scores)
         except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
-            result.error = f"{type(err).__name__}: {err}"
+            result.error = f"{type(err).__name__}: {err}{_memory_hint(err, plan)}"
     result.seconds = time.perf_counter() - t0
     t_store = time.perf_counter()
     with record_function("kwsbench.store"):

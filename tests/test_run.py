@@ -179,6 +179,31 @@ def test_failing_model_becomes_failed_cells_and_run_goes_on(tmp_path):
         assert st.runs()[-1]["status"] == "failed"
 
 
+class _FitsFourClips(torch.nn.Module):
+    """TinyKws that runs out of memory on batches of more than 4 clips."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = TinyKws()
+
+    def forward(self, x):
+        if x.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+        return self.inner(x)
+
+
+def test_a_batch_that_does_not_fit_says_what_to_do_and_a_smaller_one_completes(tmp_path):
+    def loader(card, checkpoint, device):
+        return _FitsFourClips().eval(), hashlib.sha256(b"fits-four").hexdigest()
+
+    kw = dict(loader=loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
+    big = run_plan(_plan(tmp_path, models=["test-tiny"], batch_size=8), **kw)
+    assert len(big.failed) == 3 and all("smaller --batch-size" in err and "OutOfMemoryError" in err
+                                        for _, _, err in big.failed)
+    small = run_plan(_plan(tmp_path, models=["test-tiny"], batch_size=4), **kw)
+    assert small.ok and small.computed == 3
+
+
 def test_unknown_model_and_noise_are_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="unknown model"):
         run_plan(_plan(tmp_path, models=["no-such-model"]), loader=tiny_loader, noise=RmsNoise(),
