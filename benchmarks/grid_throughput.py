@@ -56,7 +56,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _loader(untrained: bool):
+def _loader(untrained: bool, label_names: tuple[str, ...]):
     from kwsbench.errors import CheckpointError
     from kwsbench.evaluate import default_loader
 
@@ -66,7 +66,12 @@ def _loader(untrained: bool):
         except CheckpointError:
             if not untrained:
                 raise
-            return card.build().to(device).eval(), "untrained"
+            # random weights with a head for the clip set's classes where the card allows one
+            if not card.head_is_sizable:
+                return card.build().to(device).eval(), "untrained"
+            model = card.build(num_classes=len(label_names)).to(device).eval()
+            model.label_names = label_names  # as a checkpoint trained on these classes records them
+            return model, "untrained"
 
     return load
 
@@ -90,7 +95,8 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
     t_banks = time.perf_counter() - t
     del provider  # the runner loads the banks again, now from the cache: its own bank time is the warm load
     t1 = time.perf_counter()
-    summary = run_plan(plan, loader=_loader(args.untrained), clipset=clips, show_progress=False)
+    summary = run_plan(plan, loader=_loader(args.untrained, tuple(clips.label_names)), clipset=clips,
+                       show_progress=False)
     _sync(device)
     t_grid = time.perf_counter() - t1
     digest = _results_digest(store)
@@ -155,7 +161,7 @@ def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> di
     plan = Plan(models=[model_name], data_dir=args.data_dir, per_class=args.per_class).validate()
     clips = load_clips(plan)
     card = get_card(model_name)
-    model, _ = _loader(args.untrained)(card, None, device)
+    model, _ = _loader(args.untrained, tuple(clips.label_names))(card, None, device)
     audio = torch.from_numpy(np.ascontiguousarray(clips.audio, dtype=np.float32)).to(device)
     with torch.inference_mode():
         model(audio[:2])  # warm-up: lazy initialisation is not part of either timing
