@@ -67,10 +67,10 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
             if not untrained:
                 raise
             # random weights with a head for the clip set's classes where the card allows one
-            if not card.head_is_sizable:
-                return card.build().to(device).eval(), "untrained"
-            model = card.build(num_classes=len(label_names)).to(device).eval()
-            model.label_names = label_names  # as a checkpoint trained on these classes records them
+            sized = card.head_is_sizable
+            model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
+            if sized:
+                model.label_names = label_names  # as a checkpoint trained on these classes records them
             return model, "untrained"
 
     return load
