@@ -47,7 +47,8 @@ def test_bad_baseline_files_are_rejected(tmp_path):
            "value: 90, source: s, verification: P}\n"
     (tmp_path / "a.yaml").write_text(good)
     assert len(load_baseline_file(tmp_path / "a.yaml")) == 1
-    for bad, match in [(good.replace("value: 90", "value: 190"), "outside"),
+    for bad, match in [(good.replace("value: 90", "value: 190"), "within 0..100"),
+                       (good.replace("value: 90", "value: ninety"), "value must be a number"),
                        (good.replace("verification: P", "verification: X"), "verification"),
                        (good.replace("condition: clean", "condition: noisy"), "condition"),
                        (good.replace("source: s,", "source: s, colour: red,"), "unknown key"),

@@ -98,7 +98,7 @@ def select_view(cells: list[dict], rate: int | None = None) -> View:
         rate = 16000 if 16000 in rates else max(rates)
     elif rate not in rates:
         raise BadInputError(f"--rate {rate}: no stored cell at that rate; stored rates: "
-                            f"{', '.join(str(r) for r in sorted(rates))}")
+                            f"{', '.join(str(r) for r in sorted(rates))}; pass one of them")
     return View(kept, fingerprint, seed, snr_def, rate, excluded=len(cells) - len(mine))
 
 
@@ -494,12 +494,19 @@ def build_report(opts: ReportOptions) -> ReportResult:
     if not store_path.is_file():
         raise StoreError(f"no results store at {store_path}: run `kwsbench run` first or pass --store")
     out = Path(opts.out)
-    with Store(store_path) as store:
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"report --out {out} is a file; the report is a folder (index.html, figures, tables): "
+                            "pass a folder path")
+    with Store(store_path, read_only=True) as store:
         cells, failed = _filter_models(store.cells(), store.cells(status="failed"), opts.models)
         if not cells:
             raise StoreError(f"{store_path} holds no successful cell{' of those models' if opts.models else ''}: "
                              "run `kwsbench run` first")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise BadInputError(f"report --out {out}: cannot create the folder ({err.strerror}); pass a folder "
+                                "you can write to") from err
         _clear_previous(out)
         view = select_view(cells, opts.rate)
         main = at_rate(view)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -99,8 +100,18 @@ def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["fingerprint"], r["rate_hz"], r["rank"]))
 
 
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _plain(v: Any) -> str:
-    if v is None:
+    if v is None or isinstance(v, float) and not math.isfinite(v):
         return ""
     if isinstance(v, float):  # fixed point, never exponent or thousands separators
         text = f"{v:.6f}".rstrip("0").rstrip(".")
@@ -112,7 +123,8 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} not one of {FORMATS}")
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        # strict JSON: a value that JSON cannot hold (NaN, inf, from a store older than the SNR bounds) is null
+        return json.dumps(_finite(rows), indent=2, allow_nan=False) + "\n"
     cols = list(rows[0]) if rows else list(TIDY_COLUMNS)
     if fmt == "csv":
         buf = io.StringIO()

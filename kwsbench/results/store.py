@@ -94,13 +94,23 @@ def _now() -> str:
 class Store:
     """Open (or create) a store. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
+        """`read_only`: for commands that only read (leaderboard, compare, report): the file is opened read-only
+        and a missing store is an error, never created."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path} is a folder; pass --store with a file path, e.g. "
+                             f"{self.path / 'kwsbench.sqlite'}")
+        if read_only and not self.path.is_file():
+            raise StoreError(f"no results store at {self.path}: run `kwsbench run` first or pass --store")
         existed = self.path.exists() and self.path.stat().st_size > 0
         if not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=30.0)
+            if read_only:
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=30.0)
             self.conn.execute("PRAGMA foreign_keys = ON")
             if existed:
                 self._check_schema()
