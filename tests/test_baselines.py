@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import stored_cell
 
 from kwsbench.cli import main
 from kwsbench.errors import BadInputError
@@ -67,10 +68,7 @@ def _rep(**kw) -> Reported:
 
 
 def _cell(acc, lo, hi, **kw):
-    base = dict(accuracy=acc, ci_low=lo, ci_high=hi, protocol="v2-12-official", label_names=list(range(12)),
-                snr_def="", rate_hz=16000, noise="clean", snr_db=None)
-    base.update(kw)
-    return base
+    return stored_cell(accuracy=acc, ci_low=lo, ci_high=hi, **kw)
 
 
 def test_verdicts():

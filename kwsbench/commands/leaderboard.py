@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         cells = store.cells()
     if args.models:
         keep = {m.strip() for m in args.models.split(",")}
-        cells = [c for c in cells if c["model"] in keep]
+        cells = [c for c in cells if c.model in keep]
     text = leaderboard(cells, fmt=args.format, wide=args.wide)
     if args.out:
         _write(Path(args.out), text)

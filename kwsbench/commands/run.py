@@ -97,15 +97,15 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
 
     wanted = set(cell_keys)
     with Store(store_path) as store:
-        cells = [c for c in store.cells() if c["cell_key"] in wanted]
+        cells = [c for c in store.cells() if c.cell_key in wanted]
     if not cells:
         return
-    table = Table(title=f"accuracy (%), {cells[0]['protocol']}, n = {cells[0]['n']} clips, Wilson 95% interval")
+    table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
     for col in ("model", "noise", "SNR dB", "rate Hz", "accuracy", "95% CI"):
         table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
     for c in cells:
-        snr = "" if c["snr_db"] is None else f"{c['snr_db']:+g} ({c['snr_def']})"
-        table.add_row(c["model"], c["noise"], snr, f"{c['rate_hz']} {c['rate_mode']}", f"{100 * c['accuracy']:.2f}",
-                      f"{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}")
+        snr = "" if c.snr_db is None else f"{c.snr_db:+g} ({c.snr_def})"
+        table.add_row(c.model, c.noise, snr, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
+                      f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
     # piped output (CI logs, files) gets room for the whole table instead of rich's 80-column default
     Console(width=None if sys.stdout.isatty() else 120).print(table)

@@ -8,7 +8,10 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kwsbench.results.store import StoredCell
 
 TIDY_COLUMNS = ("model", "checkpoint", "protocol", "fingerprint", "noise", "snr_db", "snr_def", "rate_hz",
                 "rate_mode", "n", "accuracy", "ci_low", "ci_high", "params", "macs")
@@ -54,16 +57,16 @@ def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
     return params, macs
 
 
-def tidy_rows(cells: list[dict], with_cost: bool = True) -> list[TidyRow]:
+def tidy_rows(cells: list[StoredCell], with_cost: bool = True) -> list[TidyRow]:
     cache: dict = {}
     rows = []
     for c in cells:
-        params, macs = _cost(c["model"], c["rate_hz"], cache) if with_cost else (None, None)
+        params, macs = _cost(c.model, c.rate_hz, cache) if with_cost else (None, None)
         rows.append(TidyRow(
-            model=c["model"], checkpoint=c["checkpoint_sha256"][:12], protocol=c["protocol"],
-            fingerprint=c["fingerprint"][:12], noise=c["noise"], snr_db=c["snr_db"], snr_def=c["snr_def"],
-            rate_hz=c["rate_hz"], rate_mode=c["rate_mode"], n=c["n"], accuracy=c["accuracy"], ci_low=c["ci_low"],
-            ci_high=c["ci_high"], params=params, macs=macs,
+            model=c.model, checkpoint=c.checkpoint_sha256[:12], protocol=c.protocol,
+            fingerprint=c.fingerprint[:12], noise=c.noise, snr_db=c.snr_db, snr_def=c.snr_def,
+            rate_hz=c.rate_hz, rate_mode=c.rate_mode, n=c.n, accuracy=c.accuracy, ci_low=c.ci_low,
+            ci_high=c.ci_high, params=params, macs=macs,
         ))
     return rows
 
@@ -141,7 +144,7 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def leaderboard(cells: list[dict], fmt: str = "csv", wide: bool = False, with_cost: bool = True) -> str:
+def leaderboard(cells: list[StoredCell], fmt: str = "csv", wide: bool = False, with_cost: bool = True) -> str:
     tidy = tidy_rows(cells, with_cost=with_cost)
     rows = wide_rows(tidy) if wide else [asdict(r) for r in tidy]
     return render(rows, fmt)
