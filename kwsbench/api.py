@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
-    import torch
 
+    from kwsbench.checkpoints import LoadedModel
     from kwsbench.cost import Cost
     from kwsbench.run.plan import Plan
     from kwsbench.run.reproduce import ReproduceOptions, ReproduceReport
@@ -38,8 +38,9 @@ def reproduce(options: ReproduceOptions | None = None, *, show_progress: bool = 
     return run_reproduce(options or ReproduceOptions(**fields), show_progress=show_progress)
 
 
-def load_model(name: str, weights: str | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A registry model with verified weights (`weights`: None for the card's own, '<manifest>:<id>' or a path)."""
+def load_model(name: str, weights: str | None = None, device: str = "cpu") -> LoadedModel:
+    """A registry model with verified weights (`weights`: None for the card's own, '<manifest>:<id>' or a path):
+    `.module` (eval mode, on `device`), `.sha256` of the weights file, `.labels` the checkpoint predicts."""
     from kwsbench.checkpoints import load_model as _load
 
     return _load(name, weights, device=device)

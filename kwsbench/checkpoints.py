@@ -427,8 +427,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
     model.load_state_dict(state, strict=True)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with verified weights: the module (eval mode, on the device), the sha256 of the file it was
+    loaded from (the key of every result cell) and the classes it predicts where the checkpoint says so
+    (its manifest entry or training metadata; () when only the card's class count is known)."""
+
+    module: torch.nn.Module
+    sha256: str
+    labels: tuple[str, ...] = ()
+
+
 def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
-               device: str | torch.device = "cpu") -> torch.nn.Module:
+               device: str | torch.device = "cpu") -> LoadedModel:
     """Build the card's model, load its verified weights strictly, move to `device`, eval mode.
 
     `checkpoint`: None (the card's default), '<manifest>:<id>', or a file path (verified when its
@@ -443,10 +454,7 @@ def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
     labels = checkpoint_labels(resolved, metadata)
     model = card.build(num_classes=len(labels) if labels else None)
     load_state_strict(model, state, resolved.path)
-    model.to(device).eval()
-    model.checkpoint_sha256 = sha  # plain attributes: the sha of what was loaded, for result keys,
-    model.label_names = labels  # and the classes it predicts where the checkpoint says (else the card's)
-    return model
+    return LoadedModel(module=model.to(device).eval(), sha256=sha, labels=labels)
 
 
 # ---------------------------------------------------------------------------------------------
