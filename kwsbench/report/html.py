@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kwsbench.errors import BadInputError, StoreError, StoreMissingError
 from kwsbench.report import figures
-from kwsbench.errors import BadInputError, StoreError
 from kwsbench.results.store import DEFAULT_STORE, Store
 
 VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
@@ -450,6 +450,14 @@ def _filter_models(cells: list[dict], failed: list[dict], models: list[str] | No
         if name in stored:
             keep.add(name)
             continue
+        if any(ch in name for ch in "*?["):  # a glob, as --models takes everywhere
+            import fnmatch
+
+            hits = [m for m in stored if fnmatch.fnmatch(m.lower(), name.lower())]
+            if not hits:
+                raise BadInputError(f"--models: {name!r} matches no stored model; stored: {', '.join(stored)}")
+            keep.update(hits)
+            continue
         try:  # an alias of a stored model
             from kwsbench.models.registry import get_card
 
@@ -492,7 +500,8 @@ def build_report(opts: ReportOptions) -> ReportResult:
     """Write out/index.html, its PNGs and the leaderboard files; returns what was written and the notes."""
     store_path = Path(opts.store)
     if not store_path.is_file():
-        raise StoreError(f"no results store at {store_path}: run `kwsbench run` first or pass --store")
+        raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
+                                "--store PATH (or set KWSBENCH_STORE)")
     out = Path(opts.out)
     with Store(store_path) as store:
         cells, failed = _filter_models(store.cells(), store.cells(status="failed"), opts.models)

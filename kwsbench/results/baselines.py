@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from kwsbench.errors import BadInputError
-from kwsbench.paths import PROJECT_ROOT
+from kwsbench.paths import BASELINES_ENV, packaged, user_baselines_dir
 
 VERIFICATION = {
     "P": "primary source", "P-draft": "primary, self-reported draft (not peer reviewed)",
@@ -23,7 +23,22 @@ _FILE_KEYS = {"paper", "citation", "defaults", "rows", "notes"}
 
 
 def baselines_dir() -> Path:
-    return PROJECT_ROOT / "baselines"
+    """The published results that ship with kwsbench."""
+    return packaged("baselines")
+
+
+def baseline_files(directory: Path | None = None) -> list[Path]:
+    """`directory`'s *.yaml when given; else the packaged files plus the user's `KWSBENCH_BASELINES` folder,
+    a user file replacing the packaged one of the same name."""
+    if directory is not None:
+        return sorted(directory.glob("*.yaml"))
+    by_name = {f.name: f for f in baselines_dir().glob("*.yaml")}
+    user = user_baselines_dir()
+    if user is not None:
+        if not user.is_dir():
+            raise BadInputError(f"{BASELINES_ENV}={user} is not a folder; point it at a folder of baseline *.yaml")
+        by_name.update((f.name, f) for f in user.glob("*.yaml"))
+    return [by_name[name] for name in sorted(by_name)]
 
 
 @dataclass(frozen=True)
@@ -105,8 +120,7 @@ def load_baseline_file(path: Path) -> list[Reported]:
 
 
 def load_baselines(directory: Path | None = None) -> list[Reported]:
-    directory = directory or baselines_dir()
-    files = sorted(directory.glob("*.yaml"))
+    files = baseline_files(directory)
     if not files:
-        raise BadInputError(f"no baseline files (*.yaml) in {directory}")
+        raise BadInputError(f"no baseline files (*.yaml) in {directory or baselines_dir()}")
     return [row for f in files for row in load_baseline_file(f)]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsbench.errors import StoreError
+from kwsbench.errors import StoreError, StoreMissingError
+from kwsbench.paths import default_store
 
 SCHEMA_VERSION = 2
 DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
@@ -268,4 +269,16 @@ def _encode_predictions(preds, key: CellKey) -> bytes:
 
 
 def open_store(path: str | Path | None = None) -> Store:
-    return Store(path or DEFAULT_STORE)
+    return Store(path or default_store())
+
+
+def open_existing(path: str | Path | None = None) -> Store:
+    """A store to read from (leaderboard, compare, report, the API): a missing file is StoreMissingError (exit 8),
+    naming the path looked at, instead of an empty store created there."""
+    path = Path(path).expanduser() if path else default_store()
+    if not path.is_file():
+        raise StoreMissingError(
+            f"no results store at {path.resolve()}: run `kwsbench run` first, or pass --store PATH "
+            "(or set KWSBENCH_STORE) to read another one"
+        )
+    return Store(path)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from kwsbench.errors import BadInputError
+from kwsbench.paths import default_store
 
 DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
 RATE_MODES = ("native", "bandlimit")
@@ -37,7 +38,7 @@ class Plan:
     device: str = "cpu"
     quick: bool = False
     per_class: int | None = None  # clips per class of a class-stratified subset (None: all clips)
-    store: str = "runs/kwsbench.sqlite"
+    store: str = field(default_factory=lambda: str(default_store()))  # $KWSBENCH_STORE or runs/kwsbench.sqlite
     force: bool = False
     checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
     weights: str | None = None  # a project manifest (synth, gsc-mini): its checkpoint for every model it has
