@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from kwsbench.cost import Cost
+    from kwsbench.results.store import StoredCell
     from kwsbench.run.plan import Plan
     from kwsbench.run.reproduce import ReproduceReport
     from kwsbench.run.runner import RunSummary
@@ -83,7 +84,7 @@ def _names(models: str | Iterable[str]) -> list[str]:
     return [models] if isinstance(models, str) else list(models)
 
 
-def _cells(store: str | Path | None, models: Iterable[str] | None) -> list[dict]:
+def _cells(store: str | Path | None, models: Iterable[str] | None) -> list[StoredCell]:
     """The store's successful cells, of the models matching `models` (names or shell globs) when given."""
     import fnmatch
 
@@ -93,7 +94,7 @@ def _cells(store: str | Path | None, models: Iterable[str] | None) -> list[dict]
         cells = st.cells()
     if models:
         patterns = [m.lower() for m in _names(models)]
-        cells = [c for c in cells if any(fnmatch.fnmatch(c["model"].lower(), p) for p in patterns)]
+        cells = [c for c in cells if any(fnmatch.fnmatch(c.model.lower(), p) for p in patterns)]
     return cells
 
 

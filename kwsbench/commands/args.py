@@ -54,29 +54,28 @@ def subparsers_of(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 # Converters raise BadInputError (exit 5, as every other bad value), which the CLI catches around parsing too.
 
 
-def comma_list(text: str, option: str = "the list") -> list[str]:
+def comma_list(text: str, option: str = "the list", hint: str = "") -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']; an empty list is bad input."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise BadInputError(f"{option} needs a comma-separated list, got {text!r}")
+        raise BadInputError(f"{option} is empty (got {text!r}): give a comma-separated list{hint}")
     return items
 
 
-def names(option: str) -> Callable[[str], list[str]]:
-    """argparse `type=` for a comma list of names, errors naming `option`."""
-    return lambda text: comma_list(text, option)
+def names(option: str, hint: str = "") -> Callable[[str], list[str]]:
+    """argparse `type=` for a comma list of names, errors naming `option` (and `hint`, e.g. where to find names)."""
+    return lambda text: comma_list(text, option, hint)
 
 
 def ints(option: str, unit: str = "") -> Callable[[str], list[int]]:
-    """argparse `type=` for a comma list of positive integers, e.g. rates in Hz."""
+    """argparse `type=` for a comma list of integers, e.g. rates in Hz (their range is the library's to check)."""
     def convert(text: str) -> list[int]:
         items = comma_list(text, option)
         try:
             values = [int(item) for item in items]
         except ValueError:
-            raise BadInputError(f"{option} must be comma-separated integers{unit}, got {text!r}") from None
-        if any(v <= 0 for v in values):
-            raise BadInputError(f"{option} needs positive integers{unit}, got {text!r}")
+            raise BadInputError(f"{option} must be comma-separated integers{unit}, got {text!r}; give e.g. "
+                                "16000,8000") from None
         return values
 
     return convert
@@ -87,7 +86,7 @@ def ints(option: str, unit: str = "") -> Callable[[str], list[int]]:
 
 def add_models(parser: argparse.ArgumentParser, default: str) -> None:
     """`--models`: a comma list of names, aliases or shell globs (`'s-edge-*'`); `default` says what none means."""
-    parser.add_argument("--models", type=names("--models"), metavar="LIST",
+    parser.add_argument("--models", type=names("--models", "; see `kwsbench models list`"), metavar="LIST",
                         help=f"comma list of model names or globs, e.g. 'nc-ssm,bc-resnet-*' (default: {default})")
 
 

@@ -28,8 +28,23 @@ def _run(args: argparse.Namespace) -> int:
 
     text, count = api.leaderboard(store=store_path(args.store), fmt=args.format, wide=args.wide, models=args.models)
     if args.out:
-        args.out.write_text(text)
+        _write(args.out, text)
         print(f"wrote {count} cells to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    from kwsbench.errors import BadInputError
+
+    if not path.parent.is_dir():
+        raise BadInputError(f"leaderboard --out {path}: folder {path.parent} does not exist; create it first "
+                            "or pass another path")
+    if path.is_dir():
+        raise BadInputError(f"leaderboard --out {path} is a folder; pass a file path, e.g. {path / 'board.csv'}")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise BadInputError(f"leaderboard --out {path}: cannot write ({err.strerror}); pass a path you can write "
+                            "to") from err

@@ -7,9 +7,7 @@ import sys
 
 from kwsbench.commands.args import add_device, add_models, add_store, console, ints, names
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-
-RATE_MODES = ("native", "bandlimit")  # = kwsbench.run.plan.RATE_MODES (checked by tests/test_cli.py)
-DECIMATIONS = ("sinc", "drop")  # = kwsbench.run.plan.DECIMATIONS
+from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
 
 
 def register(subparsers) -> None:
@@ -22,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--noise", type=names("--noise"), metavar="LIST",
                    help="comma list of noise sources, see `kwsbench noise list` (default: none, clean only; "
                    "with --quick: factory)")
-    p.add_argument("--snr", nargs="+", type=float, metavar="DB",
+    p.add_argument("--snr", nargs="+", metavar="DB",
                    help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15 (default: those seven)")
     p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default: rms)")
     p.add_argument("--rates", type=ints("--rates", " in Hz"), metavar="LIST",
@@ -31,14 +29,17 @@ def register(subparsers) -> None:
     p.add_argument("--decimation", choices=DECIMATIONS, help="sinc (anti-aliased) or drop (no filter) (default: sinc)")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the embedded synthetic set)")
     p.add_argument("--protocol", help="test protocol (default: detected from the layout)")
+    p.add_argument("--on-bad-file", choices=ON_BAD_FILE, help="a clip that cannot be decoded or holds NaN / inf "
+                   "samples: error (stop, naming the file) or skip (leave it out and say how many) (default: error)")
     p.add_argument("--noise-dir", help="your folder of noise recordings and extra noise definitions (*.yaml), "
                    "beside the packaged ones (default: $KWSBENCH_NOISE_DIR)")
-    p.add_argument("--seed", type=int, help="global noise seed (default: 0)")
-    p.add_argument("--batch-size", type=int, help="clips per forward (default: 256)")
+    # numbers are checked by the plan's typed loader (exit 5 naming the key), as in a plan file
+    p.add_argument("--seed", metavar="INT", help="global noise seed (default: 0)")
+    p.add_argument("--batch-size", metavar="INT", help="clips per forward (default: 256)")
     add_device(p, from_plan=True)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
                    "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")
-    p.add_argument("--per-class", type=int, help="class-stratified subset of this many clips per class "
+    p.add_argument("--per-class", metavar="INT", help="class-stratified subset of this many clips per class "
                    "(default: every clip)")
     p.add_argument("--config", help="plan YAML; flags override its keys (default: none)")
     p.add_argument("--quick", action="store_true", help="clean + factory 0 dB on a class-stratified subset")
@@ -57,7 +58,8 @@ def plan_from_args(args: argparse.Namespace):
         rates=args.rates, rate_mode=args.rate_mode, decimation=args.decimation, data_dir=args.data_dir,
         protocol=args.protocol, noise_dir=args.noise_dir, seed=args.seed, weights=args.weights,
         batch_size=args.batch_size, device=args.device, per_class=args.per_class, store=args.store,
-        force=True if args.force else None, cuda_graphs=False if args.no_cuda_graphs else None,
+        on_bad_file=args.on_bad_file, force=True if args.force else None,
+        cuda_graphs=False if args.no_cuda_graphs else None,
     )
 
 
@@ -101,14 +103,14 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
 
     wanted = set(cell_keys)
     with Store(store_path) as store:
-        cells = [c for c in store.cells() if c["cell_key"] in wanted]
+        cells = [c for c in store.cells() if c.cell_key in wanted]
     if not cells:
         return
-    table = Table(title=f"accuracy (%), {cells[0]['protocol']}, n = {cells[0]['n']} clips, Wilson 95% interval")
+    table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
     for col in ("model", "noise", "SNR dB", "rate Hz", "accuracy", "95% CI"):
         table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
     for c in cells:
-        snr = "" if c["snr_db"] is None else f"{c['snr_db']:+g} ({c['snr_def']})"
-        table.add_row(c["model"], c["noise"], snr, f"{c['rate_hz']} {c['rate_mode']}", f"{100 * c['accuracy']:.2f}",
-                      f"{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}")
+        snr = "" if c.snr_db is None else f"{c.snr_db:+g} ({c.snr_def})"
+        table.add_row(c.model, c.noise, snr, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
+                      f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
     console().print(table)
