@@ -58,7 +58,7 @@ def _sync(device: str) -> None:
 
 def _loader(untrained: bool, label_names: tuple[str, ...]):
     from kwsbench.errors import CheckpointError
-    from kwsbench.evaluate import default_loader
+    from kwsbench.run.runner import default_loader
 
     def load(card, checkpoint, device):
         try:
@@ -78,8 +78,8 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
 
 def one_pass(args: argparse.Namespace, models: list[str], device: str, label: str) -> dict:
     """Decode, banks and grid once with the cache KWSBENCH_CACHE currently points at."""
-    from kwsbench.evaluate import NoiseProvider, load_clips, run_plan
-    from kwsbench.plan import Plan
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.runner import NoiseProvider, load_clips, run_plan
 
     store = Path(tempfile.mkdtemp(prefix="kwsbench-tp-")) / "grid.sqlite"
     plan = Plan(models=models, noise=[n for n in args.noise.split(",") if n],
@@ -121,7 +121,7 @@ def _results_digest(store: Path) -> str:
     """sha256 over every cell's key, counts and predictions: equal digests = identical results."""
     import hashlib
 
-    from kwsbench.store import Store
+    from kwsbench.results.store import Store
 
     h = hashlib.sha256()
     with Store(store) as st:
@@ -154,9 +154,9 @@ def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> di
     import numpy as np
     import torch
 
-    from kwsbench.evaluate import load_clips
     from kwsbench.models.registry import get_card
-    from kwsbench.plan import Plan
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.runner import load_clips
 
     plan = Plan(models=[model_name], data_dir=args.data_dir, per_class=args.per_class).validate()
     clips = load_clips(plan)
@@ -197,7 +197,7 @@ def _table(passes: list[dict], ref: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    from kwsbench.allocator import keep_freed_memory
+    from kwsbench.run.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the kwsbench command does (KWSBENCH_MALLOC=system: glibc's defaults)
     if args.bank_workers:
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from kwsbench.compare import public_models
     from kwsbench.models.registry import all_cards
+    from kwsbench.run.reproduce import public_models
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.models == "all":

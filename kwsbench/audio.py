@@ -69,3 +69,25 @@ def fix_length(x: np.ndarray, length: int) -> np.ndarray:
         return x[..., :length]
     pad = [(0, 0)] * (x.ndim - 1) + [(0, length - n)]
     return np.pad(x, pad)
+
+
+# -- rate change (the noisy 16 kHz batch brought to a lower rate, and back) ----------------------------
+
+def decimate(x: torch.Tensor, from_rate: int, to_rate: int, method: str) -> torch.Tensor:
+    if to_rate == from_rate:
+        return x
+    if method == "drop":
+        if from_rate % to_rate:
+            raise BadInputError(f"'drop' decimation needs an integer factor, got {from_rate} -> {to_rate}")
+        return x[:, :: from_rate // to_rate].contiguous()
+    import torchaudio.functional as taf
+
+    return taf.resample(x, from_rate, to_rate)
+
+
+def upsample(x: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    if to_rate == from_rate:
+        return x
+    import torchaudio.functional as taf
+
+    return taf.resample(x, from_rate, to_rate)

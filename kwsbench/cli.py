@@ -12,8 +12,8 @@ from rich.console import Console
 from rich_argparse import RichHelpFormatter
 
 from kwsbench import __version__
-from kwsbench.allocator import keep_freed_memory
 from kwsbench.errors import EXIT_USAGE, KwsbenchError
+from kwsbench.run.allocator import keep_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:

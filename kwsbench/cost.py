@@ -352,8 +352,7 @@ def ncssm_cost(model_or_dims: Any, rate: int = 16000, name: str = "nc-ssm") -> C
 
 def frontend_macs(frontend: Any, rate: int) -> int:
     """STFT + mel (+ DCT for MFCC) of a 1-s clip, from the front end's own window, hop and band counts."""
-    from kwsbench.features import LogMel
-    from kwsbench.models.dscnn import MFCC
+    from kwsbench.features import MFCC, LogMel
 
     if isinstance(frontend, LogMel):
         frames = stft_frames(rate, frontend.n_fft, frontend.hop_length, frontend.center)

@@ -7,18 +7,9 @@ import re
 import pytest
 
 from kwsbench.cli import main
-from kwsbench.compare import (
-    DEVIATES,
-    MATCH,
-    NOT_COMPARABLE,
-    WITHIN_CI,
-    Reported,
-    baselines_dir,
-    load_baseline_file,
-    load_baselines,
-    verdict,
-)
 from kwsbench.errors import BadInputError
+from kwsbench.results.baselines import Reported, baselines_dir, load_baseline_file, load_baselines
+from kwsbench.results.verdicts import DEVIATES, MATCH, NOT_COMPARABLE, WITHIN_CI, verdict
 
 
 def test_all_baseline_files_validate(capsys):

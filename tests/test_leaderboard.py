@@ -10,9 +10,9 @@ import pytest
 from test_run import RmsNoise, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
-from kwsbench.evaluate import run_plan
-from kwsbench.report import TIDY_COLUMNS, leaderboard, tidy_rows, wide_rows
-from kwsbench.store import Store
+from kwsbench.results.leaderboard import TIDY_COLUMNS, leaderboard, tidy_rows, wide_rows
+from kwsbench.results.store import Store
+from kwsbench.run.runner import run_plan
 
 
 @pytest.fixture(scope="module")

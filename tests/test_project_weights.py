@@ -9,7 +9,7 @@ from kwsbench.checkpoints import get_manifest, load_model
 from kwsbench.data.clipset import LABELS_12
 from kwsbench.errors import CheckpointError
 from kwsbench.models.registry import all_cards
-from kwsbench.plan import Plan, embedded_defaults
+from kwsbench.run.plan import Plan, embedded_defaults
 
 SHIPPED = ("synth", "gsc-mini")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kwsbench.evaluate import _set_rate
 from kwsbench.features import LogMel
 from kwsbench.models.registry import all_cards
-from kwsbench.plan import Plan
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import _set_rate
 
 # the project's own cards only: other test modules register stand-in cards into the same registry
 RATE_CHANGING = [c.name for c in all_cards() if c.can_change_rate and c.builder.__module__.startswith("kwsbench.")

@@ -17,13 +17,13 @@ import pytest
 import yaml
 from test_run import RmsNoise, _build, _plan, make_clipset, tiny_loader
 
-from kwsbench import figures
 from kwsbench.cli import main
 from kwsbench.cost import Cost
-from kwsbench.evaluate import run_plan
-from kwsbench.html_report import ReportOptions, build_report, parse_condition
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.store import Store
+from kwsbench.report import figures
+from kwsbench.report.html import ReportOptions, build_report, parse_condition
+from kwsbench.results.store import Store
+from kwsbench.run.runner import run_plan
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MACS = {"test-report-a": 2_000, "test-report-b": 50_000}
@@ -158,7 +158,7 @@ def test_per_class_table_matches_stored_per_class(built):
     with Store(store_path) as st:
         for model, texts in rows.items():
             [c] = st.cells(model=model, noise="white", snr_db=0.0, rate_hz=16000)
-            # the runner's per-class accuracy was computed on its own path (kwsbench.stats)
+            # the runner's per-class accuracy was computed on its own path (kwsbench.results.stats)
             for text, stored in zip(texts, c["per_class"], strict=True):
                 assert (text == "") if stored is None else abs(float(text) - 100 * stored) <= 0.005 + 1e-9
 

@@ -12,7 +12,7 @@ from test_run import TinyKws
 from kwsbench.cli import main
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.paths import PROJECT_ROOT
-from kwsbench.store import Store
+from kwsbench.results.store import Store
 
 
 def _build():

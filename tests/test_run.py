@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from kwsbench.data.clipset import LABELS_12, ClipSet
+from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.evaluate import model_input, run_plan, stratified_subset
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.plan import Plan
-from kwsbench.store import Store
+from kwsbench.results.store import Store
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import model_input, run_plan
 
 HERE = Path(__file__).resolve().parent
 
@@ -257,7 +258,7 @@ import sys
 sys.path.insert(0, {here!r})
 from test_run import _plan, make_clipset, RmsNoise, tiny_loader
 from pathlib import Path
-from kwsbench.evaluate import run_plan
+from kwsbench.run.runner import run_plan
 run_plan(_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=[-10.0, -5.0, 0.0, 5.0, 10.0], batch_size=6,
                store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
 """
@@ -293,7 +294,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
 
 def test_compare_cli_mcnemar_over_shared_conditions(tmp_path, capsys):
     from kwsbench.cli import main
-    from kwsbench.compare import paired_tests
+    from kwsbench.results.paired import paired_tests
 
     plan = _plan(tmp_path, models=["test-tiny", "test-tiny-fixed"], store=str(tmp_path / "c.sqlite"))
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)

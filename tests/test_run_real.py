@@ -7,9 +7,10 @@ import pytest
 
 from kwsbench.cli import main
 from kwsbench.data.speech_commands import load_clipset
-from kwsbench.evaluate import run_plan, stratified_subset
-from kwsbench.plan import Plan
-from kwsbench.store import Store
+from kwsbench.data.subsets import stratified_subset
+from kwsbench.results.store import Store
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import run_plan
 
 pytestmark = pytest.mark.data
 
@@ -76,7 +77,7 @@ def test_plan_yaml_and_overrides(gsc_dev_dir, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"data_dir: {gsc_dev_dir}\nsnr: [-5, 5]\nnoise: white-ncssm\nper_class: 1\ncolour: red\n")
     assert main(["run", "--config", str(plan), "--store", str(tmp_path / "s.sqlite")]) == 5
-    from kwsbench.plan import resolve_plan
+    from kwsbench.run.plan import resolve_plan
 
     plan.write_text(f"data_dir: {gsc_dev_dir}\nsnr: [-5, 5]\nnoise: white-ncssm\nper_class: 1\n")
     resolved = resolve_plan(plan, {"snr": [0.0], "seed": 3, "models": None})

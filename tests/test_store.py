@@ -10,7 +10,7 @@ import pytest
 
 from kwsbench.cli import main
 from kwsbench.errors import StoreError
-from kwsbench.store import SCHEMA_VERSION, CellKey, CellResult, Store
+from kwsbench.results.store import SCHEMA_VERSION, CellKey, CellResult, Store
 
 
 def _key(**kw) -> CellKey:

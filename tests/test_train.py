@@ -13,20 +13,20 @@ import pytest
 import torch
 from torch import nn
 
+from kwsbench.data.subsets import speaker_split
 from kwsbench.errors import BadInputError
 from kwsbench.models.registry import ModelCard
-from kwsbench.recipes import list_recipes, load_recipe, recipe_from_dict
-from kwsbench.train import (
+from kwsbench.train.loop import (
     TrainConfig,
     lr_factor,
     orthogonality_penalty,
     param_groups,
     read_checkpoint,
     read_history,
-    speaker_split,
     time_shift,
     train,
 )
+from kwsbench.train.recipes import list_recipes, load_recipe, recipe_from_dict
 
 
 class TinyKws(nn.Module):
@@ -222,7 +222,7 @@ def test_fixed_head_class_count_mismatch_is_a_user_error(tiny_synth, tmp_path):
 def test_sizable_head_follows_the_data_and_the_checkpoint(tiny_synth, tmp_path, monkeypatch):
     """A 35-class card trained on 12-class data: 12-class head, labels recorded, and loaded back with 12."""
     from kwsbench.checkpoints import get_manifest, load_model
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     card35 = ModelCard(name="tiny-35", family="test", builder=TinyKws, kwargs={"num_classes": 35}, num_classes=35)
@@ -240,7 +240,7 @@ def test_sizable_head_follows_the_data_and_the_checkpoint(tiny_synth, tmp_path, 
 
 def test_publish_final_records_the_last_epoch(tiny_synth, tmp_path, monkeypatch):
     from kwsbench.checkpoints import get_manifest
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     res = train(_config(tiny_synth, tmp_path / "f", epochs=3), card=TINY)
@@ -256,7 +256,7 @@ import sys, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_train import TINY, _config
-from kwsbench.train import train
+from kwsbench.train.loop import train
 cfg = _config(Path({data!r}), Path({out!r}), epochs=2)
 train(cfg, card=TINY)
 """
@@ -282,7 +282,7 @@ def test_torchrun_two_gloo_processes_match_single_process(tiny_synth, tmp_path):
 
 def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, monkeypatch):
     from kwsbench.checkpoints import get_manifest, load_model
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     res = train(_config(tiny_synth, tmp_path / "p", epochs=1), card=TINY)
@@ -301,7 +301,7 @@ def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, mon
     ("kwsbench train m --device cuda", "kwsbench train m --device cuda"),
 ])
 def test_reproducible_command_drops_local_options(typed, recorded):
-    from kwsbench.train import reproducible_command
+    from kwsbench.train.loop import reproducible_command
 
     assert reproducible_command(typed) == recorded
 
@@ -309,7 +309,7 @@ def test_reproducible_command_drops_local_options(typed, recorded):
 def test_publish_records_the_command_without_private_paths(tiny_synth, tmp_path, monkeypatch):
     import yaml
 
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     cfg = _config(tiny_synth, tmp_path / "p", epochs=1)
@@ -320,7 +320,7 @@ def test_publish_records_the_command_without_private_paths(tiny_synth, tmp_path,
 
 
 def test_git_commit_outside_a_checkout_is_empty(tmp_path, monkeypatch):
-    import kwsbench.train as tr
+    import kwsbench.provenance as tr
 
     monkeypatch.setattr(tr, "PROJECT_ROOT", tmp_path)  # not a git checkout: no commit to record
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))

@@ -22,8 +22,8 @@ def register(subparsers) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from kwsbench.compare import baselines_dir, load_baseline_file
     from kwsbench.models.registry import all_cards
+    from kwsbench.results.baselines import baselines_dir, load_baseline_file
 
     directory = Path(args.dir) if args.dir else baselines_dir()
     files = sorted(directory.glob("*.yaml"))
@@ -43,7 +43,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from kwsbench.compare import load_baselines
+    from kwsbench.results.baselines import load_baselines
 
     for r in load_baselines(Path(args.dir) if args.dir else None):
         if args.model and r.model != args.model:

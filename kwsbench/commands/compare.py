@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from kwsbench.store import DEFAULT_STORE, Store
+from kwsbench.results.store import DEFAULT_STORE, Store
 
 
 def register(subparsers) -> None:
@@ -21,8 +21,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kwsbench.compare import paired_tests
     from kwsbench.models.registry import get_card
+    from kwsbench.results.paired import paired_tests
 
     a, b = get_card(args.model_a).name, get_card(args.model_b).name
     with Store(args.store) as store:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from kwsbench.report import FORMATS, leaderboard
-from kwsbench.store import DEFAULT_STORE, Store
+from kwsbench.results.leaderboard import FORMATS, leaderboard
+from kwsbench.results.store import DEFAULT_STORE, Store
 
 
 def register(subparsers) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kwsbench.store import DEFAULT_STORE
+from kwsbench.results.store import DEFAULT_STORE
 
 
 def register(subparsers) -> None:
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kwsbench.html_report import ReportOptions, build_report
+    from kwsbench.report.html import ReportOptions, build_report
 
     opts = ReportOptions(
         store=Path(args.store), out=Path(args.out),

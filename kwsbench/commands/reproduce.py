@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kwsbench.compare import NOT_COMPARABLE, ReproduceOptions, run_reproduce
+    from kwsbench.results.verdicts import NOT_COMPARABLE
+    from kwsbench.run.reproduce import ReproduceOptions, run_reproduce
 
     opts = ReproduceOptions(
         models=[m.strip() for m in args.models.split(",")] if args.models else None, data_dir=args.data_dir,

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-from kwsbench.plan import DECIMATIONS, RATE_MODES, embedded_defaults, quick_plan, resolve_plan
+from kwsbench.run.plan import DECIMATIONS, RATE_MODES, embedded_defaults, quick_plan, resolve_plan
 
 
 def register(subparsers) -> None:
@@ -57,8 +57,8 @@ def plan_from_args(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kwsbench import distributed
-    from kwsbench.evaluate import run_plan
+    from kwsbench.run import distributed
+    from kwsbench.run.runner import run_plan
 
     plan = plan_from_args(args)
     # under torchrun (WORLD_SIZE > 1) each rank computes its share of the cells; rank 0 reports
@@ -93,7 +93,7 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from kwsbench.store import Store
+    from kwsbench.results.store import Store
 
     wanted = set(cell_keys)
     with Store(store_path) as store:

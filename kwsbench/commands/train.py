@@ -53,8 +53,8 @@ def default_recipe(family: str, data_dir: str | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from kwsbench.models.registry import get_card
-    from kwsbench.recipes import load_recipe
-    from kwsbench.train import TrainConfig, publish, train
+    from kwsbench.train.loop import TrainConfig, publish, train
+    from kwsbench.train.recipes import load_recipe
 
     card = get_card(args.model)
     recipe = load_recipe(args.recipe or default_recipe(card.family, args.data_dir))

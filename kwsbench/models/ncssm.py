@@ -33,7 +33,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, bound: float | None = None, me
     accelerator (few large kernels, and autograd-friendly); everywhere else the loop: on the CPU it
     measured ~30x faster at batch 128 (the doubling streams log2(T) x more memory through large
     temporaries), and for inference on a GPU it has no data-dependent branch, so a CUDA graph can
-    capture it and its ~T small kernels cost no launches (kwsbench.graphs).
+    capture it and its ~T small kernels cost no launches (kwsbench.run.graphs).
     """
     if method == "auto":
         method = "doubling" if a.device.type != "cpu" and torch.is_grad_enabled() else "loop"

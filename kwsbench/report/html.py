@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kwsbench import figures
+from kwsbench.report import figures
 from kwsbench.errors import BadInputError, StoreError
-from kwsbench.store import DEFAULT_STORE, Store
+from kwsbench.results.store import DEFAULT_STORE, Store
 
 VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
 
@@ -331,7 +331,8 @@ def _class_section(store: Store, cells: list[dict], view: View, cond: tuple[str,
 
 def reproduce_comparisons(cells: list[dict], baselines: Path | None, tol: float) -> tuple[list[tuple], str]:
     """(cell, Comparison) for every published row matching a stored cell; ('', why) when none can be made."""
-    from kwsbench.compare import load_baselines, matching_rows, verdict
+    from kwsbench.results.baselines import load_baselines
+    from kwsbench.results.verdicts import matching_rows, verdict
 
     try:
         rows = load_baselines(baselines)
@@ -478,7 +479,7 @@ def _clear_previous(out: Path) -> None:
 
 
 def _write_leaderboards(cells: list[dict], out: Path, page: _Page) -> None:
-    from kwsbench.report import leaderboard
+    from kwsbench.results.leaderboard import leaderboard
 
     for name, fmt, wide in (("leaderboard.csv", "csv", False), ("leaderboard_wide.csv", "csv", True),
                             ("leaderboard.md", "md", True)):

@@ -14,10 +14,7 @@ Decimation is `sinc` (torchaudio's anti-aliased resampler) or `drop` (every k-th
 
 from __future__ import annotations
 
-import importlib.metadata as _md
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,17 +25,20 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from kwsbench import distributed as dist_
-from kwsbench import stats
+from kwsbench.audio import decimate, upsample
 from kwsbench.checkpoints import trained_on_this_set
 from kwsbench.data.clipset import ClipSet
-from kwsbench.distributed import Shard
+from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.graphs import GraphedForward
 from kwsbench.models.registry import ModelCard, all_cards, resolve
-from kwsbench.paths import PROJECT_ROOT
-from kwsbench.plan import Plan
-from kwsbench.store import CellKey, CellResult, Store
+from kwsbench.progress import Progress
+from kwsbench.provenance import environment
+from kwsbench.results import stats
+from kwsbench.results.store import CellKey, CellResult, Store
+from kwsbench.run import distributed as dist_
+from kwsbench.run.distributed import Shard
+from kwsbench.run.graphs import GraphedForward
+from kwsbench.run.plan import Plan
 
 CLEAN = "clean"
 N_BOOT = 1000
@@ -133,18 +133,6 @@ class RunSummary:
 
 # -- data --------------------------------------------------------------------------------------
 
-def stratified_subset(clipset: ClipSet, per_class: int, seed: int) -> ClipSet:
-    """Up to `per_class` clips of every class, drawn with a seeded generator (not the first N files)."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for k in range(len(clipset.label_names)):
-        idx = np.flatnonzero(clipset.labels == k)
-        if len(idx):
-            picks.append(np.sort(rng.permutation(idx)[:per_class]))
-    chosen = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
-    return clipset.subset(chosen, protocol=f"{clipset.protocol}")
-
-
 SYNTHETIC_PROTOCOL = "synthetic-12"
 
 
@@ -178,26 +166,6 @@ def conditions(plan: Plan, noise_names: list[str]) -> list[Condition]:
 
 # -- rates -------------------------------------------------------------------------------------
 
-def decimate(x: torch.Tensor, from_rate: int, to_rate: int, method: str) -> torch.Tensor:
-    if to_rate == from_rate:
-        return x
-    if method == "drop":
-        if from_rate % to_rate:
-            raise BadInputError(f"'drop' decimation needs an integer factor, got {from_rate} -> {to_rate}")
-        return x[:, :: from_rate // to_rate].contiguous()
-    import torchaudio.functional as taf
-
-    return taf.resample(x, from_rate, to_rate)
-
-
-def upsample(x: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    if to_rate == from_rate:
-        return x
-    import torchaudio.functional as taf
-
-    return taf.resample(x, from_rate, to_rate)
-
-
 def model_input(x16: torch.Tensor, card: ModelCard, rate: int, plan: Plan) -> torch.Tensor:
     """The 16 kHz (noisy) batch as the model must see it for this rate and rate mode."""
     if plan.rate_mode == "bandlimit" or rate == card.native_rate:
@@ -206,66 +174,9 @@ def model_input(x16: torch.Tensor, card: ModelCard, rate: int, plan: Plan) -> to
     return decimate(x16, 16000, rate, plan.decimation)
 
 
-# -- provenance --------------------------------------------------------------------------------
-
 def provenance(plan: Plan, clipset: ClipSet, device: str) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    versions = {"python": sys.version.split()[0]}
-    for pkg in ("kwsbench", "torch", "torchaudio", "numpy", "scipy", "soundfile"):
-        try:
-            versions[pkg] = _md.version(pkg)
-        except _md.PackageNotFoundError:
-            versions[pkg] = ""
-    dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
-    return {
-        "git_commit": commit, "versions": versions, "torch": torch.__version__, "cuda": torch.version.cuda or "",
-        "device": f"{device} ({dev_name})", "plan": plan.to_dict(), "seed": plan.seed,
-        "fingerprint": clipset.fingerprint, "protocol": clipset.protocol,
-    }
-
-
-# -- progress ----------------------------------------------------------------------------------
-
-class Progress:
-    """A rich progress bar on a terminal (not under CI), plain lines otherwise."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total = total
-        self.done = 0
-        self.enabled = enabled
-        self._rich = None
-        if enabled and sys.stderr.isatty() and not os.environ.get("CI"):
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichProgress
-
-            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), transient=False)
-            self._task = self._rich.add_task("cells", total=total, speed="")
-            self._rich.start()
-
-    def cell(self, model: str, cond: Condition, status: str, clips_per_s: float | None) -> None:
-        self.done += 1
-        speed = f"{clips_per_s:,.0f} clips/s" if clips_per_s else ""
-        if self._rich is not None:
-            self._rich.update(self._task, advance=1, description=f"{model} | {cond.label()}", speed=speed)
-        elif self.enabled:
-            print(f"[{self.done}/{self.total}] {model} | {cond.label()} | {status} {speed}", file=sys.stderr,
-                  flush=True)
-
-    def note(self, text: str) -> None:
-        if self._rich is not None:
-            self._rich.console.print(text, highlight=False)
-        elif self.enabled:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
+    return {**environment(device), "plan": plan.to_dict(), "seed": plan.seed,
+            "fingerprint": clipset.fingerprint, "protocol": clipset.protocol}
 
 
 # -- the runner --------------------------------------------------------------------------------
@@ -323,7 +234,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
              clipset: ClipSet | None = None, show_progress: bool = True, shard: Shard | None = None) -> RunSummary:
     """Evaluate the plan into its store; see the module docstring. Returns what happened.
 
-    With a `shard` of world size > 1 (a torchrun job, see kwsbench.distributed) this rank computes only
+    With a `shard` of world size > 1 (a torchrun job, see kwsbench.run.distributed) this rank computes only
     its own cells into a shard store, and rank 0 merges the shards into the store; the returned summary
     on rank 0 covers every rank.
     """
@@ -506,14 +417,14 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
               progress) -> None:
     if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
-        progress.cell(card.name, cond, "skipped (cannot change rate; try --rate-mode bandlimit)", None)
+        progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
     noise_t, version = banks[cond.noise] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
     if model is not None and not plan.force and store.has_ok(key):
         summary.reused += 1
-        progress.cell(card.name, cond, "stored", None)
+        progress.cell(card.name, cond.label(), "stored", None)
         return
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
                         error=load_error)
@@ -533,7 +444,7 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
             result.error = f"{type(err).__name__}: {err}{_memory_hint(err, plan)}"
     result.seconds = time.perf_counter() - t0
     t_store = time.perf_counter()
-    with record_function("kwsbench.store"):
+    with record_function("kwsbench.results.store"):
         store.put_cell(summary.run_id, result)
     summary.timings["store"] += time.perf_counter() - t_store
     if result.status == "ok":
@@ -542,4 +453,4 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
     else:
         summary.failed.append((card.name, cond.label(), result.error))
     speed = result.n / result.seconds if result.status == "ok" and result.seconds > 0 else None
-    progress.cell(card.name, cond, result.status if result.status == "ok" else "FAILED", speed)
+    progress.cell(card.name, cond.label(), result.status if result.status == "ok" else "FAILED", speed)
