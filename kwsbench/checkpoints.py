@@ -58,7 +58,7 @@ class ConvertSpec:
     size: int | None = None
 
 
-# converter name -> "module:function(source, target, provenance)"; imported only when a conversion runs
+# converter name -> "module:function(source, provenance) -> (state dict, metadata)"; imported only when it runs
 CONVERTERS = {"kwt-tflite": "kwsbench.models.kwt:convert_tflite"}
 
 
@@ -566,7 +566,7 @@ def _convert_verified(m: Manifest, e: CheckpointEntry, src: Path, dst: Path) -> 
                              "sha256": spec.sha256, "size": spec.size, "licence": m.licence}}
     with tempfile.TemporaryDirectory(dir=_mkdir(dst.parent)) as tmp:
         out = Path(tmp) / dst.name
-        getattr(importlib.import_module(module), function)(src, out, provenance)
+        save_weights(out, *getattr(importlib.import_module(module), function)(src, provenance))
         got = sha256_file(out)
         if got != e.sha256:
             return (f"converting {src} gave sha256 {got[:16]}…, the manifest expects {e.sha256[:16]}… "

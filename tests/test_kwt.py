@@ -114,7 +114,7 @@ def test_conversion_is_deterministic_and_strict(graph, tflite_path, tmp_path):
     from kwsbench.models.kwt import convert_tflite
 
     for name in ("a.pt", "b.pt"):
-        convert_tflite(tflite_path, tmp_path / name, {"source": {"sha256": "x"}})
+        ck.save_weights(tmp_path / name, *convert_tflite(tflite_path, {"source": {"sha256": "x"}}))
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     state, meta = ck.read_weights(tmp_path / "a.pt")
     KWT(1).load_state_dict(state, strict=True)
@@ -209,3 +209,101 @@ def test_dev_half_predictions_equal_the_interpreters(imported, tflite_path, gsc_
           f"{disagree} disagreements, max |Δlogit| {np.abs(ours - ref).max():.2e}")
     assert ref_correct == 2312  # kwt.md's measurement: the interpreter and the data are the ones documented
     assert disagree == 0 and ours_correct == ref_correct
+
+
+# ---------------------------------------------------------------------------------------------
+# card-level checks of the transformer cards (kwt-1/-2/-3, vjepa2-audio-kws)
+
+TRANSFORMER_CARDS = ("kwt-1", "kwt-2", "kwt-3", "vjepa2-audio-kws")
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_CARDS)
+def test_build_is_deterministic_batch_independent_and_leaves_global_rng_alone(name):
+    card = get_card(name)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    a = card.build().eval()
+    torch.manual_seed(0)
+    b = card.build().eval()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert sum(p.numel() for p in a.parameters()) == card.params
+    x = torch.randn(4, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    torch.random.set_rng_state(state)
+    with torch.inference_mode():
+        whole = a(x)
+        single = torch.cat([a(x[i:i + 1]) for i in range(4)])
+        assert torch.equal(whole, a(x))  # same input, same output
+    assert whole.shape == (4, 12)
+    torch.testing.assert_close(whole, single, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kwt-1", "vjepa2-audio-kws"])
+def test_overfits_twelve_clips(name):
+    """A few dozen Adam steps learn twelve tones (one per class, 300-3,600 Hz, with noise): the graph trains end
+    to end, no dead path."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(16000) / 16000
+    y = torch.arange(12)
+    x = 0.3 * torch.sin(2 * torch.pi * 300.0 * (y[:, None] + 1) * t) + 0.01 * torch.randn(12, 16000, generator=g)
+    torch.manual_seed(0)
+    model = get_card(name).build().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.inference_mode():
+        assert (model(x).argmax(1) == y).float().mean() == 1.0, loss.item()
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_CARDS)
+def test_cost_is_stated_at_three_rates(name):
+    from kwsbench.cost import model_cost
+
+    card = get_card(name)
+    costs = [model_cost(card, r) for r in (16000, 8000, 4000)]
+    assert all(c.trainable_params == card.params and c.total_macs > 0 for c in costs)
+    assert costs[1].total_macs == costs[0].total_macs and "band-limited" in costs[1].notes
+
+
+@pytest.mark.parametrize("name", ["kwt-1", "vjepa2-audio-kws"])
+def test_dense_macs_agree_with_torchs_flop_counter(name):
+    """The cost's matrix products (front-end DFT/mel/DCT or STFT excluded) equal torch's FLOP counter / 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kwsbench.cost import model_cost
+
+    card = get_card(name)
+    model = card.build().eval()
+    counter = FlopCounterMode(display=False)
+    with counter:  # with autograd on: the counter's module hooks attach to the graph
+        model(torch.zeros(1, 16000))
+    counted = counter.get_total_flops() // 2
+    cost = model_cost(card, 16000)
+    elementwise = _elementwise_macs(card)
+    assert counted == cost.body_macs - elementwise + _front_matmuls(card), (counted, cost.body_macs)
+
+
+def _front_matmuls(card) -> int:
+    """Matrix products of the front end the counter sees: KWT's DFT, mel and DCT; the log-mel's mel product."""
+    if card.family == "kwt":
+        from kwsbench.models.kwt import N_FRAMES
+
+        bins = mfcc_tf_constants()["mel"].shape[1]
+        return N_FRAMES * (2 * bins * 480 + 80 * bins + 40 * 80)
+    return 153 * 201 * 128  # 153 frames x 201 bins x 128 mel (torch.stft is not a counted matmul)
+
+
+def _elementwise_macs(card) -> int:
+    """The cost's terms the counter does not see (element-wise work; fused attention), by the same conventions."""
+    if card.family == "kwt":
+        from kwsbench.models.kwt import SIZES
+
+        c, t = SIZES[card.kwargs["size"]], 99
+        return c.d_model * t + c.layers * (2 * t * t * c.heads + 6 * c.mlp_dim * t + 10 * c.d_model * t)
+    d, t, depth = 80, 8, 4
+    sdpa = depth * 2 * t * t * d + 2 * t * d  # scaled_dot_product_attention's products: the counter misses them
+    return d * t + depth * (2 * t * t + 10 * d * t) + 4 * d * t + 2 * t + 4 * d * t + 10 * d + sdpa

@@ -103,7 +103,8 @@ def mfcc_tf_constants() -> dict[str, torch.Tensor]:
 
 
 class MfccTF(nn.Module):
-    """(B, 16000) -> (B, 98, 40) MFCC, every constant a persistent buffer (the checkpoint's, when loaded)."""
+    """(B, 16000) -> (B, 40, 98) MFCC (coefficients x frames, the (F, T) layout training's SpecAugment hook masks),
+    every constant a persistent buffer (the checkpoint's, when loaded)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,7 +125,7 @@ class MfccTF(nn.Module):
                 "mfcc": log_mel @ self.dct.T}
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.stages(audio)["mfcc"]
+        return self.stages(audio)["mfcc"].transpose(1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class KWT(nn.Module):
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """The class token's output after the last block, (B, d)."""
-        x = self.patch(self.frontend(audio))
+        x = self.patch(self.frontend(audio).transpose(1, 2))  # one token per frame
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
         for block in self.blocks:
             x = block(x)
@@ -254,9 +255,9 @@ def state_from_tflite(graph) -> tuple[int, dict[str, torch.Tensor]]:
 
     Every weight is taken from the operator that uses it: the constant-weight FULLY_CONNECTED layers in
     execution order are DFT-real, DFT-imaginary, mel, DCT, patch, then per block query, key, value, output,
-    MLP-in, MLP-out, then the head (its rows put in kwsbench's label order, `HEAD_ORDER`). Constants kwsbench does not store (log floor, LayerNorm epsilon, attention
-    scale, GELU coefficients, the identity feature normaliser) are checked against the model's and refused
-    when they differ."""
+    MLP-in, MLP-out, then the head (its rows put in kwsbench's label order, `HEAD_ORDER`). Constants kwsbench
+    does not store (log floor, LayerNorm epsilon, attention scale, GELU coefficients, the identity feature
+    normaliser) are checked against the model's and refused when they differ."""
     fcs = [op for op in graph.of_kind("FULLY_CONNECTED") if graph.const(op.inputs[1]) is not None]
     layers, rest = divmod(len(fcs) - 6, 6)
     _check(rest == 0 and layers > 0, f"{len(fcs)} constant-weight dense layers (expected 6 + 6 per block)")
@@ -311,10 +312,10 @@ def state_from_tflite(graph) -> tuple[int, dict[str, torch.Tensor]]:
     return size, {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
 
 
-def convert_tflite(source: str | Path, target: str | Path, provenance: dict[str, Any]) -> None:
-    """Convert the KWT TFLite file `source` into a kwsbench checkpoint at `target`: the state dict of the
-    matching card (strictly loadable) and JSON metadata (`provenance`, the labels, what was converted)."""
-    from kwsbench.checkpoints import save_weights
+def convert_tflite(source: str | Path, provenance: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of the kwsbench checkpoint made from the KWT TFLite file `source`: the state dict
+    loads strictly into the matching card's module; the metadata carries `provenance`, the labels and what was
+    converted. (kwsbench.checkpoints writes the file.)"""
     from kwsbench.tflite_file import read_graph
 
     size, state = state_from_tflite(read_graph(source))
@@ -325,7 +326,7 @@ def convert_tflite(source: str | Path, target: str | Path, provenance: dict[str,
                               "DCT) stored as buffers; head rows reordered from the file's label order "
                               "(source_labels) to kwsbench's (labels); constants checked: log floor 1e-12, "
                               "LayerNorm eps 1e-6, attention scale, tanh-GELU, identity normaliser", **provenance}
-    save_weights(target, state, metadata)
+    return state, metadata
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +358,8 @@ def kwt_cost(card: ModelCard, rate: int) -> Cost:
     tokens = N_FRAMES + 1
     body = linear_macs(N_MFCC, cfg.d_model, N_FRAMES) + elementwise_macs(cfg.d_model * tokens) \
         + transformer_macs(cfg.d_model, cfg.mlp_dim, cfg.heads, cfg.layers, tokens, card.num_classes)
-    note = "" if rate == card.native_rate else f"; cannot change rate: at {rate} Hz input it runs band-limited at 16 kHz"
+    note = ("" if rate == card.native_rate
+            else f"; cannot change rate: at {rate} Hz input it runs band-limited at 16 kHz")
     return Cost(
         model=card.name, rate=rate, trainable_params=params, inference_params=params,
         folded="nothing folded (LayerNorm normalises per token; front-end matrices are constants, not parameters)",
