@@ -120,10 +120,10 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     with Store(plan.store) as store:
         wanted = set(summary.cell_keys)
         for cell in store.cells():
-            if cell["cell_key"] not in wanted:
+            if cell.cell_key not in wanted:
                 continue
-            protocol = cell["protocol"]
-            rows = matching_rows(baselines, aliases.get(cell["model"], {cell["model"]}), cell)
+            protocol = cell.protocol
+            rows = matching_rows(baselines, aliases.get(cell.model, {cell.model}), cell)
             if not rows:
                 unmatched.append(cell)
             comparisons.extend((cell, verdict(r, cell, opts.tol)) for r in rows)
