@@ -307,3 +307,41 @@ def _elementwise_macs(card) -> int:
     d, t, depth = 80, 8, 4
     sdpa = depth * 2 * t * t * d + 2 * t * d  # scaled_dot_product_attention's products: the counter misses them
     return d * t + depth * (2 * t * t + 10 * d * t) + 4 * d * t + 2 * t + 4 * d * t + 10 * d + sdpa
+
+
+def test_fetch_downloads_the_source_and_converts_it(tmp_path, monkeypatch, tflite_path):
+    """`checkpoints fetch` of a converted entry: the TFLite file from the source (a server on 127.0.0.1),
+    verified against the source sha256, converted, and verified against the manifest."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    _require_module("tflite")
+    m = ck.get_manifest("kwt")
+    entry = m.entries[0]
+    served = tmp_path / "served" / m.repository / m.commit / entry.source_path
+    served.parent.mkdir(parents=True)
+    shutil.copyfile(tflite_path, served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "home"))
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert ck.fetch(manifest="kwt", url_base=base) == [entry.id]
+        assert ck.sha256_file(m.file_path(entry)) == entry.sha256
+        assert ck.fetch(manifest="kwt", url_base=base) == []  # present and verified
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_manifest_naming_an_unknown_converter_is_refused(tmp_path, monkeypatch):
+    from kwsbench.errors import BadInputError
+
+    text = (Path(__file__).parents[1] / "checkpoints" / "kwt.yaml").read_text()
+    (tmp_path / "kwt.yaml").write_text(text.replace("converter: kwt-tflite", "converter: onnx-magic"))
+    with pytest.raises(BadInputError, match="onnx-magic"):
+        ck.read_manifest(tmp_path / "kwt.yaml")
