@@ -55,13 +55,14 @@ def cost(models: str | Iterable[str] | None = None, rates: Iterable[int] = DEFAU
     return [model_cost(card, int(rate)) for card in cards for rate in rates]
 
 
-def results(store: str | None = None, **filters: Any) -> pandas.DataFrame:
-    """One row per stored cell, the leaderboard's tidy columns; `filters` keep cells whose column equals the value."""
+def results(store: str | None = None, per_seed: bool = True, **filters: Any) -> pandas.DataFrame:
+    """The leaderboard's rows and columns (`leaderboard --format csv [--per-seed]`): one row per stored cell, or
+    with `per_seed=False` the seeds averaged; `filters` keep cells whose store column equals the value."""
     import pandas
 
-    from kwsbench.results.leaderboard import tidy_rows
+    from kwsbench.results.leaderboard import TIDY_COLUMNS, store_rows
     from kwsbench.results.store import DEFAULT_STORE, Store
 
     with Store(store or DEFAULT_STORE, read_only=True) as st:
-        cells = st.cells(**filters)
-    return pandas.DataFrame([vars(r) for r in tidy_rows(cells)])
+        rows = store_rows(st, st.cells(**filters), per_seed=per_seed)
+    return pandas.DataFrame([vars(r) for r in rows], columns=list(TIDY_COLUMNS))
