@@ -22,6 +22,7 @@ from scipy.stats import binomtest
 from test_run import RmsNoise, TinyKws, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
+from kwsbench.errors import EXIT_NO_STORE
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.results.leaderboard import TIDY_COLUMNS, store_rows, tidy_rows, wide_rows
 from kwsbench.results.ranks import letter_groups, share_group
@@ -230,8 +231,12 @@ def test_md_and_json_are_valid_even_with_non_finite_values(store_path, tmp_path)
     assert out.read_text().startswith("| data |")
 
 
-def test_missing_store_is_exit_6(tmp_path):
-    assert main(["leaderboard", "--store", str(tmp_path / "none.sqlite")]) == 6
+def test_missing_store_is_its_own_exit_code_and_names_the_path(tmp_path, capsys):
+    missing = tmp_path / "none.sqlite"
+    for command in (["leaderboard"], ["compare", "nc-ssm", "bc-resnet-1"], ["report", "--out", str(tmp_path / "r")]):
+        assert main([*command, "--store", str(missing)]) == EXIT_NO_STORE
+        assert str(missing) in capsys.readouterr().err
+        assert not missing.exists()  # reading never creates an empty store
 
 
 def test_cost_columns_come_from_model_cost():

@@ -4,59 +4,39 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from kwsbench.results.clipsets import Selection, select
-from kwsbench.results.leaderboard import FORMATS, render, store_labels_of, store_rows, wide_rows
-from kwsbench.results.store import DEFAULT_STORE, Store
+from kwsbench.commands.args import add_models, add_selection, add_store, selection, store_path
 
-
-def add_selection_args(p: argparse.ArgumentParser) -> None:
-    """--data / --protocol / --weights / --run: pick one clip set (leaderboard, compare and report share them)."""
-    p.add_argument("--data", help="data-set name (the data folder's name, or 'embedded synthetic') or a clip-set "
-                                  "fingerprint prefix (default: every clip set, each on its own)")
-    p.add_argument("--protocol", help="test protocol, e.g. v2-12-official (default: every protocol)")
-    p.add_argument("--weights", help="weights manifest, e.g. nc-ssm, synth, gsc-mini (default: every manifest)")
-    p.add_argument("--run", type=int, help="only the cells stored by this run id (default: every run)")
-
-
-def selection_from(args: argparse.Namespace) -> Selection:
-    return Selection(data=args.data, protocol=args.protocol, weights=args.weights, run=args.run)
+FORMATS = ("csv", "md", "json")  # = kwsbench.results.leaderboard.FORMATS (checked by tests/test_cli.py)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("leaderboard", help="results from the store as CSV / Markdown / JSON")
-    p.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
+    p = subparsers.add_parser("leaderboard", help="results from the store as CSV / Markdown / JSON",
+                              description="The stored cells, one row each (the columns of kwsbench.results()), "
+                                          "or one row per model with --wide.")
+    p.add_argument("--format", choices=FORMATS, default="md", help="output format (default: %(default)s)")
     p.add_argument("--wide", action="store_true",
                    help="one row per model and clip set: clean, mean over SNRs per noise, mean over every noisy "
                         "condition (empty unless the model has all the conditions of its clip set)")
     p.add_argument("--per-seed", action="store_true",
-                   help="one row per stored cell (default: cells differing only in the noise seed are averaged: "
+                   help="one row per stored cell (default: cells differing only in the noise seed are one row: "
                         "mean, seed SD, 95%% t interval over seeds)")
-    p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default runs/kwsbench.sqlite)")
-    p.add_argument("--out", help="write to this file instead of stdout")
-    p.add_argument("--models", help="comma list of model names to keep")
-    add_selection_args(p)
+    add_store(p)
+    p.add_argument("--out", type=Path, help="write to this file (default: standard output)")
+    add_models(p, "every stored model")
+    add_selection(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kwsbench.errors import StoreError
+    from kwsbench import api
 
-    if not Path(args.store).is_file():
-        raise StoreError(f"no results store at {args.store}: run `kwsbench run` first or pass --store")
-    with Store(args.store, read_only=True) as store:
-        cells = store.cells()
-        if args.models:
-            keep = {m.strip() for m in args.models.split(",")}
-            cells = [c for c in cells if c.model in keep]
-        cells = select(cells, store_labels_of(store, cells), selection_from(args))
-        rows = store_rows(store, cells, per_seed=args.per_seed)
-    text = render(wide_rows(rows) if args.wide else [asdict(r) for r in rows], args.format)
+    text, count = api.leaderboard(store=store_path(args.store), fmt=args.format, wide=args.wide, models=args.models,
+                                  per_seed=args.per_seed, **selection(args))
     if args.out:
-        _write(Path(args.out), text)
-        print(f"wrote {len(cells)} cells to {args.out}", file=sys.stderr)
+        _write(args.out, text)
+        print(f"wrote {count} cells to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
