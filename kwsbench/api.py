@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
-    import torch
 
+    from kwsbench.checkpoints import LoadedModel
     from kwsbench.cost import Cost
     from kwsbench.results.leaderboard import TidyRow
     from kwsbench.run.plan import Plan
@@ -56,9 +56,10 @@ def reproduce(*, show_progress: bool = False, **fields: Any) -> ReproduceReport:
     return run_reproduce(ReproduceOptions(**fields), show_progress=show_progress)
 
 
-def load_model(name: str, weights: str | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A registry model with verified weights in eval mode (`weights`: None for the card's own checkpoint,
-    '<manifest>:<id>' such as 'synth:nc-ssm.pt', or a file path)."""
+def load_model(name: str, weights: str | None = None, device: str = "cpu") -> LoadedModel:
+    """A registry model with verified weights (`weights`: None for the card's own checkpoint, '<manifest>:<id>'
+    such as 'synth:nc-ssm.pt', or a file path): `.module` (eval mode, on `device`), `.sha256` of the weights
+    file, `.labels` the classes the checkpoint predicts."""
     from kwsbench.checkpoints import load_model as _load
 
     return _load(name, weights, device=device)
