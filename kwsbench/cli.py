@@ -7,6 +7,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from rich.console import Console
 from rich_argparse import RichHelpFormatter
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
+    warnings.formatwarning = _one_line  # a user reads "warning: ...", not the source line that raised it
     try:
         return int(args.func(args) or 0)
     except KwsbenchError as err:
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; results already stored are kept", file=sys.stderr)
         return 130
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":
