@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kwsbench.paths import default_store
 from kwsbench.results.baselines import load_baselines
 from kwsbench.results.verdicts import DEVIATES, Comparison, matching_rows, verdict
 
@@ -29,7 +30,7 @@ class ReproduceOptions:
     seed: int = 0
     batch_size: int = 256
     device: str = "cpu"
-    store: str = "runs/kwsbench.sqlite"
+    store: str = field(default_factory=lambda: str(default_store()))  # $KWSBENCH_STORE or runs/kwsbench.sqlite
     force: bool = False
     baselines: str | None = None  # folder of baseline YAML files (default: the project's baselines/)
 
