@@ -11,7 +11,10 @@ per class, and a registered test model (band energies -> linear) whose weights a
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import os
 import shutil
 import sqlite3
@@ -411,6 +414,31 @@ def _short_busy_timeout(w: World) -> None:
     _PATCHES.append((store_mod, "BUSY_TIMEOUT_S", 0.5))
 
 
+def _legacy_inf_snr(w: World) -> None:
+    """A schema-2 store (no checksums) holding an infinite SNR, as older kwsbench versions accepted."""
+    _as_schema_2(w.store)
+    with sqlite3.connect(w.store) as conn:
+        conn.execute("UPDATE cells SET snr_db = 9e999 WHERE noise != 'clean'")
+
+
+def _strict_json(w: World, out: str) -> None:
+    def refuse(name: str):
+        raise AssertionError(f"{name} in the JSON export")
+    rows = json.loads(out[out.index("["):], parse_constant=refuse)
+    assert [r["snr_db"] for r in rows if r["noise"] != "clean"] == [None]
+
+
+def _valid_csv(w: World, out: str) -> None:
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 2 and all(r["model"] == MODEL for r in rows)
+    assert [r["snr_db"] for r in rows if r["noise"] != "clean"] == [""]
+
+
+def _no_bank_cache(w: World) -> None:
+    for f in (w.cache / "noise").iterdir():
+        f.unlink()
+
+
 def _base_store(w: World) -> Path:
     return w.ckpt.parent / "store.sqlite"
 
@@ -591,6 +619,12 @@ CASES: list[Case] = [
          setup=_flip_cache("clipsets"), unchanged=False, check=_same_cache_as_base("clipsets")),
     Case("clip-set-cache-truncated", _run("--force"), 0, ("clip-set cache entry", "truncated"),
          setup=_truncate("clipsets"), unchanged=False, check=_same_cache_as_base("clipsets")),
+    Case("cache-disk-full", _run("--force"), 0, ("could not write the noise-bank cache", "KWSBENCH_CACHE"),
+         setup=_no_bank_cache, subprocess="entry", file_size_limit=300_000, unchanged=False),
+    Case("export-json-with-infinite-snr", _args("leaderboard", "--store", "{store}", "--format", "json"), 0,
+         (MODEL,), setup=_legacy_inf_snr, check=_strict_json),
+    Case("export-csv-with-infinite-snr", _args("leaderboard", "--store", "{store}", "--format", "csv"), 0,
+         (MODEL,), setup=_legacy_inf_snr, check=_valid_csv),
     Case("cache-folder-unwritable", _run("--force"), 0, ("could not write the noise-bank cache", "KWSBENCH_CACHE"),
          setup=_immutable("cache/noise", empty_first="cache/noise"), unchanged=False),
 ]
@@ -620,10 +654,14 @@ def test_bad_input(case: Case, world: World, monkeypatch, capsys):
 
 
 def test_catalogue_is_large_and_documented():
-    """Every exit code the catalogue expects is in the README's exit-code table."""
+    """Every exit code the catalogue expects, and every EXIT_* code of kwsbench.errors, is in the README's table."""
+    from kwsbench import errors
+
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Exit codes"):]
-    for code in sorted({c.code for c in CASES}):
+    table = table[:table.index("\n## ", 1)]
+    codes = {c.code for c in CASES} | {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    for code in sorted(codes):
         assert f"| {code} |" in table, f"exit code {code} not documented"
     assert len(CASES) >= 60
 
