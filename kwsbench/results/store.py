@@ -23,7 +23,6 @@ from kwsbench.errors import StoreError, StoreMissingError
 from kwsbench.paths import default_store
 
 SCHEMA_VERSION = 3  # 3: checksums (cells.checksum, predictions.sha256); 2 is migrated in place by a writer
-DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's transaction before giving up
 
 _SCHEMA = """
