@@ -125,9 +125,9 @@ def _results_digest(store: Path) -> str:
 
     h = hashlib.sha256()
     with Store(store) as st:
-        for c in sorted(st.cells(), key=lambda c: c["cell_key"]):
-            h.update(f"{c['cell_key']} {c['correct']} {c['n']}".encode())
-            h.update(st.predictions(c["cell_key"]).tobytes())
+        for c in sorted(st.cells(), key=lambda c: c.cell_key):
+            h.update(f"{c.cell_key} {c.correct} {c.n}".encode())
+            h.update(st.predictions(c.cell_key).tobytes())
     return h.hexdigest()
 
 

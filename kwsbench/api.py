@@ -62,6 +62,6 @@ def results(store: str | None = None, **filters: Any) -> pandas.DataFrame:
     from kwsbench.results.leaderboard import tidy_rows
     from kwsbench.results.store import DEFAULT_STORE, Store
 
-    with Store(store or DEFAULT_STORE) as st:
+    with Store(store or DEFAULT_STORE, read_only=True) as st:
         cells = st.cells(**filters)
     return pandas.DataFrame([vars(r) for r in tidy_rows(cells)])

@@ -14,9 +14,11 @@ Two storage locations:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -32,6 +34,7 @@ import yaml
 from kwsbench import paths
 from kwsbench.data.download import sha256_file
 from kwsbench.errors import BadInputError, CheckpointError, DownloadError
+from kwsbench.records import build, limits, read_yaml
 
 DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
 # The raw-file URL of a file of a public GitHub repository at one commit.
@@ -112,39 +115,66 @@ def manifest_dir() -> Path:
     return Path(env).expanduser() if env else paths.PROJECT_ROOT / "checkpoints"
 
 
-def _entry_from_dict(raw: dict, where: Path) -> CheckpointEntry:
-    try:
-        renames = tuple(KeyRename(str(r["from"]), str(r["to"])) for r in raw.get("key_map") or ())
-        return CheckpointEntry(
-            id=str(raw["id"]), model=str(raw["model"]), sha256=str(raw["sha256"]).lower(),
-            size=raw.get("size"), source_path=raw.get("source_path"),
-            commit=None if raw.get("commit") is None else str(raw["commit"]), key_map=renames,
-            epoch=raw.get("epoch"), val_acc=raw.get("val_acc"), note=str(raw.get("note") or ""),
-            labels=tuple(str(x) for x in raw.get("labels") or ()), quick=bool(raw.get("quick", True)),
-            protocol=str(raw.get("protocol") or ""),
-        )
-    except (KeyError, TypeError) as err:
-        raise BadInputError(f"bad checkpoint entry in {where}: missing or malformed field {err}. Entry: {raw}") from err
+@dataclass(frozen=True)
+class EntryFile:
+    """The checked fields of a manifest entry as written; other keys (how a project file was made: command,
+    seed, fingerprints...) are provenance, kept in the YAML and not read here."""
+
+    id: str = field(metadata=limits(nonempty=True))
+    model: str = field(metadata=limits(nonempty=True))
+    sha256: str = field(metadata=limits(check=lambda v: "" if re.fullmatch(r"[0-9a-fA-F]{64}", v)
+                                        else "must be 64 hex digits"))
+    size: int | None = field(default=None, metadata=limits(lo=0))
+    source_path: str | None = None
+    commit: str | int | None = None  # YAML reads an all-digit commit as a number
+    key_map: list[dict[str, str]] = field(default_factory=list)
+    epoch: int | None = None
+    val_acc: float | None = None
+    note: str | None = None
+    labels: list[str] = field(default_factory=list)
+    quick: bool = True
+    protocol: str | None = None
+
+
+_ENTRY_KEYS = {f.name for f in dataclasses.fields(EntryFile)}
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    files: list[Any]
+    name: str | None = None
+    location: str = field(default="home", metadata=limits(choices=("home", "project"), help="pick home or project"))
+    source: dict[str, str | int | None] = field(default_factory=dict)
+    licence: str | None = None
+    description: str | None = None
+
+
+def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
+    at = f"checkpoint manifest {where} entry {index + 1}"
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{at}: must be a mapping of keys, got {raw!r}")
+    e = build(EntryFile, {k: v for k, v in raw.items() if k in _ENTRY_KEYS}, at)
+    renames = []
+    for i, r in enumerate(e.key_map):
+        if set(r) != {"from", "to"}:
+            raise BadInputError(f"{at}: key_map[{i}] must be {{from: PREFIX, to: PREFIX}}, got {r!r}")
+        renames.append(KeyRename(r["from"], r["to"]))
+    return CheckpointEntry(
+        id=e.id, model=e.model, sha256=e.sha256.lower(), size=e.size, source_path=e.source_path,
+        commit=None if e.commit is None else str(e.commit), key_map=tuple(renames), epoch=e.epoch,
+        val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, protocol=e.protocol or "",
+    )
 
 
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise BadInputError(f"cannot read checkpoint manifest {path}: {err}") from err
-    if not isinstance(raw, dict) or not isinstance(raw.get("files"), list):
-        raise BadInputError(f"checkpoint manifest {path} must be a mapping with a 'files' list")
-    location = raw.get("location", "home")
-    if location not in ("home", "project"):
-        raise BadInputError(f"manifest {path}: location must be 'home' or 'project', not {location!r}")
-    source = raw.get("source") or {}
+    m = build(ManifestFile, read_yaml(path, "checkpoint manifest"), f"checkpoint manifest {path}")
     return Manifest(
-        name=str(raw.get("name") or path.stem), path=path, location=location,
-        entries=tuple(_entry_from_dict(e, path) for e in raw["files"]),
-        repository=source.get("repository"),
-        commit=None if source.get("commit") is None else str(source["commit"]),
-        licence=str(raw.get("licence") or ""), description=str(raw.get("description") or ""),
+        name=m.name or path.stem, path=path, location=m.location,
+        entries=tuple(_entry_from_dict(e, path, i) for i, e in enumerate(m.files)),
+        repository=None if m.source.get("repository") is None else str(m.source["repository"]),
+        commit=None if m.source.get("commit") is None else str(m.source["commit"]),
+        licence=m.licence or "", description=m.description or "",
     )
 
 
@@ -157,7 +187,8 @@ def manifests(folder: Path | None = None) -> dict[str, Manifest]:
 def get_manifest(name: str) -> Manifest:
     known = manifests()
     if name not in known:
-        raise CheckpointError(f"no checkpoint manifest {name!r} in {manifest_dir()} (known: {', '.join(known)})")
+        raise CheckpointError(f"no checkpoint manifest {name!r} in {manifest_dir()}; use one of the known ones: "
+                              f"{', '.join(known)}")
     return known[name]
 
 

@@ -4,6 +4,7 @@ bridged verdicts (pure functions, no model)."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -81,8 +82,8 @@ def _row(value: float, split: str = "test", spread: float | None = None) -> Repo
                     spread=spread, spread_source="t" if spread is not None else "")
 
 
-CELL = {"protocol": "v2-12-official", "label_names": list(range(12)), "snr_def": "", "rate_hz": 16000,
-        "accuracy": 0.9, "ci_low": 0.88, "ci_high": 0.92}
+CELL = SimpleNamespace(protocol="v2-12-official", label_names=tuple(range(12)), snr_def="", rate_hz=16000,
+                       accuracy=0.9, ci_low=0.88, ci_high=0.92, boot_low=None, boot_high=None)
 
 
 def _many(name: str, weight: float, n: int, right: int) -> Stratum:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
 import pytest
+from helpers import stored_cell
 from test_run import RmsNoise, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
@@ -32,7 +34,7 @@ def test_tidy_csv_has_columns_and_plain_numbers(store_path, capsys):
         assert r["n"] == "120" and "," not in r["accuracy"] and "e" not in r["accuracy"]
         assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
     with Store(path) as st:
-        by_key = {(c["model"], c["noise"], c["snr_db"]): c["accuracy"] for c in st.cells()}
+        by_key = {(c.model, c.noise, c.snr_db): c.accuracy for c in st.cells()}
     for r in rows:
         snr = float(r["snr_db"]) if r["snr_db"] else None
         assert abs(float(r["accuracy"]) - by_key[(r["model"], r["noise"], snr)]) < 1e-6
@@ -80,9 +82,8 @@ def test_cost_columns_come_from_model_cost():
                     frontend_macs=rate * 10, body_macs=1000)
 
     register(ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost))
-    cell = dict(model="test-costed", checkpoint_sha256="c" * 64, protocol="p", fingerprint="f" * 64, noise="clean",
-                snr_db=None, snr_def="", rate_hz=8000, rate_mode="native", n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
+    cell = stored_cell(model="test-costed", protocol="p", rate_hz=8000, n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
     [row] = tidy_rows([cell])
     assert (row.params, row.macs) == (1234, 8000 * 10 + 1000)
-    [row] = tidy_rows([{**cell, "model": "test-tiny"}])  # no cost function: empty, not an error
+    [row] = tidy_rows([dataclasses.replace(cell, model="test-tiny")])  # no cost function: empty, not an error
     assert (row.params, row.macs) == (None, None)

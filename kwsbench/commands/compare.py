@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from kwsbench.results.paired import paired_tests
 
     a, b = get_card(args.model_a).name, get_card(args.model_b).name
-    with Store(args.store) as store:
+    with Store(args.store, read_only=True) as store:
         tests = paired_tests(store, a, b, args.alpha)
     table = Table(title=f"{a} vs {b}: exact McNemar, BH q at FDR {args.alpha}")
     for col in ("noise", "snr_db", "rate", "n", f"acc {a}", f"acc {b}", "only A", "only B", "p", "q", "sig"):

@@ -25,15 +25,30 @@ def _run(args: argparse.Namespace) -> int:
 
     if not Path(args.store).is_file():
         raise StoreError(f"no results store at {args.store}: run `kwsbench run` first or pass --store")
-    with Store(args.store) as store:
+    with Store(args.store, read_only=True) as store:
         cells = store.cells()
     if args.models:
         keep = {m.strip() for m in args.models.split(",")}
-        cells = [c for c in cells if c["model"] in keep]
+        cells = [c for c in cells if c.model in keep]
     text = leaderboard(cells, fmt=args.format, wide=args.wide)
     if args.out:
-        Path(args.out).write_text(text)
+        _write(Path(args.out), text)
         print(f"wrote {len(cells)} cells to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    from kwsbench.errors import BadInputError
+
+    if not path.parent.is_dir():
+        raise BadInputError(f"leaderboard --out {path}: folder {path.parent} does not exist; create it first "
+                            "or pass another path")
+    if path.is_dir():
+        raise BadInputError(f"leaderboard --out {path} is a folder; pass a file path, e.g. {path / 'board.csv'}")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise BadInputError(f"leaderboard --out {path}: cannot write ({err.strerror}); pass a path you can write "
+                            "to") from err

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-from kwsbench.run.plan import DECIMATIONS, RATE_MODES, embedded_defaults, quick_plan, resolve_plan
+from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES, embedded_defaults, quick_plan, resolve_plan
 
 
 def register(subparsers) -> None:
@@ -15,20 +15,22 @@ def register(subparsers) -> None:
     p.add_argument("--weights", help="a project manifest whose checkpoints to use, e.g. synth or gsc-mini "
                    "(default: the models' own checkpoints; without --data-dir and --models: synth)")
     p.add_argument("--noise", help="comma list of noise sources (see `kwsbench noise list`)")
-    p.add_argument("--snr", nargs="+", type=float, help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15")
+    p.add_argument("--snr", nargs="+", help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15")
     p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default rms)")
     p.add_argument("--rates", help="comma list of sample rates, e.g. 16000,8000,4000")
     p.add_argument("--rate-mode", choices=RATE_MODES, help="native (model at the rate) or bandlimit")
     p.add_argument("--decimation", choices=DECIMATIONS, help="sinc (anti-aliased, default) or drop (no filter)")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the embedded synthetic set)")
     p.add_argument("--protocol", help="test protocol (default: detected from the layout)")
+    p.add_argument("--on-bad-file", choices=ON_BAD_FILE, help="a clip that cannot be decoded or holds NaN / inf "
+                   "samples: error (stop, naming the file; the default) or skip (leave it out and say how many)")
     p.add_argument("--noise-dir", help="folder of noise recordings / definitions")
-    p.add_argument("--seed", type=int, help="global noise seed (default 0)")
-    p.add_argument("--batch-size", type=int, help="clips per forward (default 256)")
+    p.add_argument("--seed", help="global noise seed (default 0)")
+    p.add_argument("--batch-size", help="clips per forward (default 256)")
     p.add_argument("--device", help="cpu or cuda[:N]")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
                    "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")
-    p.add_argument("--per-class", type=int, help="class-stratified subset of this many clips per class")
+    p.add_argument("--per-class", help="class-stratified subset of this many clips per class")
     p.add_argument("--config", help="plan YAML; flags override its keys")
     p.add_argument("--quick", action="store_true", help="clean + factory 0 dB on a class-stratified subset")
     group = p.add_mutually_exclusive_group()
@@ -47,11 +49,9 @@ def plan_from_args(args: argparse.Namespace):
         "rates": _list(args.rates), "rate_mode": args.rate_mode, "decimation": args.decimation,
         "data_dir": args.data_dir, "protocol": args.protocol, "noise_dir": args.noise_dir, "seed": args.seed,
         "weights": args.weights, "batch_size": args.batch_size, "device": args.device, "per_class": args.per_class,
-        "store": args.store,
+        "store": args.store, "on_bad_file": args.on_bad_file,
         "force": True if args.force else None, "cuda_graphs": False if args.no_cuda_graphs else None,
     }
-    if overrides["rates"] is not None:
-        overrides["rates"] = [int(r) for r in overrides["rates"]]
     plan = embedded_defaults(resolve_plan(args.config, overrides), quick=args.quick)
     return quick_plan(plan) if args.quick else plan
 
@@ -97,15 +97,15 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
 
     wanted = set(cell_keys)
     with Store(store_path) as store:
-        cells = [c for c in store.cells() if c["cell_key"] in wanted]
+        cells = [c for c in store.cells() if c.cell_key in wanted]
     if not cells:
         return
-    table = Table(title=f"accuracy (%), {cells[0]['protocol']}, n = {cells[0]['n']} clips, Wilson 95% interval")
+    table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
     for col in ("model", "noise", "SNR dB", "rate Hz", "accuracy", "95% CI"):
         table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
     for c in cells:
-        snr = "" if c["snr_db"] is None else f"{c['snr_db']:+g} ({c['snr_def']})"
-        table.add_row(c["model"], c["noise"], snr, f"{c['rate_hz']} {c['rate_mode']}", f"{100 * c['accuracy']:.2f}",
-                      f"{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}")
+        snr = "" if c.snr_db is None else f"{c.snr_db:+g} ({c.snr_def})"
+        table.add_row(c.model, c.noise, snr, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
+                      f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
     # piped output (CI logs, files) gets room for the whole table instead of rich's 80-column default
     Console(width=None if sys.stdout.isatty() else 120).print(table)

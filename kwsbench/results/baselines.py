@@ -3,13 +3,13 @@ and verification flag (loaded and validated here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
+from typing import Any, Literal
 
 from kwsbench.errors import BadInputError
 from kwsbench.paths import PROJECT_ROOT
+from kwsbench.records import build, limits, read_yaml
 
 VERIFICATION = {
     "P": "primary source", "P-draft": "primary, self-reported draft (not peer reviewed)",
@@ -17,10 +17,6 @@ VERIFICATION = {
     "U": "unverified: not a tolerance target",
 }
 METRICS = ("accuracy",)
-_ROW_KEYS = {"model", "protocol", "classes", "split", "condition", "metric", "value", "source", "verification",
-             "snr_def", "rate_hz", "note", "std", "spread", "spread_source"}
-# noisy_spread: {value, source}: the spread of the file's noisy rows under their protocol's own noise draws
-_FILE_KEYS = {"paper", "citation", "defaults", "rows", "notes", "noisy_spread"}
 SILENCE_RULES = ("recorded", "background-crops", "zeros")
 
 
@@ -51,63 +47,71 @@ class Reported:
         return "clean" if self.noise == "clean" else f"{self.noise} {self.snr_db:+g} dB"
 
 
-def _row(paper: str, raw: dict, defaults: dict, where: str) -> Reported:
-    unknown = set(raw) - _ROW_KEYS
-    if unknown:
-        raise BadInputError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_ROW_KEYS))}"
-        )
-    r = {**defaults, **raw}
-    missing = [k for k in ("model", "protocol", "classes", "split", "condition", "value", "source", "verification")
-               if r.get(k) in (None, "")]
-    if missing:
-        raise BadInputError(f"{where}: missing {', '.join(missing)}")
-    cond = r["condition"]
-    if cond == "clean":
-        noise, snr = "clean", None
-    elif isinstance(cond, dict) and set(cond) == {"noise", "snr_db"}:
-        noise, snr = str(cond["noise"]), float(cond["snr_db"])
-    else:
-        raise BadInputError(f"{where}: condition must be 'clean' or {{noise: NAME, snr_db: DB}}, got {cond!r}")
-    if r["verification"] not in VERIFICATION:
-        raise BadInputError(f"{where}: verification {r['verification']!r} not one of {', '.join(VERIFICATION)}")
-    metric = r.get("metric", "accuracy")
-    if metric not in METRICS:
-        raise BadInputError(f"{where}: metric {metric!r} not one of {', '.join(METRICS)}")
-    value = float(r["value"])
-    if not 0.0 <= value <= 100.0:
-        raise BadInputError(f"{where}: accuracy value {value} outside 0..100 (percent)")
-    if r["split"] not in ("test", "validation"):
-        raise BadInputError(f"{where}: split must be test or validation, got {r['split']!r}")
-    spread = r.get("spread")
-    if spread is not None and (not isinstance(spread, int | float) or spread < 0 or not r.get("spread_source")):
-        raise BadInputError(f"{where}: spread must be a number >= 0 (pp) with a spread_source, got {spread!r}")
+@dataclass(frozen=True)
+class Condition:
+    noise: str
+    snr_db: float = field(metadata=limits(lo=-60, hi=60, help="give an SNR in dB within -60..60"))
+
+
+@dataclass(frozen=True)
+class RowFile:
+    """One row as written in a baseline file (after the file's `defaults` are applied); checked by
+    kwsbench.records."""
+
+    model: str = field(metadata=limits(nonempty=True))
+    protocol: str = field(metadata=limits(nonempty=True))
+    classes: int = field(metadata=limits(lo=2))
+    split: str = field(metadata=limits(choices=("test", "validation"), help="pick test or validation"))
+    # 'clean' or {noise: NAME, snr_db: DB}
+    condition: Literal["clean"] | Condition = field(metadata=limits(
+        help="write 'clean' or {noise: NAME, snr_db: DB}"))
+    value: float = field(metadata=limits(lo=0, hi=100, help="give the accuracy in percent (0..100)"))
+    source: str = field(metadata=limits(nonempty=True))
+    verification: str = field(metadata=limits(choices=tuple(VERIFICATION), help="pick one of them"))
+    metric: str = field(default="accuracy", metadata=limits(choices=METRICS))
+    snr_def: str = "rms"
+    rate_hz: int = field(default=16000, metadata=limits(lo=1))
+    note: str = ""
+    std: float | None = None
+    spread: float | None = field(default=None, metadata=limits(lo=0, help="give the spread in pp (>= 0)"))
+    spread_source: str = ""
+
+
+@dataclass(frozen=True)
+class BaselineFile:
+    paper: str = field(metadata=limits(nonempty=True))
+    rows: list[dict[str, Any]]
+    citation: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    notes: str | list[str] = ""
+    # {value: PP, source: TEXT}: the spread of the file's noisy rows under their protocol's own noise draws
+    noisy_spread: dict[str, Any] | None = None
+
+
+def _row(paper: str, raw: Any, defaults: dict, where: str) -> Reported:
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{where}: a row must be a mapping of keys, got {raw!r}")
+    r = build(RowFile, {**defaults, **raw}, where)
+    if r.spread is not None and not r.spread_source:
+        raise BadInputError(f"{where}: a spread needs its spread_source (where the figure comes from)")
+    noise, snr = ("clean", None) if r.condition == "clean" else (r.condition.noise, r.condition.snr_db)
     return Reported(
-        paper=paper, model=str(r["model"]).lower(), protocol=str(r["protocol"]).lower(), classes=int(r["classes"]),
-        split=r["split"], noise=noise, snr_db=snr, snr_def="" if noise == "clean" else str(r.get("snr_def", "rms")),
-        rate_hz=int(r.get("rate_hz", 16000)), metric=metric, value=value, source=str(r["source"]),
-        verification=r["verification"], note=str(r.get("note", "")),
-        spread=None if spread is None else float(spread), spread_source=str(r.get("spread_source", "")),
+        paper=paper, model=r.model.lower(), protocol=r.protocol.lower(), classes=r.classes, split=r.split,
+        noise=noise, snr_db=snr, snr_def="" if noise == "clean" else r.snr_def, rate_hz=r.rate_hz, metric=r.metric,
+        value=r.value, source=r.source, verification=r.verification, note=r.note, spread=r.spread,
+        spread_source=r.spread_source,
     )
 
 
 def load_baseline_file(path: Path) -> list[Reported]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise BadInputError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data.get("paper"):
-        raise BadInputError(f"{path}: expected a mapping with 'paper' and a list 'rows'")
-    unknown = set(data) - _FILE_KEYS
-    if unknown:
-        raise BadInputError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
-    defaults = data.get("defaults") or {}
-    noisy = data.get("noisy_spread")
-    if noisy is not None and (not isinstance(noisy, dict) or set(noisy) != {"value", "source"}):
-        raise BadInputError(f"{path}: noisy_spread must be {{value: PP, source: TEXT}}, got {noisy!r}")
-    raws = [raw if noisy is None or raw.get("condition", defaults.get("condition")) == "clean" or "spread" in raw
-            else {**raw, "spread": noisy["value"], "spread_source": noisy["source"]} for raw in data["rows"]]
-    rows = [_row(data["paper"], raw, defaults, f"{path.name} row {i + 1}") for i, raw in enumerate(raws)]
+    data = build(BaselineFile, read_yaml(path, "baseline file"), f"baseline file {path}")
+    noisy = data.noisy_spread
+    if noisy is not None and (set(noisy) != {"value", "source"} or not isinstance(noisy["value"], int | float)):
+        raise BadInputError(f"baseline file {path}: noisy_spread must be {{value: PP, source: TEXT}}, got {noisy!r}")
+    raws = [raw if noisy is None or not isinstance(raw, dict) or "spread" in raw
+            or raw.get("condition", data.defaults.get("condition")) == "clean"
+            else {**raw, "spread": noisy["value"], "spread_source": noisy["source"]} for raw in data.rows]
+    rows = [_row(data.paper, raw, data.defaults, f"{path.name} row {i + 1}") for i, raw in enumerate(raws)]
     seen: set = set()
     for r in rows:
         key = (r.model, r.protocol, r.split, r.noise, r.snr_db, r.rate_hz, r.source)
@@ -146,10 +150,7 @@ def load_protocol_priors(directory: Path | None = None) -> dict[str, ProtocolPri
     folder = (directory or baselines_dir()) / "protocols"
     out = {}
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-        try:
-            d = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise BadInputError(f"{path}: not valid YAML: {err}") from err
+        d = read_yaml(path, "protocol composition")
         strata = d.get("strata") if isinstance(d, dict) else None
         if (not isinstance(strata, dict) or set(strata) != {"keyword", "unknown", "silence"}
                 or d.get("silence") not in SILENCE_RULES or not d.get("protocol") or not d.get("archive")):

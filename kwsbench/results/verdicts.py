@@ -17,9 +17,13 @@ bridge crosses a split.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kwsbench.results.baselines import Reported
 from kwsbench.results.bridge import BridgeEstimate
+
+if TYPE_CHECKING:
+    from kwsbench.results.store import StoredCell
 
 MATCH, WITHIN_CI, DEVIATES, NOT_COMPARABLE = "MATCH", "WITHIN_CI", "DEVIATES", "NOT_COMPARABLE"
 CONSISTENT_BRIDGED, DEVIATES_BRIDGED = "CONSISTENT*", "DEVIATES*"
@@ -44,20 +48,20 @@ class Comparison:
         return None if self.measured is None else self.measured - self.reported.value
 
 
-def comparability(rep: Reported, cell: dict, bridged: bool = False) -> list[str]:
+def comparability(rep: Reported, cell: StoredCell, bridged: bool = False) -> list[str]:
     """Why a reported row and a measured cell cannot be compared (empty: comparable). `bridged`: a
     post-stratified bridge reaches the reported protocol from the measured one."""
     reasons = []
-    if rep.protocol != str(cell["protocol"]).lower() and not bridged:
-        reasons.append(f"protocol: reported {rep.protocol}, measured {cell['protocol']}")
-    if rep.classes != len(cell["label_names"]):
-        reasons.append(f"class set: reported {rep.classes}, measured {len(cell['label_names'])}")
+    if rep.protocol != str(cell.protocol).lower() and not bridged:
+        reasons.append(f"protocol: reported {rep.protocol}, measured {cell.protocol}")
+    if rep.classes != len(cell.label_names):
+        reasons.append(f"class set: reported {rep.classes}, measured {len(cell.label_names)}")
     if rep.split != "test":
         reasons.append(f"reported on the {rep.split} split")
-    if rep.noise != "clean" and rep.snr_def != cell["snr_def"]:
-        reasons.append(f"SNR definition: reported {rep.snr_def}, measured {cell['snr_def']}")
-    if rep.rate_hz != cell["rate_hz"]:
-        reasons.append(f"rate: reported {rep.rate_hz}, measured {cell['rate_hz']}")
+    if rep.noise != "clean" and rep.snr_def != cell.snr_def:
+        reasons.append(f"SNR definition: reported {rep.snr_def}, measured {cell.snr_def}")
+    if rep.rate_hz != cell.rate_hz:
+        reasons.append(f"rate: reported {rep.rate_hz}, measured {cell.rate_hz}")
     if rep.verification == "U":
         reasons.append("reported value unverified")
     return reasons
@@ -70,10 +74,10 @@ def tolerance(rep: Reported, tol: float) -> tuple[float, str]:
     return tol, "--tol"
 
 
-def cell_interval(cell: dict) -> tuple[float, float] | None:
+def cell_interval(cell: StoredCell) -> tuple[float, float] | None:
     """The measured interval in percent: the union of Wilson and (where present) the speaker bootstrap."""
-    lows = [v for v in (cell.get("ci_low"), cell.get("boot_low")) if v is not None]
-    highs = [v for v in (cell.get("ci_high"), cell.get("boot_high")) if v is not None]
+    lows = [v for v in (cell.ci_low, cell.boot_low) if v is not None]
+    highs = [v for v in (cell.ci_high, cell.boot_high) if v is not None]
     return (100.0 * min(lows), 100.0 * max(highs)) if lows and highs else None
 
 
@@ -88,7 +92,7 @@ def decide(measured: float, ci: tuple[float, float] | None, reported: float, tol
     return plain
 
 
-def verdict(rep: Reported, cell: dict, tol: float = 2.0, estimate: BridgeEstimate | None = None,
+def verdict(rep: Reported, cell: StoredCell, tol: float = 2.0, estimate: BridgeEstimate | None = None,
             bridged: bool = False) -> Comparison:
     """Compare one reported row with one measured cell (accuracy in 0..1 in the cell). `estimate`: the
     post-stratified estimate of the reported protocol's accuracy (`bridged` when it crosses protocols)."""
@@ -97,7 +101,7 @@ def verdict(rep: Reported, cell: dict, tol: float = 2.0, estimate: BridgeEstimat
     if estimate is not None and not reasons:
         measured, ci = 100.0 * estimate.estimate, (100.0 * estimate.low, 100.0 * estimate.high)
     else:
-        measured, ci = 100.0 * cell["accuracy"], cell_interval(cell)
+        measured, ci = 100.0 * cell.accuracy, cell_interval(cell)
     if reasons:
         return Comparison(rep, measured, ci, NOT_COMPARABLE, reasons, tol_used, basis)
     used_bridge = bridged and estimate is not None
@@ -105,7 +109,7 @@ def verdict(rep: Reported, cell: dict, tol: float = 2.0, estimate: BridgeEstimat
                       estimate, used_bridge)
 
 
-def matching_rows(baselines: list[Reported], model_names: set[str], cell: dict) -> list[Reported]:
+def matching_rows(baselines: list[Reported], model_names: set[str], cell: StoredCell) -> list[Reported]:
     """Reported rows for the cell's model (any of its names) and condition."""
-    return [r for r in baselines if r.model in model_names and r.noise == cell["noise"]
-            and (r.snr_db is None if cell["snr_db"] is None else r.snr_db == cell["snr_db"])]
+    return [r for r in baselines if r.model in model_names and r.noise == cell.noise
+            and (r.snr_db is None if cell.snr_db is None else r.snr_db == cell.snr_db)]

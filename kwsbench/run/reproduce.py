@@ -19,6 +19,7 @@ from kwsbench.data.clipset import KEYWORDS_10, ClipSet
 from kwsbench.errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, DatasetError
 from kwsbench.results.baselines import ProtocolPrior, Reported, load_baselines, load_protocol_priors
 from kwsbench.results.bridge import BridgeEstimate, Stratum, post_stratified
+from kwsbench.results.store import StoredCell
 from kwsbench.results.verdicts import DEVIATING, JUDGED, NOT_COMPARABLE, Comparison, matching_rows, verdict
 
 NCSSM_NOISES = ("factory-ncssm", "white-ncssm", "babble-synthetic-ncssm", "street-ncssm", "pink-ncssm")
@@ -57,8 +58,8 @@ class ReproduceOptions:
 
 @dataclass
 class ReproduceReport:
-    comparisons: list[tuple[dict, Comparison]]
-    unmatched: list[dict]  # measured cells no paper reports
+    comparisons: list[tuple[StoredCell, Comparison]]
+    unmatched: list[StoredCell]  # measured cells no paper reports
     failed: list[tuple[str, str, str]]
     clips: int
     seconds: float
@@ -68,11 +69,11 @@ class ReproduceReport:
     advice: list[str] = field(default_factory=list)  # commands that make more rows comparable
 
     @property
-    def deviates(self) -> list[tuple[dict, Comparison]]:
+    def deviates(self) -> list[tuple[StoredCell, Comparison]]:
         return [(c, v) for c, v in self.comparisons if v.verdict in DEVIATING]
 
     @property
-    def judged(self) -> list[tuple[dict, Comparison]]:
+    def judged(self) -> list[tuple[StoredCell, Comparison]]:
         return [(c, v) for c, v in self.comparisons if v.verdict in JUDGED]
 
     def exit_code(self) -> int:
@@ -224,8 +225,8 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
     with Store(plan.store) as store:
         wanted = set(summary.cell_keys)
-        cells = [c for c in store.cells() if c["cell_key"] in wanted]
-    rows = {c["cell_key"]: matching_rows(baselines, aliases.get(c["model"], {c["model"]}), c) for c in cells}
+        cells = [c for c in store.cells() if c.cell_key in wanted]
+    rows = {c.cell_key: matching_rows(baselines, aliases.get(c.model, {c.model}), c) for c in cells}
     targets = sorted({r.protocol for rs in rows.values() for r in rs
                       if r.protocol != clipset.protocol and r.protocol in priors and r.split == "test"})
     crops = QUICK_SILENCE_CROPS if opts.quick else None
@@ -233,11 +234,11 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     comparisons, unmatched = [], []
     with Store(plan.store) as store:
         for cell in cells:
-            if not rows[cell["cell_key"]]:
+            if not rows[cell.cell_key]:
                 unmatched.append(cell)
-            for r in rows[cell["cell_key"]]:
+            for r in rows[cell.cell_key]:
                 est = _estimate(store, cell, r, priors, silence) if r.split == "test" else None
-                comparisons.append((cell, verdict(r, cell, opts.tol, est, bridged=r.protocol != cell["protocol"])))
+                comparisons.append((cell, verdict(r, cell, opts.tol, est, bridged=r.protocol != cell.protocol)))
     comparisons.sort(key=lambda cv: (cv[1].verdict not in DEVIATING, cv[1].verdict == NOT_COMPARABLE))
     report = ReproduceReport(comparisons, unmatched, summary.failed, summary.clips, summary.seconds,
                              clipset.protocol, data_dir, how)
@@ -271,8 +272,8 @@ def _silence_cells(plan, clipset: ClipSet, priors: dict[str, ProtocolPrior], tar
         done = run_plan(plan, clipset=items, show_progress=show_progress)
         with Store(plan.store) as store:
             for c in store.cells():
-                if c["cell_key"] in set(done.cell_keys):
-                    out[(target, c["model"], c["noise"], c["snr_db"], c["rate_hz"])] = c
+                if c.cell_key in set(done.cell_keys):
+                    out[(target, c.model, c.noise, c.snr_db, c.rate_hz)] = c
     return out, how
 
 
@@ -300,16 +301,16 @@ def background_dir(noise_dir: str | None, data_dir: str) -> Path | None:
     return None
 
 
-def _estimate(store, cell: dict, rep: Reported, priors: dict[str, ProtocolPrior],
+def _estimate(store, cell: StoredCell, rep: Reported, priors: dict[str, ProtocolPrior],
               silence: dict) -> BridgeEstimate | None:
     """The reported protocol's accuracy, post-stratified from the cell's per-clip predictions (None when either
     protocol's composition is not recorded)."""
-    prior, measured = priors.get(rep.protocol), priors.get(str(cell["protocol"]))
+    prior, measured = priors.get(rep.protocol), priors.get(str(cell.protocol))
     if prior is None or measured is None:
         return None
-    _, speakers, labels = store.clips(cell["fingerprint"])
-    correct = (store.predictions(cell["cell_key"]) == labels).astype(np.float64)
-    names = list(cell["label_names"])
+    _, speakers, labels = store.clips(cell.fingerprint)
+    correct = (store.predictions(cell.cell_key) == labels).astype(np.float64)
+    names = list(cell.label_names)
     if not {"silence", "unknown", *KEYWORDS_10} <= set(names):
         return None
     keyword = np.isin(labels, [names.index(k) for k in KEYWORDS_10])
@@ -320,8 +321,8 @@ def _estimate(store, cell: dict, rep: Reported, priors: dict[str, ProtocolPrior]
     if prior.silence == measured.silence:
         mask = labels == names.index("silence")
         strata.append(Stratum("silence", weights["silence"], correct[mask], ("",) * int(mask.sum())))
-    elif (sil := silence.get((rep.protocol, cell["model"], cell["noise"], cell["snr_db"], cell["rate_hz"]))):
-        sil_correct = (store.predictions(sil["cell_key"]) == names.index("silence")).astype(np.float64)
+    elif (sil := silence.get((rep.protocol, cell.model, cell.noise, cell.snr_db, cell.rate_hz))):
+        sil_correct = (store.predictions(sil.cell_key) == names.index("silence")).astype(np.float64)
         # identical all-zero items: their recall is known exactly once the predictions agree
         exact = prior.silence == "zeros" and len(set(sil_correct.tolist())) == 1
         strata.append(Stratum("silence", weights["silence"], sil_correct, ("",) * len(sil_correct), exact=exact))

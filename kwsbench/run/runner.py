@@ -74,7 +74,8 @@ class NoiseProvider:
         hits = [s for s in known if s.endswith(name) or s.endswith(f"-{name}")]
         if len(hits) == 1:
             return hits[0]
-        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}")
+        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}; pass one of them to "
+                            "--noise (see `kwsbench noise list`)")
 
     def prepare(self, clipset: ClipSet, names: list[str], seed: int,
                 on_render: Callable[[list[str]], None] | None = None) -> None:
@@ -145,7 +146,7 @@ def load_clips(plan: Plan) -> ClipSet:
         data_dir = ensure_default_dataset(seed=0)
     else:
         data_dir = Path(plan.data_dir)
-    clipset = load_clipset(data_dir, protocol=plan.protocol)
+    clipset = load_clipset(data_dir, protocol=plan.protocol, on_bad_file=plan.on_bad_file)
     if plan.data_dir is None:
         # same 12-folder layout as the canonical test set, but synthetic speech: never comparable with a
         # published number on real Speech Commands, so it gets a protocol name of its own
@@ -238,6 +239,9 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     its own cells into a shard store, and rank 0 merges the shards into the store; the returned summary
     on rank 0 covers every rank.
     """
+    from kwsbench.noise.bank import noise_workers
+
+    noise_workers()  # its environment variable is checked before anything is opened or decoded
     loader = loader or default_loader
     provider = noise or NoiseProvider(plan.noise_dir)
     shard = shard or Shard()
@@ -264,6 +268,9 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             run_id = store.begin_run(provenance(plan, clipset, device))
             store.save_clips(clipset.fingerprint, clipset.utterance_ids, clipset.speaker_ids, clipset.labels)
         summary = RunSummary(run_id=dist_.broadcast(shard, run_id), clips=len(clipset))
+        if clipset.skipped:
+            summary.warnings.append(f"{clipset.skipped} clips could not be read and were left out "
+                                    "(--on-bad-file skip); the accuracies are over the others")
         dist_.barrier(shard)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
