@@ -15,7 +15,7 @@ EXIT_DATASET = 4  # dataset directory missing or of no known layout
 EXIT_BAD_INPUT = 5  # bad audio file, bad YAML / plan, unknown model or noise name
 EXIT_STORE = 6  # results store corrupt or of another schema version
 EXIT_DOWNLOAD = 7  # a download failed or did not verify
-EXIT_INCONCLUSIVE = 8  # reproduce judged no row: no published row was comparable with the data measured
+EXIT_INCONCLUSIVE = 9  # reproduce judged no row: no published row was comparable with the data measured
 
 
 class KwsbenchError(Exception):

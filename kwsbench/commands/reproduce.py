@@ -1,7 +1,7 @@
 """`kwsbench reproduce` (= `python reproduce.py`): published checkpoints vs published tables.
 
 Exit codes: 0 rows were judged and none DEVIATES, 1 some row deviates or a cell failed, 2 missing dependency,
-3 no checkpoint, 4 no dataset, 8 INCONCLUSIVE (no published row could be judged on this data).
+3 no checkpoint, 4 no dataset, 9 INCONCLUSIVE (no published row could be judged on this data).
 """
 
 from __future__ import annotations
