@@ -110,9 +110,15 @@ class Manifest:
 
 
 def manifest_dir() -> Path:
-    """Folder holding the manifests: `KWSBENCH_MANIFESTS` or the project's checkpoints/ folder."""
-    env = os.environ.get("KWSBENCH_MANIFESTS")
-    return Path(env).expanduser() if env else paths.PROJECT_ROOT / "checkpoints"
+    """Where `train --publish` records project weights: `KWSBENCH_MANIFESTS`, else kwsbench's checkpoints/."""
+    return paths.user_manifests_dir() or paths.packaged("checkpoints")
+
+
+def manifest_dirs() -> list[Path]:
+    """Where manifests are read, a later folder's manifest replacing an earlier one of the same name: the packaged
+    checkpoints/ (manifests and the project's small weights), then the user's `KWSBENCH_MANIFESTS` folder."""
+    base, user = paths.packaged("checkpoints"), paths.user_manifests_dir()
+    return [base] if user is None or user.resolve() == base.resolve() else [base, user]
 
 
 @dataclass(frozen=True)
@@ -179,15 +185,19 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def manifests(folder: Path | None = None) -> dict[str, Manifest]:
-    folder = folder or manifest_dir()
-    found = [read_manifest(p) for p in sorted(folder.glob("*.yaml"))]
-    return {m.name: m for m in found}
+    """Every manifest by name: of `folder` alone when given, else of `manifest_dirs()` (a user folder that does
+    not exist yet holds none; `train --publish` creates it)."""
+    found: dict[str, Manifest] = {}
+    for directory in [folder] if folder is not None else manifest_dirs():
+        found.update((m.name, m) for m in (read_manifest(p) for p in sorted(directory.glob("*.yaml"))))
+    return found
 
 
 def get_manifest(name: str) -> Manifest:
     known = manifests()
     if name not in known:
-        raise CheckpointError(f"no checkpoint manifest {name!r} in {manifest_dir()}; use one of the known ones: "
+        where = ", ".join(str(d) for d in manifest_dirs())
+        raise CheckpointError(f"no checkpoint manifest {name!r} in {where}; use one of the known ones: "
                               f"{', '.join(known)}")
     return known[name]
 

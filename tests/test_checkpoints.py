@@ -20,7 +20,7 @@ MODEL = "bc-resnet-1"  # a small registered model without public weights
 
 @pytest.fixture()
 def homes(tmp_path, monkeypatch):
-    """Empty manifest folder and checkpoint home."""
+    """An empty user manifest folder (added beside the packaged manifests) and checkpoint home."""
     mdir, home = tmp_path / "manifests", tmp_path / "home"
     mdir.mkdir()
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(mdir))
@@ -97,7 +97,9 @@ def test_manifest_reference_project_location_and_record(tmp_path, homes):
     assert entry.sha256 == _sha(folder / "bc1.pt")
     model = ck.load_model(MODEL, checkpoint="synth:bc1.pt")
     assert model.checkpoint_sha256 == entry.sha256
-    assert [s.present for s in ck.status()] == [True]
+    # the user's synth manifest replaces the packaged one of that name; the packaged others stay listed
+    assert [s.present for s in ck.status() if s.manifest == "synth"] == [True]
+    assert {"nc-ssm", "gsc-mini"} <= {s.manifest for s in ck.status()}
 
 
 def test_wrong_sha256_refused_before_unpickling(tmp_path, homes):

@@ -12,6 +12,7 @@ from helpers import stored_cell
 from test_run import RmsNoise, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
+from kwsbench.errors import EXIT_NO_STORE
 from kwsbench.results.leaderboard import TIDY_COLUMNS, leaderboard, tidy_rows, wide_rows
 from kwsbench.results.store import Store
 from kwsbench.run.runner import run_plan
@@ -69,8 +70,12 @@ def test_md_and_json_and_out_file(store_path, tmp_path):
     assert out.read_text().startswith("| model |")
 
 
-def test_missing_store_is_exit_6(tmp_path):
-    assert main(["leaderboard", "--store", str(tmp_path / "none.sqlite")]) == 6
+def test_missing_store_is_its_own_exit_code_and_names_the_path(tmp_path, capsys):
+    missing = tmp_path / "none.sqlite"
+    for command in (["leaderboard"], ["compare", "nc-ssm", "bc-resnet-1"], ["report", "--out", str(tmp_path / "r")]):
+        assert main([*command, "--store", str(missing)]) == EXIT_NO_STORE
+        assert str(missing) in capsys.readouterr().err
+        assert not missing.exists()  # reading never creates an empty store
 
 
 def test_cost_columns_come_from_model_cost():

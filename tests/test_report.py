@@ -19,6 +19,7 @@ from test_run import RmsNoise, _build, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
 from kwsbench.cost import Cost
+from kwsbench.errors import EXIT_NO_STORE
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.report import figures
 from kwsbench.report.html import ReportOptions, build_report, parse_condition
@@ -230,7 +231,7 @@ def test_cli_report_models_filter_and_errors(built, tmp_path, capsys):
     parser.feed((out / "index.html").read_text())
     models = {a["data-model"] for a, _ in parser.rows if a.get("class") in ("cell", "perclass")}
     assert models == {"test-report-b"}  # (the run's plan in the provenance still names every model it ran)
-    assert main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(out)]) == 6
+    assert main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(out)]) == EXIT_NO_STORE
     assert main(["report", "--store", store_path, "--out", str(out), "--condition", "white"]) == 5
     assert main(["report", "--store", store_path, "--out", str(out), "--condition", "white:7"]) == 5
     assert main(["report", "--store", store_path, "--out", str(out), "--models", "nope"]) == 5

@@ -1,4 +1,5 @@
-"""Noise-source definitions: one YAML file per source in the top-level `noise/` folder.
+"""Noise-source definitions: one YAML file per source in the top-level `noise/` folder (shipped in the wheel),
+plus the user's own beside them in the noise folder (`--noise-dir` / `KWSBENCH_NOISE_DIR`).
 
 A definition names a generator `kind` and its parameters. The loader checks every field and
 reports the file and the field of any mistake, so a typo never silently becomes a default.
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kwsbench.errors import BadInputError
-from kwsbench.paths import PROJECT_ROOT
+from kwsbench.paths import NOISE_DIR_ENV, packaged, user_noise_dir
 from kwsbench.records import build, check, limits, read_yaml
 
 # Parameter types: "float", "int", "bool", "str", "range" (two numbers lo <= hi),
@@ -137,9 +138,22 @@ class NoiseSource:
 
 
 def definitions_dir() -> Path:
-    """The folder of noise YAML files: `KWSBENCH_NOISE_DEFS` or the project's `noise/` folder."""
+    """The packaged noise YAML files: `KWSBENCH_NOISE_DEFS` (a replacement folder), else kwsbench's `noise/`."""
     env = os.environ.get("KWSBENCH_NOISE_DEFS")
-    return Path(env).expanduser() if env else PROJECT_ROOT / "noise"
+    return Path(env).expanduser() if env else packaged("noise")
+
+
+def definition_dirs(noise_dir: Path | str | None = None) -> list[Path]:
+    """Where definitions are read, later ones replacing earlier ones of the same name: the packaged folder, then
+    the user's noise folder (`noise_dir`, else `KWSBENCH_NOISE_DIR`), whose *.yaml files add sources."""
+    user = user_noise_dir(noise_dir)
+    if user is None or user.resolve() == definitions_dir().resolve():
+        return [definitions_dir()]
+    if not user.is_dir():
+        origin = "--noise-dir" if noise_dir is not None else NOISE_DIR_ENV
+        raise BadInputError(f"noise folder {user} ({origin}) does not exist; pass an existing folder of noise "
+                            "recordings and definitions")
+    return [definitions_dir(), user]
 
 
 def _fail(path: Path, field_name: str, problem: str) -> BadInputError:
@@ -201,9 +215,12 @@ def load_definition(path: Path) -> NoiseSource:
     return source
 
 
-def load_all(directory: Path | None = None) -> dict[str, NoiseSource]:
-    """Every `*.yaml` definition in the folder, by name."""
-    folder = directory or definitions_dir()
-    if not folder.is_dir():
-        raise BadInputError(f"noise definitions folder {folder} does not exist; set KWSBENCH_NOISE_DEFS")
-    return {s.name: s for s in (load_definition(p) for p in sorted(folder.glob("*.yaml")))}
+def load_all(directory: Path | None = None, noise_dir: Path | str | None = None) -> dict[str, NoiseSource]:
+    """Every `*.yaml` definition by name: of `directory` alone when given, else of `definition_dirs(noise_dir)`."""
+    folders = [directory] if directory is not None else definition_dirs(noise_dir)
+    found: dict[str, NoiseSource] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise BadInputError(f"noise definitions folder {folder} does not exist; set KWSBENCH_NOISE_DEFS")
+        found.update((s.name, s) for s in (load_definition(p) for p in sorted(folder.glob("*.yaml"))))
+    return found

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kwsbench.errors import BadInputError, StoreError, StoreMissingError
 from kwsbench.report import figures
-from kwsbench.errors import BadInputError, StoreError
 from kwsbench.results.store import DEFAULT_STORE, Store, StoredCell
 
 VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
@@ -450,6 +450,14 @@ def _filter_models(cells: list[StoredCell], failed: list[dict], models: list[str
         if name in stored:
             keep.add(name)
             continue
+        if any(ch in name for ch in "*?["):  # a glob, as --models takes everywhere
+            import fnmatch
+
+            hits = [m for m in stored if fnmatch.fnmatch(m.lower(), name.lower())]
+            if not hits:
+                raise BadInputError(f"--models: {name!r} matches no stored model; stored: {', '.join(stored)}")
+            keep.update(hits)
+            continue
         try:  # an alias of a stored model
             from kwsbench.models.registry import get_card
 
@@ -492,7 +500,8 @@ def build_report(opts: ReportOptions) -> ReportResult:
     """Write out/index.html, its PNGs and the leaderboard files; returns what was written and the notes."""
     store_path = Path(opts.store)
     if not store_path.is_file():
-        raise StoreError(f"no results store at {store_path}: run `kwsbench run` first or pass --store")
+        raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
+                                "--store PATH (or set KWSBENCH_STORE)")
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"report --out {out} is a file; the report is a folder (index.html, figures, tables): "
@@ -535,7 +544,8 @@ def build_report(opts: ReportOptions) -> ReportResult:
     return ReportResult(index=index, files=[index, *page.files], notes=page.notes, cells=len(view.cells))
 
 
-def _page_html(page: _Page, view: View, cond: tuple[str, float | None], store_path: Path, cells: list[StoredCell]) -> str:
+def _page_html(page: _Page, view: View, cond: tuple[str, float | None], store_path: Path,
+               cells: list[StoredCell]) -> str:
     models = sorted({c.model for c in cells})
     protocols = sorted({c.protocol for c in view.cells})
     notes = "".join(f"<li>{_e(n)}</li>" for n in page.notes)

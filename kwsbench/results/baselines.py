@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kwsbench.errors import BadInputError
-from kwsbench.paths import PROJECT_ROOT
+from kwsbench.paths import BASELINES_ENV, packaged, user_baselines_dir
 from kwsbench.records import build, limits, read_yaml
 
 VERIFICATION = {
@@ -21,7 +21,22 @@ SILENCE_RULES = ("recorded", "background-crops", "zeros")
 
 
 def baselines_dir() -> Path:
-    return PROJECT_ROOT / "baselines"
+    """The published results that ship with kwsbench."""
+    return packaged("baselines")
+
+
+def baseline_files(directory: Path | None = None) -> list[Path]:
+    """`directory`'s *.yaml when given; else the packaged files plus the user's `KWSBENCH_BASELINES` folder,
+    a user file replacing the packaged one of the same name."""
+    if directory is not None:
+        return sorted(directory.glob("*.yaml"))
+    by_name = {f.name: f for f in baselines_dir().glob("*.yaml")}
+    user = user_baselines_dir()
+    if user is not None:
+        if not user.is_dir():
+            raise BadInputError(f"{BASELINES_ENV}={user} is not a folder; point it at a folder of baseline *.yaml")
+        by_name.update((f.name, f) for f in user.glob("*.yaml"))
+    return [by_name[name] for name in sorted(by_name)]
 
 
 @dataclass(frozen=True)
@@ -122,10 +137,9 @@ def load_baseline_file(path: Path) -> list[Reported]:
 
 
 def load_baselines(directory: Path | None = None) -> list[Reported]:
-    directory = directory or baselines_dir()
-    files = sorted(directory.glob("*.yaml"))
+    files = baseline_files(directory)
     if not files:
-        raise BadInputError(f"no baseline files (*.yaml) in {directory}")
+        raise BadInputError(f"no baseline files (*.yaml) in {directory or baselines_dir()}")
     return [row for f in files for row in load_baseline_file(f)]
 
 

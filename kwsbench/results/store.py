@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsbench.errors import StoreError
+from kwsbench.errors import StoreError, StoreMissingError
+from kwsbench.paths import default_store
 
 SCHEMA_VERSION = 2
 DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
@@ -149,7 +150,8 @@ class Store:
             raise StoreError(f"results store {self.path} is a folder; pass --store with a file path, e.g. "
                              f"{self.path / 'kwsbench.sqlite'}")
         if read_only and not self.path.is_file():
-            raise StoreError(f"no results store at {self.path}: run `kwsbench run` first or pass --store")
+            raise StoreMissingError(f"no results store at {self.path.resolve()}: run `kwsbench run` first, or pass "
+                                    "--store PATH (or set KWSBENCH_STORE) to read another one")
         existed = self.path.exists() and self.path.stat().st_size > 0
         if not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,3 +324,9 @@ def _encode_predictions(preds, key: CellKey) -> bytes:
             f"store's int16 class indices ({info.min}..{info.max}); predictions must be class indices."
         )
     return values.astype(_PRED_DTYPE).tobytes()
+
+
+def open_existing(path: str | Path | None = None) -> Store:
+    """A store to read from (leaderboard, compare, report, the API), read-only: a missing file is
+    StoreMissingError (exit 8), naming the path looked at; nothing is created there."""
+    return Store(Path(path).expanduser() if path else default_store(), read_only=True)

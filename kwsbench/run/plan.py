@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kwsbench.paths import default_store
 from kwsbench.records import build, limits, read_mapping
 
 DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
@@ -56,7 +57,9 @@ class Plan:
     quick: bool = False
     # clips per class of a class-stratified subset (None: all clips)
     per_class: int | None = field(default=None, metadata=limits(lo=1, help="give a count >= 1"))
-    store: str = field(default="runs/kwsbench.sqlite", metadata=limits(nonempty=True, help="give a file path"))
+    # $KWSBENCH_STORE, else runs/kwsbench.sqlite
+    store: str = field(default_factory=lambda: str(default_store()),
+                       metadata=limits(nonempty=True, help="give a file path"))
     force: bool = False
     checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
     weights: str | None = None  # a project manifest (synth, gsc-mini): its checkpoint for every model it has

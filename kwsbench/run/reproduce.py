@@ -17,6 +17,7 @@ import numpy as np
 
 from kwsbench.data.clipset import KEYWORDS_10, ClipSet
 from kwsbench.errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, DatasetError
+from kwsbench.paths import default_store
 from kwsbench.results.baselines import ProtocolPrior, Reported, load_baselines, load_protocol_priors
 from kwsbench.results.bridge import BridgeEstimate, Stratum, post_stratified
 from kwsbench.results.store import StoredCell
@@ -49,7 +50,7 @@ class ReproduceOptions:
     seed: int = 0
     batch_size: int = 256
     device: str = "cpu"
-    store: str = "runs/kwsbench.sqlite"
+    store: str = field(default_factory=lambda: str(default_store()))  # $KWSBENCH_STORE or runs/kwsbench.sqlite
     force: bool = False
     baselines: str | None = None  # folder of baseline YAML files (default: the project's baselines/)
     noise_dir: str | None = None  # the background-noise recordings (silence items of v2-12-all-unknown)

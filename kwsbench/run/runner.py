@@ -216,15 +216,14 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor,
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> bool:
+def _set_rate(state: ModelState, rate: int, plan: Plan) -> bool:
     """Put a rate-changing model at `rate` for a native-rate cell; True when the model changed. The model
     stays at that rate until a cell asks for another (conditions come grouped by rate)."""
-    if plan.rate_mode != "native" or not card.can_change_rate:
-        return False
-    if getattr(model, "kwsbench_rate", card.native_rate) == rate:
+    card, model = state.card, state.model
+    if plan.rate_mode != "native" or not card.can_change_rate or model is None or state.rate == rate:
         return False
     model.set_sample_rate(rate)
-    model.kwsbench_rate = rate
+    state.rate = rate
     # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
     # them, often on the CPU: bring the whole model back to the run's device
     model.to(plan.device)
@@ -331,49 +330,90 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
     return total
 
 
-def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress,
-                shard: Shard) -> None:
-    device = plan.device
-    clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
-    banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, when the first noisy cell needs them
+@dataclass
+class RunContext:
+    """What every cell of one process's share of a run reads or adds to: the plan, the clips (and their
+    audio on the run's device), noise banks, where cells go and what happened so far."""
+
+    plan: Plan
+    clipset: ClipSet
+    clean: torch.Tensor  # the clip set's audio, float32 on the run's device
+    provider: NoiseProvider
+    store: _Sink
+    summary: RunSummary
+    progress: Progress
+    noise_names: list[str]  # every noise source this process's cells use; their banks load together
+    banks: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)  # name -> (bank on device, version)
+
+
+@dataclass
+class ModelState:
+    """One model while its conditions are swept: the loaded weights (None when loading failed, with the
+    error every cell then carries) and the rate it runs at now, kept here rather than on the module."""
+
+    card: ModelCard
+    model: torch.nn.Module | None
+    forward: GraphedForward | None
+    sha: str
+    load_error: str
+    rate: int
+
+
+def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
+                loader: ModelLoader, provider: NoiseProvider, store: _Sink, summary: RunSummary,
+                progress: Progress, shard: Shard) -> None:
     owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
-    noise_names = sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN})
+    ctx = RunContext(
+        plan=plan, clipset=clipset,
+        clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(plan.device),
+        provider=provider, store=store, summary=summary, progress=progress,
+        noise_names=sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
     for card, my_conds in zip(cards, owned, strict=True):
         if not my_conds:
             continue
-        t_load = time.perf_counter()
-        try:
-            model, sha = loader(card, plan.checkpoints.get(card.name), device)
-        except CheckpointError as err:
-            if not explicit:
-                summary.skipped_models.append((card.name, str(err)))
-                progress.done += len(my_conds)
-                continue
-            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
-        except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
-            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
-        else:
-            load_error = ""
-        finally:
-            summary.timings["load"] += time.perf_counter() - t_load
-        contaminated = trained_on_this_set(plan.checkpoints.get(card.name), clipset.protocol)
-        if contaminated:
-            summary.warnings.append(f"{card.name}: {contaminated}")
-            progress.note(f"WARNING {card.name}: {contaminated}")
-        forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
+        state = _load(ctx, card, loader, explicit)
+        if state is None:
+            progress.done += len(my_conds)
+            continue
         for cond in my_conds:
-            if cond.noise != CLEAN and cond.noise not in banks:
-                _load_banks(plan, clipset, provider, noise_names, banks, summary, progress)
-            _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
-                      summary, progress)
+            if cond.noise != CLEAN and cond.noise not in ctx.banks:
+                _load_banks(ctx)
+            _run_cell(ctx, state, cond)
             if stop_after is not None and summary.computed >= stop_after:
                 os._exit(17)  # test hook: a worker that dies without any clean-up
-        if forward is not None and forward.fallback_reason and plan.cuda_graphs and device.startswith("cuda"):
+        forward = state.forward
+        if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
             progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
-        del model, forward
-        if device.startswith("cuda"):
+        del state, forward
+        if plan.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool) -> ModelState | None:
+    """The model's weights on the run's device; None when a model nobody asked for has none (skipped)."""
+    plan, summary = ctx.plan, ctx.summary
+    t_load = time.perf_counter()
+    try:
+        model, sha = loader(card, plan.checkpoints.get(card.name), plan.device)
+    except CheckpointError as err:
+        if not explicit:
+            summary.skipped_models.append((card.name, str(err)))
+            return None
+        model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
+    except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
+        model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
+    else:
+        load_error = ""
+    finally:
+        summary.timings["load"] += time.perf_counter() - t_load
+    contaminated = trained_on_this_set(plan.checkpoints.get(card.name), ctx.clipset.protocol)
+    if contaminated:
+        summary.warnings.append(f"{card.name}: {contaminated}")
+        ctx.progress.note(f"WARNING {card.name}: {contaminated}")
+    forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
+    return ModelState(card=card, model=model, forward=forward, sha=sha, load_error=load_error,
+                      rate=card.native_rate)
 
 
 def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Condition, noise_version: str) -> CellKey:
@@ -405,44 +445,45 @@ def _memory_hint(err: Exception, plan: Plan) -> str:
     return ""
 
 
-def _load_banks(plan, clipset, provider, names, banks, summary, progress) -> None:
+def _load_banks(ctx: RunContext) -> None:
     """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
+    plan, clipset = ctx.plan, ctx.clipset
     t_bank = time.perf_counter()
 
     def announce(rendering: list[str]) -> None:
-        progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
-                      "(cached for later runs)")
+        ctx.progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
+                          "(cached for later runs)")
 
-    provider.prepare(clipset, names, plan.seed, on_render=announce)
-    for name in names:
-        arr, ver = provider.bank(clipset, name, plan.seed)
-        banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
-    summary.timings["noise_banks"] += time.perf_counter() - t_bank
+    ctx.provider.prepare(clipset, ctx.noise_names, plan.seed, on_render=announce)
+    for name in ctx.noise_names:
+        arr, ver = ctx.provider.bank(clipset, name, plan.seed)
+        ctx.banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
+    ctx.summary.timings["noise_banks"] += time.perf_counter() - t_bank
 
 
-def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
-              progress) -> None:
+def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
+    plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
     if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
         progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
-    noise_t, version = banks[cond.noise] if cond.noise != CLEAN else (None, "")
-    key = _cell_key(plan, card, sha, clipset, cond, version)
+    noise_t, version = ctx.banks[cond.noise] if cond.noise != CLEAN else (None, "")
+    key = _cell_key(plan, card, state.sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
-    if model is not None and not plan.force and store.has_ok(key):
+    if state.model is not None and not plan.force and ctx.store.has_ok(key):
         summary.reused += 1
         progress.cell(card.name, cond.label(), "stored", None)
         return
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
-                        error=load_error)
+                        error=state.load_error)
     t0 = time.perf_counter()
-    if model is not None:
+    if state.model is not None:
         try:
-            _check_labels(card, model, clipset)
-            if _set_rate(model, card, cond.rate_hz, plan):
-                forward.reset()  # the graphs read the tensors the rate change replaced
+            _check_labels(card, state.model, clipset)
+            if _set_rate(state, cond.rate_hz, plan):
+                state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
-                preds = _predict(forward, clean, noise_t, cond, card, plan, provider)
+                preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
@@ -452,7 +493,7 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
     result.seconds = time.perf_counter() - t0
     t_store = time.perf_counter()
     with record_function("kwsbench.results.store"):
-        store.put_cell(summary.run_id, result)
+        ctx.store.put_cell(summary.run_id, result)
     summary.timings["store"] += time.perf_counter() - t_store
     if result.status == "ok":
         summary.computed += 1
