@@ -82,7 +82,7 @@ def test_quick_reproduce_verdicts_and_exit_codes(gsc_dev_dir, tmp_path, file_car
         cells = {c.noise: c for c in st.cells(model=file_card)}
     assert set(cells) == {"clean"}  # --quick: clean only
     clean = cells["clean"]
-    assert clean.n == 10 * 20 + 40 + 204 and clean.protocol == "v2-12-official"  # every unknown clip
+    assert clean.n == 10 * 40 + 40 + 204 and clean.protocol == "v2-12-official"  # every unknown clip
     report = reproduce(models=[file_card], data_dir=str(gsc_dev_dir), store=store, quick=True,
                        baselines=_baselines(tmp_path, other.replace("all-unknown", "official"), protocols=True))
     (_, cmp_), = report.comparisons

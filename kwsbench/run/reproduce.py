@@ -28,8 +28,8 @@ PUBLIC_MANIFESTS = ("nc-ssm",)  # manifests of published checkpoints (the projec
 # --quick: the models whose authors measured their own checkpoints on the test split (eval_results.json), every
 # unknown and silence clip (the unknown term dominates the all-unknown protocol's variance) and a keyword sample
 QUICK_MODELS = ("ds-cnn-s", "bc-resnet-1-ncssm", "nc-ssm", "nc-ssm-20k")
-QUICK_CAPS = {**{k: 20 for k in KEYWORDS_10}, "silence": 40}  # clips per class; every unknown clip is kept
-QUICK_SILENCE_CROPS = 100  # the first crops of the all-unknown rule (its silence weight is 4 %)
+QUICK_CAPS = {**{k: 40 for k in KEYWORDS_10}, "silence": 40}  # clips per class; every unknown clip is kept
+QUICK_SILENCE_CROPS = 50  # the first crops of the all-unknown rule (its silence weight is 4 %)
 DEFAULT_NOISE = "factory-ncssm"
 DATASETS = ("gsc-v2", "gsc-v2-test")  # the downloads reproduce looks for in the data home, in this order
 # the archive that holds each published protocol as files (`kwsbench data download NAME`)
