@@ -244,3 +244,18 @@ def test_thin_entry_passes_exit_codes(tmp_path):
                           str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
     assert res.returncode in (3, 4), res.stderr  # no published card registered yet -> 3, else no dataset -> 4
     assert "error" in res.stderr
+
+
+@pytest.mark.slow
+def test_weights_manifest_is_judged_against_the_architectures_rows(tmp_path):
+    """--weights M: the manifest's own weights run (their sha256 in the cell) and meet the rows of that
+    architecture (here a planted v2-12-official bc-resnet-1 row)."""
+    from kwsbench.checkpoints import get_manifest
+
+    entry = next(e for e in get_manifest("synth").entries if e.model == "bc-resnet-1")
+    row = "  - {model: bc-resnet-1, protocol: v2-12-official, condition: clean, value: 96.9}\n"
+    report = reproduce(weights="synth", models=["bc-resnet-1"], data_dir=str(_canonical_set(tmp_path / "canon")),
+                       snr=[], store=str(tmp_path / "s.sqlite"), baselines=_baselines(tmp_path, row, protocols=True))
+    (cell, c), = report.comparisons
+    assert cell.checkpoint_sha256 == entry.sha256 and cell.model == "bc-resnet-1"
+    assert c.verdict in ("MATCH", "WITHIN_CI", "DEVIATES") and c.estimate is not None
