@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
+import io
 import os
 import pickle
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +30,13 @@ import torch
 import yaml
 
 from kwsbench import paths
-from kwsbench.data.download import sha256_file
 from kwsbench.errors import BadInputError, CheckpointError, DownloadError
+from kwsbench.fetch import download, sha256_file
 from kwsbench.records import build, limits, read_yaml
 
 DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
 # The raw-file URL of a file of a public GitHub repository at one commit.
 URL_TEMPLATE = "{base}/{repository}/{commit}/{path}"
-_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,23 @@ class KeyRename:
 
     prefix_from: str
     prefix_to: str
+
+
+# converter name -> "module:function(source, provenance) -> (state dict, metadata)"; imported only when it runs
+CONVERTERS = {"kwt-tflite": "kwsbench.models.kwt:convert_tflite"}
+
+
+@dataclass(frozen=True)
+class ConvertSpec:
+    """The entry's file is made by converting a published file of another format (e.g. TensorFlow Lite)."""
+
+    converter: str = field(metadata=limits(choices=tuple(CONVERTERS)))
+    # the source file's path inside an import folder, e.g. "KWT-1/non_stream.tflite"
+    file: str = field(metadata=limits(check=lambda v: "" if v else "must name the source file"))
+    # of the source file: anything else is refused before conversion
+    sha256: str = field(metadata=limits(check=lambda v: "" if re.fullmatch(r"[0-9a-fA-F]{64}", v)
+                                        else "must be 64 hex digits"))
+    size: int | None = field(default=None, metadata=limits(lo=0))
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class CheckpointEntry:
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
     quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
     protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
+    convert: ConvertSpec | None = None  # set when the file is converted from a published file of another format
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,7 @@ class EntryFile:
     labels: list[str] = field(default_factory=list)
     quick: bool = True
     protocol: str | None = None
+    convert: ConvertSpec | None = None
 
 
 _ENTRY_KEYS = {f.name for f in dataclasses.fields(EntryFile)}
@@ -169,6 +185,7 @@ def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
         id=e.id, model=e.model, sha256=e.sha256.lower(), size=e.size, source_path=e.source_path,
         commit=None if e.commit is None else str(e.commit), key_map=tuple(renames), epoch=e.epoch,
         val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, protocol=e.protocol or "",
+        convert=dataclasses.replace(e.convert, sha256=e.convert.sha256.lower()) if e.convert else None,
     )
 
 
@@ -340,18 +357,12 @@ def _refused_global(err: BaseException) -> str:
     return lines[0].split("Unsupported global:")[-1].split(" was not")[0].strip()[:120] if lines else ""
 
 
-def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
-    return read_weights(path, map_location)[0]
-
-
-def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
-    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """The object a checkpoint file holds, unpickled with `weights_only=True` (the one place kwsbench reads a
+    checkpoint file): a file that is not a torch checkpoint, or that would run code, raises CheckpointError."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not _refused_global(err):
             raise CheckpointError(f"{path} is not a torch checkpoint (bad pickle data: {_first_line(err)}). "
@@ -366,6 +377,13 @@ def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(
             f"{path} is not a torch checkpoint (could not read it: {_first_line(err)}). "
             "Check the file, or import / fetch it again.") from err
+
+
+def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
+    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+    obj = read_payload(path, map_location)
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
@@ -437,8 +455,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
     model.load_state_dict(state, strict=True)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with verified weights: the module (eval mode, on the device), the sha256 of the file it was
+    loaded from (the key of every result cell) and the classes it predicts where the checkpoint says so
+    (its manifest entry or training metadata; () when only the card's class count is known)."""
+
+    module: torch.nn.Module
+    sha256: str
+    labels: tuple[str, ...] = ()
+
+
 def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
-               device: str | torch.device = "cpu") -> torch.nn.Module:
+               device: str | torch.device = "cpu") -> LoadedModel:
     """Build the card's model, load its verified weights strictly, move to `device`, eval mode.
 
     `checkpoint`: None (the card's default), '<manifest>:<id>', or a file path (verified when its
@@ -453,10 +482,7 @@ def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
     labels = checkpoint_labels(resolved, metadata)
     model = card.build(num_classes=len(labels) if labels else None)
     load_state_strict(model, state, resolved.path)
-    model.to(device).eval()
-    model.checkpoint_sha256 = sha  # plain attributes: the sha of what was loaded, for result keys,
-    model.label_names = labels  # and the classes it predicts where the checkpoint says (else the card's)
-    return model
+    return LoadedModel(module=model.to(device).eval(), sha256=sha, labels=labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +537,8 @@ class ImportReport:
 
 def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
     """Copy the manifest's files from a local folder: `<Folder>/<file>` or repository layout
-    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied."""
+    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied.
+    An entry with a `convert` spec is made from its published source file (verified first) by its converter."""
     source = Path(source).expanduser()
     if not source.is_dir():
         raise CheckpointError(f"import source {source} is not a folder (give a clone of the repository or a "
@@ -523,14 +550,18 @@ def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
         if dst.is_file() and sha256_file(dst) == e.sha256:
             report.already.append(e.id)
             continue
-        candidates = [source / e.id] + ([source / e.source_path] if e.source_path else [])
+        names = [e.convert.file] if e.convert else [e.id]
+        candidates = [source / n for n in names] + ([source / e.source_path] if e.source_path else [])
         src = next((c for c in candidates if c.is_file()), None)
         if src is None:
             report.missing.append(e.id)
+        elif e.convert:
+            problem = _convert_verified(m, e, src, dst)
+            (report.mismatched.append(f"{e.id} ({problem})") if problem else report.imported.append(e.id))
         elif _atomic_copy_verified(src, dst, e.sha256):
             report.imported.append(e.id)
         else:
-            report.mismatched.append(f"{e.id} ({src})")
+            report.mismatched.append(f"{e.id} ({src}: sha256 differs from the manifest)")
     licence = next((p for p in (source / "LICENSE.txt", source / "LICENSE") if p.is_file()), None)
     if licence and (report.imported or report.already):
         # The licence must travel with the weights (its terms require keeping the notice).
@@ -538,30 +569,60 @@ def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
     return report
 
 
-def _download(url: str, dst: Path, sha: str, size: int | None,
-              progress: Callable[[int, int | None], None] | None = None, timeout: float = 60.0) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    digest, done = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or size
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        if digest.hexdigest() != sha:
-            raise DownloadError(f"download of {url} has sha256 {digest.hexdigest()[:16]}…, expected {sha[:16]}…; "
-                                "nothing was saved. Check --url-base, or the source changed.")
-        os.replace(tmp, dst)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise DownloadError(f"could not download {url}: {err}. Check the network or --url-base; "
-                            "`kwsbench checkpoints import DIR` works offline from a local copy.") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def import_found(source: str | Path) -> dict[str, ImportReport]:
+    """`import_dir` for every public (`location: home`) manifest with at least one of its files in `source`."""
+    reports = {name: import_dir(source, name) for name, m in manifests().items() if m.location == "home"}
+    found = {n: r for n, r in reports.items() if r.imported or r.already or r.mismatched}
+    if not found:
+        raise CheckpointError(f"no checkpoint of any manifest ({', '.join(reports)}) found in {source}; give the "
+                              "folder holding <Folder>/<file> (or a repository clone), or name --manifest")
+    return found
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """A weights file kwsbench loads: tensors + JSON metadata, written to a temporary name and renamed."""
+    import json
+
+    path = Path(path)
+    payload = {"model_state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
+               "metadata": json.loads(json.dumps(metadata))}  # fails here on anything not JSON-able
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: torch names the archive after a file, which would change the bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _convert_verified(m: Manifest, e: CheckpointEntry, src: Path, dst: Path) -> str:
+    """Convert `src` (checked against the manifest's source sha256 first) into `dst`; '' or what went wrong."""
+    import importlib
+
+    spec = e.convert
+    sha = sha256_file(src)
+    if sha != spec.sha256:
+        return (f"{src} has sha256 {sha[:16]}…, the manifest's source is {spec.sha256[:16]}…: another file or "
+                "version, refused before conversion")
+    module, function = CONVERTERS[spec.converter].split(":")
+    provenance = {"source": {"repository": m.repository, "commit": e.commit or m.commit, "path": e.source_path,
+                             "sha256": spec.sha256, "size": spec.size, "licence": m.licence}}
+    with tempfile.TemporaryDirectory(dir=_mkdir(dst.parent)) as tmp:
+        out = Path(tmp) / dst.name
+        save_weights(out, *getattr(importlib.import_module(module), function)(src, provenance))
+        got = sha256_file(out)
+        if got != e.sha256:
+            return (f"converting {src} gave sha256 {got[:16]}…, the manifest expects {e.sha256[:16]}… "
+                    "(another torch version writes other bytes: use the pinned one)")
+        os.replace(out, dst)
+    return ""
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+_OFFLINE = "Check the network or --url-base; `kwsbench checkpoints import DIR` works offline from a local copy."
 
 
 def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: str = DEFAULT_URL_BASE,
@@ -580,6 +641,16 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
         if dst.is_file() and sha256_file(dst) == e.sha256:
             continue
         url = m.source_url(e, url_base)
-        _download(url, dst, e.sha256, e.size, (lambda d, t, i=e.id: progress(i, d, t)) if progress else None)
+        show = (lambda d, t, i=e.id: progress(i, d, t)) if progress else None
+        if e.convert is None:
+            download(url, dst, e.sha256, resume=False, size=e.size, progress=show, offline_hint=_OFFLINE)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp) / Path(e.convert.file).name
+                download(url, src, e.convert.sha256, resume=False, size=e.convert.size, progress=show,
+                         offline_hint=_OFFLINE)
+                problem = _convert_verified(m, e, src, dst)
+                if problem:
+                    raise CheckpointError(f"checkpoint {m.name}:{e.id}: {problem}")
         fetched.append(e.id)
     return fetched
