@@ -10,6 +10,7 @@ from typing import Any, Literal
 from kwsbench.errors import BadInputError
 from kwsbench.paths import BASELINES_ENV, packaged, user_baselines_dir
 from kwsbench.records import build, limits, read_yaml
+from kwsbench.results.store import condition_label
 
 VERIFICATION = {
     "P": "primary source", "P-draft": "primary, self-reported draft (not peer reviewed)",
@@ -59,7 +60,7 @@ class Reported:
     spread_source: str = ""
 
     def condition_label(self) -> str:
-        return "clean" if self.noise == "clean" else f"{self.noise} {self.snr_db:+g} dB"
+        return condition_label(self.noise, self.snr_db)
 
 
 @dataclass(frozen=True)
