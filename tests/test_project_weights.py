@@ -22,10 +22,10 @@ def _entries(name):
 @pytest.mark.parametrize("manifest, entry", [pe for m in SHIPPED for pe in _entries(m)],
                          ids=lambda v: getattr(v, "id", v))
 def test_every_shipped_checkpoint_loads_strictly_as_a_12_class_model(manifest, entry):
-    model = load_model(entry.model, checkpoint=f"{manifest}:{entry.id}")  # sha256 checked, strict
-    assert model.label_names == LABELS_12
+    loaded = load_model(entry.model, checkpoint=f"{manifest}:{entry.id}")  # sha256 checked, strict
+    assert loaded.labels == LABELS_12 and loaded.sha256 == entry.sha256
     with torch.inference_mode():
-        assert model(torch.zeros(1, 16000)).shape == (1, 12)
+        assert loaded.module(torch.zeros(1, 16000)).shape == (1, 12)
 
 
 def _project_cards():
