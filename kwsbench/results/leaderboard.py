@@ -73,23 +73,20 @@ TIDY_COLUMNS = tuple(f.name for f in fields(TidyRow))
 
 
 def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
-    """Params and MACs per 1-s clip from kwsbench.cost where it exists (else empty)."""
-    if (model, rate) in cache:
-        return cache[(model, rate)]
-    params = macs = None
-    try:
+    """Params and MACs per 1-s clip from the model card's cost function. A stored model that is no registered
+    card (stored by another version, or a test's) or whose card has no cost function leaves the columns
+    empty; a cost function that fails raises."""
+    if (model, rate) not in cache:
         from kwsbench.cost import model_cost
-        from kwsbench.models.registry import get_card
+        from kwsbench.models.registry import find_card
 
-        cost = model_cost(get_card(model), rate)
-        params = next((int(getattr(cost, a)) for a in ("params", "trainable_params", "parameters")
-                       if getattr(cost, a, None) is not None), None)
-        macs = next((int(getattr(cost, a)) for a in ("macs", "macs_total", "total_macs")
-                     if getattr(cost, a, None) is not None), None)
-    except Exception:  # noqa: BLE001 - cost is optional; a missing or failing cost leaves the columns empty
-        pass
-    cache[(model, rate)] = (params, macs)
-    return params, macs
+        card = find_card(model)
+        if card is None or card.cost is None:
+            cache[(model, rate)] = (None, None)
+        else:
+            cost = model_cost(card, rate)
+            cache[(model, rate)] = (cost.trainable_params, cost.total_macs)
+    return cache[(model, rate)]
 
 
 def _pct(v: float | None) -> float | None:
