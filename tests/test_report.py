@@ -1,7 +1,7 @@
 """`kwsbench report`: figures, a self-contained HTML folder, numbers equal to the store's.
 
 The store is made by the real grid runner on a tiny hand-built clip set with tiny registered test models
-(the stand-ins of test_run.py), two of them with a cost function so the Pareto plot has points.
+(the runner's stand-ins of tests/helpers.py), two of them with a cost function so the Pareto plot has points.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import yaml
-from test_run import RmsNoise, _build, _plan, make_clipset, tiny_loader
+from helpers import TINY_CARDS, RmsNoise, build_tiny, make_clipset, make_plan, tiny_loader
 
 from kwsbench.cli import main
 from kwsbench.cost import Cost
 from kwsbench.errors import EXIT_NO_STORE
-from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.registry import ModelCard, registered
 from kwsbench.report import figures
 from kwsbench.report.html import ReportOptions, build_report, parse_condition
 from kwsbench.results.store import Store
@@ -36,14 +36,19 @@ def _cost(card, rate: int) -> Cost:
                 frontend_macs=rate, body_macs=body)
 
 
-for _name, _seed in (("test-report-a", 1), ("test-report-b", 2)):
-    try:
-        register(ModelCard(name=_name, family="test", builder=_build, kwargs={"seed": _seed}, can_change_rate=True,
-                           cost=_cost))
-    except ValueError:
-        pass
-
+REPORT_CARDS = (
+    *(ModelCard(name=name, family="test", builder=build_tiny, kwargs={"seed": seed}, can_change_rate=True, cost=_cost)
+      for name, seed in (("test-report-a", 1), ("test-report-b", 2))),
+    next(c for c in TINY_CARDS if c.name == "test-tiny-fixed"),
+)
 MODELS = ["test-report-a", "test-report-b", "test-tiny-fixed"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_cards():
+    """This module's cards, registered while its tests run (the report reads their cost functions)."""
+    with registered(*REPORT_CARDS) as cards:
+        yield cards
 
 
 class _Refs(HTMLParser):
@@ -82,7 +87,7 @@ class _Refs(HTMLParser):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    plan = _plan(tmp, models=MODELS, noise=["white", "hum"], snr=[-5.0, 0.0, 5.0], rates=[16000, 8000])
+    plan = make_plan(tmp, models=MODELS, noise=["white", "hum"], snr=[-5.0, 0.0, 5.0], rates=[16000, 8000])
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6), show_progress=False)
     with Store(plan.store) as st:
         clean_a = next(c for c in st.cells(model="test-report-a", noise="clean", rate_hz=16000))
