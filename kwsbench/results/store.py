@@ -21,7 +21,6 @@ from kwsbench.errors import StoreError, StoreMissingError
 from kwsbench.paths import default_store
 
 SCHEMA_VERSION = 2
-DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
