@@ -256,3 +256,21 @@ def test_cost_columns_come_from_model_cost():
     assert row.accuracy_pct == 50.0 and row.data == "unknown data"
     [row] = tidy_rows([dataclasses.replace(cell, model="test-tiny")])  # no cost function: empty, not an error
     assert (row.params, row.macs) == (None, None)
+
+
+def test_sign_flip_test_is_mcnemar_for_one_seed_and_exact_for_several():
+    from kwsbench.results.ranks import sign_flip_test
+    from kwsbench.results.stats import mcnemar_exact
+
+    rng = np.random.default_rng(5)
+    a, b = rng.random(300) < 0.7, rng.random(300) < 0.6
+    assert sign_flip_test(a.astype(int), b.astype(int), k=1).p_value == mcnemar_exact(a, b).p_value
+    # five identical seeds (clean audio): the same clips counted once, the same p as one seed
+    assert abs(sign_flip_test(5 * a.astype(int), 5 * b.astype(int), k=5).p_value - mcnemar_exact(a, b).p_value) < 1e-9
+    # several seeds: the p-value is the share of all 2^m sign flips whose |sum| reaches the observed one
+    ca, cb = rng.integers(0, 4, 12), rng.integers(0, 4, 12)
+    d = ca - cb
+    sums = [abs(sum(s * x for s, x in zip(signs, d, strict=True))) for signs in itertools.product((1, -1),
+                                                                                                  repeat=len(d))]
+    brute = sum(1 for v in sums if v >= abs(d.sum())) / len(sums)
+    assert abs(sign_flip_test(ca, cb, k=3).p_value - brute) < 1e-9

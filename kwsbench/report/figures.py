@@ -32,6 +32,7 @@ DPI = 110
 # style per block of ten so neighbours in the name order differ in three ways
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
 _LINES = ("-", "--", "-.", ":")
+MAX_BANDS = 8  # more overlapping interval bands than this hide the lines
 CHANCE_STYLE = dict(color="0.35", ls=(0, (1, 2)), lw=1.2)
 
 
@@ -127,6 +128,7 @@ def accuracy_vs_snr(cells: list[StoredCell], styles: dict[str, Style], path: Pat
     fig = _new_figure(max(4.8 * cols, 9.0), 3.6 * rows + 0.5 + 0.22 * math.ceil((len(models) + 2) / 4))
     axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
     clean = {c.model: c.accuracy for c in cells if c.noise == "clean"}
+    bands = len(models) <= MAX_BANDS
     for ax, noise in zip(axes, noises, strict=False):
         mine = [c for c in cells if c.noise == noise]
         pos, categorical = _snr_positions(sorted({c.snr_db for c in mine}))
@@ -136,7 +138,8 @@ def accuracy_vs_snr(cells: list[StoredCell], styles: dict[str, Style], path: Pat
             st = _style(styles, model)
             acc, lo, hi = _pct([c.accuracy for c in pts]), _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts])
             if len(pts) > 1:
-                ax.fill_between(x, lo, hi, color=st.colour, alpha=0.12, linewidth=0)
+                if bands:
+                    ax.fill_between(x, lo, hi, color=st.colour, alpha=0.12, linewidth=0)
                 ax.plot(x, acc, marker=st.marker, ms=4, color=st.colour, ls=st.line, lw=1.3, label=model)
             else:
                 ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], marker=st.marker, ms=5, color=st.colour, ls="none",
@@ -162,7 +165,8 @@ def accuracy_vs_snr(cells: list[StoredCell], styles: dict[str, Style], path: Pat
         ax.set_ylabel("accuracy (%)")
     handles = _legend_handles(models, styles) + _chance_handle(chance_pct)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize="small")
-    fig.suptitle(f"Accuracy vs SNR: {caption}\n(bands / bars: Wilson 95 %)", fontsize="medium")
+    what = "bands / bars: Wilson 95 %" if bands else f"no Wilson bands above {MAX_BANDS} models: see the tables"
+    fig.suptitle(f"Accuracy vs SNR: {caption}\n({what})", fontsize="medium")
     return _save(fig, path)
 
 
@@ -220,8 +224,9 @@ def accuracy_vs_macs(panels: list[tuple[str, list[CostPoint]]], styles: dict[str
                 lw=1.0, ls="--", alpha=0.7, marker="o", ms=12, mfc="none", zorder=2)
         _chance(ax, chance_pct)
         ax.set_xscale("log")
-        # 1-2-5 ticks written as 2M / 500k: a span inside one decade still gets labels
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        # ticks written as 2M / 500k; 1-2-5 steps when the span is short, so one decade still gets labels
+        decades = math.log10(max(p.macs for p in pts) / min(p.macs for p in pts))
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
         ax.xaxis.set_major_formatter(FuncFormatter(_si))
         ax.xaxis.set_minor_formatter(NullFormatter())
         lo, hi = min(p.macs for p in pts), max(p.macs for p in pts)
