@@ -38,23 +38,31 @@ class TidyRow:
 
 
 def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
-    """Params and MACs per 1-s clip from kwsbench.cost where it exists (else empty)."""
+    """Params and MACs per 1-s clip from kwsbench.cost where it exists (else empty); packaged models' counts come
+    from the on-disk cost cache when it has them (no torch import)."""
     if (model, rate) in cache:
         return cache[(model, rate)]
-    params = macs = None
-    try:
-        from kwsbench.cost import model_cost
-        from kwsbench.models.registry import get_card
+    from kwsbench.results import cost_cache
 
-        cost = model_cost(get_card(model), rate)
-        params = next((int(getattr(cost, a)) for a in ("params", "trainable_params", "parameters")
-                       if getattr(cost, a, None) is not None), None)
-        macs = next((int(getattr(cost, a)) for a in ("macs", "macs_total", "total_macs")
-                     if getattr(cost, a, None) is not None), None)
-    except Exception:  # noqa: BLE001 - cost is optional; a missing or failing cost leaves the columns empty
-        pass
-    cache[(model, rate)] = (params, macs)
-    return params, macs
+    counts = cost_cache.get(model, rate)
+    if counts is None:
+        counts = (None, None)
+        try:
+            from kwsbench.cost import model_cost
+            from kwsbench.models.registry import get_card
+
+            card = get_card(model)
+            cost = model_cost(card, rate)
+            params = next((int(getattr(cost, a)) for a in ("params", "trainable_params", "parameters")
+                           if getattr(cost, a, None) is not None), None)
+            macs = next((int(getattr(cost, a)) for a in ("macs", "macs_total", "total_macs")
+                         if getattr(cost, a, None) is not None), None)
+            counts = (params, macs)
+            cost_cache.put(card, rate, counts)
+        except Exception:  # noqa: BLE001 - cost is optional; a missing or failing cost leaves the columns empty
+            pass
+    cache[(model, rate)] = counts
+    return counts
 
 
 def tidy_rows(cells: list[StoredCell], with_cost: bool = True) -> list[TidyRow]:

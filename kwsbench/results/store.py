@@ -14,11 +14,13 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from kwsbench.errors import StoreError, StoreMissingError
 from kwsbench.paths import default_store
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where predictions are read or written: reading cells (leaderboard) needs none
 
 SCHEMA_VERSION = 2
 DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
@@ -45,7 +47,7 @@ CREATE TABLE cells (
 CREATE TABLE predictions (cell_key TEXT PRIMARY KEY, preds BLOB NOT NULL);
 """
 # one blob per cell instead of one row per clip: a cell's ~2,500 row inserts dominated put_cell
-_PRED_DTYPE = np.dtype("<i2")
+_PRED_DTYPE = "<i2"  # little-endian int16
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ class Store:
             self.conn.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?)", rows)
 
     def clips(self, fingerprint: str) -> tuple[list[str], list[str], np.ndarray]:
+        import numpy as np
+
         rows = self.conn.execute(
             "SELECT utterance_id, speaker_id, label FROM clips WHERE fingerprint = ? ORDER BY idx", (fingerprint,)
         ).fetchall()
@@ -307,6 +311,8 @@ class Store:
 
     def predictions(self, cell_key: str) -> np.ndarray:
         """Predicted class index per clip (clip order of the cell's fingerprint); empty when none stored."""
+        import numpy as np
+
         row = self.conn.execute("SELECT preds FROM predictions WHERE cell_key = ?", (cell_key,)).fetchone()
         if row is None:
             return np.zeros(0, dtype=np.int64)
@@ -315,6 +321,8 @@ class Store:
 
 def _encode_predictions(preds, key: CellKey) -> bytes:
     """Class indices as little-endian int16 bytes; refuses values int16 would silently wrap."""
+    import numpy as np
+
     values = np.asarray(preds).astype(np.int64)
     info = np.iinfo(_PRED_DTYPE)
     bad = values[(values < info.min) | (values > info.max)]
