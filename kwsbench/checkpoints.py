@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -50,6 +51,23 @@ class KeyRename:
     prefix_to: str
 
 
+# converter name -> "module:function(source, provenance) -> (state dict, metadata)"; imported only when it runs
+CONVERTERS = {"kwt-tflite": "kwsbench.models.kwt:convert_tflite"}
+
+
+@dataclass(frozen=True)
+class ConvertSpec:
+    """The entry's file is made by converting a published file of another format (e.g. TensorFlow Lite)."""
+
+    converter: str = field(metadata=limits(choices=tuple(CONVERTERS)))
+    # the source file's path inside an import folder, e.g. "KWT-1/non_stream.tflite"
+    file: str = field(metadata=limits(check=lambda v: "" if v else "must name the source file"))
+    # of the source file: anything else is refused before conversion
+    sha256: str = field(metadata=limits(check=lambda v: "" if re.fullmatch(r"[0-9a-fA-F]{64}", v)
+                                        else "must be 64 hex digits"))
+    size: int | None = field(default=None, metadata=limits(lo=0))
+
+
 @dataclass(frozen=True)
 class CheckpointEntry:
     id: str  # path relative to the manifest's storage folder, e.g. "NanoMamba-NC-20K/best.pt"
@@ -65,6 +83,7 @@ class CheckpointEntry:
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
     quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
     protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
+    convert: ConvertSpec | None = None  # set when the file is converted from a published file of another format
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,7 @@ class EntryFile:
     labels: list[str] = field(default_factory=list)
     quick: bool = True
     protocol: str | None = None
+    convert: ConvertSpec | None = None
 
 
 _ENTRY_KEYS = {f.name for f in dataclasses.fields(EntryFile)}
@@ -169,6 +189,7 @@ def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
         id=e.id, model=e.model, sha256=e.sha256.lower(), size=e.size, source_path=e.source_path,
         commit=None if e.commit is None else str(e.commit), key_map=tuple(renames), epoch=e.epoch,
         val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, protocol=e.protocol or "",
+        convert=dataclasses.replace(e.convert, sha256=e.convert.sha256.lower()) if e.convert else None,
     )
 
 
@@ -437,8 +458,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
     model.load_state_dict(state, strict=True)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with verified weights: the module (eval mode, on the device), the sha256 of the file it was
+    loaded from (the key of every result cell) and the classes it predicts where the checkpoint says so
+    (its manifest entry or training metadata; () when only the card's class count is known)."""
+
+    module: torch.nn.Module
+    sha256: str
+    labels: tuple[str, ...] = ()
+
+
 def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
-               device: str | torch.device = "cpu") -> torch.nn.Module:
+               device: str | torch.device = "cpu") -> LoadedModel:
     """Build the card's model, load its verified weights strictly, move to `device`, eval mode.
 
     `checkpoint`: None (the card's default), '<manifest>:<id>', or a file path (verified when its
@@ -453,10 +485,7 @@ def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
     labels = checkpoint_labels(resolved, metadata)
     model = card.build(num_classes=len(labels) if labels else None)
     load_state_strict(model, state, resolved.path)
-    model.to(device).eval()
-    model.checkpoint_sha256 = sha  # plain attributes: the sha of what was loaded, for result keys,
-    model.label_names = labels  # and the classes it predicts where the checkpoint says (else the card's)
-    return model
+    return LoadedModel(module=model.to(device).eval(), sha256=sha, labels=labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +540,8 @@ class ImportReport:
 
 def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
     """Copy the manifest's files from a local folder: `<Folder>/<file>` or repository layout
-    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied."""
+    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied.
+    An entry with a `convert` spec is made from its published source file (verified first) by its converter."""
     source = Path(source).expanduser()
     if not source.is_dir():
         raise CheckpointError(f"import source {source} is not a folder (give a clone of the repository or a "
@@ -523,19 +553,76 @@ def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
         if dst.is_file() and sha256_file(dst) == e.sha256:
             report.already.append(e.id)
             continue
-        candidates = [source / e.id] + ([source / e.source_path] if e.source_path else [])
+        names = [e.convert.file] if e.convert else [e.id]
+        candidates = [source / n for n in names] + ([source / e.source_path] if e.source_path else [])
         src = next((c for c in candidates if c.is_file()), None)
         if src is None:
             report.missing.append(e.id)
+        elif e.convert:
+            problem = _convert_verified(m, e, src, dst)
+            (report.mismatched.append(f"{e.id} ({problem})") if problem else report.imported.append(e.id))
         elif _atomic_copy_verified(src, dst, e.sha256):
             report.imported.append(e.id)
         else:
-            report.mismatched.append(f"{e.id} ({src})")
+            report.mismatched.append(f"{e.id} ({src}: sha256 differs from the manifest)")
     licence = next((p for p in (source / "LICENSE.txt", source / "LICENSE") if p.is_file()), None)
     if licence and (report.imported or report.already):
         # The licence must travel with the weights (its terms require keeping the notice).
         shutil.copyfile(licence, m.folder() / "LICENSE.txt")
     return report
+
+
+def import_found(source: str | Path) -> dict[str, ImportReport]:
+    """`import_dir` for every public (`location: home`) manifest with at least one of its files in `source`."""
+    reports = {name: import_dir(source, name) for name, m in manifests().items() if m.location == "home"}
+    found = {n: r for n, r in reports.items() if r.imported or r.already or r.mismatched}
+    if not found:
+        raise CheckpointError(f"no checkpoint of any manifest ({', '.join(reports)}) found in {source}; give the "
+                              "folder holding <Folder>/<file> (or a repository clone), or name --manifest")
+    return found
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """A weights file kwsbench loads: tensors + JSON metadata, written to a temporary name and renamed."""
+    import json
+
+    path = Path(path)
+    payload = {"model_state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
+               "metadata": json.loads(json.dumps(metadata))}  # fails here on anything not JSON-able
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: torch names the archive after a file, which would change the bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _convert_verified(m: Manifest, e: CheckpointEntry, src: Path, dst: Path) -> str:
+    """Convert `src` (checked against the manifest's source sha256 first) into `dst`; '' or what went wrong."""
+    import importlib
+
+    spec = e.convert
+    sha = sha256_file(src)
+    if sha != spec.sha256:
+        return (f"{src} has sha256 {sha[:16]}…, the manifest's source is {spec.sha256[:16]}…: another file or "
+                "version, refused before conversion")
+    module, function = CONVERTERS[spec.converter].split(":")
+    provenance = {"source": {"repository": m.repository, "commit": e.commit or m.commit, "path": e.source_path,
+                             "sha256": spec.sha256, "size": spec.size, "licence": m.licence}}
+    with tempfile.TemporaryDirectory(dir=_mkdir(dst.parent)) as tmp:
+        out = Path(tmp) / dst.name
+        save_weights(out, *getattr(importlib.import_module(module), function)(src, provenance))
+        got = sha256_file(out)
+        if got != e.sha256:
+            return (f"converting {src} gave sha256 {got[:16]}…, the manifest expects {e.sha256[:16]}… "
+                    "(another torch version writes other bytes: use the pinned one)")
+        os.replace(out, dst)
+    return ""
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _download(url: str, dst: Path, sha: str, size: int | None,
@@ -580,6 +667,15 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
         if dst.is_file() and sha256_file(dst) == e.sha256:
             continue
         url = m.source_url(e, url_base)
-        _download(url, dst, e.sha256, e.size, (lambda d, t, i=e.id: progress(i, d, t)) if progress else None)
+        show = (lambda d, t, i=e.id: progress(i, d, t)) if progress else None
+        if e.convert is None:
+            _download(url, dst, e.sha256, e.size, show)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp) / Path(e.convert.file).name
+                _download(url, src, e.convert.sha256, e.convert.size, show)
+                problem = _convert_verified(m, e, src, dst)
+                if problem:
+                    raise CheckpointError(f"checkpoint {m.name}:{e.id}: {problem}")
         fetched.append(e.id)
     return fetched

@@ -26,7 +26,7 @@ def test_logmel_rate_change_keeps_device():
 def test_native_rate_change_keeps_model_on_device(name):
     card = next(c for c in all_cards() if c.name == name)
     model = card.build().eval().to("meta")
-    state = ModelState(card=card, model=model, forward=None, sha="", load_error="", rate=card.native_rate)
+    state = ModelState(card=card, model=model, forward=None, sha="", labels=(), load_error="", rate=card.native_rate)
     assert _set_rate(state, 8000, Plan(rate_mode="native", device="meta"))
     assert state.rate == 8000 and not hasattr(model, "kwsbench_rate")
     assert {t.device.type for t in [*model.parameters(), *model.buffers()]} <= {"meta"}

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from kwsbench.checkpoints import LoadedModel
 from kwsbench.data.clipset import LABELS_12, ClipSet
 from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
@@ -75,8 +76,7 @@ for _name, _kw, _rate in (("test-tiny", {}, True), ("test-tiny-slow", {"delay": 
 def tiny_loader(card, checkpoint, device):
     if card.name == "test-missing":
         raise CheckpointError("no weights for test-missing")
-    model = card.build().to(device).eval()
-    return model, hashlib.sha256(card.name.encode()).hexdigest()
+    return LoadedModel(card.build().to(device).eval(), hashlib.sha256(card.name.encode()).hexdigest())
 
 
 class RmsNoise:
@@ -195,7 +195,7 @@ class _FitsFourClips(torch.nn.Module):
 
 def test_a_batch_that_does_not_fit_says_what_to_do_and_a_smaller_one_completes(tmp_path):
     def loader(card, checkpoint, device):
-        return _FitsFourClips().eval(), hashlib.sha256(b"fits-four").hexdigest()
+        return LoadedModel(_FitsFourClips().eval(), hashlib.sha256(b"fits-four").hexdigest())
 
     kw = dict(loader=loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
     big = run_plan(_plan(tmp_path, models=["test-tiny"], batch_size=8), **kw)

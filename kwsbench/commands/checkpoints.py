@@ -19,8 +19,10 @@ def register(subparsers) -> None:
         func=_list)
     sub.add_parser("verify", help="sha256 of every present checkpoint file").set_defaults(func=_verify)
     imp = sub.add_parser("import", help="copy checkpoints from a local folder or repository clone (verified)")
-    imp.add_argument("dir", help="folder with <Folder>/<file>.pt, or a clone with checkpoints_full/<Folder>/...")
-    imp.add_argument("--manifest", default="nc-ssm", help="manifest whose files to import (default: %(default)s)")
+    imp.add_argument("dir", help="folder with <Folder>/<file> (e.g. ../shared/checkpoints/nc-ssm or .../kwt), or a "
+                     "repository clone; a published file of another format (KWT's .tflite) is converted once")
+    imp.add_argument("--manifest", help="import only this manifest's files (default: every public manifest with "
+                     "files in DIR)")
     imp.set_defaults(func=_import)
     fe = sub.add_parser("fetch", help="download checkpoints from their public source (verified)")
     fe.add_argument("ids", nargs="*", help="checkpoint ids (default: every file of the manifest)")
@@ -70,18 +72,22 @@ def _verify(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from kwsbench import checkpoints as ck
 
-    rep = ck.import_dir(args.dir, manifest=args.manifest)
+    if args.manifest:
+        reports = {args.manifest: ck.import_dir(args.dir, manifest=args.manifest)}
+        if not any((r.imported or r.already or r.mismatched) for r in reports.values()):
+            raise CheckpointError(f"no checkpoint of manifest {args.manifest!r} found in {args.dir}")
+    else:
+        reports = ck.import_found(args.dir)
     out = console()
-    for label, items in (("imported", rep.imported), ("already present", rep.already),
-                         ("sha256 MISMATCH, not copied", rep.mismatched), ("not found", rep.missing)):
-        if items:
-            out.print(f"[bold]{label}[/] ({len(items)}): " + ", ".join(items), highlight=False)
-    if rep.mismatched:
+    for name, rep in reports.items():
+        for label, items in (("imported", rep.imported), ("already present", rep.already),
+                             ("sha256 MISMATCH, not imported", rep.mismatched), ("not found", rep.missing)):
+            if items:
+                out.print(f"[bold]{name}: {label}[/] ({len(items)}): " + ", ".join(items), highlight=False)
+    if any(r.mismatched for r in reports.values()):
         out.print("a mismatching file is another version of the checkpoint (e.g. the repository HEAD "
                   "NanoMamba-Tiny/best.pt); `kwsbench checkpoints fetch ID` gets the pinned one.")
         return EXIT_CHECKPOINT
-    if not (rep.imported or rep.already):
-        raise CheckpointError(f"no checkpoint of manifest {args.manifest!r} found in {args.dir}")
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
                               description="Train a registered model by its paper's recipe (or the short synth "
                                           "recipe on the embedded set); optionally publish the weights.")
     p.add_argument("model", help="model card name (see `kwsbench models list`)")
-    p.add_argument("--recipe", help="packaged recipe name (s-edge, nc-ssm, bc-resnet, ds-cnn, synth) or a YAML "
+    p.add_argument("--recipe", help="packaged recipe name (s-edge, nc-ssm, bc-resnet, ds-cnn, kwt, synth) or a YAML "
                    "file; default: the model family's recipe, or synth on the synthetic set")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the synthetic set, seed --synth-seed)")
     p.add_argument("--protocol", help="label protocol of --data-dir (default: detected from the layout)")
@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 
 FAMILY_RECIPES = {"s-edge": "s-edge", "nc-ssm": "nc-ssm", "nanomamba": "nc-ssm", "bc-resnet": "bc-resnet",
-                  "ds-cnn": "ds-cnn"}
+                  "ds-cnn": "ds-cnn", "kwt": "kwt", "vjepa2-audio": "kwt"}
 
 
 def default_recipe(family: str, data_dir: str | None) -> str:

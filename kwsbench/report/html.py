@@ -486,13 +486,15 @@ def _clear_previous(out: Path) -> None:
             path.unlink()
 
 
-def _write_leaderboards(cells: list[StoredCell], out: Path, page: _Page) -> None:
+def _write_leaderboards(store: Store, cells: list[StoredCell], out: Path, page: _Page) -> None:
     from kwsbench.results.leaderboard import leaderboard
 
-    for name, fmt, wide in (("leaderboard.csv", "csv", False), ("leaderboard_wide.csv", "csv", True),
-                            ("leaderboard.md", "md", True)):
+    for name, fmt, wide, per_seed in (("leaderboard.csv", "csv", False, True),
+                                      ("leaderboard_seeds.csv", "csv", False, False),
+                                      ("leaderboard_wide.csv", "csv", True, False),
+                                      ("leaderboard.md", "md", True, False)):
         path = out / name
-        path.write_text(leaderboard(cells, fmt=fmt, wide=wide))
+        path.write_text(leaderboard(cells, fmt=fmt, wide=wide, per_seed=per_seed, store=store))
         page.files.append(path)
 
 
@@ -538,7 +540,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
         page.sections.append(_cells_section(cells))
         page.sections.append(_failed_section(failed))
         _provenance_section(store, cells + failed, page)
-    _write_leaderboards(cells, out, page)
+        _write_leaderboards(store, cells, out, page)
     index = out / "index.html"
     index.write_text(_page_html(page, view, cond, store_path, cells))
     return ReportResult(index=index, files=[index, *page.files], notes=page.notes, cells=len(view.cells))

@@ -71,12 +71,9 @@ def _default_data_dir() -> str:
 
 def _check_weights(cards, device: str) -> None:
     """Exit 3 before any work when a requested model has no loadable checkpoint."""
-    from kwsbench.errors import CheckpointError, MissingDependencyError
+    from kwsbench import checkpoints as ck
+    from kwsbench.errors import CheckpointError
 
-    try:
-        from kwsbench import checkpoints as ck
-    except ImportError as err:
-        raise MissingDependencyError(f"the checkpoint loader is not available ({err})") from err
     missing = []
     for card in cards:
         try:

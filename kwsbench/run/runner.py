@@ -26,7 +26,7 @@ import torch
 from torch.profiler import record_function
 
 from kwsbench.audio import decimate, upsample
-from kwsbench.checkpoints import trained_on_this_set
+from kwsbench.checkpoints import LoadedModel, load_model, trained_on_this_set
 from kwsbench.data.clipset import ClipSet
 from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
@@ -43,8 +43,8 @@ from kwsbench.run.plan import Plan
 CLEAN = "clean"
 N_BOOT = 1000
 
-# (card, checkpoint or None, device) -> (model in eval mode, sha256 of the weights)
-ModelLoader = Callable[[ModelCard, str | None, str], tuple[torch.nn.Module, str]]
+# (card, checkpoint or None, device) -> the model in eval mode, the sha256 of its weights, its classes
+ModelLoader = Callable[[ModelCard, str | None, str], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,8 @@ class NoiseProvider:
         return mix(clean, noise, snr_db, definition=definition)
 
 
-def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, str]:
-    from kwsbench import checkpoints as ck
-
-    model = ck.load_model(card, checkpoint=checkpoint, device=device)
-    sha = getattr(model, "checkpoint_sha256", None) or ck.checkpoint_sha256(card, checkpoint)
-    return model, str(sha)
+def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> LoadedModel:
+    return load_model(card, checkpoint=checkpoint, device=device)
 
 
 @dataclass
@@ -355,6 +351,7 @@ class ModelState:
     model: torch.nn.Module | None
     forward: GraphedForward | None
     sha: str
+    labels: tuple[str, ...]  # the classes the checkpoint says the model predicts; () when it does not say
     load_error: str
     rate: int
 
@@ -395,14 +392,14 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
     plan, summary = ctx.plan, ctx.summary
     t_load = time.perf_counter()
     try:
-        model, sha = loader(card, plan.checkpoints.get(card.name), plan.device)
+        loaded = loader(card, plan.checkpoints.get(card.name), plan.device)
     except CheckpointError as err:
         if not explicit:
             summary.skipped_models.append((card.name, str(err)))
             return None
-        model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
+        loaded, load_error = None, f"{type(err).__name__}: {err}"
     except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
-        model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
+        loaded, load_error = None, f"{type(err).__name__}: {err}"
     else:
         load_error = ""
     finally:
@@ -411,9 +408,12 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
     if contaminated:
         summary.warnings.append(f"{card.name}: {contaminated}")
         ctx.progress.note(f"WARNING {card.name}: {contaminated}")
-    forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
-    return ModelState(card=card, model=model, forward=forward, sha=sha, load_error=load_error,
-                      rate=card.native_rate)
+    if loaded is None:
+        return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
+                          load_error=load_error, rate=card.native_rate)
+    forward = GraphedForward(loaded.module, enabled=plan.cuda_graphs)
+    return ModelState(card=card, model=loaded.module, forward=forward, sha=loaded.sha256, labels=tuple(loaded.labels),
+                      load_error="", rate=card.native_rate)
 
 
 def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Condition, noise_version: str) -> CellKey:
@@ -426,9 +426,9 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
     )
 
 
-def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> None:
+def _check_labels(state: ModelState, clipset: ClipSet) -> None:
     """The model must predict the clip set's classes: by name and order where its checkpoint records them."""
-    labels = tuple(getattr(model, "label_names", ()) or ())
+    card, labels = state.card, state.labels
     if labels and labels != tuple(clipset.label_names):
         raise BadInputError(f"{card.name}: its checkpoint predicts {', '.join(labels)}; the clip set "
                             f"({clipset.protocol}) has {', '.join(clipset.label_names)}")
@@ -479,7 +479,7 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
     t0 = time.perf_counter()
     if state.model is not None:
         try:
-            _check_labels(card, state.model, clipset)
+            _check_labels(state, clipset)
             if _set_rate(state, cond.rate_hz, plan):
                 state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
