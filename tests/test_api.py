@@ -101,7 +101,7 @@ def test_import_is_light():
 
 def test_leaderboard_takes_cost_from_the_cache_without_torch(store, tmp_path):
     """Packaged models' params / MACs come from the on-disk cost cache: the second leaderboard imports neither
-    torch nor numpy, and prints the same table as the first (which counted them)."""
+    torch, scipy nor pandas (numpy it needs for the rank groups), and prints the same table as the first."""
     import shutil
     import sqlite3
 
@@ -113,7 +113,7 @@ def test_leaderboard_takes_cost_from_the_cache_without_torch(store, tmp_path):
     argv = ["leaderboard", "--format", "csv", "--store", str(copy)]
     code = ("import contextlib, io, sys; from kwsbench.cli import main; out = io.StringIO()\n"
             f"with contextlib.redirect_stdout(out): rc = main({argv!r})\n"
-            "print(rc, sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules)); print(out.getvalue())")
+            "print(rc, sorted(m for m in ('torch', 'scipy', 'pandas') if m in sys.modules)); print(out.getvalue())")
     env = {**__import__("os").environ, "KWSBENCH_CACHE": str(tmp_path / "cache")}
     first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                     check=True).stdout.split("\n", 1) for _ in range(2))

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as _sps
 
 from kwsbench.results import ranks as _ranks
 from kwsbench.results.clipsets import Labels, labels_for
@@ -140,6 +139,8 @@ def _seed_summary(accs: list[float]) -> tuple[float | None, float | None, float 
     """Seed SD and 95 % t interval of the mean over seeds (None with one seed)."""
     if len(accs) < 2:
         return None, None, None
+    from scipy import stats as _sps  # only with several seeds: a one-seed leaderboard starts without scipy
+
     sd = statistics.stdev(accs)
     half = float(_sps.t.ppf(0.975, len(accs) - 1)) * sd / math.sqrt(len(accs))
     mean = sum(accs) / len(accs)
