@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from kwsbench.errors import BadInputError, StoreError, StoreMissingError
+from kwsbench.paths import default_store
 from kwsbench.report import figures
-from kwsbench.results.store import DEFAULT_STORE, Store, StoredCell
+from kwsbench.results.store import Store, StoredCell, condition_label
 
 VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
 
 
 @dataclass
 class ReportOptions:
-    store: Path = DEFAULT_STORE
+    store: Path = field(default_factory=default_store)  # $KWSBENCH_STORE, else runs/kwsbench.sqlite
     out: Path = Path("report")
     models: list[str] | None = None  # None: every model in the store
     condition: str | None = None  # "NOISE:SNR" or "clean" for the heatmap / confusion / Pareto; None: picked
@@ -125,10 +126,6 @@ def default_condition(cells: list[StoredCell]) -> tuple[str, float | None]:
     if not counts:
         return "clean", None
     return max(counts, key=lambda k: (counts[k], -abs(k[1]), -k[1], k[0]))
-
-
-def condition_label(noise: str, snr: float | None) -> str:
-    return "clean" if noise == "clean" else f"{noise} {snr:+g} dB"
 
 
 # -- cost --------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import numpy as np  # imported where predictions are read or written: reading cells (leaderboard) needs none
 
 SCHEMA_VERSION = 2
-DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);

@@ -34,7 +34,7 @@ from kwsbench.models.registry import ModelCard, all_cards, resolve
 from kwsbench.progress import Progress
 from kwsbench.provenance import environment
 from kwsbench.results import stats
-from kwsbench.results.store import CellKey, CellResult, Store
+from kwsbench.results.store import CellKey, CellResult, Store, condition_label
 from kwsbench.run import distributed as dist_
 from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
@@ -54,8 +54,7 @@ class Condition:
     rate_hz: int
 
     def label(self) -> str:
-        cond = CLEAN if self.noise == CLEAN else f"{self.noise} {self.snr_db:+g} dB"
-        return f"{cond} @ {self.rate_hz} Hz"
+        return f"{condition_label(self.noise, self.snr_db)} @ {self.rate_hz} Hz"
 
 
 class NoiseProvider:
