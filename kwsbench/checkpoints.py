@@ -191,14 +191,6 @@ def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
     )
 
 
-def sha256_file(path: str | Path) -> str:
-    """kwsbench.data.download's sha256 of a file, imported on first use: reading manifests (the leaderboard's
-    weights column, `checkpoints list`) needs neither the data stack nor torch."""
-    from kwsbench.data.download import sha256_file as _sha256_file
-
-    return _sha256_file(path)
-
-
 # Parsed manifests by file identity (path, inode, mtime, size): a command may ask for the manifests several times,
 # and parsing and checking ~150 entries is most of what a fast command does; a rewritten file is read again.
 _PARSED: dict[tuple[str, int, int, int], Manifest] = {}
