@@ -9,6 +9,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 
 from kwsbench import __version__
 from kwsbench.commands.args import apply_help_style
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from kwsbench.run.allocator import keep_freed_memory
 
         keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
+        warnings.formatwarning = _one_line  # a user reads "warning: ...", not the source line that raised it
         return int(args.func(args) or 0)
     except KwsbenchError as err:
         from kwsbench.commands.args import console
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped early (`kwsbench leaderboard | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return EXIT_OK
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":
