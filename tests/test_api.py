@@ -99,17 +99,12 @@ def test_import_is_light():
     assert out.strip() == "[]"
 
 
-def test_leaderboard_takes_cost_from_the_cache_without_torch(store, tmp_path):
+def test_leaderboard_takes_cost_from_the_cache_without_torch(tmp_path):
     """Packaged models' params / MACs come from the on-disk cost cache: the second leaderboard imports neither
     torch, scipy nor pandas (numpy it needs for the rank groups), and prints the same table as the first."""
-    import shutil
-    import sqlite3
-
-    copy = tmp_path / "packaged.sqlite"
-    shutil.copy(store, copy)
-    with sqlite3.connect(copy) as conn:  # packaged cards' names, so their counts may be cached
-        conn.execute("UPDATE cells SET model = 'bc-resnet-1' WHERE model = 'test-tiny'")
-        conn.execute("UPDATE cells SET model = 'ds-cnn-s' WHERE model = 'test-tiny-fixed'")
+    plan = _plan(tmp_path, models=["bc-resnet-1", "ds-cnn-s"], noise=["white"], snr=[0.0])  # packaged cards
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=2), show_progress=False)
+    copy = plan.store
     argv = ["leaderboard", "--format", "csv", "--store", str(copy)]
     code = ("import contextlib, io, sys; from kwsbench.cli import main; out = io.StringIO()\n"
             f"with contextlib.redirect_stdout(out): rc = main({argv!r})\n"
