@@ -19,6 +19,7 @@ from kwsbench.errors import (
     EXIT_DATASET,
     EXIT_DOWNLOAD,
     EXIT_FAILED,
+    EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_NO_STORE,
     EXIT_OK,
@@ -55,6 +56,7 @@ EXIT_CODES = f"""\
   {EXIT_STORE}    results store corrupt or of another schema version (left untouched)
   {EXIT_DOWNLOAD}    a download failed or did not verify
   {EXIT_NO_STORE}    no results store at the path looked at
+  {EXIT_INCONCLUSIVE}    reproduce: INCONCLUSIVE, no published row could be judged on this data
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); cells already stored are kept"""
 
 
