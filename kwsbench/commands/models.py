@@ -24,12 +24,12 @@ def _list(args: argparse.Namespace) -> int:
     from kwsbench.models.registry import all_cards
 
     table = Table(title="kwsbench models")
-    for col in ("name", "family", "params", "input", "rate", "protocol", "checkpoint"):
-        table.add_column(col, justify="right" if col in ("params", "rate") else "left")
+    for col in ("name", "family", "params", "published", "input", "rate", "protocol", "checkpoint"):
+        table.add_column(col, justify="right" if col in ("params", "published", "rate") else "left")
     for c in all_cards():
         table.add_row(
-            c.name, c.family, "" if c.params is None else str(c.params), c.input,
-            str(c.native_rate), c.protocol, c.checkpoint or "-",
+            c.name, c.family, str(c.counted_params()), "" if c.published_params is None else str(c.published_params),
+            c.input, str(c.native_rate), c.protocol, c.checkpoint or "-",
         )
     console().print(table)
     return 0
@@ -40,7 +40,8 @@ def _show(args: argparse.Namespace) -> int:
 
     c = get_card(args.name)
     out = console()
-    for key in ("name", "family", "aliases", "params", "input", "native_rate", "protocol", "num_classes",
-                "can_change_rate", "can_stream", "checkpoint", "kwargs", "source", "description"):
+    for key in ("name", "family", "aliases", "published_params", "input", "native_rate", "protocol", "num_classes",
+                "can_change_rate", "can_stream", "checkpoint", "recipe", "kwargs", "source", "description"):
         out.print(f"[bold]{key}[/]: {getattr(c, key)}", highlight=False)
+    out.print(f"[bold]counted_params[/]: {c.counted_params()}", highlight=False)
     return 0

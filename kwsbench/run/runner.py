@@ -272,8 +272,15 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         try:
             _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
                         progress, shard)
+        except BaseException as err:  # the run's status is final whatever stopped it
+            if shard.rank == 0:
+                _finish_quietly(store, summary.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
+                                else "failed")
+            raise
         finally:
             progress.close()
+            summary.warnings += [f"damaged cell recomputed: {d}" for d in store.damaged + (
+                out.damaged if out is not store else [])]
             if out is not store:
                 out.close()
         if shard.sharded:
@@ -284,9 +291,17 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
                 summary = _combine(parts)
         summary.seconds = time.perf_counter() - t0
         if shard.rank == 0:
-            store.finish_run(summary.run_id, "ok" if summary.ok else "failed")
+            store.finish_run(summary.run_id, "completed" if summary.ok else "failed")
         dist_.barrier(shard)
     return summary
+
+
+def _finish_quietly(store: Store, run_id: int, status: str) -> None:
+    """Record how the run ended; a store that cannot take it (full disk...) must not hide the original error."""
+    try:
+        store.finish_run(run_id, status)
+    except Exception:  # noqa: BLE001 - the error being raised is the one the user needs
+        pass
 
 
 class _Sink:
