@@ -61,6 +61,8 @@ class CheckpointEntry:
     note: str = ""
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
     quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
+    # False: training did not get past chance (the manifest says so); such weights run only when named
+    learned: bool = True
     protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
 
 
@@ -121,7 +123,7 @@ def _entry_from_dict(raw: dict, where: Path) -> CheckpointEntry:
             commit=None if raw.get("commit") is None else str(raw["commit"]), key_map=renames,
             epoch=raw.get("epoch"), val_acc=raw.get("val_acc"), note=str(raw.get("note") or ""),
             labels=tuple(str(x) for x in raw.get("labels") or ()), quick=bool(raw.get("quick", True)),
-            protocol=str(raw.get("protocol") or ""),
+            learned=bool(raw.get("learned", True)), protocol=str(raw.get("protocol") or ""),
         )
     except (KeyError, TypeError) as err:
         raise BadInputError(f"bad checkpoint entry in {where}: missing or malformed field {err}. Entry: {raw}") from err
@@ -542,3 +544,22 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
         _download(url, dst, e.sha256, e.size, (lambda d, t, i=e.id: progress(i, d, t)) if progress else None)
         fetched.append(e.id)
     return fetched
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One checkpoint a manifest has for a model, and whether its file is here (home manifests need an import)."""
+
+    manifest: str
+    id: str
+    present: bool
+    learned: bool
+
+
+def weights_by_model() -> dict[str, list[WeightsFile]]:
+    """Every manifest's checkpoints, by model card name (manifest order, then file order)."""
+    out: dict[str, list[WeightsFile]] = {}
+    for m in manifests().values():
+        for e in m.entries:
+            out.setdefault(e.model, []).append(WeightsFile(m.name, e.id, m.file_path(e).is_file(), e.learned))
+    return out

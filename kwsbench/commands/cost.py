@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
@@ -14,15 +15,16 @@ from kwsbench.cost import Cost, model_cost
 from kwsbench.errors import BadInputError
 from kwsbench.models.registry import resolve
 
-_COLUMNS = ("model", "rate", "trainable_params", "inference_params", "frontend_macs", "body_macs", "total_macs",
-            "streaming_macs_per_s", "state_size")
+_COLUMNS = ("model", "rate", "runs_at_hz", "band_limited", "trainable_params", "inference_params", "frontend_macs",
+            "body_macs", "total_macs", "streaming_macs_per_s", "state_size")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("cost", help="parameters and MACs per model and input rate")
     p.add_argument("--models", default="all", help="comma list or globs of model names (default: all)")
-    p.add_argument("--rates", default="16000,8000,4000", help="comma list of input rates in Hz")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--rates", default="16000,8000,4000", help="comma list of input rates in Hz "
+                   "(default: 16000,8000,4000)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="(default: table)")
     p.set_defaults(func=_run)
 
 
@@ -36,18 +38,38 @@ def parse_rates(text: str) -> list[int]:
     return rates
 
 
-def collect(models: str, rates: list[int]) -> tuple[list[Cost], list[str]]:
-    """Cost records for every model with a cost function; the names of those without one."""
+@dataclass
+class CostRow:
+    """A model at an input rate: its cost where it runs. A model that cannot change rate runs band-limited
+    at its native rate (the audio comes down to the rate and back up), so it costs what its native row does."""
+
+    cost: Cost
+    rate: int  # the input rate asked for
+    runs_at_hz: int
+
+    @property
+    def band_limited(self) -> bool:
+        return self.runs_at_hz != self.rate
+
+    def as_dict(self) -> dict:
+        return {**self.cost.as_dict(), "rate": self.rate, "runs_at_hz": self.runs_at_hz,
+                "band_limited": self.band_limited}
+
+
+def collect(models: str, rates: list[int]) -> tuple[list[CostRow], list[str]]:
+    """Cost rows for every model with a cost function; the names of those without one."""
     records, skipped = [], []
     for card in resolve(models):
         if card.cost is None:
             skipped.append(card.name)
             continue
-        records.extend(model_cost(card, rate) for rate in rates)
+        for rate in rates:
+            runs_at = rate if card.can_change_rate else card.native_rate
+            records.append(CostRow(model_cost(card, runs_at), rate, runs_at))
     return records, skipped
 
 
-def render(records: list[Cost], fmt: str) -> str:
+def render(records: list[CostRow], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([r.as_dict() for r in records], indent=2)
     buf = io.StringIO()
@@ -55,7 +77,7 @@ def render(records: list[Cost], fmt: str) -> str:
     writer.writerow([*_COLUMNS, "published", "folded"])
     for r in records:
         row = r.as_dict()
-        writer.writerow([*(row[c] for c in _COLUMNS), json.dumps(r.published), r.folded])
+        writer.writerow([*(row[c] for c in _COLUMNS), json.dumps(r.cost.published), r.cost.folded])
     return buf.getvalue()
 
 
@@ -66,14 +88,22 @@ def _run(args: argparse.Namespace) -> int:
         print(render(records, args.format), end="" if args.format == "csv" else "\n")
     else:
         table = Table(title="kwsbench cost (MACs per 1-s clip; 1 MAC = multiply + accumulate)")
-        for col in ("model", "rate", "params", "inf. params", "front-end MACs", "body MACs", "stream MACs/s",
-                    "state", "published"):
-            left = col in ("model", "published")
-            table.add_column(col, justify="left" if left else "right", no_wrap=col != "published")
-        for r in records:
+        for col in ("model", "rate", "params", "inf. params", "front-end MACs", "body MACs", "total MACs",
+                    "stream MACs/s", "state", "published / note"):
+            left = col in ("model", "published / note")
+            # names and numbers are never cut; the last column wraps into what is left
+            width = max(len(r.cost.model) for r in records) if col == "model" and records else None
+            table.add_column(col, justify="left" if left else "right", no_wrap=col != "published / note",
+                             min_width=width, ratio=1 if col == "published / note" else None)
+        for row in records:
+            r = row.cost
+            if row.band_limited:  # the same model at the same rate as its native row: say so, do not repeat it
+                table.add_row(r.model, str(row.rate), *["·"] * 7,
+                              f"band-limited: runs at {row.runs_at_hz} Hz, costs its {row.runs_at_hz} row")
+                continue
             pub = ", ".join(f"{k}={v:,}" for k, v in r.published.items())
-            table.add_row(r.model, str(r.rate), f"{r.trainable_params:,}", f"{r.inference_params:,}",
-                          f"{r.frontend_macs:,}", f"{r.body_macs:,}",
+            table.add_row(r.model, str(row.rate), f"{r.trainable_params:,}", f"{r.inference_params:,}",
+                          f"{r.frontend_macs:,}", f"{r.body_macs:,}", f"{r.total_macs:,}",
                           "-" if r.streaming_macs_per_s is None else f"{r.streaming_macs_per_s:,}",
                           "-" if r.state_size is None else str(r.state_size), pub)
         console.print(table)

@@ -32,7 +32,8 @@ class Plan:
     data_dir: str | None = None
     protocol: str | None = None
     noise_dir: str | None = None
-    seed: int = 0
+    seed: int = 0  # the noise seed; with `seeds`, the first of them
+    seeds: list[int] | None = None  # several noise seeds: every noisy condition once per seed
     batch_size: int = 256
     device: str = "cpu"
     quick: bool = False
@@ -57,9 +58,18 @@ class Plan:
             raise BadInputError(f"rates {bad_rates}: each rate must divide 16000 (e.g. 16000,8000,4000)")
         if self.per_class is not None and self.per_class < 1:
             raise BadInputError(f"per_class must be >= 1, got {self.per_class}")
+        if self.seeds is not None:
+            if not self.seeds:
+                raise BadInputError("seeds must list at least one seed, e.g. 0,1,2,3,4")
+            self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))  # in order, each once
+            self.seed = self.seeds[0]
         self.snr = [float(s) for s in self.snr]
         self.rates = [int(r) for r in self.rates]
         return self
+
+    def noise_seeds(self) -> list[int]:
+        """The seeds every noisy condition runs under (clean audio has no noise seed: it runs once)."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,7 +92,7 @@ def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
             f"{where}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(_FIELDS))}."
         )
     data = dict(data)
-    for key in ("models", "noise", "snr", "rates"):
+    for key in ("models", "noise", "snr", "rates", "seeds"):
         if key in data and data[key] is not None:
             data[key] = _split_list(data[key])
             if not isinstance(data[key], list):
@@ -94,6 +104,10 @@ def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
 
 
 def load_plan(path: str | Path) -> Plan:
+    return plan_from_dict(_read_yaml(path), where=str(path))
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"plan file {path} not found")
@@ -103,27 +117,54 @@ def load_plan(path: str | Path) -> Plan:
         raise BadInputError(f"plan file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise BadInputError(f"plan file {path} must hold a mapping of plan keys, got {type(data).__name__}")
-    return plan_from_dict(data, where=str(path))
+    return data
 
 
-def resolve_plan(config: str | Path | None, overrides: dict[str, Any]) -> Plan:
-    """Plan YAML (if any) with every override that is not None applied on top."""
-    base = load_plan(config).to_dict() if config else Plan().to_dict()
+def resolve_plan(config: str | Path | None, overrides: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> Plan:
+    """Plan defaults, then `defaults` (e.g. QUICK_DEFAULTS), then the plan YAML (if any), then every override
+    that is not None: what the user gave, in a file or a flag, always wins over a preset."""
+    base = Plan().to_dict() | (defaults or {})
+    if config:
+        base.update(_read_yaml(config))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return plan_from_dict(base, where=str(config) if config else "command line")
+
+
+def given_keys(config: str | Path | None, overrides: dict[str, Any]) -> set[str]:
+    """The plan keys the user set, in the plan YAML or by a flag."""
+    return set(_read_yaml(config) if config else {}) | {k for k, v in overrides.items() if v is not None}
 
 
 EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedded synthetic keyword set
 
 
-def embedded_defaults(plan: Plan, quick: bool = False) -> Plan:
+@dataclass(frozen=True)
+class LeftOut:
+    """A model of the default set that the plan does not run, and why."""
+
+    model: str
+    reason: str
+
+
+def embedded_defaults(plan: Plan, quick: bool = False) -> tuple[Plan, list[LeftOut]]:
     """No --data-dir and no --models: the embedded synthetic set, evaluated with the weights the project trained
-    on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. --quick leaves out the
-    entries the manifest marks `quick: false` (models too slow for a CPU minute)."""
+    on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. Left out (and
+    returned with the reason): entries marked `learned: false` (training stayed at chance) always, and entries
+    marked `quick: false` (over 7 s a cell on a 2-core CPU) on a CPU or with --quick. Named with --models,
+    every one of them runs."""
+    left: list[LeftOut] = []
     if plan.data_dir is None and plan.models is None and plan.weights is None:
         plan.weights = EMBEDDED_MANIFEST
-        plan.models = [e.model for e in _weight_entries(plan.weights) if e.quick or not quick]
-    return apply_weights(plan)
+        plan.models = []
+        for e in _weight_entries(plan.weights):
+            if not e.learned:
+                left.append(LeftOut(e.model, "its weights did not learn (at chance; manifest: learned: false)"))
+            elif not e.quick and (quick or plan.device == "cpu"):
+                left.append(LeftOut(e.model, "slow on a CPU (over 7 s a cell; manifest: quick: false)"))
+            else:
+                plan.models.append(e.model)
+    return apply_weights(plan), left
 
 
 def apply_weights(plan: Plan) -> Plan:
@@ -144,12 +185,12 @@ def _weight_entries(manifest: str):
     return get_manifest(manifest).entries
 
 
-def quick_plan(plan: Plan) -> Plan:
-    """--quick: clean + one noisy condition at 0 dB on a class-stratified subset."""
-    plan.quick = True
-    if not plan.noise:
-        plan.noise = ["factory"]
-    plan.snr = [0.0]
-    if plan.per_class is None:
-        plan.per_class = 20
-    return plan
+# --quick fills in what the user did not give (a flag or a plan-file key always wins)
+QUICK_DEFAULTS: dict[str, Any] = {"quick": True, "noise": ["factory"], "snr": [0.0], "per_class": 20}
+
+
+def check_noise_and_snr(plan: Plan, given: set[str]) -> None:
+    """SNRs without a noise source would silently run clean audio only."""
+    if "snr" in given and not plan.noise:
+        raise BadInputError("--snr was given without --noise, so no noisy condition would run; add --noise "
+                            "SOURCE (see `kwsbench noise list`), e.g. --noise babble --snr -5")

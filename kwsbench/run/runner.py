@@ -41,6 +41,7 @@ from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan
 
 CLEAN = "clean"
+CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
 N_BOOT = 1000
 
 # (card, checkpoint or None, device) -> (model in eval mode, sha256 of the weights)
@@ -52,10 +53,13 @@ class Condition:
     noise: str  # CLEAN or a noise source name
     snr_db: float | None
     rate_hz: int
+    seed: int = 0  # the noise seed (CLEAN_SEED for a clean cell)
+    show_seed: bool = False  # several seeds in the plan: labels name the seed
 
     def label(self) -> str:
         cond = CLEAN if self.noise == CLEAN else f"{self.noise} {self.snr_db:+g} dB"
-        return f"{cond} @ {self.rate_hz} Hz"
+        seed = f" seed {self.seed}" if self.show_seed and self.noise != CLEAN else ""
+        return f"{cond}{seed} @ {self.rate_hz} Hz"
 
 
 class NoiseProvider:
@@ -94,8 +98,15 @@ class NoiseProvider:
         noise = self._ready.pop((clipset.fingerprint, name, seed), None)
         if noise is None:
             noise = NoiseBank(clipset, source, seed, noise_dir=self.noise_dir).noise
-        # the definition hash pins the exact generator parameters, not only the declared version number
-        return noise, f"v{source.version}/{source.key[:16]}"
+        return noise, self.version(name)
+
+    def version(self, name: str) -> str:
+        """The noise version recorded in a cell's key (the definition hash pins the exact generator parameters,
+        not only the declared version number)."""
+        from kwsbench.noise import get_source
+
+        source = get_source(name, self.noise_dir)
+        return f"v{source.version}/{source.key[:16]}"
 
     def mix(self, clean: torch.Tensor, noise: torch.Tensor, snr_db: float, definition: str) -> torch.Tensor:
         from kwsbench.noise import mix
@@ -109,6 +120,15 @@ def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> tupl
     model = ck.load_model(card, checkpoint=checkpoint, device=device)
     sha = getattr(model, "checkpoint_sha256", None) or ck.checkpoint_sha256(card, checkpoint)
     return model, str(sha)
+
+
+def _default_sha(card: ModelCard, checkpoint: str | None) -> str:
+    from kwsbench import checkpoints as ck
+
+    return str(ck.checkpoint_sha256(card, checkpoint))
+
+
+default_loader.sha256 = _default_sha  # what the estimate uses to find stored cells before loading
 
 
 @dataclass
@@ -156,11 +176,14 @@ def load_clips(plan: Plan) -> ClipSet:
 
 
 def conditions(plan: Plan, noise_names: list[str]) -> list[Condition]:
-    """Clean always, then every noise x SNR, each at every rate."""
+    """Clean always, then every noise x SNR x seed, each at every rate. Clean audio has no noise: its cell is
+    computed once and keyed with seed CLEAN_SEED whatever the plan's seeds, so every run shares it."""
+    seeds = plan.noise_seeds()
+    many = len(seeds) > 1
     out = []
     for rate in plan.rates:
-        out.append(Condition(CLEAN, None, rate))
-        out.extend(Condition(n, float(s), rate) for n in noise_names for s in plan.snr)
+        out.append(Condition(CLEAN, None, rate, CLEAN_SEED, many))
+        out.extend(Condition(n, float(s), rate, seed, many) for n in noise_names for seed in seeds for s in plan.snr)
     return out
 
 
@@ -202,16 +225,52 @@ def _score(labels: np.ndarray, preds: np.ndarray, speakers: tuple[str, ...], num
     )
 
 
+FIRST_BATCH = 32  # clips in a model's first CPU batch, before its speed is known
+BATCH_TARGET_S = 2.0  # a slow model's CPU batches last about this long
+
+
+@dataclass
+class Pace:
+    """Batch sizes for one model. On a CPU a slow model gets batches of about BATCH_TARGET_S seconds, so the
+    progress inside its cells moves and Ctrl-C is answered soon; a fast model keeps --batch-size. On CUDA the
+    batch is always --batch-size (one captured graph per batch shape). Each clip's logits do not depend on
+    the batch it is in (eval mode), so this changes timing only."""
+
+    limit: int
+    adaptive: bool
+    clips_per_s: float | None = None
+
+    def size(self) -> int:
+        if not self.adaptive:
+            return self.limit
+        if self.clips_per_s is None:
+            return min(self.limit, FIRST_BATCH)
+        return max(min(self.limit, FIRST_BATCH), min(self.limit, int(self.clips_per_s * BATCH_TARGET_S)))
+
+    def record(self, clips: int, seconds: float) -> None:
+        if seconds > 0:
+            self.clips_per_s = clips / seconds
+
+
 @torch.inference_mode()
 def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor, noise: torch.Tensor | None,
-             cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider) -> np.ndarray:
+             cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider,
+             on_batch: Callable[[int], None] | None = None, pace: Pace | None = None) -> np.ndarray:
+    pace = pace or Pace(plan.batch_size, adaptive=False)
     preds = []
-    for start in range(0, clean.shape[0], plan.batch_size):
-        x = clean[start:start + plan.batch_size]
+    start = 0
+    while start < clean.shape[0]:
+        stop = min(start + pace.size(), clean.shape[0])
+        t0 = time.perf_counter()
+        x = clean[start:stop]
         if noise is not None:
-            x = provider.mix(x, noise[start:start + plan.batch_size], cond.snr_db, plan.snr_def)
+            x = provider.mix(x, noise[start:stop], cond.snr_db, plan.snr_def)
         logits = model(model_input(x, card, cond.rate_hz, plan))
         preds.append(torch.argmax(logits, dim=-1).to("cpu", torch.int64))
+        pace.record(stop - start, time.perf_counter() - t0)
+        start = stop
+        if on_batch is not None:
+            on_batch(stop)
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -267,10 +326,18 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         dist_.barrier(shard)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
+        if shard.rank == 0 and show_progress:
+            progress.note(_announce(plan, cards, conds, clipset, provider, store, loader, shard))
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
             _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
                         progress, shard)
+        except BaseException:
+            # Ctrl-C, SIGTERM (turned into KeyboardInterrupt by the command) or a crash: the cells stored so
+            # far are complete; the run says it did not finish instead of staying "running"
+            if shard.rank == 0:
+                store.finish_run(summary.run_id, "interrupted")
+            raise
         finally:
             progress.close()
             if out is not store:
@@ -324,13 +391,56 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
     return total
 
 
+def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
+              provider: NoiseProvider, store: Store, loader: ModelLoader, shard: Shard) -> str:
+    """What the run will do and roughly how long it takes (see kwsbench.run.estimate)."""
+    from kwsbench.run.estimate import estimate
+
+    versions: dict[str, str | None] = {}
+
+    def key(card: ModelCard, sha: str | None, cond: Condition) -> CellKey | None:
+        if cond.noise != CLEAN and cond.noise not in versions:  # a stand-in provider may not know it
+            versions[cond.noise] = provider.version(cond.noise) if hasattr(provider, "version") else None
+        version = "" if cond.noise == CLEAN else versions[cond.noise]
+        return None if sha is None or version is None else _cell_key(plan, card, sha, clipset, cond, version)
+
+    def cells_of(card: ModelCard) -> list[CellKey | None]:
+        owned = [c for j, c in enumerate(conds) if shard.owns(cards.index(card) * len(conds) + j)]
+        sha = None if plan.force else _known_sha(loader, card, plan)
+        return [key(card, sha, c) for c in owned if not _cannot_run(plan, card, c)]
+
+    est = estimate(cards, cells_of, len(clipset), store, plan.device)
+    seeds = plan.noise_seeds()
+    grid = (f"{len(cards)} models x {len(conds)} conditions ({len(plan.noise)} noise x {len(plan.snr)} SNR"
+            f"{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''} + clean, {len(plan.rates)} rate(s)) on "
+            f"{len(clipset):,} clips")
+    return f"{grid}: {est.describe()}"
+
+
+def _known_sha(loader: ModelLoader, card: ModelCard, plan: Plan) -> str | None:
+    """The checkpoint's sha256 without loading the model, where the loader can tell it (its `sha256`
+    attribute); None when it cannot (missing weights, a loader without it)."""
+    sha_of = getattr(loader, "sha256", None)
+    if sha_of is None:
+        return None
+    try:
+        return sha_of(card, plan.checkpoints.get(card.name))
+    except Exception:  # noqa: BLE001 - only the estimate needs it; the run reports the real error
+        return None
+
+
+def _cannot_run(plan: Plan, card: ModelCard, cond: Condition) -> bool:
+    return plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate
+
+
 def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress,
                 shard: Shard) -> None:
     device = plan.device
     clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
-    banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, when the first noisy cell needs them
+    # (noise, seed) -> (bank on the device, version): built once per run, when the first noisy cell needs them
+    banks: dict[tuple[str, int], tuple[torch.Tensor, str]] = {}
     owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
-    noise_names = sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN})
+    noise_names = sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN})
     stop_after = dist_.exit_after(shard.rank)
     for card, my_conds in zip(cards, owned, strict=True):
         if not my_conds:
@@ -355,11 +465,12 @@ def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, 
             summary.warnings.append(f"{card.name}: {contaminated}")
             progress.note(f"WARNING {card.name}: {contaminated}")
         forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
+        pace = Pace(plan.batch_size, adaptive=not device.startswith("cuda"))
         for cond in my_conds:
-            if cond.noise != CLEAN and cond.noise not in banks:
+            if cond.noise != CLEAN and (cond.noise, cond.seed) not in banks:
                 _load_banks(plan, clipset, provider, noise_names, banks, summary, progress)
             _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
-                      summary, progress)
+                      summary, progress, pace)
             if stop_after is not None and summary.computed >= stop_after:
                 os._exit(17)  # test hook: a worker that dies without any clean-up
         if forward is not None and forward.fallback_reason and plan.cuda_graphs and device.startswith("cuda"):
@@ -375,7 +486,7 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
         model=card.name, checkpoint_sha256=sha, fingerprint=clipset.fingerprint, noise=cond.noise,
         noise_version=noise_version, snr_db=cond.snr_db, snr_def="" if cond.noise == CLEAN else plan.snr_def,
         rate_hz=cond.rate_hz, rate_mode="native" if native else plan.rate_mode,
-        decimation="" if native and cond.rate_hz == 16000 else plan.decimation, seed=plan.seed,
+        decimation="" if native and cond.rate_hz == 16000 else plan.decimation, seed=cond.seed,
     )
 
 
@@ -398,28 +509,32 @@ def _memory_hint(err: Exception, plan: Plan) -> str:
     return ""
 
 
-def _load_banks(plan, clipset, provider, names, banks, summary, progress) -> None:
-    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
+def _load_banks(plan, clipset, provider, pairs, banks, summary, progress) -> None:
+    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together).
+    `pairs`: (noise source, seed)."""
     t_bank = time.perf_counter()
+    seeds = sorted({seed for _, seed in pairs})
 
-    def announce(rendering: list[str]) -> None:
-        progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
-                      "(cached for later runs)")
+    for seed in seeds:
+        def announce(rendering: list[str], seed: int = seed) -> None:
+            what = f" (seed {seed})" if len(seeds) > 1 else ""
+            progress.note(f"rendering noise banks {', '.join(rendering)}{what} for {len(clipset):,} clips "
+                          "(cached for later runs)")
 
-    provider.prepare(clipset, names, plan.seed, on_render=announce)
-    for name in names:
-        arr, ver = provider.bank(clipset, name, plan.seed)
-        banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
+        provider.prepare(clipset, [n for n, s in pairs if s == seed], seed, on_render=announce)
+    for name, seed in pairs:
+        arr, ver = provider.bank(clipset, name, seed)
+        banks[(name, seed)] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
     summary.timings["noise_banks"] += time.perf_counter() - t_bank
 
 
 def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
-              progress) -> None:
-    if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
+              progress, pace: Pace | None = None) -> None:
+    if _cannot_run(plan, card, cond):
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
         progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
-    noise_t, version = banks[cond.noise] if cond.noise != CLEAN else (None, "")
+    noise_t, version = banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
     if model is not None and not plan.force and store.has_ok(key):
@@ -435,9 +550,10 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
             if _set_rate(model, card, cond.rate_hz, plan):
                 forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
-                preds = _predict(forward, clean, noise_t, cond, card, plan, provider)
+                preds = _predict(forward, clean, noise_t, cond, card, plan, provider,
+                                 progress.within(card.name, cond.label(), clean.shape[0]), pace)
             with record_function("kwsbench.score"):
-                scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
+                scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
                                 status="ok", predictions=preds, **scores)
         except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
