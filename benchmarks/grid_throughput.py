@@ -57,6 +57,7 @@ def _sync(device: str) -> None:
 
 
 def _loader(untrained: bool, label_names: tuple[str, ...]):
+    from kwsbench.checkpoints import LoadedModel
     from kwsbench.errors import CheckpointError
     from kwsbench.run.runner import default_loader
 
@@ -69,9 +70,8 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
             # random weights with a head for the clip set's classes where the card allows one
             sized = card.head_is_sizable
             model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
-            if sized:
-                model.label_names = label_names  # as a checkpoint trained on these classes records them
-            return model, "untrained"
+            # labels as a checkpoint trained on these classes records them
+            return LoadedModel(model, "untrained", label_names if sized else ())
 
     return load
 
@@ -125,9 +125,9 @@ def _results_digest(store: Path) -> str:
 
     h = hashlib.sha256()
     with Store(store) as st:
-        for c in sorted(st.cells(), key=lambda c: c["cell_key"]):
-            h.update(f"{c['cell_key']} {c['correct']} {c['n']}".encode())
-            h.update(st.predictions(c["cell_key"]).tobytes())
+        for c in sorted(st.cells(), key=lambda c: c.cell_key):
+            h.update(f"{c.cell_key} {c.correct} {c.n}".encode())
+            h.update(st.predictions(c.cell_key).tobytes())
     return h.hexdigest()
 
 
@@ -161,7 +161,7 @@ def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> di
     plan = Plan(models=[model_name], data_dir=args.data_dir, per_class=args.per_class).validate()
     clips = load_clips(plan)
     card = get_card(model_name)
-    model, _ = _loader(args.untrained, tuple(clips.label_names))(card, None, device)
+    model = _loader(args.untrained, tuple(clips.label_names))(card, None, device).module
     audio = torch.from_numpy(np.ascontiguousarray(clips.audio, dtype=np.float32)).to(device)
     with torch.inference_mode():
         model(audio[:2])  # warm-up: lazy initialisation is not part of either timing

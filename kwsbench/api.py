@@ -1,67 +1,141 @@
 """The Python API: the library functions the commands call, for notebooks and scripts.
 
-Each function has the CLI's defaults and raises the CLI's errors (`KwsbenchError` subclasses carrying
-the exit code); none of them exits the process.
+Each function has the CLI's defaults and raises the CLI's errors (`KwsbenchError` subclasses carrying the exit
+code in `.exit_code`); none of them exits the process. Heavy modules (torch, the model zoo, pandas) are imported
+inside the functions, so `import kwsbench` stays fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
-    import torch
 
+    from kwsbench.checkpoints import LoadedModel
     from kwsbench.cost import Cost
-    from kwsbench.run.plan import Plan
-    from kwsbench.run.reproduce import ReproduceOptions, ReproduceReport
+    from kwsbench.results.store import StoredCell
+    from kwsbench.run.plan import LeftOut, Plan
+    from kwsbench.run.reproduce import ReproduceReport
     from kwsbench.run.runner import RunSummary
 
 DEFAULT_RATES = (16000, 8000, 4000)
 
 
-def run(plan: Plan | None = None, *, show_progress: bool = False, **fields: Any) -> RunSummary:
-    """Evaluate a plan (or `Plan(**fields)`) into its store; returns the run's summary."""
+def plan(config: str | Path | None = None, *, quick: bool = False, **fields: Any) -> Plan:
+    """The plan `kwsbench run` would evaluate: the YAML `config` (if any), `fields` on top (None = not given), the
+    embedded defaults (no data_dir and no models: the synthetic set with the project's weights) and `quick`
+    (fills in what was not given, never replaces it)."""
+    return plan_and_left_out(config, quick=quick, **fields)[0]
+
+
+def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
+                      **fields: Any) -> tuple[Plan, list[LeftOut]]:
+    """`plan(...)` and the default models it leaves out, each with why (weights that did not learn; on a CPU
+    or with `quick`, the models too slow for it). SNRs given without a noise source are refused."""
+    from kwsbench.run.plan import QUICK_DEFAULTS, check_noise_and_snr, embedded_defaults, given_keys, resolve_plan
+
+    resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
+    check_noise_and_snr(resolved, given_keys(config, fields))
+    return embedded_defaults(resolved, quick=quick)
+
+
+def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False, show_progress: bool = False,
+        shard: Any = None, **fields: Any) -> RunSummary:
+    """Evaluate a grid into its store (= `kwsbench run`); e.g. `run(quick=True)` or `run(models=['nc-ssm'],
+    noise=['babble'], snr=[-5.0, 0.0], data_dir='~/gsc')`. Returns the run's summary (cells computed, reused,
+    failed, `cell_keys`); read the numbers with `results()`."""
     from kwsbench.run.plan import Plan
     from kwsbench.run.runner import run_plan
 
-    plan = (plan or Plan(**fields)).validate()
-    return run_plan(plan, show_progress=show_progress)
+    if isinstance(plan_or_config, Plan):
+        resolved = plan_or_config.validate()
+    else:
+        resolved = plan(plan_or_config, quick=quick, **fields)
+    return run_plan(resolved, shard=shard, show_progress=show_progress)
 
 
-def reproduce(options: ReproduceOptions | None = None, *, show_progress: bool = False,
-              **fields: Any) -> ReproduceReport:
-    """Run the published checkpoints and judge them against the papers' rows."""
+def reproduce(*, show_progress: bool = False, **fields: Any) -> ReproduceReport:
+    """Run the published checkpoints and judge them against the papers' rows (= `kwsbench reproduce`); `fields`
+    are ReproduceOptions' (models, data_dir, quick, full, snr, tol, store, ...). `.exit_code()` gives the CLI's."""
     from kwsbench.run.reproduce import ReproduceOptions, run_reproduce
 
-    return run_reproduce(options or ReproduceOptions(**fields), show_progress=show_progress)
+    return run_reproduce(ReproduceOptions(**fields), show_progress=show_progress)
 
 
-def load_model(name: str, weights: str | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A registry model with verified weights (`weights`: None for the card's own, '<manifest>:<id>' or a path)."""
+def load_model(name: str, weights: str | None = None, device: str = "cpu") -> LoadedModel:
+    """A registry model with verified weights (`weights`: None for the card's own checkpoint, '<manifest>:<id>'
+    such as 'synth:nc-ssm.pt', or a file path): `.module` (eval mode, on `device`), `.sha256` of the weights
+    file, `.labels` the classes the checkpoint predicts."""
     from kwsbench.checkpoints import load_model as _load
 
     return _load(name, weights, device=device)
 
 
-def cost(models: str | Iterable[str] | None = None, rates: Iterable[int] = DEFAULT_RATES) -> list[Cost]:
-    """Parameters and MACs of each model (names, globs or 'all') at each rate."""
+def cost(models: str | Iterable[str] = "all", rates: Iterable[int] = DEFAULT_RATES) -> list[Cost]:
+    """Parameters and MACs (= `kwsbench cost`) of each model with a cost function (names, globs or 'all') at each
+    rate; `models_without_cost` names the others."""
     from kwsbench.cost import model_cost
-    from kwsbench.models.registry import all_cards, resolve
+    from kwsbench.models.registry import resolve
 
-    names = [models] if isinstance(models, str) else list(models or [])
-    cards = resolve(names) if names else all_cards()
-    return [model_cost(card, int(rate)) for card in cards for rate in rates]
+    return [model_cost(card, int(rate)) for card in resolve(_names(models)) if card.cost is not None
+            for rate in rates]
 
 
-def results(store: str | None = None, **filters: Any) -> pandas.DataFrame:
-    """One row per stored cell, the leaderboard's tidy columns; `filters` keep cells whose column equals the value."""
+def models_without_cost(models: str | Iterable[str] = "all") -> list[str]:
+    from kwsbench.models.registry import resolve
+
+    return [card.name for card in resolve(_names(models)) if card.cost is None]
+
+
+def _names(models: str | Iterable[str]) -> list[str]:
+    return [models] if isinstance(models, str) else list(models)
+
+
+def _cells(store: str | Path | None, models: Iterable[str] | None) -> list[StoredCell]:
+    """The store's successful cells, of the models matching `models` (names or shell globs) when given."""
+    import fnmatch
+
+    from kwsbench.results.store import open_existing
+
+    with open_existing(store) as st:  # a missing store: StoreMissingError (exit 8) naming the path
+        cells = st.cells()
+    if models:
+        patterns = [m.lower() for m in _names(models)]
+        cells = [c for c in cells if any(fnmatch.fnmatch(c.model.lower(), p) for p in patterns)]
+    return cells
+
+
+def results(store: str | Path | None = None, models: str | Iterable[str] | None = None,
+            **filters: Any) -> pandas.DataFrame:
+    """One row per stored cell, the columns and units of the CSV export (`kwsbench leaderboard --format csv`):
+    accuracy, ci_low and ci_high as fractions 0..1, snr_db in dB, rate_hz in Hz, macs per one-second clip.
+    `store`: default $KWSBENCH_STORE, else runs/kwsbench.sqlite (a missing one raises StoreMissingError, exit
+    code 8); `models`: names or globs; `filters`: column=value, e.g. noise='factory', rate_hz=16000."""
+    from dataclasses import asdict
+
     import pandas
 
-    from kwsbench.results.leaderboard import tidy_rows
-    from kwsbench.results.store import DEFAULT_STORE, Store
+    from kwsbench.results.leaderboard import TIDY_COLUMNS, tidy_rows
 
-    with Store(store or DEFAULT_STORE) as st:
-        cells = st.cells(**filters)
-    return pandas.DataFrame([vars(r) for r in tidy_rows(cells)])
+    unknown = sorted(set(filters) - set(TIDY_COLUMNS))
+    if unknown:
+        from kwsbench.errors import BadInputError
+
+        raise BadInputError(f"unknown result column(s) {', '.join(unknown)}; columns: {', '.join(TIDY_COLUMNS)}")
+    rows = [asdict(r) for r in tidy_rows(_cells(store, models))]
+    rows = [r for r in rows if all(r[k] == v for k, v in filters.items())]
+    return pandas.DataFrame(rows, columns=list(rows[0]) if rows else list(TIDY_COLUMNS))
+
+
+def leaderboard(store: str | Path | None = None, fmt: str = "md", wide: bool = False,
+                models: str | Iterable[str] | None = None) -> tuple[str, int]:
+    """The `kwsbench leaderboard` text (csv, md or json; one row per cell, or per model with `wide`) and the
+    number of cells it covers. Rendered from the same tidy rows as `results()` without pandas, so the command
+    starts fast; tests/test_api.py checks both give the same numbers."""
+    from kwsbench.results.leaderboard import leaderboard as render
+
+    cells = _cells(store, models)
+    return render(cells, fmt=fmt, wide=wide), len(cells)

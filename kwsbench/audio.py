@@ -13,8 +13,6 @@ from kwsbench.errors import BadInputError
 if TYPE_CHECKING:
     import torch
 
-
-
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode `path` to (float32 samples in [-1, 1), sample rate), mixing multi-channel files to mono.
 
@@ -38,6 +36,10 @@ def read_audio_raw(path: str | Path) -> tuple[np.ndarray, int]:
         ) from err
     if x.shape[0] == 0:
         raise BadInputError(f"audio file {path} holds no samples. Replace or delete it, or pass --on-bad-file skip.")
+    if not np.isfinite(x).all():  # float WAV / FLAC can hold them; a model would score garbage (or cast to ints)
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise BadInputError(f"audio file {path} holds {bad} NaN or infinite samples. Replace or delete it, or pass "
+                            "--on-bad-file skip.")
     if x.shape[1] == 1:
         x = x[:, 0]
     return np.ascontiguousarray(x), int(rate)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kwsbench.aliases import callable_as_api
 from kwsbench.errors import BadInputError
 
 # ------------------------------------------------------------------------------------------------
@@ -463,3 +464,6 @@ def nanomamba_card_cost(card: Any, rate: int) -> Cost:
         frontend_macs=front, body_macs=body,
         notes=f"canonical count, T={t} frames (center=True)" + _rate_note(card, rate),
     )
+
+
+callable_as_api(__name__)  # kwsbench.cost(...) = kwsbench.api.cost(...) (see kwsbench.aliases)

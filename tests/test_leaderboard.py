@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
 import pytest
+from helpers import stored_cell
 from test_run import RmsNoise, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
+from kwsbench.errors import EXIT_NO_STORE
 from kwsbench.results.leaderboard import TIDY_COLUMNS, leaderboard, tidy_rows, wide_rows
 from kwsbench.results.store import Store
 from kwsbench.run.runner import run_plan
@@ -32,7 +35,7 @@ def test_tidy_csv_has_columns_and_plain_numbers(store_path, capsys):
         assert r["n"] == "120" and "," not in r["accuracy"] and "e" not in r["accuracy"]
         assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
     with Store(path) as st:
-        by_key = {(c["model"], c["noise"], c["snr_db"]): c["accuracy"] for c in st.cells()}
+        by_key = {(c.model, c.noise, c.snr_db): c.accuracy for c in st.cells()}
     for r in rows:
         snr = float(r["snr_db"]) if r["snr_db"] else None
         assert abs(float(r["accuracy"]) - by_key[(r["model"], r["noise"], snr)]) < 1e-6
@@ -67,8 +70,12 @@ def test_md_and_json_and_out_file(store_path, tmp_path):
     assert out.read_text().startswith("| model |")
 
 
-def test_missing_store_is_exit_6(tmp_path):
-    assert main(["leaderboard", "--store", str(tmp_path / "none.sqlite")]) == 6
+def test_missing_store_is_its_own_exit_code_and_names_the_path(tmp_path, capsys):
+    missing = tmp_path / "none.sqlite"
+    for command in (["leaderboard"], ["compare", "nc-ssm", "bc-resnet-1"], ["report", "--out", str(tmp_path / "r")]):
+        assert main([*command, "--store", str(missing)]) == EXIT_NO_STORE
+        assert str(missing) in capsys.readouterr().err
+        assert not missing.exists()  # reading never creates an empty store
 
 
 def test_cost_columns_come_from_model_cost():
@@ -80,9 +87,8 @@ def test_cost_columns_come_from_model_cost():
                     frontend_macs=rate * 10, body_macs=1000)
 
     register(ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost))
-    cell = dict(model="test-costed", checkpoint_sha256="c" * 64, protocol="p", fingerprint="f" * 64, noise="clean",
-                snr_db=None, snr_def="", rate_hz=8000, rate_mode="native", n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
+    cell = stored_cell(model="test-costed", protocol="p", rate_hz=8000, n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
     [row] = tidy_rows([cell])
     assert (row.params, row.macs) == (1234, 8000 * 10 + 1000)
-    [row] = tidy_rows([{**cell, "model": "test-tiny"}])  # no cost function: empty, not an error
+    [row] = tidy_rows([dataclasses.replace(cell, model="test-tiny")])  # no cost function: empty, not an error
     assert (row.params, row.macs) == (None, None)

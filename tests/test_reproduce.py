@@ -59,11 +59,11 @@ def test_quick_reproduce_verdicts_and_exit_codes(gsc_dev_dir, tmp_path, file_car
     out = capsys.readouterr().out
     assert "NOT_COMPARABLE" in out and "v2-12-all-unknown" in out
     with Store(store) as st:
-        cells = {c["noise"]: c for c in st.cells(model=file_card)}
+        cells = {c.noise: c for c in st.cells(model=file_card)}
     assert set(cells) == {"clean", "factory-ncssm"}
     clean = cells["clean"]
-    assert clean["n"] == 12 * 20 and clean["protocol"] == "v2-12-official"  # class-stratified 20 per class
-    measured = 100 * clean["accuracy"]
+    assert clean.n == 12 * 20 and clean.protocol == "v2-12-official"  # class-stratified 20 per class
+    measured = 100 * clean.accuracy
     far = f"  - {{model: test-repro, protocol: v2-12-official, condition: clean, value: {min(100.0, measured + 40)}}}\n"
     assert main([*common, "--baselines", _baselines(tmp_path, far)]) == 1
     assert "DEVIATES" in capsys.readouterr().out

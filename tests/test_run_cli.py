@@ -96,10 +96,10 @@ def test_seeds_store_one_cell_per_seed_and_clean_once(tmp_path):
     assert sorted(Recording.asked) == [("white", 0), ("white", 1), ("white", 2)]  # one bank per seed
     with Store(plan.store) as st:
         cells = st.cells()
-        assert len({c["cell_key"] for c in cells}) == 7
-        noisy = [c for c in cells if c["noise"] == "white"]
-        assert sorted((c["snr_db"], c["seed"]) for c in noisy) == [(s, k) for s in (-5.0, 10.0) for k in (0, 1, 2)]
-        assert {c["noise_version"] for c in noisy} == {"1"}
+        assert len({c.cell_key for c in cells}) == 7
+        noisy = [c for c in cells if c.noise == "white"]
+        assert sorted((c.snr_db, c.seed) for c in noisy) == [(s, k) for s in (-5.0, 10.0) for k in (0, 1, 2)]
+        assert {c.noise_version for c in noisy} == {"1"}
     again = run_plan(plan, **kw)
     assert (again.computed, again.reused) == (0, 7)
     one, _ = _plan("--models", "test-tiny", "--noise", "white", "--snr", "-5", "--seed", "2",
@@ -121,7 +121,7 @@ def test_the_run_says_how_many_cells_and_roughly_how_long_then_shows_progress_in
         def version(self, name):
             return "1"
 
-    loader.sha256 = lambda card, checkpoint: tiny_loader(card, checkpoint, "cpu")[1]
+    loader.sha256 = lambda card, checkpoint: tiny_loader(card, checkpoint, "cpu").sha256
     run_plan(plan, loader=loader, noise=Versioned(), clipset=make_clipset(), show_progress=True)
     err = capsys.readouterr().err
     assert "1 models x 2 conditions" in err and "2 cells to compute; roughly" in err and "estimate:" in err

@@ -30,7 +30,7 @@ def public_weights(ncssm_checkpoints, tmp_path, monkeypatch):
 
 def _preds(path):
     with Store(path) as st:
-        return {(c["model"], c["noise"], c["snr_db"]): st.predictions(c["cell_key"]).tolist() for c in st.cells()}
+        return {(c.model, c.noise, c.snr_db): st.predictions(c.cell_key).tolist() for c in st.cells()}
 
 
 @pytest.mark.slow
@@ -45,8 +45,8 @@ def test_public_checkpoints_batch_size_invariant(dev_subset, public_weights, tmp
     assert out[0] == out[1] == out[2]
     with Store(tmp_path / "b7.sqlite") as st:
         cells = st.cells()
-        assert all(c["noise_version"].startswith("v") for c in cells if c["noise"] != "clean")
-        clean = {c["model"]: c["accuracy"] for c in cells if c["noise"] == "clean"}
+        assert all(c.noise_version.startswith("v") for c in cells if c.noise != "clean")
+        clean = {c.model: c.accuracy for c in cells if c.noise == "clean"}
     # trained keyword models are far above chance (1/12) even on 36 clips
     assert min(clean.values()) > 0.5
 

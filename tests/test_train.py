@@ -69,7 +69,7 @@ def _config(data: Path, out: Path, **kw) -> TrainConfig:
 
 # -- recipes -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["s-edge", "nc-ssm", "bc-resnet", "ds-cnn", "synth"])
+@pytest.mark.parametrize("name", ["s-edge", "nc-ssm", "bc-resnet", "ds-cnn", "kwt", "synth"])
 def test_packaged_recipes_validate(name):
     assert name in list_recipes()
     r = load_recipe(name)
@@ -173,8 +173,8 @@ def test_short_run_learns_and_writes_loadable_checkpoint(tiny_synth, tmp_path):
     assert len(meta["train_fingerprint"]) == 64 and "git_commit" in meta
     from kwsbench.checkpoints import load_model
 
-    model = load_model(TINY, checkpoint=res.best_path)  # the project's strict, sha-checked loader
-    assert not model.training
+    loaded = load_model(TINY, checkpoint=res.best_path)  # the project's strict, sha-checked loader
+    assert not loaded.module.training and loaded.labels == tuple(meta["labels"])
     rows = list(csv.DictReader(open(res.history_path)))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
 
@@ -233,9 +233,9 @@ def test_sizable_head_follows_the_data_and_the_checkpoint(tiny_synth, tmp_path, 
     entry = publish(res, "heads")
     assert get_manifest("heads").entry(entry.id).labels == tuple(saved["metadata"]["labels"])
     for ref in (f"heads:{entry.id}", res.best_path):  # the manifest says, or the file's own metadata does
-        model = load_model(card35, checkpoint=ref)
-        assert model(torch.zeros(2, 16000)).shape == (2, 12)
-        assert model.label_names == tuple(saved["metadata"]["labels"])
+        loaded = load_model(card35, checkpoint=ref)
+        assert loaded.module(torch.zeros(2, 16000)).shape == (2, 12)
+        assert loaded.labels == tuple(saved["metadata"]["labels"])
 
 
 def test_publish_final_records_the_last_epoch(tiny_synth, tmp_path, monkeypatch):
@@ -290,8 +290,8 @@ def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, mon
     manifest = get_manifest("synth-test")
     assert manifest.location == "project" and manifest.entry("tiny-test.pt").val_acc == pytest.approx(
         res.best_val_acc, abs=1e-3)
-    model = load_model(TINY, checkpoint=f"synth-test:{entry.id}")  # sha256 verified against the manifest
-    assert model.checkpoint_sha256 == entry.sha256
+    loaded = load_model(TINY, checkpoint=f"synth-test:{entry.id}")  # sha256 verified against the manifest
+    assert loaded.sha256 == entry.sha256
 
 
 @pytest.mark.parametrize("typed, recorded", [

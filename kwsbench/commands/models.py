@@ -8,23 +8,26 @@ import io
 import json
 import sys
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+from kwsbench.commands.args import console
 
-from kwsbench.models.registry import ModelCard, all_cards, get_card
+if TYPE_CHECKING:
+    from kwsbench.models.registry import ModelCard
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list the registered models and their cards")
-    sub = p.add_subparsers(dest="models_command", required=True)
+    p = subparsers.add_parser("models", help="list the registered models and their cards",
+                              description="The registry: one card per model (family, input, rate, protocol, "
+                                          "checkpoint) and the weights the manifests have for it.")
+    sub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     ls = sub.add_parser("list", help="one line per model: family, classes, parameters, which weights exist")
     ls.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="table (fits the terminal; names are never cut), csv or json (every card field) "
                     "(default: table)")
     ls.set_defaults(func=_list)
     show = sub.add_parser("show", help="the full card of one model")
-    show.add_argument("name")
+    show.add_argument("name", help="model name or alias")
     show.set_defaults(func=_show)
 
 
@@ -53,6 +56,7 @@ def _params(card: ModelCard) -> int:
 
 def model_rows() -> list[ModelRow]:
     from kwsbench.checkpoints import weights_by_model
+    from kwsbench.models.registry import all_cards
 
     weights = weights_by_model()
     rows = []
@@ -66,13 +70,12 @@ def model_rows() -> list[ModelRow]:
     return rows
 
 
-def _weights_cell(row: ModelRow) -> str:
+def _weights_cell(name: str) -> str:
     """Manifest names, one per checkpoint: '*' = the file is not here yet, '!' = it did not learn."""
     from kwsbench.checkpoints import weights_by_model
 
-    marks = []
-    for w in weights_by_model().get(row.name, []):
-        marks.append(w.manifest + ("" if w.present else "*") + ("" if w.learned else "!"))
+    marks = [w.manifest + ("" if w.present else "*") + ("" if w.learned else "!")
+             for w in weights_by_model().get(name, [])]
     return " ".join(dict.fromkeys(marks)) or "-"
 
 
@@ -91,7 +94,8 @@ def _list(args: argparse.Namespace) -> int:
             writer.writerow([" ".join(v) if isinstance(v, list) else v for v in (d[f] for f in fields)])
         sys.stdout.write(buf.getvalue())
         return 0
-    console = Console()
+    from rich.table import Table
+
     table = Table(title="kwsbench models", title_justify="left", pad_edge=False, box=None, padding=(0, 1))
     table.add_column("name", no_wrap=True, min_width=max(len(r.name) for r in rows))
     table.add_column("family", no_wrap=True)
@@ -99,19 +103,22 @@ def _list(args: argparse.Namespace) -> int:
     table.add_column("params", justify="right", no_wrap=True)
     table.add_column("weights", overflow="fold")
     for r in rows:
-        table.add_row(r.name, r.family, str(r.num_classes), f"{r.params:,}", _weights_cell(r))
-    console.print(table)
-    console.print("weights: manifests with a checkpoint for the model (nc-ssm = public, synth = embedded "
-                  "synthetic set, gsc-mini = real-speech mini split); * = not imported here yet "
-                  "(`kwsbench checkpoints import`), ! = did not learn. `kwsbench models show NAME` for the "
-                  "full card, --format csv|json for every field.", highlight=False)
+        table.add_row(r.name, r.family, str(r.num_classes), f"{r.params:,}", _weights_cell(r.name))
+    out = console()
+    out.print(table)
+    out.print("weights: manifests with a checkpoint for the model (nc-ssm = public, synth = embedded "
+              "synthetic set, gsc-mini = real-speech mini split); * = not imported here yet "
+              "(`kwsbench checkpoints import`), ! = did not learn. `kwsbench models show NAME` for the "
+              "full card, --format csv|json for every field.", highlight=False)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
+    from kwsbench.models.registry import get_card
+
     c = get_card(args.name)
-    console = Console()
+    out = console()
     for key in ("name", "family", "aliases", "params", "input", "native_rate", "protocol", "num_classes",
                 "can_change_rate", "can_stream", "checkpoint", "kwargs", "source", "description"):
-        console.print(f"[bold]{key}[/]: {getattr(c, key)}", highlight=False)
+        out.print(f"[bold]{key}[/]: {getattr(c, key)}", highlight=False)
     return 0

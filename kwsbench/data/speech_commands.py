@@ -163,7 +163,13 @@ def _canonical_items(root: Path) -> list[_Item]:
     items = []
     for folder in CANONICAL_FOLDERS:
         label = LABELS_12.index(folder.strip("_"))
-        for p in _audio_files(root / folder):
+        files = _audio_files(root / folder) if (root / folder).is_dir() else []
+        if not files:  # scored without it, the class would silently vanish from the accuracy and the macro F1
+            raise DatasetError(
+                f"class folder {root / folder} is missing or holds no audio files; every class of the canonical "
+                "test set needs its clips. Restore them, or download the set again: kwsbench data download "
+                "gsc-v2-test")
+        for p in files:
             speaker = "" if folder == "_silence_" else parse_speaker(p.name)
             items.append(_Item(uid=f"{folder}/{p.name}", label=label, speaker=speaker, path=p))
     return items
@@ -294,6 +300,12 @@ def _decode(root: Path, items: list[_Item], label_names: tuple[str, ...], protoc
         keep[n] = True
     if counts.resampled:
         warnings.warn(f"{counts.resampled} clips in {root} were not at 16 kHz and were resampled", stacklevel=3)
+    if counts.cut:
+        warnings.warn(f"{counts.cut} clips in {root} were longer than one second and were cut to their first "
+                      f"{CLIP_SAMPLES} samples", stacklevel=3)
+    if counts.skipped:
+        warnings.warn(f"{counts.skipped} clips in {root} could not be read and were left out (--on-bad-file skip)",
+                      stacklevel=3)
     if counts.stereo:
         warnings.warn(f"{counts.stereo} clips in {root} had several channels and were mixed to mono", stacklevel=3)
     kept = [it for it, k in zip(items, keep, strict=True) if k]

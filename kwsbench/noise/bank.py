@@ -188,7 +188,10 @@ def noise_workers() -> int:
     """Worker processes for rendering: KWSBENCH_NOISE_WORKERS, else the CPUs this process may use (max 16)."""
     env = os.environ.get(WORKERS_ENV, "").strip()
     if env:
-        return max(1, int(env))
+        if not env.isdigit() or int(env) < 1:
+            raise BadInputError(f"environment variable {WORKERS_ENV}={env!r} must be a whole number >= 1 (worker "
+                                f"processes for rendering noise banks); set it to e.g. 2, or unset it")
+        return int(env)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

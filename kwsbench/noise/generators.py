@@ -53,6 +53,7 @@ class RenderInfo:
     """How one waveform was made, for tests and for `noise show`: talker rows or (file, offset)."""
 
     talkers: list[int] = field(default_factory=list)  # pool rows (babble-clips) or segments (streams, tts)
+    streams: int = 0  # concurrent talkers of babble-streams / babble-tts
     segment: tuple[int, int] | None = None
 
 
@@ -302,6 +303,7 @@ def gen_babble_streams(rng: np.random.Generator, p: dict[str, Any], ctx: RenderC
         raise ValueError(f"babble needs {k} voices other than {target_speaker!r}; the pool has {len(voices)}")
     chosen = rng.choice(len(voices), size=k, replace=False) if p["stream_voice"] == "one" else [None] * k
     out = np.zeros(ctx.length)
+    info.streams = k
     for voice in chosen:
         mine = rows if voice is None else rows[speakers[rows] == voices[int(voice)]]
         stream, used = speech_stream(rng, ctx.segments, mine, ctx.length, ctx.rate, p["pause_s"])

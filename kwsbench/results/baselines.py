@@ -3,13 +3,13 @@ and verification flag (loaded and validated here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
+from typing import Any, Literal
 
 from kwsbench.errors import BadInputError
-from kwsbench.paths import PROJECT_ROOT
+from kwsbench.paths import BASELINES_ENV, packaged, user_baselines_dir
+from kwsbench.records import build, limits, read_yaml
 
 VERIFICATION = {
     "P": "primary source", "P-draft": "primary, self-reported draft (not peer reviewed)",
@@ -17,13 +17,25 @@ VERIFICATION = {
     "U": "unverified: not a tolerance target",
 }
 METRICS = ("accuracy",)
-_ROW_KEYS = {"model", "protocol", "classes", "split", "condition", "metric", "value", "source", "verification",
-             "snr_def", "rate_hz", "note", "std"}
-_FILE_KEYS = {"paper", "citation", "defaults", "rows", "notes"}
 
 
 def baselines_dir() -> Path:
-    return PROJECT_ROOT / "baselines"
+    """The published results that ship with kwsbench."""
+    return packaged("baselines")
+
+
+def baseline_files(directory: Path | None = None) -> list[Path]:
+    """`directory`'s *.yaml when given; else the packaged files plus the user's `KWSBENCH_BASELINES` folder,
+    a user file replacing the packaged one of the same name."""
+    if directory is not None:
+        return sorted(directory.glob("*.yaml"))
+    by_name = {f.name: f for f in baselines_dir().glob("*.yaml")}
+    user = user_baselines_dir()
+    if user is not None:
+        if not user.is_dir():
+            raise BadInputError(f"{BASELINES_ENV}={user} is not a folder; point it at a folder of baseline *.yaml")
+        by_name.update((f.name, f) for f in user.glob("*.yaml"))
+    return [by_name[name] for name in sorted(by_name)]
 
 
 @dataclass(frozen=True)
@@ -47,54 +59,58 @@ class Reported:
         return "clean" if self.noise == "clean" else f"{self.noise} {self.snr_db:+g} dB"
 
 
-def _row(paper: str, raw: dict, defaults: dict, where: str) -> Reported:
-    unknown = set(raw) - _ROW_KEYS
-    if unknown:
-        raise BadInputError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_ROW_KEYS))}"
-        )
-    r = {**defaults, **raw}
-    missing = [k for k in ("model", "protocol", "classes", "split", "condition", "value", "source", "verification")
-               if r.get(k) in (None, "")]
-    if missing:
-        raise BadInputError(f"{where}: missing {', '.join(missing)}")
-    cond = r["condition"]
-    if cond == "clean":
-        noise, snr = "clean", None
-    elif isinstance(cond, dict) and set(cond) == {"noise", "snr_db"}:
-        noise, snr = str(cond["noise"]), float(cond["snr_db"])
-    else:
-        raise BadInputError(f"{where}: condition must be 'clean' or {{noise: NAME, snr_db: DB}}, got {cond!r}")
-    if r["verification"] not in VERIFICATION:
-        raise BadInputError(f"{where}: verification {r['verification']!r} not one of {', '.join(VERIFICATION)}")
-    metric = r.get("metric", "accuracy")
-    if metric not in METRICS:
-        raise BadInputError(f"{where}: metric {metric!r} not one of {', '.join(METRICS)}")
-    value = float(r["value"])
-    if not 0.0 <= value <= 100.0:
-        raise BadInputError(f"{where}: accuracy value {value} outside 0..100 (percent)")
-    if r["split"] not in ("test", "validation"):
-        raise BadInputError(f"{where}: split must be test or validation, got {r['split']!r}")
+@dataclass(frozen=True)
+class Condition:
+    noise: str
+    snr_db: float = field(metadata=limits(lo=-60, hi=60, help="give an SNR in dB within -60..60"))
+
+
+@dataclass(frozen=True)
+class RowFile:
+    """One row as written in a baseline file (after the file's `defaults` are applied); checked by
+    kwsbench.records."""
+
+    model: str = field(metadata=limits(nonempty=True))
+    protocol: str = field(metadata=limits(nonempty=True))
+    classes: int = field(metadata=limits(lo=2))
+    split: str = field(metadata=limits(choices=("test", "validation"), help="pick test or validation"))
+    # 'clean' or {noise: NAME, snr_db: DB}
+    condition: Literal["clean"] | Condition = field(metadata=limits(
+        help="write 'clean' or {noise: NAME, snr_db: DB}"))
+    value: float = field(metadata=limits(lo=0, hi=100, help="give the accuracy in percent (0..100)"))
+    source: str = field(metadata=limits(nonempty=True))
+    verification: str = field(metadata=limits(choices=tuple(VERIFICATION), help="pick one of them"))
+    metric: str = field(default="accuracy", metadata=limits(choices=METRICS))
+    snr_def: str = "rms"
+    rate_hz: int = field(default=16000, metadata=limits(lo=1))
+    note: str = ""
+    std: float | None = None
+
+
+@dataclass(frozen=True)
+class BaselineFile:
+    paper: str = field(metadata=limits(nonempty=True))
+    rows: list[dict[str, Any]]
+    citation: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    notes: str | list[str] = ""
+
+
+def _row(paper: str, raw: Any, defaults: dict, where: str) -> Reported:
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{where}: a row must be a mapping of keys, got {raw!r}")
+    r = build(RowFile, {**defaults, **raw}, where)
+    noise, snr = ("clean", None) if r.condition == "clean" else (r.condition.noise, r.condition.snr_db)
     return Reported(
-        paper=paper, model=str(r["model"]).lower(), protocol=str(r["protocol"]).lower(), classes=int(r["classes"]),
-        split=r["split"], noise=noise, snr_db=snr, snr_def="" if noise == "clean" else str(r.get("snr_def", "rms")),
-        rate_hz=int(r.get("rate_hz", 16000)), metric=metric, value=value, source=str(r["source"]),
-        verification=r["verification"], note=str(r.get("note", "")),
+        paper=paper, model=r.model.lower(), protocol=r.protocol.lower(), classes=r.classes, split=r.split,
+        noise=noise, snr_db=snr, snr_def="" if noise == "clean" else r.snr_def, rate_hz=r.rate_hz, metric=r.metric,
+        value=r.value, source=r.source, verification=r.verification, note=r.note,
     )
 
 
 def load_baseline_file(path: Path) -> list[Reported]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise BadInputError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data.get("paper"):
-        raise BadInputError(f"{path}: expected a mapping with 'paper' and a list 'rows'")
-    unknown = set(data) - _FILE_KEYS
-    if unknown:
-        raise BadInputError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
-    defaults = data.get("defaults") or {}
-    rows = [_row(data["paper"], raw, defaults, f"{path.name} row {i + 1}") for i, raw in enumerate(data["rows"])]
+    data = build(BaselineFile, read_yaml(path, "baseline file"), f"baseline file {path}")
+    rows = [_row(data.paper, raw, data.defaults, f"{path.name} row {i + 1}") for i, raw in enumerate(data.rows)]
     seen: set = set()
     for r in rows:
         key = (r.model, r.protocol, r.split, r.noise, r.snr_db, r.rate_hz, r.source)
@@ -105,8 +121,7 @@ def load_baseline_file(path: Path) -> list[Reported]:
 
 
 def load_baselines(directory: Path | None = None) -> list[Reported]:
-    directory = directory or baselines_dir()
-    files = sorted(directory.glob("*.yaml"))
+    files = baseline_files(directory)
     if not files:
-        raise BadInputError(f"no baseline files (*.yaml) in {directory}")
+        raise BadInputError(f"no baseline files (*.yaml) in {directory or baselines_dir()}")
     return [row for f in files for row in load_baseline_file(f)]

@@ -6,8 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kwsbench.results.store import StoredCell
 
 TIDY_COLUMNS = ("model", "checkpoint", "protocol", "fingerprint", "noise", "snr_db", "snr_def", "rate_hz",
                 "rate_mode", "n", "accuracy", "ci_low", "ci_high", "params", "macs")
@@ -53,16 +57,16 @@ def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
     return params, macs
 
 
-def tidy_rows(cells: list[dict], with_cost: bool = True) -> list[TidyRow]:
+def tidy_rows(cells: list[StoredCell], with_cost: bool = True) -> list[TidyRow]:
     cache: dict = {}
     rows = []
     for c in cells:
-        params, macs = _cost(c["model"], c["rate_hz"], cache) if with_cost else (None, None)
+        params, macs = _cost(c.model, c.rate_hz, cache) if with_cost else (None, None)
         rows.append(TidyRow(
-            model=c["model"], checkpoint=c["checkpoint_sha256"][:12], protocol=c["protocol"],
-            fingerprint=c["fingerprint"][:12], noise=c["noise"], snr_db=c["snr_db"], snr_def=c["snr_def"],
-            rate_hz=c["rate_hz"], rate_mode=c["rate_mode"], n=c["n"], accuracy=c["accuracy"], ci_low=c["ci_low"],
-            ci_high=c["ci_high"], params=params, macs=macs,
+            model=c.model, checkpoint=c.checkpoint_sha256[:12], protocol=c.protocol,
+            fingerprint=c.fingerprint[:12], noise=c.noise, snr_db=c.snr_db, snr_def=c.snr_def,
+            rate_hz=c.rate_hz, rate_mode=c.rate_mode, n=c.n, accuracy=c.accuracy, ci_low=c.ci_low,
+            ci_high=c.ci_high, params=params, macs=macs,
         ))
     return rows
 
@@ -99,8 +103,18 @@ def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["fingerprint"], r["rate_hz"], r["rank"]))
 
 
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _plain(v: Any) -> str:
-    if v is None:
+    if v is None or isinstance(v, float) and not math.isfinite(v):
         return ""
     if isinstance(v, float):  # fixed point, never exponent or thousands separators
         text = f"{v:.6f}".rstrip("0").rstrip(".")
@@ -112,7 +126,8 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} not one of {FORMATS}")
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        # strict JSON: a value that JSON cannot hold (NaN, inf, from a store older than the SNR bounds) is null
+        return json.dumps(_finite(rows), indent=2, allow_nan=False) + "\n"
     cols = list(rows[0]) if rows else list(TIDY_COLUMNS)
     if fmt == "csv":
         buf = io.StringIO()
@@ -129,7 +144,7 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def leaderboard(cells: list[dict], fmt: str = "csv", wide: bool = False, with_cost: bool = True) -> str:
+def leaderboard(cells: list[StoredCell], fmt: str = "csv", wide: bool = False, with_cost: bool = True) -> str:
     tidy = tidy_rows(cells, with_cost=with_cost)
     rows = wide_rows(tidy) if wide else [asdict(r) for r in tidy]
     return render(rows, fmt)

@@ -30,8 +30,8 @@ class PairedTest:
 
 def paired_tests(store, model_a: str, model_b: str, alpha: float = 0.05) -> list[PairedTest]:
     """Exact McNemar per condition both models were measured under (same clips), BH over all of them."""
-    cells_a = {tuple(c[k] for k in _PAIR_COLS): c for c in store.cells(model=model_a)}
-    cells_b = {tuple(c[k] for k in _PAIR_COLS): c for c in store.cells(model=model_b)}
+    cells_a = {tuple(getattr(c, k) for k in _PAIR_COLS): c for c in store.cells(model=model_a)}
+    cells_b = {tuple(getattr(c, k) for k in _PAIR_COLS): c for c in store.cells(model=model_b)}
     shared = sorted(set(cells_a) & set(cells_b), key=lambda k: (k[1], -1e9 if k[3] is None else k[3], k[5]))
     if not shared:
         raise BadInputError(f"no condition measured for both {model_a!r} and {model_b!r} on the same clips; "
@@ -39,9 +39,9 @@ def paired_tests(store, model_a: str, model_b: str, alpha: float = 0.05) -> list
     tests = []
     for key in shared:
         a, b = cells_a[key], cells_b[key]
-        _, _, labels = store.clips(a["fingerprint"])
-        ca = store.predictions(a["cell_key"]) == labels
-        cb = store.predictions(b["cell_key"]) == labels
+        _, _, labels = store.clips(a.fingerprint)
+        ca = store.predictions(a.cell_key) == labels
+        cb = store.predictions(b.cell_key) == labels
         res = stats.mcnemar_exact(ca, cb)
         tests.append(PairedTest(dict(zip(_PAIR_COLS, key, strict=True)), float(ca.mean()), float(cb.mean()),
                                 len(labels), res.only_a, res.only_b, res.p_value))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsbench.errors import StoreError
+from kwsbench.errors import StoreError, StoreMissingError
+from kwsbench.paths import default_store
 
 SCHEMA_VERSION = 2
 DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"
@@ -87,6 +88,53 @@ class CellResult:
     predictions: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class StoredCell:
+    """One row of the cells table, typed: the key's fields, the results and the run that stored it."""
+
+    cell_key: str
+    run_id: int
+    model: str
+    checkpoint_sha256: str
+    fingerprint: str
+    protocol: str
+    label_names: tuple[str, ...]
+    noise: str
+    noise_version: str
+    snr_db: float | None
+    snr_def: str
+    rate_hz: int
+    rate_mode: str
+    decimation: str
+    seed: int
+    status: str
+    accuracy: float | None
+    n: int | None
+    correct: int | None
+    ci_low: float | None
+    ci_high: float | None
+    boot_low: float | None
+    boot_high: float | None
+    per_class: tuple[float | None, ...]
+    macro_f1: float | None
+    error: str | None
+    seconds: float | None
+    created: str
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.model, self.checkpoint_sha256, self.fingerprint, self.noise, self.noise_version,
+                       self.snr_db, self.snr_def, self.rate_hz, self.rate_mode, self.decimation, self.seed)
+
+    def condition_label(self) -> str:
+        return condition_label(self.noise, self.snr_db)
+
+
+def condition_label(noise: str, snr_db: float | None) -> str:
+    """'clean' or 'white +5 dB': the one way a condition is written in tables, figures and messages."""
+    return "clean" if noise == "clean" or snr_db is None else f"{noise} {snr_db:+g} dB"
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -94,13 +142,24 @@ def _now() -> str:
 class Store:
     """Open (or create) a store. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
+        """`read_only`: for commands that only read (leaderboard, compare, report): the file is opened read-only
+        and a missing store is an error, never created."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path} is a folder; pass --store with a file path, e.g. "
+                             f"{self.path / 'kwsbench.sqlite'}")
+        if read_only and not self.path.is_file():
+            raise StoreMissingError(f"no results store at {self.path.resolve()}: run `kwsbench run` first, or pass "
+                                    "--store PATH (or set KWSBENCH_STORE) to read another one")
         existed = self.path.exists() and self.path.stat().st_size > 0
         if not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=30.0)
+            if read_only:
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=30.0)
             self.conn.execute("PRAGMA foreign_keys = ON")
             if existed:
                 self._check_schema()
@@ -209,8 +268,8 @@ class Store:
             if blob is not None:
                 self.conn.execute("INSERT INTO predictions VALUES (?, ?)", (digest, blob))
 
-    def cells(self, status: str | None = "ok", **where) -> list[dict]:
-        """Cell rows as dicts (per_class and label_names decoded), filtered by column equality."""
+    def cells(self, status: str | None = "ok", **where) -> list[StoredCell]:
+        """Cell rows as typed records (per_class and label_names decoded), filtered by column equality."""
         clauses, params = [], []
         if status is not None:
             clauses.append("status = ?")
@@ -224,9 +283,9 @@ class Store:
         out = []
         for r in cur.fetchall():
             d = dict(zip(names, r, strict=True))
-            d["per_class"] = json.loads(d["per_class"] or "[]")
-            d["label_names"] = json.loads(d["label_names"])
-            out.append(d)
+            d["per_class"] = tuple(json.loads(d["per_class"] or "[]"))
+            d["label_names"] = tuple(json.loads(d["label_names"]))
+            out.append(StoredCell(**d))
         return out
 
     def merge_from(self, other: str | Path) -> int:
@@ -267,5 +326,7 @@ def _encode_predictions(preds, key: CellKey) -> bytes:
     return values.astype(_PRED_DTYPE).tobytes()
 
 
-def open_store(path: str | Path | None = None) -> Store:
-    return Store(path or DEFAULT_STORE)
+def open_existing(path: str | Path | None = None) -> Store:
+    """A store to read from (leaderboard, compare, report, the API), read-only: a missing file is
+    StoreMissingError (exit 8), naming the path looked at; nothing is created there."""
+    return Store(Path(path).expanduser() if path else default_store(), read_only=True)

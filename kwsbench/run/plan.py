@@ -4,13 +4,14 @@ the resolved plan is saved with the run in the store."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kwsbench.errors import BadInputError
+from kwsbench.paths import default_store
+from kwsbench.records import build, limits, read_mapping
 
 DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
 RATE_MODES = ("native", "bandlimit")
@@ -20,55 +21,68 @@ DECIMATIONS = ("sinc", "drop")
 SNR_DEFINITIONS = ("rms", "active")
 
 
+SNR_RANGE_DB = (-60.0, 60.0)  # beyond this a mixture is all speech or all noise at float32 precision
+MIN_RATE_HZ = 1000  # below this a one-second clip is too short for any front end
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+ON_BAD_FILE = ("error", "skip")
+
+
+def _rates_problem(rates: list[int]) -> str:
+    bad = [r for r in rates if r < MIN_RATE_HZ or 16000 % r]
+    return f"holds {bad}: each rate must divide 16000 and be >= {MIN_RATE_HZ} Hz" if bad else ""
+
+
+def _device_problem(device: str) -> str:
+    return "" if _DEVICE.match(device) else "is not a device (cpu, cuda, cuda:N or mps)"
+
+
 @dataclass
 class Plan:
-    models: list[str] | None = None  # None: every model whose weights are available
+    # None: every model whose weights are available; an empty list is refused (it would silently mean "all")
+    models: list[str] | None = field(default=None, metadata=limits(
+        nonempty=True, help="name at least one model (`kwsbench models list`), or leave it out for every model"))
     noise: list[str] = field(default_factory=list)
-    snr: list[float] = field(default_factory=lambda: list(DEFAULT_SNRS))
-    snr_def: str = "rms"
-    rates: list[int] = field(default_factory=lambda: [16000])
-    rate_mode: str = "native"
-    decimation: str = "sinc"
+    snr: list[float] = field(default_factory=lambda: list(DEFAULT_SNRS), metadata=limits(
+        lo=SNR_RANGE_DB[0], hi=SNR_RANGE_DB[1], help="give SNRs in dB within -60..60, e.g. -5 0 5"))
+    snr_def: str = field(default="rms", metadata=limits(choices=SNR_DEFINITIONS, help="pick rms or active"))
+    rates: list[int] = field(default_factory=lambda: [16000], metadata=limits(
+        nonempty=True, check=_rates_problem, help="e.g. 16000,8000,4000"))
+    rate_mode: str = field(default="native", metadata=limits(choices=RATE_MODES, help="pick one of them"))
+    decimation: str = field(default="sinc", metadata=limits(choices=DECIMATIONS, help="pick one of them"))
     data_dir: str | None = None
     protocol: str | None = None
     noise_dir: str | None = None
-    seed: int = 0  # the noise seed; with `seeds`, the first of them
-    seeds: list[int] | None = None  # several noise seeds: every noisy condition once per seed
-    batch_size: int = 256
-    device: str = "cpu"
+    seed: int = field(default=0, metadata=limits(lo=0, help="give a seed >= 0"))  # with `seeds`: the first of them
+    # several noise seeds: every noisy condition once per seed (None: `seed` alone)
+    seeds: list[int] | None = field(default=None, metadata=limits(
+        nonempty=True, lo=0, help="give seeds >= 0 as a comma list, e.g. 0,1,2,3,4"))
+    batch_size: int = field(default=256, metadata=limits(lo=1, help="give a batch size >= 1"))
+    device: str = field(default="cpu", metadata=limits(check=_device_problem, help="e.g. --device cpu"))
     quick: bool = False
-    per_class: int | None = None  # clips per class of a class-stratified subset (None: all clips)
-    store: str = "runs/kwsbench.sqlite"
+    # clips per class of a class-stratified subset (None: all clips)
+    per_class: int | None = field(default=None, metadata=limits(lo=1, help="give a count >= 1"))
+    # $KWSBENCH_STORE, else runs/kwsbench.sqlite
+    store: str = field(default_factory=lambda: str(default_store()),
+                       metadata=limits(nonempty=True, help="give a file path"))
     force: bool = False
     checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
     weights: str | None = None  # a project manifest (synth, gsc-mini): its checkpoint for every model it has
     cuda_graphs: bool = True  # replay captured CUDA graphs of each model's forward (same logits, fewer launches)
+    # a clip that cannot be decoded or holds NaN / inf samples: stop with an error naming it, or leave it out
+    on_bad_file: str = field(default="error", metadata=limits(choices=ON_BAD_FILE, help="pick error or skip"))
 
-    def validate(self) -> Plan:
-        if self.rate_mode not in RATE_MODES:
-            raise BadInputError(f"rate_mode {self.rate_mode!r} is not one of {', '.join(RATE_MODES)}")
-        if self.decimation not in DECIMATIONS:
-            raise BadInputError(f"decimation {self.decimation!r} is not one of {', '.join(DECIMATIONS)}")
-        if self.snr_def not in SNR_DEFINITIONS:
-            raise BadInputError(f"snr_def {self.snr_def!r} is not one of {', '.join(SNR_DEFINITIONS)}")
-        if self.batch_size < 1:
-            raise BadInputError(f"batch_size must be >= 1, got {self.batch_size}")
-        bad_rates = [r for r in self.rates if int(r) <= 0 or 16000 % int(r)]
-        if bad_rates:
-            raise BadInputError(f"rates {bad_rates}: each rate must divide 16000 (e.g. 16000,8000,4000)")
-        if self.per_class is not None and self.per_class < 1:
-            raise BadInputError(f"per_class must be >= 1, got {self.per_class}")
-        if self.seeds is not None:
-            if not self.seeds:
-                raise BadInputError("seeds must list at least one seed, e.g. 0,1,2,3,4")
-            self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))  # in order, each once
+    def validate(self, where: str = "plan") -> Plan:
+        """Every field checked against its type and limits (kwsbench.records); raises BadInputError."""
+        checked = build(Plan, self.to_dict(), where)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(checked, f.name))
+        if self.seeds:
+            self.seeds = list(dict.fromkeys(self.seeds))  # in order, each once
             self.seed = self.seeds[0]
-        self.snr = [float(s) for s in self.snr]
-        self.rates = [int(r) for r in self.rates]
         return self
 
     def noise_seeds(self) -> list[int]:
-        """The seeds every noisy condition runs under (clean audio has no noise seed: it runs once)."""
+        """The seeds every noisy condition runs under (clean audio has no noise: its cell is seed-free)."""
         return list(self.seeds) if self.seeds else [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,61 +93,48 @@ _FIELDS = {f.name for f in dataclasses.fields(Plan)}
 
 
 def _split_list(value: Any) -> Any:
-    """Accept 'a,b' strings as lists (YAML and flags both allow them)."""
+    """Accept 'a,b' strings as lists (YAML and flags both allow them); a lone value becomes a list of one."""
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
-    return value
+    return value if isinstance(value, list) else [value]
 
 
-def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise BadInputError(
-            f"{where}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(_FIELDS))}."
-        )
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def plan_from_dict(data: dict[str, Any], where: str = "plan", text: bool = False) -> Plan:
+    """A validated plan; `text`: values may be strings to parse (command-line flags, named as flags in errors)."""
     data = dict(data)
     for key in ("models", "noise", "snr", "rates", "seeds"):
         if key in data and data[key] is not None:
             data[key] = _split_list(data[key])
-            if not isinstance(data[key], list):
-                data[key] = [data[key]]
-    try:
-        return Plan(**data).validate()
-    except (TypeError, ValueError) as err:
-        raise BadInputError(f"{where}: {err}") from err
+    return build(Plan, data, where, text=text, label=_flag if text else None).validate(where)
 
 
 def load_plan(path: str | Path) -> Plan:
-    return plan_from_dict(_read_yaml(path), where=str(path))
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"plan file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise BadInputError(f"plan file {path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise BadInputError(f"plan file {path} must hold a mapping of plan keys, got {type(data).__name__}")
-    return data
+    return plan_from_dict(read_mapping(path, "plan file"), where=f"plan file {path}")
 
 
 def resolve_plan(config: str | Path | None, overrides: dict[str, Any],
                  defaults: dict[str, Any] | None = None) -> Plan:
-    """Plan defaults, then `defaults` (e.g. QUICK_DEFAULTS), then the plan YAML (if any), then every override
-    that is not None: what the user gave, in a file or a flag, always wins over a preset."""
+    """Plan defaults, then `defaults` (a preset such as QUICK_DEFAULTS), then the plan YAML (if any, checked on
+    its own so its mistakes name the file), then every override that is not None (checked as command-line
+    values): what the user gave, in a file or a flag, always wins over a preset."""
     base = Plan().to_dict() | (defaults or {})
     if config:
-        base.update(_read_yaml(config))
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return plan_from_dict(base, where=str(config) if config else "command line")
+        base.update({k: v for k, v in load_plan(config).to_dict().items() if k in _read_keys(config)})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return plan_from_dict({**base, **given}, where="command line", text=True)
+
+
+def _read_keys(config: str | Path) -> set[str]:
+    return set(read_mapping(config, "plan file"))
 
 
 def given_keys(config: str | Path | None, overrides: dict[str, Any]) -> set[str]:
     """The plan keys the user set, in the plan YAML or by a flag."""
-    return set(_read_yaml(config) if config else {}) | {k for k, v in overrides.items() if v is not None}
+    return (_read_keys(config) if config else set()) | {k for k, v in overrides.items() if v is not None}
 
 
 EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedded synthetic keyword set

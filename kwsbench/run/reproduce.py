@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kwsbench.paths import default_store
 from kwsbench.results.baselines import load_baselines
 from kwsbench.results.verdicts import DEVIATES, Comparison, matching_rows, verdict
 
@@ -29,7 +30,7 @@ class ReproduceOptions:
     seed: int = 0
     batch_size: int = 256
     device: str = "cpu"
-    store: str = "runs/kwsbench.sqlite"
+    store: str = field(default_factory=lambda: str(default_store()))  # $KWSBENCH_STORE or runs/kwsbench.sqlite
     force: bool = False
     baselines: str | None = None  # folder of baseline YAML files (default: the project's baselines/)
 
@@ -70,12 +71,9 @@ def _default_data_dir() -> str:
 
 def _check_weights(cards, device: str) -> None:
     """Exit 3 before any work when a requested model has no loadable checkpoint."""
-    from kwsbench.errors import CheckpointError, MissingDependencyError
+    from kwsbench import checkpoints as ck
+    from kwsbench.errors import CheckpointError
 
-    try:
-        from kwsbench import checkpoints as ck
-    except ImportError as err:
-        raise MissingDependencyError(f"the checkpoint loader is not available ({err})") from err
     missing = []
     for card in cards:
         try:
@@ -120,10 +118,10 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     with Store(plan.store) as store:
         wanted = set(summary.cell_keys)
         for cell in store.cells():
-            if cell["cell_key"] not in wanted:
+            if cell.cell_key not in wanted:
                 continue
-            protocol = cell["protocol"]
-            rows = matching_rows(baselines, aliases.get(cell["model"], {cell["model"]}), cell)
+            protocol = cell.protocol
+            rows = matching_rows(baselines, aliases.get(cell.model, {cell.model}), cell)
             if not rows:
                 unmatched.append(cell)
             comparisons.extend((cell, verdict(r, cell, opts.tol)) for r in rows)

@@ -26,7 +26,7 @@ import torch
 from torch.profiler import record_function
 
 from kwsbench.audio import decimate, upsample
-from kwsbench.checkpoints import trained_on_this_set
+from kwsbench.checkpoints import LoadedModel, load_model, trained_on_this_set
 from kwsbench.data.clipset import ClipSet
 from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
@@ -44,8 +44,8 @@ CLEAN = "clean"
 CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
 N_BOOT = 1000
 
-# (card, checkpoint or None, device) -> (model in eval mode, sha256 of the weights)
-ModelLoader = Callable[[ModelCard, str | None, str], tuple[torch.nn.Module, str]]
+# (card, checkpoint or None, device) -> the model in eval mode, the sha256 of its weights, its classes
+ModelLoader = Callable[[ModelCard, str | None, str], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class NoiseProvider:
         hits = [s for s in known if s.endswith(name) or s.endswith(f"-{name}")]
         if len(hits) == 1:
             return hits[0]
-        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}")
+        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}; pass one of them to "
+                            "--noise (see `kwsbench noise list`)")
 
     def prepare(self, clipset: ClipSet, names: list[str], seed: int,
                 on_render: Callable[[list[str]], None] | None = None) -> None:
@@ -114,12 +115,8 @@ class NoiseProvider:
         return mix(clean, noise, snr_db, definition=definition)
 
 
-def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, str]:
-    from kwsbench import checkpoints as ck
-
-    model = ck.load_model(card, checkpoint=checkpoint, device=device)
-    sha = getattr(model, "checkpoint_sha256", None) or ck.checkpoint_sha256(card, checkpoint)
-    return model, str(sha)
+def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> LoadedModel:
+    return load_model(card, checkpoint=checkpoint, device=device)
 
 
 def _default_sha(card: ModelCard, checkpoint: str | None) -> str:
@@ -165,7 +162,7 @@ def load_clips(plan: Plan) -> ClipSet:
         data_dir = ensure_default_dataset(seed=0)
     else:
         data_dir = Path(plan.data_dir)
-    clipset = load_clipset(data_dir, protocol=plan.protocol)
+    clipset = load_clipset(data_dir, protocol=plan.protocol, on_bad_file=plan.on_bad_file)
     if plan.data_dir is None:
         # same 12-folder layout as the canonical test set, but synthetic speech: never comparable with a
         # published number on real Speech Commands, so it gets a protocol name of its own
@@ -274,15 +271,14 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor,
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> bool:
+def _set_rate(state: ModelState, rate: int, plan: Plan) -> bool:
     """Put a rate-changing model at `rate` for a native-rate cell; True when the model changed. The model
     stays at that rate until a cell asks for another (conditions come grouped by rate)."""
-    if plan.rate_mode != "native" or not card.can_change_rate:
-        return False
-    if getattr(model, "kwsbench_rate", card.native_rate) == rate:
+    card, model = state.card, state.model
+    if plan.rate_mode != "native" or not card.can_change_rate or model is None or state.rate == rate:
         return False
     model.set_sample_rate(rate)
-    model.kwsbench_rate = rate
+    state.rate = rate
     # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
     # them, often on the CPU: bring the whole model back to the run's device
     model.to(plan.device)
@@ -297,6 +293,9 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     its own cells into a shard store, and rank 0 merges the shards into the store; the returned summary
     on rank 0 covers every rank.
     """
+    from kwsbench.noise.bank import noise_workers
+
+    noise_workers()  # its environment variable is checked before anything is opened or decoded
     loader = loader or default_loader
     provider = noise or NoiseProvider(plan.noise_dir)
     shard = shard or Shard()
@@ -323,6 +322,9 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             run_id = store.begin_run(provenance(plan, clipset, device))
             store.save_clips(clipset.fingerprint, clipset.utterance_ids, clipset.speaker_ids, clipset.labels)
         summary = RunSummary(run_id=dist_.broadcast(shard, run_id), clips=len(clipset))
+        if clipset.skipped:
+            summary.warnings.append(f"{clipset.skipped} clips could not be read and were left out "
+                                    "(--on-bad-file skip); the accuracies are over the others")
         dist_.barrier(shard)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
@@ -433,51 +435,98 @@ def _cannot_run(plan: Plan, card: ModelCard, cond: Condition) -> bool:
     return plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate
 
 
-def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress,
-                shard: Shard) -> None:
-    device = plan.device
-    clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
-    # (noise, seed) -> (bank on the device, version): built once per run, when the first noisy cell needs them
-    banks: dict[tuple[str, int], tuple[torch.Tensor, str]] = {}
+@dataclass
+class RunContext:
+    """What every cell of one process's share of a run reads or adds to: the plan, the clips (and their
+    audio on the run's device), noise banks, where cells go and what happened so far."""
+
+    plan: Plan
+    clipset: ClipSet
+    clean: torch.Tensor  # the clip set's audio, float32 on the run's device
+    provider: NoiseProvider
+    store: _Sink
+    summary: RunSummary
+    progress: Progress
+    # every (noise source, seed) this process's cells use; their banks load together
+    noise_names: list[tuple[str, int]]
+    # (name, seed) -> (bank on device, version)
+    banks: dict[tuple[str, int], tuple[torch.Tensor, str]] = field(default_factory=dict)
+
+
+@dataclass
+class ModelState:
+    """One model while its conditions are swept: the loaded weights (None when loading failed, with the
+    error every cell then carries) and the rate it runs at now, kept here rather than on the module."""
+
+    card: ModelCard
+    model: torch.nn.Module | None
+    forward: GraphedForward | None
+    sha: str
+    labels: tuple[str, ...]  # the classes the checkpoint says the model predicts; () when it does not say
+    load_error: str
+    rate: int
+    pace: Pace
+
+
+def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
+                loader: ModelLoader, provider: NoiseProvider, store: _Sink, summary: RunSummary,
+                progress: Progress, shard: Shard) -> None:
     owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
-    noise_names = sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN})
+    ctx = RunContext(
+        plan=plan, clipset=clipset,
+        clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(plan.device),
+        provider=provider, store=store, summary=summary, progress=progress,
+        noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
     for card, my_conds in zip(cards, owned, strict=True):
         if not my_conds:
             continue
-        t_load = time.perf_counter()
-        try:
-            model, sha = loader(card, plan.checkpoints.get(card.name), device)
-        except CheckpointError as err:
-            if not explicit:
-                summary.skipped_models.append((card.name, str(err)))
-                progress.done += len(my_conds)
-                continue
-            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
-        except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
-            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
-        else:
-            load_error = ""
-        finally:
-            summary.timings["load"] += time.perf_counter() - t_load
-        contaminated = trained_on_this_set(plan.checkpoints.get(card.name), clipset.protocol)
-        if contaminated:
-            summary.warnings.append(f"{card.name}: {contaminated}")
-            progress.note(f"WARNING {card.name}: {contaminated}")
-        forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
-        pace = Pace(plan.batch_size, adaptive=not device.startswith("cuda"))
+        state = _load(ctx, card, loader, explicit)
+        if state is None:
+            progress.done += len(my_conds)
+            continue
         for cond in my_conds:
-            if cond.noise != CLEAN and (cond.noise, cond.seed) not in banks:
-                _load_banks(plan, clipset, provider, noise_names, banks, summary, progress)
-            _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
-                      summary, progress, pace)
+            if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
+                _load_banks(ctx)
+            _run_cell(ctx, state, cond)
             if stop_after is not None and summary.computed >= stop_after:
                 os._exit(17)  # test hook: a worker that dies without any clean-up
-        if forward is not None and forward.fallback_reason and plan.cuda_graphs and device.startswith("cuda"):
+        forward = state.forward
+        if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
             progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
-        del model, forward
-        if device.startswith("cuda"):
+        del state, forward
+        if plan.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool) -> ModelState | None:
+    """The model's weights on the run's device; None when a model nobody asked for has none (skipped)."""
+    plan, summary = ctx.plan, ctx.summary
+    t_load = time.perf_counter()
+    try:
+        loaded = loader(card, plan.checkpoints.get(card.name), plan.device)
+    except CheckpointError as err:
+        if not explicit:
+            summary.skipped_models.append((card.name, str(err)))
+            return None
+        loaded, load_error = None, f"{type(err).__name__}: {err}"
+    except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
+        loaded, load_error = None, f"{type(err).__name__}: {err}"
+    else:
+        load_error = ""
+    finally:
+        summary.timings["load"] += time.perf_counter() - t_load
+    contaminated = trained_on_this_set(plan.checkpoints.get(card.name), ctx.clipset.protocol)
+    if contaminated:
+        summary.warnings.append(f"{card.name}: {contaminated}")
+        ctx.progress.note(f"WARNING {card.name}: {contaminated}")
+    if loaded is None:
+        return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
+                          load_error=load_error, rate=card.native_rate, pace=Pace(plan.batch_size, adaptive=False))
+    forward = GraphedForward(loaded.module, enabled=plan.cuda_graphs)
+    return ModelState(card=card, model=loaded.module, forward=forward, sha=loaded.sha256, labels=tuple(loaded.labels),
+                      load_error="", rate=card.native_rate,
+                      pace=Pace(plan.batch_size, adaptive=not plan.device.startswith("cuda")))
 
 
 def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Condition, noise_version: str) -> CellKey:
@@ -490,9 +539,9 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
     )
 
 
-def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> None:
+def _check_labels(state: ModelState, clipset: ClipSet) -> None:
     """The model must predict the clip set's classes: by name and order where its checkpoint records them."""
-    labels = tuple(getattr(model, "label_names", ()) or ())
+    card, labels = state.card, state.labels
     if labels and labels != tuple(clipset.label_names):
         raise BadInputError(f"{card.name}: its checkpoint predicts {', '.join(labels)}; the clip set "
                             f"({clipset.protocol}) has {', '.join(clipset.label_names)}")
@@ -509,49 +558,49 @@ def _memory_hint(err: Exception, plan: Plan) -> str:
     return ""
 
 
-def _load_banks(plan, clipset, provider, pairs, banks, summary, progress) -> None:
-    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together).
-    `pairs`: (noise source, seed)."""
+def _load_banks(ctx: RunContext) -> None:
+    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
+    plan, clipset = ctx.plan, ctx.clipset
     t_bank = time.perf_counter()
-    seeds = sorted({seed for _, seed in pairs})
-
+    seeds = sorted({seed for _, seed in ctx.noise_names})
     for seed in seeds:
         def announce(rendering: list[str], seed: int = seed) -> None:
             what = f" (seed {seed})" if len(seeds) > 1 else ""
-            progress.note(f"rendering noise banks {', '.join(rendering)}{what} for {len(clipset):,} clips "
-                          "(cached for later runs)")
+            ctx.progress.note(f"rendering noise banks {', '.join(rendering)}{what} for {len(clipset):,} clips "
+                              "(cached for later runs)")
 
-        provider.prepare(clipset, [n for n, s in pairs if s == seed], seed, on_render=announce)
-    for name, seed in pairs:
-        arr, ver = provider.bank(clipset, name, seed)
-        banks[(name, seed)] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
-    summary.timings["noise_banks"] += time.perf_counter() - t_bank
+        ctx.provider.prepare(clipset, [n for n, s in ctx.noise_names if s == seed], seed, on_render=announce)
+    for name, seed in ctx.noise_names:
+        arr, ver = ctx.provider.bank(clipset, name, seed)
+        ctx.banks[(name, seed)] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device),
+                                   ver)
+    ctx.summary.timings["noise_banks"] += time.perf_counter() - t_bank
 
 
-def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
-              progress, pace: Pace | None = None) -> None:
+def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
+    plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
     if _cannot_run(plan, card, cond):
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
         progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
-    noise_t, version = banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
-    key = _cell_key(plan, card, sha, clipset, cond, version)
+    noise_t, version = ctx.banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
+    key = _cell_key(plan, card, state.sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
-    if model is not None and not plan.force and store.has_ok(key):
+    if state.model is not None and not plan.force and ctx.store.has_ok(key):
         summary.reused += 1
         progress.cell(card.name, cond.label(), "stored", None)
         return
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
-                        error=load_error)
+                        error=state.load_error)
     t0 = time.perf_counter()
-    if model is not None:
+    if state.model is not None:
         try:
-            _check_labels(card, model, clipset)
-            if _set_rate(model, card, cond.rate_hz, plan):
-                forward.reset()  # the graphs read the tensors the rate change replaced
+            _check_labels(state, clipset)
+            if _set_rate(state, cond.rate_hz, plan):
+                state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
-                preds = _predict(forward, clean, noise_t, cond, card, plan, provider,
-                                 progress.within(card.name, cond.label(), clean.shape[0]), pace)
+                preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
+                                 progress.within(card.name, cond.label(), ctx.clean.shape[0]), state.pace)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
@@ -561,7 +610,7 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
     result.seconds = time.perf_counter() - t0
     t_store = time.perf_counter()
     with record_function("kwsbench.results.store"):
-        store.put_cell(summary.run_id, result)
+        ctx.store.put_cell(summary.run_id, result)
     summary.timings["store"] += time.perf_counter() - t_store
     if result.status == "ok":
         summary.computed += 1

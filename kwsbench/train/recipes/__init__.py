@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kwsbench.errors import BadInputError
+from kwsbench.records import build, read_yaml
 
 RECIPE_DIR = Path(__file__).resolve().parent
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -108,73 +107,34 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-# Schema: key -> (type spec, required). Type specs: "float", "int", "bool", "str", "pair" (two numbers),
-# "strs" (list of strings), a dict (nested mapping), ("list", dict) (list of mappings); "?" suffix or
-# a None-able entry allows null.
-_PARAM_GROUP = {"name": ("str", True), "contains": ("strs", True), "lr_scale": ("float", False),
-                "weight_decay": ("float", False)}
-_AUGMENT = {
-    "time_shift_ms": ("float", False),
-    "gain": ("pair?", False),
-    "gaussian_noise": ({"p": ("float", True), "sigma": ("float", True)}, False),
-    "noise": ({"p": ("float", True), "sources": ("strs", True), "snr_db": ("pair", True)}, False),
-    "specaugment": ({"module": ("str", False), "freq_masks": ("int", False), "freq_width": ("int", False),
-                     "time_masks": ("int", False), "time_width": ("int", False)}, False),
-    "rzoh": ("bool", False),
-}
-SCHEMA: dict[str, tuple[Any, bool]] = {
-    "name": ("str", True), "source": ("str", True), "optimizer": ("str", True), "lr": ("float", True),
-    "epochs": ("int", True), "batch_size": ("int", True), "weight_decay": ("float", False),
-    "momentum": ("float", False), "nesterov": ("bool", False), "default_lr_scale": ("float", False),
-    "param_groups": (("list", _PARAM_GROUP), False), "warmup_steps": ("int", False),
-    "warmup_epochs": ("int", False), "min_lr_ratio": ("float", False), "label_smoothing": ("float", False),
-    "grad_clip": ("float?", False), "orthogonality": ({"param": ("str", True), "weight": ("float", True)}, False),
-    "split": ({"val_fraction": ("float", False)}, False),
-    "augment": (_AUGMENT, False),
-}
+@dataclass(frozen=True)
+class Split:
+    val_fraction: float = 0.2
 
 
-def _type_ok(spec: str, value: Any) -> bool:
-    if spec.endswith("?"):
-        return value is None or _type_ok(spec[:-1], value)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    checks = {
-        "float": number,
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "pair": isinstance(value, list) and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
-        "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
-    }
-    return checks[spec]
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe as written: Recipe's fields with the split as its own mapping (checked by kwsbench.records)."""
 
-
-def validate(raw: Any, schema: dict[str, tuple[Any, bool]], where: str, prefix: str = "") -> None:
-    """Raise BadInputError naming `where` and the dotted key for the first unknown, missing or mistyped key."""
-    if not isinstance(raw, dict):
-        raise BadInputError(f"{where}: {prefix or 'the recipe'} must be a mapping, got {type(raw).__name__}")
-    for key in raw:
-        if key not in schema:
-            raise BadInputError(
-                f"{where}: unknown key {prefix}{key!s}. Known keys here: {', '.join(sorted(schema))}")
-    for key, (spec, required) in schema.items():
-        dotted = f"{prefix}{key}"
-        if key not in raw:
-            if required:
-                raise BadInputError(f"{where}: missing required key {dotted}")
-            continue
-        value = raw[key]
-        if isinstance(spec, dict):
-            if value is not None:
-                validate(value, spec, where, f"{dotted}.")
-        elif isinstance(spec, tuple):
-            if not isinstance(value, list):
-                raise BadInputError(f"{where}: key {dotted} must be a list, got {type(value).__name__}")
-            for i, item in enumerate(value):
-                validate(item, spec[1], where, f"{dotted}[{i}].")
-        elif not _type_ok(spec, value):
-            raise BadInputError(f"{where}: key {dotted} must be of type {spec.rstrip('?')}, got {value!r}")
+    name: str
+    source: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    default_lr_scale: float = 1.0
+    param_groups: tuple[ParamGroup, ...] = ()
+    warmup_steps: int = 0
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    orthogonality: Orthogonality | None = None
+    split: Split | None = None
+    augment: Augment | None = None
 
 
 def _check_values(r: Recipe, where: str) -> None:
@@ -197,29 +157,10 @@ def _check_values(r: Recipe, where: str) -> None:
 
 
 def recipe_from_dict(raw: Any, where: str = "recipe") -> Recipe:
-    validate(raw, SCHEMA, where)
-    raw = dict(raw)
-    aug = dict(raw.pop("augment", None) or {})
-    split = raw.pop("split", None) or {}
-    augment = Augment(
-        time_shift_ms=float(aug.get("time_shift_ms", 0.0)),
-        gain=tuple(float(v) for v in aug["gain"]) if aug.get("gain") else None,
-        gaussian_noise=GaussianNoise(**aug["gaussian_noise"]) if aug.get("gaussian_noise") else None,
-        noise=NoiseAugment(p=float(aug["noise"]["p"]), sources=tuple(aug["noise"]["sources"]),
-                           snr_db=tuple(float(v) for v in aug["noise"]["snr_db"])) if aug.get("noise") else None,
-        specaugment=SpecAugment(**aug["specaugment"]) if aug.get("specaugment") is not None else None,
-        rzoh=bool(aug.get("rzoh", False)),
-    )
-    groups = tuple(ParamGroup(name=g["name"], contains=tuple(g["contains"]), lr_scale=float(g.get("lr_scale", 1.0)),
-                              weight_decay=float(g.get("weight_decay", 0.0))) for g in raw.pop("param_groups", []))
-    ortho = raw.pop("orthogonality", None)
-    floats = ("lr", "weight_decay", "momentum", "default_lr_scale", "min_lr_ratio", "label_smoothing")
-    kwargs = {k: float(v) if k in floats else v for k, v in raw.items()}
-    if kwargs.get("grad_clip") is not None:
-        kwargs["grad_clip"] = float(kwargs["grad_clip"])
-    recipe = Recipe(**kwargs, param_groups=groups, augment=augment,
-                    orthogonality=Orthogonality(ortho["param"], float(ortho["weight"])) if ortho else None,
-                    val_fraction=float(split.get("val_fraction", 0.2)))
+    r = build(RecipeFile, raw, where)
+    fields = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+    split = fields.pop("split") or Split()
+    recipe = Recipe(**fields | {"augment": r.augment or Augment()}, val_fraction=split.val_fraction)
     _check_values(recipe, where)
     return recipe
 
@@ -237,8 +178,4 @@ def load_recipe(name_or_file: str | Path) -> Recipe:
             raise BadInputError(
                 f"recipe {name_or_file!r} is neither a file nor a packaged recipe ({', '.join(list_recipes())})")
         path = packaged
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise BadInputError(f"cannot read recipe {path}: {err}") from err
-    return recipe_from_dict(raw, where=str(path))
+    return recipe_from_dict(read_yaml(path, "recipe"), where=str(path))
