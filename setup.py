@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent
 # What ships: user data (noise/recordings/, imported public checkpoints) stays out.
 PACKAGED = {
     "noise": ("*.yaml", "README.md"),
-    "baselines": ("*.yaml",),
+    "baselines": ("*.yaml", "protocols/*.yaml"),  # protocols/: class compositions for bridged verdicts
     "checkpoints": ("*.yaml", "README.md", "synth/*.pt", "gsc-mini/*.pt"),
 }
 

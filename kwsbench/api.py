@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from kwsbench.checkpoints import LoadedModel
     from kwsbench.cost import Cost
-    from kwsbench.results.store import StoredCell
+    from kwsbench.results.leaderboard import TidyRow
     from kwsbench.run.plan import LeftOut, Plan
     from kwsbench.run.reproduce import ReproduceReport
     from kwsbench.run.runner import RunSummary
@@ -94,48 +94,61 @@ def _names(models: str | Iterable[str]) -> list[str]:
     return [models] if isinstance(models, str) else list(models)
 
 
-def _cells(store: str | Path | None, models: Iterable[str] | None) -> list[StoredCell]:
-    """The store's successful cells, of the models matching `models` (names or shell globs) when given."""
+def _rows(store: str | Path | None, models: str | Iterable[str] | None, per_seed: bool,
+          selection: dict[str, Any]) -> tuple[list[TidyRow], int]:
+    """Leaderboard rows of the store's successful cells: of the models matching `models` (names or shell globs),
+    of the clip set `selection` picks (data, protocol, weights, run); and the number of cells they cover."""
     import fnmatch
 
+    from kwsbench.results.clipsets import Selection, select
+    from kwsbench.results.leaderboard import store_labels_of, store_rows
     from kwsbench.results.store import open_existing
 
     with open_existing(store) as st:  # a missing store: StoreMissingError (exit 8) naming the path
         cells = st.cells()
-    if models:
-        patterns = [m.lower() for m in _names(models)]
-        cells = [c for c in cells if any(fnmatch.fnmatch(c.model.lower(), p) for p in patterns)]
-    return cells
+        if models:
+            patterns = [m.lower() for m in _names(models)]
+            cells = [c for c in cells if any(fnmatch.fnmatch(c.model.lower(), p) for p in patterns)]
+        cells = select(cells, store_labels_of(st, cells), Selection(**selection))
+        return store_rows(st, cells, per_seed=per_seed), len(cells)
 
 
-def results(store: str | Path | None = None, models: str | Iterable[str] | None = None,
+def results(store: str | Path | None = None, models: str | Iterable[str] | None = None, per_seed: bool = True,
+            data: str | None = None, protocol: str | None = None, weights: str | None = None, run: int | None = None,
             **filters: Any) -> pandas.DataFrame:
-    """One row per stored cell, the columns and units of the CSV export (`kwsbench leaderboard --format csv`):
-    accuracy, ci_low and ci_high as fractions 0..1, snr_db in dB, rate_hz in Hz, macs per one-second clip.
+    """The rows and columns of the CSV export (`kwsbench leaderboard --format csv --per-seed`): one row per stored
+    cell (`per_seed=False`: cells differing only in the noise seed averaged), accuracies and intervals in percent
+    (`*_pct`), macro_f1 a fraction, snr_db in dB, rate_hz in Hz, macs per one-second clip, data set, protocol,
+    fingerprint and weights manifest on every row, rank groups per condition.
     `store`: default $KWSBENCH_STORE, else runs/kwsbench.sqlite (a missing one raises StoreMissingError, exit
-    code 8); `models`: names or globs; `filters`: column=value, e.g. noise='factory', rate_hz=16000."""
+    code 8); `models`: names or globs; `data`/`protocol`/`weights`/`run`: one clip set (as the CLI filters);
+    `filters`: column=value, e.g. noise='factory', rate_hz=16000."""
     from dataclasses import asdict
 
     import pandas
 
-    from kwsbench.results.leaderboard import TIDY_COLUMNS, tidy_rows
+    from kwsbench.results.leaderboard import TIDY_COLUMNS
 
     unknown = sorted(set(filters) - set(TIDY_COLUMNS))
     if unknown:
         from kwsbench.errors import BadInputError
 
         raise BadInputError(f"unknown result column(s) {', '.join(unknown)}; columns: {', '.join(TIDY_COLUMNS)}")
-    rows = [asdict(r) for r in tidy_rows(_cells(store, models))]
-    rows = [r for r in rows if all(r[k] == v for k, v in filters.items())]
-    return pandas.DataFrame(rows, columns=list(rows[0]) if rows else list(TIDY_COLUMNS))
+    rows, _ = _rows(store, models, per_seed, dict(data=data, protocol=protocol, weights=weights, run=run))
+    out = [asdict(r) for r in rows]
+    out = [r for r in out if all(r[k] == v for k, v in filters.items())]
+    return pandas.DataFrame(out, columns=list(TIDY_COLUMNS))
 
 
 def leaderboard(store: str | Path | None = None, fmt: str = "md", wide: bool = False,
-                models: str | Iterable[str] | None = None) -> tuple[str, int]:
-    """The `kwsbench leaderboard` text (csv, md or json; one row per cell, or per model with `wide`) and the
-    number of cells it covers. Rendered from the same tidy rows as `results()` without pandas, so the command
-    starts fast; tests/test_api.py checks both give the same numbers."""
-    from kwsbench.results.leaderboard import leaderboard as render
+                models: str | Iterable[str] | None = None, per_seed: bool = False, data: str | None = None,
+                protocol: str | None = None, weights: str | None = None, run: int | None = None) -> tuple[str, int]:
+    """The `kwsbench leaderboard` text (csv, md or json; seeds averaged, one row per cell with `per_seed`, or per
+    model and clip set with `wide`) and the number of cells it covers. Rendered from the same rows as `results()`
+    without pandas, so the command starts fast; tests/test_api.py checks both give the same numbers."""
+    from dataclasses import asdict
 
-    cells = _cells(store, models)
-    return render(cells, fmt=fmt, wide=wide), len(cells)
+    from kwsbench.results.leaderboard import render, wide_rows
+
+    rows, count = _rows(store, models, per_seed, dict(data=data, protocol=protocol, weights=weights, run=run))
+    return render(wide_rows(rows) if wide else [asdict(r) for r in rows], fmt), count

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import os
 import pickle
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +30,13 @@ import torch
 import yaml
 
 from kwsbench import paths
-from kwsbench.data.download import sha256_file
 from kwsbench.errors import BadInputError, CheckpointError, DownloadError
+from kwsbench.fetch import download, sha256_file
 from kwsbench.records import build, limits, read_yaml
 
 DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
 # The raw-file URL of a file of a public GitHub repository at one commit.
 URL_TEMPLATE = "{base}/{repository}/{commit}/{path}"
-_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -365,18 +361,12 @@ def _refused_global(err: BaseException) -> str:
     return lines[0].split("Unsupported global:")[-1].split(" was not")[0].strip()[:120] if lines else ""
 
 
-def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
-    return read_weights(path, map_location)[0]
-
-
-def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
-    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """The object a checkpoint file holds, unpickled with `weights_only=True` (the one place kwsbench reads a
+    checkpoint file): a file that is not a torch checkpoint, or that would run code, raises CheckpointError."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not _refused_global(err):
             raise CheckpointError(f"{path} is not a torch checkpoint (bad pickle data: {_first_line(err)}). "
@@ -391,6 +381,13 @@ def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(
             f"{path} is not a torch checkpoint (could not read it: {_first_line(err)}). "
             "Check the file, or import / fetch it again.") from err
+
+
+def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
+    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+    obj = read_payload(path, map_location)
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
@@ -629,30 +626,7 @@ def _mkdir(folder: Path) -> Path:
     return folder
 
 
-def _download(url: str, dst: Path, sha: str, size: int | None,
-              progress: Callable[[int, int | None], None] | None = None, timeout: float = 60.0) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    digest, done = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or size
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        if digest.hexdigest() != sha:
-            raise DownloadError(f"download of {url} has sha256 {digest.hexdigest()[:16]}…, expected {sha[:16]}…; "
-                                "nothing was saved. Check --url-base, or the source changed.")
-        os.replace(tmp, dst)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise DownloadError(f"could not download {url}: {err}. Check the network or --url-base; "
-                            "`kwsbench checkpoints import DIR` works offline from a local copy.") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+_OFFLINE = "Check the network or --url-base; `kwsbench checkpoints import DIR` works offline from a local copy."
 
 
 def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: str = DEFAULT_URL_BASE,
@@ -673,11 +647,12 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
         url = m.source_url(e, url_base)
         show = (lambda d, t, i=e.id: progress(i, d, t)) if progress else None
         if e.convert is None:
-            _download(url, dst, e.sha256, e.size, show)
+            download(url, dst, e.sha256, resume=False, size=e.size, progress=show, offline_hint=_OFFLINE)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 src = Path(tmp) / Path(e.convert.file).name
-                _download(url, src, e.convert.sha256, e.convert.size, show)
+                download(url, src, e.convert.sha256, resume=False, size=e.convert.size, progress=show,
+                         offline_hint=_OFFLINE)
                 problem = _convert_verified(m, e, src, dst)
                 if problem:
                     raise CheckpointError(f"checkpoint {m.name}:{e.id}: {problem}")

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from kwsbench import __version__
 from kwsbench.commands.args import HelpFormatter, apply_help_style
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from kwsbench.run.allocator import keep_freed_memory
 
         keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
+        warnings.formatwarning = _one_line  # a user reads "warning: ...", not the source line that raised it
         return int(args.func(args) or 0)
     except KwsbenchError as err:
         from kwsbench.commands.args import console
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; results already stored are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":

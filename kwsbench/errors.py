@@ -16,6 +16,7 @@ EXIT_BAD_INPUT = 5  # bad audio file, bad YAML / plan, unknown model or noise na
 EXIT_STORE = 6  # results store corrupt or of another schema version
 EXIT_DOWNLOAD = 7  # a download failed or did not verify
 EXIT_NO_STORE = 8  # no results store at the path looked at (nothing was run into it yet)
+EXIT_INCONCLUSIVE = 9  # reproduce judged no row: no published row was comparable with the data measured
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); cells already stored are kept
 
 

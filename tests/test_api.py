@@ -41,7 +41,7 @@ def test_results_frame_equals_the_csv_export(store, capsys):
             value = got[col]
             if want[col] == "":
                 assert value is None or value == "" or value != value, col  # empty CSV cell: None, "" or NaN
-            elif isinstance(want[col], str) and col in ("accuracy", "ci_low", "ci_high", "snr_db"):
+            elif isinstance(value, float):
                 assert float(value) == pytest.approx(float(want[col]), abs=1e-6), col
             else:
                 assert str(value) == want[col], col
@@ -50,7 +50,8 @@ def test_results_frame_equals_the_csv_export(store, capsys):
 def test_results_frame_equals_the_json_export(store, capsys):
     frame = kwsbench.results(store=store)
     exported = json.loads(_cli(capsys, "leaderboard", "--format", "json", "--store", store))
-    keys = ("model", "noise", "rate_hz", "n", "accuracy", "ci_low", "ci_high")
+    keys = ("data", "fingerprint", "weights", "model", "noise", "rate_hz", "seed", "n", "accuracy_pct",
+            "wilson_low_pct", "wilson_high_pct", "rank_group")
     assert [{k: r[k] for k in keys} for r in frame.to_dict("records")] == [{k: r[k] for k in keys} for r in exported]
 
 

@@ -58,7 +58,7 @@ def imported(tmp_path_factory, tflite_path):
     mp.setenv("KWSBENCH_CHECKPOINTS", str(home))
     report = ck.import_dir(tflite_path.parents[1], manifest="kwt")
     assert report.imported == ["KWT-1/kwt-1.pt"] and not report.mismatched
-    model = ck.load_model("kwt-1")  # sha256 verified against the manifest, strict load
+    model = ck.load_model("kwt-1").module  # sha256 verified against the manifest, strict load
     yield model
     mp.undo()
 

@@ -189,7 +189,7 @@ def test_leaderboard_files_copied(built):
     csv_text = (out / "leaderboard.csv").read_text().splitlines()
     with Store(store_path) as st:
         assert len(csv_text) == 1 + len(st.cells())
-    assert (out / "leaderboard.md").read_text().startswith("| model |")
+    assert (out / "leaderboard.md").read_text().startswith("| data |")
 
 
 def test_pareto_front_is_exactly_the_undominated_points():

@@ -105,6 +105,21 @@ def store_path(value: str | None) -> Path:
 # --- --device ------------------------------------------------------------------------------------
 
 
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """--data / --protocol / --weights / --run: one clip set (leaderboard, compare and report)."""
+    parser.add_argument("--data", metavar="NAME", help="data-set name (the data folder's name, or 'embedded "
+                        "synthetic') or a clip-set fingerprint prefix (default: every clip set, each on its own)")
+    parser.add_argument("--protocol", metavar="P", help="test protocol, e.g. v2-12-official (default: every one)")
+    parser.add_argument("--weights", metavar="MANIFEST", help="weights manifest, e.g. nc-ssm, synth, gsc-mini "
+                        "(default: every manifest, each on its own)")
+    parser.add_argument("--run", type=int, metavar="ID", help="only the cells stored by this run (default: all)")
+
+
+def selection(args: argparse.Namespace) -> dict:
+    """The --data/--protocol/--weights/--run values as keyword arguments of the API."""
+    return {k: getattr(args, k) for k in ("data", "protocol", "weights", "run")}
+
+
 def add_device(parser: argparse.ArgumentParser, from_plan: bool = False) -> None:
     """`--device`; with `from_plan` the default is left to the plan file (whose own default is the same)."""
     if from_plan:

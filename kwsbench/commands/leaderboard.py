@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kwsbench.commands.args import add_models, add_store, store_path
+from kwsbench.commands.args import add_models, add_selection, add_store, selection, store_path
 
 FORMATS = ("csv", "md", "json")  # = kwsbench.results.leaderboard.FORMATS (checked by tests/test_cli.py)
 
@@ -16,17 +16,24 @@ def register(subparsers) -> None:
                               description="The stored cells, one row each (the columns of kwsbench.results()), "
                                           "or one row per model with --wide.")
     p.add_argument("--format", choices=FORMATS, default="md", help="output format (default: %(default)s)")
-    p.add_argument("--wide", action="store_true", help="one row per model: clean, mean per noise, mean noisy, rank")
+    p.add_argument("--wide", action="store_true",
+                   help="one row per model and clip set: clean, mean over SNRs per noise, mean over every noisy "
+                        "condition (empty unless the model has all the conditions of its clip set)")
+    p.add_argument("--per-seed", action="store_true",
+                   help="one row per stored cell (default: cells differing only in the noise seed are one row: "
+                        "mean, seed SD, 95%% t interval over seeds)")
     add_store(p)
     p.add_argument("--out", type=Path, help="write to this file (default: standard output)")
     add_models(p, "every stored model")
+    add_selection(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from kwsbench import api
 
-    text, count = api.leaderboard(store=store_path(args.store), fmt=args.format, wide=args.wide, models=args.models)
+    text, count = api.leaderboard(store=store_path(args.store), fmt=args.format, wide=args.wide, models=args.models,
+                                  per_seed=args.per_seed, **selection(args))
     if args.out:
         _write(args.out, text)
         print(f"wrote {count} cells to {args.out}", file=sys.stderr)

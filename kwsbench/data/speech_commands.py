@@ -215,9 +215,12 @@ def _full_items(root: Path, protocol: str, split: str) -> tuple[tuple[str, ...],
     return label_names, items
 
 
-def _silence_items(root: Path, split: str) -> list[_Item]:
-    """Crop i: noise file i mod n (sorted names), offset from a generator seeded by (split, i) only."""
-    bg = root / BACKGROUND_DIR
+def _silence_items(root: Path, split: str, bg: Path | None = None, count: int | None = None) -> list[_Item]:
+    """Crop i: noise file i mod n (sorted names), offset from a generator seeded by (split, i) only.
+
+    `bg`: the folder of recordings (default root/_background_noise_); crops are named relative to `root`.
+    """
+    bg = bg or root / BACKGROUND_DIR
     noise = _audio_files(bg) if bg.is_dir() else []
     if not noise:
         raise DatasetError(
@@ -226,14 +229,35 @@ def _silence_items(root: Path, split: str) -> list[_Item]:
         )
     lengths = [_frames(p) for p in noise]
     items = []
-    for i in range(SILENCE_COUNTS[split]):
+    for i in range(SILENCE_COUNTS[split] if count is None else min(count, SILENCE_COUNTS[split])):
         k = i % len(noise)
         rng = np.random.default_rng(np.random.SeedSequence([_SILENCE_SEED, _SPLIT_CODE[split], i]))
         offset = int(rng.integers(0, max(lengths[k] - CLIP_SAMPLES, 0) + 1))
-        rel = f"{BACKGROUND_DIR}/{noise[k].name}"
+        rel = noise[k].relative_to(root).as_posix()
         items.append(_Item(uid=f"_silence_/{split}-{i:04d}", label=LABELS_12.index("silence"), speaker="",
                            crop=(rel, offset)))
     return items
+
+
+def silence_clipset(background_dir: str | Path, split: str = "test", count: int | None = None) -> ClipSet:
+    """The silence items of protocol v2-12-all-unknown alone, cut from a folder of the background-noise
+    recordings (the archive's _background_noise_, or the same files re-encoded): the same crops, ids and
+    labels as inside the full protocol, so a bridged estimate measures silence by the protocol's own rule.
+    `count`: only the first crops (default: all of the split's)."""
+    bg = Path(background_dir).expanduser()
+    cs = _decode(bg, _silence_items(bg, split, bg, count), LABELS_12, f"v2-12-all-unknown:silence-{split}", "error")
+    cs.meta.update({"root": str(bg), "split": split})
+    return cs
+
+
+def zero_silence_clipset(n: int = 4) -> ClipSet:
+    """The silence items of TensorFlow's input pipeline at test time (protocol v2-12-tf-pipeline): all-zero audio."""
+    return ClipSet(
+        audio=np.zeros((n, CLIP_SAMPLES), dtype=np.float32),
+        labels=np.full(n, LABELS_12.index("silence"), dtype=np.int64), label_names=LABELS_12,
+        utterance_ids=tuple(f"_silence_/zero-{i:04d}" for i in range(n)), speaker_ids=("",) * n,
+        protocol="v2-12-tf-pipeline:silence",
+    )
 
 
 def _frames(path: Path) -> int:

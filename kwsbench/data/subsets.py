@@ -61,3 +61,13 @@ def cap_per_class(clipset: ClipSet, per_class: int, seed: int) -> ClipSet:
     return clipset.subset(np.sort(np.concatenate(keep)), protocol=clipset.protocol)
 
 
+
+
+def capped_subset(clipset: ClipSet, caps: dict[str, int], seed: int) -> ClipSet:
+    """At most caps[name] clips of each class named in `caps` (a seeded draw); every clip of the others."""
+    rng = np.random.default_rng(derive_seed(seed, 0xCA95))
+    keep = []
+    for k, name in enumerate(clipset.label_names):
+        idx = np.flatnonzero(clipset.labels == k)
+        keep.append(np.sort(rng.permutation(idx)[:caps[name]]) if name in caps else idx)
+    return clipset.subset(np.sort(np.concatenate(keep)), protocol=clipset.protocol)

@@ -13,7 +13,7 @@ _WHERE = {
     "NoiseBank": "bank",
     "NoiseSource": "definitions", "definitions_dir": "definitions", "load_definition": "definitions",
     "stable_hash": "generators", "utterance_rng": "generators",
-    "SNR_DEFINITIONS": "mixing", "achieved_snr": "mixing", "mix": "mixing", "noise_gain": "mixing",
+    "SNR_DEFINITIONS": "definitions", "achieved_snr": "mixing", "mix": "mixing", "noise_gain": "mixing",
     "speech_level": "mixing",
     "get_source": "sources", "list_sources": "sources", "render": "sources", "resolve_recordings": "sources",
 }

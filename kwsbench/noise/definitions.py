@@ -18,6 +18,10 @@ from kwsbench.errors import BadInputError
 from kwsbench.paths import NOISE_DIR_ENV, packaged, user_noise_dir
 from kwsbench.records import build, check, limits, read_yaml
 
+# How a mixture's SNR is measured (kwsbench.noise.mixing). Kept here, free of torch, so a plan can check its
+# snr_def without importing the mixing code.
+SNR_DEFINITIONS = ("rms", "active")
+
 # Parameter types: "float", "int", "bool", "str", "range" (two numbers lo <= hi),
 # "irange" (two integers lo <= hi, inclusive), "pair" (two numbers, any order), "files" (non-empty list of file names),
 # "choice:a|b" (one of the listed strings).

@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from kwsbench.errors import BadInputError, StoreError, StoreMissingError
+from kwsbench.paths import default_store
 from kwsbench.report import figures
-from kwsbench.results.store import DEFAULT_STORE, Store, StoredCell
+from kwsbench.results.store import Store, StoredCell, condition_label
 
 VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
 
 
 @dataclass
 class ReportOptions:
-    store: Path = DEFAULT_STORE
+    store: Path = field(default_factory=default_store)  # $KWSBENCH_STORE, else runs/kwsbench.sqlite
     out: Path = Path("report")
     models: list[str] | None = None  # None: every model in the store
     condition: str | None = None  # "NOISE:SNR" or "clean" for the heatmap / confusion / Pareto; None: picked
@@ -125,10 +126,6 @@ def default_condition(cells: list[StoredCell]) -> tuple[str, float | None]:
     if not counts:
         return "clean", None
     return max(counts, key=lambda k: (counts[k], -abs(k[1]), -k[1], k[0]))
-
-
-def condition_label(noise: str, snr: float | None) -> str:
-    return "clean" if noise == "clean" else f"{noise} {snr:+g} dB"
 
 
 # -- cost --------------------------------------------------------------------------------------
@@ -486,13 +483,15 @@ def _clear_previous(out: Path) -> None:
             path.unlink()
 
 
-def _write_leaderboards(cells: list[StoredCell], out: Path, page: _Page) -> None:
+def _write_leaderboards(store: Store, cells: list[StoredCell], out: Path, page: _Page) -> None:
     from kwsbench.results.leaderboard import leaderboard
 
-    for name, fmt, wide in (("leaderboard.csv", "csv", False), ("leaderboard_wide.csv", "csv", True),
-                            ("leaderboard.md", "md", True)):
+    for name, fmt, wide, per_seed in (("leaderboard.csv", "csv", False, True),
+                                      ("leaderboard_seeds.csv", "csv", False, False),
+                                      ("leaderboard_wide.csv", "csv", True, False),
+                                      ("leaderboard.md", "md", True, False)):
         path = out / name
-        path.write_text(leaderboard(cells, fmt=fmt, wide=wide))
+        path.write_text(leaderboard(cells, fmt=fmt, wide=wide, per_seed=per_seed, store=store))
         page.files.append(path)
 
 
@@ -538,7 +537,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
         page.sections.append(_cells_section(cells))
         page.sections.append(_failed_section(failed))
         _provenance_section(store, cells + failed, page)
-    _write_leaderboards(cells, out, page)
+        _write_leaderboards(store, cells, out, page)
     index = out / "index.html"
     index.write_text(_page_html(page, view, cond, store_path, cells))
     return ReportResult(index=index, files=[index, *page.files], notes=page.notes, cells=len(view.cells))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kwsbench.errors import BadInputError
+from kwsbench.noise.definitions import SNR_DEFINITIONS
 from kwsbench.paths import default_store
 from kwsbench.records import build, limits, read_mapping
 
@@ -18,7 +19,6 @@ RATE_MODES = ("native", "bandlimit")
 # How a signal is brought down to a lower rate: "sinc" = torchaudio's band-limited resampler (anti-aliased),
 # "drop" = keep every k-th sample with no filter (what S-Edge's original test does).
 DECIMATIONS = ("sinc", "drop")
-SNR_DEFINITIONS = ("rms", "active")
 
 
 SNR_RANGE_DB = (-60.0, 60.0)  # beyond this a mixture is all speech or all noise at float32 precision

@@ -34,7 +34,7 @@ from kwsbench.models.registry import ModelCard, all_cards, resolve
 from kwsbench.progress import Progress
 from kwsbench.provenance import environment
 from kwsbench.results import stats
-from kwsbench.results.store import CellKey, CellResult, Store
+from kwsbench.results.store import CellKey, CellResult, Store, condition_label
 from kwsbench.run import distributed as dist_
 from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
@@ -57,9 +57,8 @@ class Condition:
     show_seed: bool = False  # several seeds in the plan: labels name the seed
 
     def label(self) -> str:
-        cond = CLEAN if self.noise == CLEAN else f"{self.noise} {self.snr_db:+g} dB"
         seed = f" seed {self.seed}" if self.show_seed and self.noise != CLEAN else ""
-        return f"{cond}{seed} @ {self.rate_hz} Hz"
+        return f"{condition_label(self.noise, self.snr_db)}{seed} @ {self.rate_hz} Hz"
 
 
 class NoiseProvider:
@@ -334,14 +333,15 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         try:
             _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
                         progress, shard)
-        except BaseException:
-            # Ctrl-C, SIGTERM (turned into KeyboardInterrupt by the command) or a crash: the cells stored so
-            # far are complete; the run says it did not finish instead of staying "running"
+        except BaseException as err:  # the run's status is final whatever stopped it
             if shard.rank == 0:
-                store.finish_run(summary.run_id, "interrupted")
+                _finish_quietly(store, summary.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
+                                else "failed")
             raise
         finally:
             progress.close()
+            summary.warnings += [f"damaged cell recomputed: {d}" for d in store.damaged + (
+                out.damaged if out is not store else [])]
             if out is not store:
                 out.close()
         if shard.sharded:
@@ -352,9 +352,17 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
                 summary = _combine(parts)
         summary.seconds = time.perf_counter() - t0
         if shard.rank == 0:
-            store.finish_run(summary.run_id, "ok" if summary.ok else "failed")
+            store.finish_run(summary.run_id, "completed" if summary.ok else "failed")
         dist_.barrier(shard)
     return summary
+
+
+def _finish_quietly(store: Store, run_id: int, status: str) -> None:
+    """Record how the run ended; a store that cannot take it (full disk...) must not hide the original error."""
+    try:
+        store.finish_run(run_id, status)
+    except Exception:  # noqa: BLE001 - the error being raised is the one the user needs
+        pass
 
 
 class _Sink:

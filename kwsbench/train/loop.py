@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsbench import checkpoints as ck
 from kwsbench.data.clipset import ClipSet
 from kwsbench.data.subsets import cap_per_class, derive_seed, speaker_split
 from kwsbench.errors import BadInputError, CheckpointError
@@ -323,11 +324,9 @@ def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The saved payload (model_state_dict, metadata[, optimizer_state_dict]), loaded with weights_only=True."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(err).splitlines()[0]}") from err
+    """The saved payload (model_state_dict, metadata[, optimizer_state_dict]), read by the checkpoint reader
+    (weights_only=True)."""
+    obj = ck.read_payload(path)
     if not isinstance(obj, dict) or "model_state_dict" not in obj or "metadata" not in obj:
         raise CheckpointError(f"{path} is not a kwsbench training checkpoint (no model_state_dict / metadata)")
     return obj
@@ -581,8 +580,6 @@ def reproducible_command(command: str) -> str:
 def publish(result: TrainResult, manifest: str, file_id: str | None = None, final: bool = False) -> Any:
     """Copy best.pt (or, `final`, the last epoch's weights) to checkpoints/<manifest>/<file_id> and record it
     (sha256, how it was made) in the manifest."""
-    from kwsbench import checkpoints as ck
-
     meta = result.metadata
     file_id = file_id or f"{meta['model']}.pt"
     dst = ck.manifest_dir() / manifest / file_id
