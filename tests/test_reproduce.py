@@ -259,3 +259,29 @@ def test_weights_manifest_is_judged_against_the_architectures_rows(tmp_path):
     (cell, c), = report.comparisons
     assert cell.checkpoint_sha256 == entry.sha256 and cell.model == "bc-resnet-1"
     assert c.verdict in ("MATCH", "WITHIN_CI", "DEVIATES") and c.estimate is not None
+
+
+@pytest.mark.slow
+def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
+    """No background-noise recordings: the all-unknown silence term is bounded and the advice says how to measure
+    it; after the advised download (served from 127.0.0.1) the advised command measures it on the archive's
+    _background_noise_ crops."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
+    args = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(_canonical_set(tmp_path / "canon")),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row, protocols=True)]
+    assert main(args) in (0, 1)
+    out = capsys.readouterr().out
+    assert "silence term not measured, bounded" in out and "MISSING" in out
+    download, = set(_advice(out, "kwsbench data download"))  # named twice: the silence line and the advice
+    nxt, = _advice(out, "python reproduce.py")
+    data = _full_tarball()
+    a = dl.ARCHIVES["gsc-v2"]
+    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
+                                                          len(data), a.subdir))
+    with Server() as srv:
+        srv.files[a.filename] = data
+        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    assert _run_advice(nxt) in (0, 1)
+    out = capsys.readouterr().out
+    assert "crops of the background-noise recordings" in out and "not measured, bounded" not in out, out

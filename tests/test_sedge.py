@@ -25,7 +25,7 @@ def test_parameter_counts(size):
     model = build_sedge(size)
     assert sum(p.numel() for p in model.parameters()) == TORCH_PARAMS[size] - 2
     card = get_card(f"s-edge-{size}")
-    assert card.params == PUBLISHED_PARAMS[size]
+    assert card.published_params == PUBLISHED_PARAMS[size] and card.recipe == "s-edge"
     assert card.protocol == "v2-35" and card.num_classes == 35 and card.can_stream and card.can_change_rate
 
 

@@ -8,18 +8,14 @@ import io
 import json
 import sys
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from kwsbench.commands.args import console
-
-if TYPE_CHECKING:
-    from kwsbench.models.registry import ModelCard
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list the registered models and their cards",
-                              description="The registry: one card per model (family, input, rate, protocol, "
-                                          "checkpoint) and the weights the manifests have for it.")
+                              description="The registry: one card per model (family, parameters, input, rate, "
+                                          "protocol, checkpoint) and the weights the manifests have for it.")
     sub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     ls = sub.add_parser("list", help="one line per model: family, classes, parameters, which weights exist")
     ls.add_argument("--format", choices=("table", "csv", "json"), default="table",
@@ -35,7 +31,8 @@ def register(subparsers) -> None:
 class ModelRow:
     name: str
     family: str
-    params: int  # trainable parameters as the card builds it (its own head)
+    params: int  # parameters counted on the model the card builds (its own head)
+    published_params: int | None  # the count its source publishes, where one does
     native_rate: int
     protocol: str
     num_classes: int
@@ -47,13 +44,6 @@ class ModelRow:
     weights_present: list[str]  # those whose file is here
 
 
-def _params(card: ModelCard) -> int:
-    """The card's stated count, else counted on the built model (the cards of the SSM ports state none)."""
-    if card.params is not None:
-        return int(card.params)
-    return sum(p.numel() for p in card.build().parameters() if p.requires_grad)
-
-
 def model_rows() -> list[ModelRow]:
     from kwsbench.checkpoints import weights_by_model
     from kwsbench.models.registry import all_cards
@@ -63,7 +53,8 @@ def model_rows() -> list[ModelRow]:
     for c in all_cards():
         files = weights.get(c.name, [])
         rows.append(ModelRow(
-            name=c.name, family=c.family, params=_params(c), native_rate=c.native_rate, protocol=c.protocol,
+            name=c.name, family=c.family, params=c.counted_params(), published_params=c.published_params,
+            native_rate=c.native_rate, protocol=c.protocol,
             num_classes=c.num_classes, can_change_rate=c.can_change_rate, can_stream=c.can_stream, input=c.input,
             checkpoint=c.checkpoint or "", weights=[f"{w.manifest}:{w.id}" for w in files],
             weights_present=[f"{w.manifest}:{w.id}" for w in files if w.present]))
@@ -118,7 +109,8 @@ def _show(args: argparse.Namespace) -> int:
 
     c = get_card(args.name)
     out = console()
-    for key in ("name", "family", "aliases", "params", "input", "native_rate", "protocol", "num_classes",
-                "can_change_rate", "can_stream", "checkpoint", "kwargs", "source", "description"):
+    for key in ("name", "family", "aliases", "published_params", "input", "native_rate", "protocol", "num_classes",
+                "can_change_rate", "can_stream", "checkpoint", "recipe", "kwargs", "source", "description"):
         out.print(f"[bold]{key}[/]: {getattr(c, key)}", highlight=False)
+    out.print(f"[bold]counted_params[/]: {c.counted_params()}", highlight=False)
     return 0

@@ -9,7 +9,12 @@ import sys
 
 from kwsbench.commands.args import add_device, add_models, add_store, console, ints, names
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
+
+# Kept here, not imported from kwsbench.run.plan (its typed loader and YAML), so every command's --help starts fast;
+# tests/test_cli.py checks they equal the plan's.
+RATE_MODES = ("native", "bandlimit")
+DECIMATIONS = ("sinc", "drop")
+ON_BAD_FILE = ("error", "skip")
 
 
 def register(subparsers) -> None:
