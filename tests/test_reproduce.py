@@ -109,9 +109,15 @@ def test_bridged_row_far_from_the_estimate_deviates(tmp_path, file_card, capsys)
                        store=str(tmp_path / "s2.sqlite"), baselines=_baselines(tmp_path, row, protocols=True))
     (_, c), = report.comparisons
     assert c.bridged and c.estimate.counts["silence"] == 500 and c.ci[1] < 99.0, c
+    # a near row listed first in the file: the deviating row is still printed first
+    near = ("  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, "
+            f"value: {c.measured:.3f}, source: n}}\n")
+    args[-1] = _baselines(tmp_path, near + row, protocols=True)
     assert main(args) == 1
     out = capsys.readouterr().out
-    assert "DEVIATES*" in out and "crops of the background-noise recordings" in out
+    assert "crops of the background-noise recordings" in out
+    assert out.index("DEVIATES*") < out.index("CONSISTENT*")
+    assert "1 of 2 comparable rows deviate beyond tolerance (2 judged through a bridge" in out
 
 
 def _wav(path: Path, seed: int, seconds: float = 1.0) -> None:

@@ -164,8 +164,9 @@ def _check_weights(cards, device: str, checkpoints: dict[str, str]) -> None:
             missing.append(f"{card.name}: {str(err).rstrip('.')}")
     if missing:
         folder = shared_dir() / "checkpoints" / "nc-ssm"
-        raise CheckpointError("no usable checkpoint for " + "; ".join(missing) +
-                              f". Import them: `kwsbench checkpoints import {folder}`.")
+        # name the import only where the folder is there, so the command works as written
+        hint = f". Import them: `kwsbench checkpoints import {folder}`." if folder.is_dir() else "."
+        raise CheckpointError("no usable checkpoint for " + "; ".join(missing) + hint)
 
 
 def _clipset(opts: ReproduceOptions, data_dir: str) -> ClipSet:
