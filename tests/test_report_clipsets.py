@@ -31,9 +31,8 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 @pytest.fixture(scope="module")
 def two_sets(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sets")
-    for seed in (0, 1):
-        plan = _plan(tmp, models=MODELS, noise=["white"], snr=[-5.0, 0.0, 5.0], data_dir="/data/set-a", seed=seed)
-        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6), show_progress=False)
+    plan = _plan(tmp, models=MODELS, noise=["white"], snr=[-5.0, 0.0, 5.0], data_dir="/data/set-a", seeds=[0, 1])
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6), show_progress=False)
     plan = _plan(tmp, models=MODELS, noise=["white", "hum"], snr=[0.0], data_dir="/data/set-b")
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=4, seed=1),
              show_progress=False)
