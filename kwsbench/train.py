@@ -322,8 +322,12 @@ def standardise_input(model: nn.Module, train_set: ClipSet) -> dict[str, float] 
     if not hasattr(model, "standardise_input"):
         return None
     audio = np.asarray(train_set.audio)
-    mean = float(audio.mean(dtype=np.float64))
-    std = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)) - mean * mean))
+    total = total_sq = 0.0
+    for rows in range(0, len(audio), 1024):  # float64 sums in slices: no float64 copy of a whole training set
+        part = audio[rows:rows + 1024].astype(np.float64)
+        total, total_sq = total + part.sum(), total_sq + np.square(part).sum()
+    mean = float(total / max(audio.size, 1))
+    std = float(np.sqrt(max(total_sq / max(audio.size, 1) - mean * mean, 0.0)))
     model.standardise_input(mean, std)
     return {"mean": mean, "std": std}
 
