@@ -57,8 +57,9 @@ def _sync(device: str) -> None:
 
 
 def _loader(untrained: bool, label_names: tuple[str, ...]):
+    from kwsbench.checkpoints import LoadedModel
     from kwsbench.errors import CheckpointError
-    from kwsbench.evaluate import default_loader
+    from kwsbench.run.runner import default_loader
 
     def load(card, checkpoint, device):
         try:
@@ -69,17 +70,16 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
             # random weights with a head for the clip set's classes where the card allows one
             sized = card.head_is_sizable
             model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
-            if sized:
-                model.label_names = label_names  # as a checkpoint trained on these classes records them
-            return model, "untrained"
+            # labels as a checkpoint trained on these classes records them
+            return LoadedModel(model, "untrained", label_names if sized else ())
 
     return load
 
 
 def one_pass(args: argparse.Namespace, models: list[str], device: str, label: str) -> dict:
     """Decode, banks and grid once with the cache KWSBENCH_CACHE currently points at."""
-    from kwsbench.evaluate import NoiseProvider, load_clips, run_plan
-    from kwsbench.plan import Plan
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.runner import NoiseProvider, load_clips, run_plan
 
     store = Path(tempfile.mkdtemp(prefix="kwsbench-tp-")) / "grid.sqlite"
     plan = Plan(models=models, noise=[n for n in args.noise.split(",") if n],
@@ -121,13 +121,13 @@ def _results_digest(store: Path) -> str:
     """sha256 over every cell's key, counts and predictions: equal digests = identical results."""
     import hashlib
 
-    from kwsbench.store import Store
+    from kwsbench.results.store import Store
 
     h = hashlib.sha256()
     with Store(store) as st:
-        for c in sorted(st.cells(), key=lambda c: c["cell_key"]):
-            h.update(f"{c['cell_key']} {c['correct']} {c['n']}".encode())
-            h.update(st.predictions(c["cell_key"]).tobytes())
+        for c in sorted(st.cells(), key=lambda c: c.cell_key):
+            h.update(f"{c.cell_key} {c.correct} {c.n}".encode())
+            h.update(st.predictions(c.cell_key).tobytes())
     return h.hexdigest()
 
 
@@ -154,14 +154,14 @@ def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> di
     import numpy as np
     import torch
 
-    from kwsbench.evaluate import load_clips
     from kwsbench.models.registry import get_card
-    from kwsbench.plan import Plan
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.runner import load_clips
 
     plan = Plan(models=[model_name], data_dir=args.data_dir, per_class=args.per_class).validate()
     clips = load_clips(plan)
     card = get_card(model_name)
-    model, _ = _loader(args.untrained, tuple(clips.label_names))(card, None, device)
+    model = _loader(args.untrained, tuple(clips.label_names))(card, None, device).module
     audio = torch.from_numpy(np.ascontiguousarray(clips.audio, dtype=np.float32)).to(device)
     with torch.inference_mode():
         model(audio[:2])  # warm-up: lazy initialisation is not part of either timing
@@ -197,7 +197,7 @@ def _table(passes: list[dict], ref: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    from kwsbench.allocator import keep_freed_memory
+    from kwsbench.run.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the kwsbench command does (KWSBENCH_MALLOC=system: glibc's defaults)
     if args.bank_workers:
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from kwsbench.compare import public_models
     from kwsbench.models.registry import all_cards
+    from kwsbench.run.reproduce import public_models
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.models == "all":

@@ -63,7 +63,7 @@ def time_steps(card, batch: int, classes: int, device: str, repeat: int) -> list
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    from kwsbench.allocator import keep_freed_memory
+    from kwsbench.run.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the kwsbench command does (KWSBENCH_MALLOC=system: glibc's defaults)
     import torch

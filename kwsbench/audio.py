@@ -13,8 +13,6 @@ from kwsbench.errors import BadInputError
 if TYPE_CHECKING:
     import torch
 
-
-
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode `path` to (float32 samples in [-1, 1), sample rate), mixing multi-channel files to mono.
 
@@ -38,6 +36,10 @@ def read_audio_raw(path: str | Path) -> tuple[np.ndarray, int]:
         ) from err
     if x.shape[0] == 0:
         raise BadInputError(f"audio file {path} holds no samples. Replace or delete it, or pass --on-bad-file skip.")
+    if not np.isfinite(x).all():  # float WAV / FLAC can hold them; a model would score garbage (or cast to ints)
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise BadInputError(f"audio file {path} holds {bad} NaN or infinite samples. Replace or delete it, or pass "
+                            "--on-bad-file skip.")
     if x.shape[1] == 1:
         x = x[:, 0]
     return np.ascontiguousarray(x), int(rate)
@@ -69,3 +71,25 @@ def fix_length(x: np.ndarray, length: int) -> np.ndarray:
         return x[..., :length]
     pad = [(0, 0)] * (x.ndim - 1) + [(0, length - n)]
     return np.pad(x, pad)
+
+
+# -- rate change (the noisy 16 kHz batch brought to a lower rate, and back) ----------------------------
+
+def decimate(x: torch.Tensor, from_rate: int, to_rate: int, method: str) -> torch.Tensor:
+    if to_rate == from_rate:
+        return x
+    if method == "drop":
+        if from_rate % to_rate:
+            raise BadInputError(f"'drop' decimation needs an integer factor, got {from_rate} -> {to_rate}")
+        return x[:, :: from_rate // to_rate].contiguous()
+    import torchaudio.functional as taf
+
+    return taf.resample(x, from_rate, to_rate)
+
+
+def upsample(x: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    if to_rate == from_rate:
+        return x
+    import torchaudio.functional as taf
+
+    return taf.resample(x, from_rate, to_rate)

@@ -14,13 +14,13 @@ Two storage locations:
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
+import io
 import os
 import pickle
+import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +30,13 @@ import torch
 import yaml
 
 from kwsbench import paths
-from kwsbench.data.download import sha256_file
 from kwsbench.errors import BadInputError, CheckpointError, DownloadError
+from kwsbench.fetch import download, sha256_file
+from kwsbench.records import build, limits, read_yaml
 
 DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
 # The raw-file URL of a file of a public GitHub repository at one commit.
 URL_TEMPLATE = "{base}/{repository}/{commit}/{path}"
-_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,23 @@ class KeyRename:
 
     prefix_from: str
     prefix_to: str
+
+
+# converter name -> "module:function(source, provenance) -> (state dict, metadata)"; imported only when it runs
+CONVERTERS = {"kwt-tflite": "kwsbench.models.kwt:convert_tflite"}
+
+
+@dataclass(frozen=True)
+class ConvertSpec:
+    """The entry's file is made by converting a published file of another format (e.g. TensorFlow Lite)."""
+
+    converter: str = field(metadata=limits(choices=tuple(CONVERTERS)))
+    # the source file's path inside an import folder, e.g. "KWT-1/non_stream.tflite"
+    file: str = field(metadata=limits(check=lambda v: "" if v else "must name the source file"))
+    # of the source file: anything else is refused before conversion
+    sha256: str = field(metadata=limits(check=lambda v: "" if re.fullmatch(r"[0-9a-fA-F]{64}", v)
+                                        else "must be 64 hex digits"))
+    size: int | None = field(default=None, metadata=limits(lo=0))
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ class CheckpointEntry:
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
     quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
     protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
+    convert: ConvertSpec | None = None  # set when the file is converted from a published file of another format
 
 
 @dataclass(frozen=True)
@@ -107,57 +125,97 @@ class Manifest:
 
 
 def manifest_dir() -> Path:
-    """Folder holding the manifests: `KWSBENCH_MANIFESTS` or the project's checkpoints/ folder."""
-    env = os.environ.get("KWSBENCH_MANIFESTS")
-    return Path(env).expanduser() if env else paths.PROJECT_ROOT / "checkpoints"
+    """Where `train --publish` records project weights: `KWSBENCH_MANIFESTS`, else kwsbench's checkpoints/."""
+    return paths.user_manifests_dir() or paths.packaged("checkpoints")
 
 
-def _entry_from_dict(raw: dict, where: Path) -> CheckpointEntry:
-    try:
-        renames = tuple(KeyRename(str(r["from"]), str(r["to"])) for r in raw.get("key_map") or ())
-        return CheckpointEntry(
-            id=str(raw["id"]), model=str(raw["model"]), sha256=str(raw["sha256"]).lower(),
-            size=raw.get("size"), source_path=raw.get("source_path"),
-            commit=None if raw.get("commit") is None else str(raw["commit"]), key_map=renames,
-            epoch=raw.get("epoch"), val_acc=raw.get("val_acc"), note=str(raw.get("note") or ""),
-            labels=tuple(str(x) for x in raw.get("labels") or ()), quick=bool(raw.get("quick", True)),
-            protocol=str(raw.get("protocol") or ""),
-        )
-    except (KeyError, TypeError) as err:
-        raise BadInputError(f"bad checkpoint entry in {where}: missing or malformed field {err}. Entry: {raw}") from err
+def manifest_dirs() -> list[Path]:
+    """Where manifests are read, a later folder's manifest replacing an earlier one of the same name: the packaged
+    checkpoints/ (manifests and the project's small weights), then the user's `KWSBENCH_MANIFESTS` folder."""
+    base, user = paths.packaged("checkpoints"), paths.user_manifests_dir()
+    return [base] if user is None or user.resolve() == base.resolve() else [base, user]
+
+
+@dataclass(frozen=True)
+class EntryFile:
+    """The checked fields of a manifest entry as written; other keys (how a project file was made: command,
+    seed, fingerprints...) are provenance, kept in the YAML and not read here."""
+
+    id: str = field(metadata=limits(nonempty=True))
+    model: str = field(metadata=limits(nonempty=True))
+    sha256: str = field(metadata=limits(check=lambda v: "" if re.fullmatch(r"[0-9a-fA-F]{64}", v)
+                                        else "must be 64 hex digits"))
+    size: int | None = field(default=None, metadata=limits(lo=0))
+    source_path: str | None = None
+    commit: str | int | None = None  # YAML reads an all-digit commit as a number
+    key_map: list[dict[str, str]] = field(default_factory=list)
+    epoch: int | None = None
+    val_acc: float | None = None
+    note: str | None = None
+    labels: list[str] = field(default_factory=list)
+    quick: bool = True
+    protocol: str | None = None
+    convert: ConvertSpec | None = None
+
+
+_ENTRY_KEYS = {f.name for f in dataclasses.fields(EntryFile)}
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    files: list[Any]
+    name: str | None = None
+    location: str = field(default="home", metadata=limits(choices=("home", "project"), help="pick home or project"))
+    source: dict[str, str | int | None] = field(default_factory=dict)
+    licence: str | None = None
+    description: str | None = None
+
+
+def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
+    at = f"checkpoint manifest {where} entry {index + 1}"
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{at}: must be a mapping of keys, got {raw!r}")
+    e = build(EntryFile, {k: v for k, v in raw.items() if k in _ENTRY_KEYS}, at)
+    renames = []
+    for i, r in enumerate(e.key_map):
+        if set(r) != {"from", "to"}:
+            raise BadInputError(f"{at}: key_map[{i}] must be {{from: PREFIX, to: PREFIX}}, got {r!r}")
+        renames.append(KeyRename(r["from"], r["to"]))
+    return CheckpointEntry(
+        id=e.id, model=e.model, sha256=e.sha256.lower(), size=e.size, source_path=e.source_path,
+        commit=None if e.commit is None else str(e.commit), key_map=tuple(renames), epoch=e.epoch,
+        val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, protocol=e.protocol or "",
+        convert=dataclasses.replace(e.convert, sha256=e.convert.sha256.lower()) if e.convert else None,
+    )
 
 
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise BadInputError(f"cannot read checkpoint manifest {path}: {err}") from err
-    if not isinstance(raw, dict) or not isinstance(raw.get("files"), list):
-        raise BadInputError(f"checkpoint manifest {path} must be a mapping with a 'files' list")
-    location = raw.get("location", "home")
-    if location not in ("home", "project"):
-        raise BadInputError(f"manifest {path}: location must be 'home' or 'project', not {location!r}")
-    source = raw.get("source") or {}
+    m = build(ManifestFile, read_yaml(path, "checkpoint manifest"), f"checkpoint manifest {path}")
     return Manifest(
-        name=str(raw.get("name") or path.stem), path=path, location=location,
-        entries=tuple(_entry_from_dict(e, path) for e in raw["files"]),
-        repository=source.get("repository"),
-        commit=None if source.get("commit") is None else str(source["commit"]),
-        licence=str(raw.get("licence") or ""), description=str(raw.get("description") or ""),
+        name=m.name or path.stem, path=path, location=m.location,
+        entries=tuple(_entry_from_dict(e, path, i) for i, e in enumerate(m.files)),
+        repository=None if m.source.get("repository") is None else str(m.source["repository"]),
+        commit=None if m.source.get("commit") is None else str(m.source["commit"]),
+        licence=m.licence or "", description=m.description or "",
     )
 
 
 def manifests(folder: Path | None = None) -> dict[str, Manifest]:
-    folder = folder or manifest_dir()
-    found = [read_manifest(p) for p in sorted(folder.glob("*.yaml"))]
-    return {m.name: m for m in found}
+    """Every manifest by name: of `folder` alone when given, else of `manifest_dirs()` (a user folder that does
+    not exist yet holds none; `train --publish` creates it)."""
+    found: dict[str, Manifest] = {}
+    for directory in [folder] if folder is not None else manifest_dirs():
+        found.update((m.name, m) for m in (read_manifest(p) for p in sorted(directory.glob("*.yaml"))))
+    return found
 
 
 def get_manifest(name: str) -> Manifest:
     known = manifests()
     if name not in known:
-        raise CheckpointError(f"no checkpoint manifest {name!r} in {manifest_dir()} (known: {', '.join(known)})")
+        where = ", ".join(str(d) for d in manifest_dirs())
+        raise CheckpointError(f"no checkpoint manifest {name!r} in {where}; use one of the known ones: "
+                              f"{', '.join(known)}")
     return known[name]
 
 
@@ -299,18 +357,12 @@ def _refused_global(err: BaseException) -> str:
     return lines[0].split("Unsupported global:")[-1].split(" was not")[0].strip()[:120] if lines else ""
 
 
-def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
-    return read_weights(path, map_location)[0]
-
-
-def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
-    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """The object a checkpoint file holds, unpickled with `weights_only=True` (the one place kwsbench reads a
+    checkpoint file): a file that is not a torch checkpoint, or that would run code, raises CheckpointError."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not _refused_global(err):
             raise CheckpointError(f"{path} is not a torch checkpoint (bad pickle data: {_first_line(err)}). "
@@ -325,6 +377,13 @@ def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(
             f"{path} is not a torch checkpoint (could not read it: {_first_line(err)}). "
             "Check the file, or import / fetch it again.") from err
+
+
+def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
+    kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+    obj = read_payload(path, map_location)
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
@@ -396,8 +455,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
     model.load_state_dict(state, strict=True)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with verified weights: the module (eval mode, on the device), the sha256 of the file it was
+    loaded from (the key of every result cell) and the classes it predicts where the checkpoint says so
+    (its manifest entry or training metadata; () when only the card's class count is known)."""
+
+    module: torch.nn.Module
+    sha256: str
+    labels: tuple[str, ...] = ()
+
+
 def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
-               device: str | torch.device = "cpu") -> torch.nn.Module:
+               device: str | torch.device = "cpu") -> LoadedModel:
     """Build the card's model, load its verified weights strictly, move to `device`, eval mode.
 
     `checkpoint`: None (the card's default), '<manifest>:<id>', or a file path (verified when its
@@ -412,10 +482,7 @@ def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
     labels = checkpoint_labels(resolved, metadata)
     model = card.build(num_classes=len(labels) if labels else None)
     load_state_strict(model, state, resolved.path)
-    model.to(device).eval()
-    model.checkpoint_sha256 = sha  # plain attributes: the sha of what was loaded, for result keys,
-    model.label_names = labels  # and the classes it predicts where the checkpoint says (else the card's)
-    return model
+    return LoadedModel(module=model.to(device).eval(), sha256=sha, labels=labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +537,8 @@ class ImportReport:
 
 def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
     """Copy the manifest's files from a local folder: `<Folder>/<file>` or repository layout
-    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied."""
+    `checkpoints_full/<Folder>/<file>`. Every copy is verified; a mismatching file is not copied.
+    An entry with a `convert` spec is made from its published source file (verified first) by its converter."""
     source = Path(source).expanduser()
     if not source.is_dir():
         raise CheckpointError(f"import source {source} is not a folder (give a clone of the repository or a "
@@ -482,14 +550,18 @@ def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
         if dst.is_file() and sha256_file(dst) == e.sha256:
             report.already.append(e.id)
             continue
-        candidates = [source / e.id] + ([source / e.source_path] if e.source_path else [])
+        names = [e.convert.file] if e.convert else [e.id]
+        candidates = [source / n for n in names] + ([source / e.source_path] if e.source_path else [])
         src = next((c for c in candidates if c.is_file()), None)
         if src is None:
             report.missing.append(e.id)
+        elif e.convert:
+            problem = _convert_verified(m, e, src, dst)
+            (report.mismatched.append(f"{e.id} ({problem})") if problem else report.imported.append(e.id))
         elif _atomic_copy_verified(src, dst, e.sha256):
             report.imported.append(e.id)
         else:
-            report.mismatched.append(f"{e.id} ({src})")
+            report.mismatched.append(f"{e.id} ({src}: sha256 differs from the manifest)")
     licence = next((p for p in (source / "LICENSE.txt", source / "LICENSE") if p.is_file()), None)
     if licence and (report.imported or report.already):
         # The licence must travel with the weights (its terms require keeping the notice).
@@ -497,30 +569,60 @@ def import_dir(source: str | Path, manifest: str = "nc-ssm") -> ImportReport:
     return report
 
 
-def _download(url: str, dst: Path, sha: str, size: int | None,
-              progress: Callable[[int, int | None], None] | None = None, timeout: float = 60.0) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    digest, done = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or size
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        if digest.hexdigest() != sha:
-            raise DownloadError(f"download of {url} has sha256 {digest.hexdigest()[:16]}…, expected {sha[:16]}…; "
-                                "nothing was saved. Check --url-base, or the source changed.")
-        os.replace(tmp, dst)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise DownloadError(f"could not download {url}: {err}. Check the network or --url-base; "
-                            "`kwsbench checkpoints import DIR` works offline from a local copy.") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def import_found(source: str | Path) -> dict[str, ImportReport]:
+    """`import_dir` for every public (`location: home`) manifest with at least one of its files in `source`."""
+    reports = {name: import_dir(source, name) for name, m in manifests().items() if m.location == "home"}
+    found = {n: r for n, r in reports.items() if r.imported or r.already or r.mismatched}
+    if not found:
+        raise CheckpointError(f"no checkpoint of any manifest ({', '.join(reports)}) found in {source}; give the "
+                              "folder holding <Folder>/<file> (or a repository clone), or name --manifest")
+    return found
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """A weights file kwsbench loads: tensors + JSON metadata, written to a temporary name and renamed."""
+    import json
+
+    path = Path(path)
+    payload = {"model_state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
+               "metadata": json.loads(json.dumps(metadata))}  # fails here on anything not JSON-able
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: torch names the archive after a file, which would change the bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _convert_verified(m: Manifest, e: CheckpointEntry, src: Path, dst: Path) -> str:
+    """Convert `src` (checked against the manifest's source sha256 first) into `dst`; '' or what went wrong."""
+    import importlib
+
+    spec = e.convert
+    sha = sha256_file(src)
+    if sha != spec.sha256:
+        return (f"{src} has sha256 {sha[:16]}…, the manifest's source is {spec.sha256[:16]}…: another file or "
+                "version, refused before conversion")
+    module, function = CONVERTERS[spec.converter].split(":")
+    provenance = {"source": {"repository": m.repository, "commit": e.commit or m.commit, "path": e.source_path,
+                             "sha256": spec.sha256, "size": spec.size, "licence": m.licence}}
+    with tempfile.TemporaryDirectory(dir=_mkdir(dst.parent)) as tmp:
+        out = Path(tmp) / dst.name
+        save_weights(out, *getattr(importlib.import_module(module), function)(src, provenance))
+        got = sha256_file(out)
+        if got != e.sha256:
+            return (f"converting {src} gave sha256 {got[:16]}…, the manifest expects {e.sha256[:16]}… "
+                    "(another torch version writes other bytes: use the pinned one)")
+        os.replace(out, dst)
+    return ""
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+_OFFLINE = "Check the network or --url-base; `kwsbench checkpoints import DIR` works offline from a local copy."
 
 
 def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: str = DEFAULT_URL_BASE,
@@ -539,6 +641,16 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
         if dst.is_file() and sha256_file(dst) == e.sha256:
             continue
         url = m.source_url(e, url_base)
-        _download(url, dst, e.sha256, e.size, (lambda d, t, i=e.id: progress(i, d, t)) if progress else None)
+        show = (lambda d, t, i=e.id: progress(i, d, t)) if progress else None
+        if e.convert is None:
+            download(url, dst, e.sha256, resume=False, size=e.size, progress=show, offline_hint=_OFFLINE)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp) / Path(e.convert.file).name
+                download(url, src, e.convert.sha256, resume=False, size=e.convert.size, progress=show,
+                         offline_hint=_OFFLINE)
+                problem = _convert_verified(m, e, src, dst)
+                if problem:
+                    raise CheckpointError(f"checkpoint {m.name}:{e.id}: {problem}")
         fetched.append(e.id)
     return fetched

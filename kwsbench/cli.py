@@ -1,5 +1,6 @@
-"""The `kwsbench` command line: finds the subcommand modules, parses, delegates, maps errors to
-exit codes (see kwsbench.errors)."""
+"""The `kwsbench` command line: finds the subcommand modules, parses, delegates to kwsbench.api, maps errors
+to exit codes (see kwsbench.errors). Starts fast: only argparse, rich-argparse and the command modules'
+parsers are imported before a command runs (the commands import the library when they run)."""
 
 from __future__ import annotations
 
@@ -7,46 +8,99 @@ import argparse
 import importlib
 import pkgutil
 import sys
-
-from rich.console import Console
-from rich_argparse import RichHelpFormatter
+import warnings
 
 from kwsbench import __version__
-from kwsbench.allocator import keep_freed_memory
-from kwsbench.errors import EXIT_USAGE, KwsbenchError
+from kwsbench.commands.args import HelpFormatter, apply_help_style
+from kwsbench.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECKPOINT,
+    EXIT_DATASET,
+    EXIT_DOWNLOAD,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_STORE,
+    EXIT_OK,
+    EXIT_STORE,
+    EXIT_USAGE,
+    KwsbenchError,
+)
+
+EXAMPLES = """\
+  kwsbench run --quick                                   the main job on the embedded synthetic set
+  kwsbench run --models nc-ssm,bc-resnet-1 --noise babble --snr -5 0 --data-dir ~/gsc
+  kwsbench leaderboard --format csv --out board.csv      the stored results as a table
+  kwsbench reproduce --quick                             published checkpoints vs published tables
+  kwsbench cost --rates 16000,8000,4000                  parameters and MACs per model and rate
+  python -c "import kwsbench; print(kwsbench.results().head())"   the results as a DataFrame"""
+
+ENVIRONMENT = """\
+  KWSBENCH_STORE        results store (default runs/kwsbench.sqlite in the working directory)
+  KWSBENCH_DATA         data sets (default ~/.local/share/kwsbench/data)
+  KWSBENCH_CACHE        decoded clip sets, noise banks (default ~/.cache/kwsbench)
+  KWSBENCH_CHECKPOINTS  imported / fetched public checkpoints (default ~/.local/share/kwsbench/checkpoints)
+  KWSBENCH_NOISE_DIR    your noise recordings and extra noise definitions (*.yaml), beside the packaged ones
+  KWSBENCH_BASELINES    your extra published-result files (*.yaml), beside the packaged ones
+  KWSBENCH_MANIFESTS    your extra checkpoint manifests (*.yaml), beside the packaged ones
+  KWSBENCH_SHARED       the team's shared data folder (tests; default ../shared)"""
+
+EXIT_CODES = f"""\
+  {EXIT_OK}    success
+  {EXIT_FAILED}    the job ran but something failed: a failed cell, a DEVIATES verdict
+  {EXIT_USAGE}    bad command line, or a missing optional dependency
+  {EXIT_CHECKPOINT}    checkpoint missing, wrong sha256, wrong keys, unsafe file
+  {EXIT_DATASET}    dataset directory missing or of no known layout
+  {EXIT_BAD_INPUT}    bad input: audio file, YAML / plan / recipe, unknown model or noise name
+  {EXIT_STORE}    results store corrupt or of another schema version (left untouched)
+  {EXIT_DOWNLOAD}    a download failed or did not verify
+  {EXIT_NO_STORE}    no results store at the path looked at
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); cells already stored are kept"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kwsbench",
-        description="Noise-robust keyword-spotting benchmark.",
-        formatter_class=RichHelpFormatter,
+        description="Noise-robust keyword-spotting benchmark: accuracy, cost and sample-rate robustness of KWS "
+                    "models.",
+        epilog=f"examples:\n{EXAMPLES}\n\nenvironment variables:\n{ENVIRONMENT}\n\nexit codes:\n{EXIT_CODES}",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"kwsbench {__version__}")
+    parser.add_argument("--version", action="version", version=f"kwsbench {__version__}",
+                        help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     import kwsbench.commands as pkg
 
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if not mod.name.startswith("_"):
+        if not mod.name.startswith("_") and mod.name != "args":
             importlib.import_module(f"kwsbench.commands.{mod.name}").register(subparsers)
+    apply_help_style(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
-    keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
     try:
+        args = parser.parse_args(argv)  # list converters raise KwsbenchError (exit 5) like the library
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+        from kwsbench.run.allocator import keep_freed_memory
+
+        keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
+        warnings.formatwarning = _one_line  # a user reads "warning: ...", not the source line that raised it
         return int(args.func(args) or 0)
     except KwsbenchError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        from kwsbench.commands.args import console
+
+        console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted; results already stored are kept", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":

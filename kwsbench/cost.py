@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kwsbench.aliases import callable_as_api
 from kwsbench.errors import BadInputError
 
 # ------------------------------------------------------------------------------------------------
@@ -352,8 +353,7 @@ def ncssm_cost(model_or_dims: Any, rate: int = 16000, name: str = "nc-ssm") -> C
 
 def frontend_macs(frontend: Any, rate: int) -> int:
     """STFT + mel (+ DCT for MFCC) of a 1-s clip, from the front end's own window, hop and band counts."""
-    from kwsbench.features import LogMel
-    from kwsbench.models.dscnn import MFCC
+    from kwsbench.features import MFCC, LogMel
 
     if isinstance(frontend, LogMel):
         frames = stft_frames(rate, frontend.n_fft, frontend.hop_length, frontend.center)
@@ -464,3 +464,6 @@ def nanomamba_card_cost(card: Any, rate: int) -> Cost:
         frontend_macs=front, body_macs=body,
         notes=f"canonical count, T={t} frames (center=True)" + _rate_note(card, rate),
     )
+
+
+callable_as_api(__name__)  # kwsbench.cost(...) = kwsbench.api.cost(...) (see kwsbench.aliases)

@@ -15,6 +15,9 @@ EXIT_DATASET = 4  # dataset directory missing or of no known layout
 EXIT_BAD_INPUT = 5  # bad audio file, bad YAML / plan, unknown model or noise name
 EXIT_STORE = 6  # results store corrupt or of another schema version
 EXIT_DOWNLOAD = 7  # a download failed or did not verify
+EXIT_NO_STORE = 8  # no results store at the path looked at (nothing was run into it yet)
+EXIT_INCONCLUSIVE = 9  # reproduce judged no row: no published row was comparable with the data measured
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); cells already stored are kept
 
 
 class KwsbenchError(Exception):
@@ -42,6 +45,10 @@ class CheckpointError(KwsbenchError):
 
 class StoreError(KwsbenchError):
     exit_code = EXIT_STORE
+
+
+class StoreMissingError(KwsbenchError):
+    exit_code = EXIT_NO_STORE
 
 
 class DownloadError(KwsbenchError):

@@ -1,4 +1,4 @@
-"""Front-end pieces: STFT magnitude, mel filterbanks, log-mel, PCEN, instance norm.
+"""Front-end pieces: STFT magnitude, mel filterbanks, log-mel, MFCC, PCEN, instance norm.
 
 Every variant is named and exact, because published checkpoints depend on details that
 differ between implementations (window periodicity, padding mode, magnitude vs power,
@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import nn
 
 MEL_KINDS = ("htk-floor-bins", "htk", "slaney")
@@ -237,3 +238,36 @@ class PCEN(nn.Module):
         m = ema_smoother(x, self.s)
         col = (slice(None), None)
         return pcen(x, m, self.log_alpha.exp()[col], self.log_delta.exp()[col], self.log_r.exp()[col], self.eps)
+
+
+# Hello Edge MFCC: 40 ms window, 20 ms stride, 40 HTK mel bands 20-4000 Hz, 10 coefficients
+MFCC_WINDOW_S, MFCC_HOP_S, MFCC_N_MELS, MFCC_N_COEFFS, MFCC_F_LOW, MFCC_F_HIGH = 0.040, 0.020, 40, 10, 20.0, 4000.0
+
+
+class MFCC(nn.Module):
+    """(B, samples) -> (B, frames, 10): the Hello Edge DS-CNN features (TensorFlow audio_ops recipe: magnitude
+    spectrum, HTK-mel triangles, log, DCT-II; a close re-statement, not bit-identical). Window and hop keep
+    their duration at any rate."""
+
+    def __init__(self, sample_rate: int = 16000):
+        super().__init__()
+        self.set_sample_rate(sample_rate)
+
+    def set_sample_rate(self, rate: int) -> None:
+        self.sample_rate = rate
+        self.win = round(MFCC_WINDOW_S * rate)
+        self.hop = round(MFCC_HOP_S * rate)
+        self.n_fft = 2 ** math.ceil(math.log2(self.win))
+        fb = mel_filterbank("htk", self.n_fft, MFCC_N_MELS, rate, MFCC_F_LOW, min(MFCC_F_HIGH, rate / 2)).T.contiguous()
+        # Non-persistent: derived from the rate, never part of a checkpoint.
+        self.register_buffer("fbank", fb, persistent=False)
+        self.register_buffer("window", hann_window(self.win, periodic=True), persistent=False)
+        dct = torchaudio.functional.create_dct(MFCC_N_COEFFS, MFCC_N_MELS, norm="ortho")
+        self.register_buffer("dct", dct, persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        # Frames of the window length (not of n_fft), zero-padded to n_fft: 49 frames per second, as TF.
+        frames = audio.float().unfold(-1, self.win, self.hop) * self.window.to(audio.device)
+        spec = torch.fft.rfft(frames, n=self.n_fft).abs()  # (B, frames, bins)
+        mel = torch.matmul(spec, self.fbank.to(audio.device))  # (B, frames, mels)
+        return torch.matmul(torch.log(mel.clamp_min(1e-12)), self.dct.to(audio.device))

@@ -1,5 +1,7 @@
-"""Where kwsbench keeps things on disk. One function per location; each honours an
-environment variable so tests and users can redirect it."""
+"""Where kwsbench keeps things on disk, resolved in this one module: the data that ships with kwsbench
+(noise definitions, published baselines, checkpoint manifests and the project's small weights), the
+user's folders added beside it, the user homes and the default results store. Each location honours an
+environment variable so tests and users can redirect it (README, "Environment variables")."""
 
 from __future__ import annotations
 
@@ -7,6 +9,48 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# An installed wheel carries the top-level data folders here (copied by setup.py at build time); a checkout
+# (editable install or PYTHONPATH) has no _data and reads the top-level folders themselves, which users edit.
+PACKAGED_DATA = Path(__file__).resolve().parent / "_data"
+DATA_FOLDERS = ("noise", "baselines", "checkpoints")
+
+STORE_ENV = "KWSBENCH_STORE"
+NOISE_DIR_ENV = "KWSBENCH_NOISE_DIR"
+BASELINES_ENV = "KWSBENCH_BASELINES"
+MANIFESTS_ENV = "KWSBENCH_MANIFESTS"
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def packaged(folder: str) -> Path:
+    """A data folder that ships with kwsbench ('noise', 'baselines' or 'checkpoints')."""
+    if folder not in DATA_FOLDERS:
+        raise ValueError(f"{folder!r} is not one of {DATA_FOLDERS}")
+    installed = PACKAGED_DATA / folder
+    return installed if installed.is_dir() else PROJECT_ROOT / folder
+
+
+def user_noise_dir(explicit: str | Path | None = None) -> Path | None:
+    """The user's noise folder (recordings and extra definitions): `--noise-dir`, else `KWSBENCH_NOISE_DIR`."""
+    return Path(explicit).expanduser() if explicit is not None else _env_path(NOISE_DIR_ENV)
+
+
+def user_baselines_dir() -> Path | None:
+    """Extra published-result files beside the packaged ones: `KWSBENCH_BASELINES`."""
+    return _env_path(BASELINES_ENV)
+
+
+def user_manifests_dir() -> Path | None:
+    """Extra checkpoint manifests beside the packaged ones, and where `train --publish` writes: `KWSBENCH_MANIFESTS`."""
+    return _env_path(MANIFESTS_ENV)
+
+
+def default_store() -> Path:
+    """The results store when none is named: `KWSBENCH_STORE`, else runs/kwsbench.sqlite in the working directory."""
+    return _env_path(STORE_ENV) or Path("runs") / "kwsbench.sqlite"
 
 
 def cache_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Freed memory stays in the process (kwsbench.allocator): large blocks are reused, not faulted in again."""
+"""Freed memory stays in the process (kwsbench.run.allocator): large blocks are reused, not faulted in again."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kwsbench.allocator import _USER_SETTINGS, OPT_OUT_ENV
+from kwsbench.run.allocator import _USER_SETTINGS, OPT_OUT_ENV
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 
@@ -17,7 +17,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's al
 PROBE = """
 import resource, sys
 import numpy as np
-from kwsbench.allocator import keep_freed_memory
+from kwsbench.run.allocator import keep_freed_memory
 kept = keep_freed_memory()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):

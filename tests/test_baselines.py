@@ -5,20 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import stored_cell
 
 from kwsbench.cli import main
-from kwsbench.compare import (
-    DEVIATES,
-    MATCH,
-    NOT_COMPARABLE,
-    WITHIN_CI,
-    Reported,
-    baselines_dir,
-    load_baseline_file,
-    load_baselines,
-    verdict,
-)
 from kwsbench.errors import BadInputError
+from kwsbench.results.baselines import Reported, baselines_dir, load_baseline_file, load_baselines
+from kwsbench.results.verdicts import DEVIATES, MATCH, NOT_COMPARABLE, WITHIN_CI, verdict
 
 
 def test_all_baseline_files_validate(capsys):
@@ -56,7 +48,8 @@ def test_bad_baseline_files_are_rejected(tmp_path):
            "value: 90, source: s, verification: P}\n"
     (tmp_path / "a.yaml").write_text(good)
     assert len(load_baseline_file(tmp_path / "a.yaml")) == 1
-    for bad, match in [(good.replace("value: 90", "value: 190"), "outside"),
+    for bad, match in [(good.replace("value: 90", "value: 190"), "within 0..100"),
+                       (good.replace("value: 90", "value: ninety"), "value must be a number"),
                        (good.replace("verification: P", "verification: X"), "verification"),
                        (good.replace("condition: clean", "condition: noisy"), "condition"),
                        (good.replace("source: s,", "source: s, colour: red,"), "unknown key"),
@@ -75,10 +68,7 @@ def _rep(**kw) -> Reported:
 
 
 def _cell(acc, lo, hi, **kw):
-    base = dict(accuracy=acc, ci_low=lo, ci_high=hi, protocol="v2-12-official", label_names=list(range(12)),
-                snr_def="", rate_hz=16000, noise="clean", snr_db=None)
-    base.update(kw)
-    return base
+    return stored_cell(accuracy=acc, ci_low=lo, ci_high=hi, **kw)
 
 
 def test_verdicts():

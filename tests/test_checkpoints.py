@@ -20,7 +20,7 @@ MODEL = "bc-resnet-1"  # a small registered model without public weights
 
 @pytest.fixture()
 def homes(tmp_path, monkeypatch):
-    """Empty manifest folder and checkpoint home."""
+    """An empty user manifest folder (added beside the packaged manifests) and checkpoint home."""
     mdir, home = tmp_path / "manifests", tmp_path / "home"
     mdir.mkdir()
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(mdir))
@@ -77,15 +77,16 @@ def test_plain_file_roundtrip(tmp_path, homes):
     state = _trained_state()
     path = tmp_path / "w.pt"
     torch.save({"model_state_dict": state, "epoch": 3}, path)
-    model = ck.load_model(MODEL, checkpoint=path)
-    assert not model.training
+    loaded = ck.load_model(MODEL, checkpoint=path)
+    assert not loaded.module.training
     ref = BCResNet(1)
     ref.load_state_dict(state, strict=True)
-    assert torch.equal(_logits(model), _logits(ref.eval()))
-    assert model.checkpoint_sha256 == _sha(path) == ck.checkpoint_sha256(MODEL, path)
+    assert torch.equal(_logits(loaded.module), _logits(ref.eval()))
+    assert loaded.sha256 == _sha(path) == ck.checkpoint_sha256(MODEL, path)
+    assert loaded.labels == ()  # neither a manifest entry nor training metadata names the classes
     # A bare state dict (no wrapper) works too.
     torch.save(state, tmp_path / "bare.pt")
-    assert torch.equal(_logits(ck.load_model(MODEL, checkpoint=tmp_path / "bare.pt")), _logits(ref))
+    assert torch.equal(_logits(ck.load_model(MODEL, checkpoint=tmp_path / "bare.pt").module), _logits(ref))
 
 
 def test_manifest_reference_project_location_and_record(tmp_path, homes):
@@ -95,9 +96,10 @@ def test_manifest_reference_project_location_and_record(tmp_path, homes):
     torch.save({"model_state_dict": _trained_state()}, folder / "bc1.pt")
     entry = ck.record_checkpoint("synth", "bc1.pt", MODEL, epoch=4)
     assert entry.sha256 == _sha(folder / "bc1.pt")
-    model = ck.load_model(MODEL, checkpoint="synth:bc1.pt")
-    assert model.checkpoint_sha256 == entry.sha256
-    assert [s.present for s in ck.status()] == [True]
+    assert ck.load_model(MODEL, checkpoint="synth:bc1.pt").sha256 == entry.sha256
+    # the user's synth manifest replaces the packaged one of that name; the packaged others stay listed
+    assert [s.present for s in ck.status() if s.manifest == "synth"] == [True]
+    assert {"nc-ssm", "gsc-mini"} <= {s.manifest for s in ck.status()}
 
 
 def test_wrong_sha256_refused_before_unpickling(tmp_path, homes):
@@ -120,7 +122,7 @@ def test_plain_path_with_known_sha_is_verified_and_key_mapped(tmp_path, homes):
     entry = {"id": "legacy.pt", "model": MODEL, "sha256": _sha(path),
              "key_map": [{"from": "legacy_head.", "to": "head."}]}
     _write_manifest(mdir, "pub", "home", [entry])
-    model = ck.load_model(MODEL, checkpoint=path)
+    model = ck.load_model(MODEL, checkpoint=path).module
     ref = BCResNet(1)
     ref.load_state_dict(state, strict=True)
     assert torch.equal(_logits(model), _logits(ref.eval()))

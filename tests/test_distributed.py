@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kwsbench.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
 from kwsbench.paths import PROJECT_ROOT
-from kwsbench.store import Store
+from kwsbench.results.store import Store
+from kwsbench.run.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
 
 WEIGHTS = PROJECT_ROOT / "checkpoints" / "synth" / "ds-cnn-s-hello-edge.pt"
 # columns that legitimately differ between two runs of the same grid
-VOLATILE = {"run_id", "seconds", "created"}
+VOLATILE = {"run_id", "seconds", "created", "checksum"}  # the checksum covers run id, timing and timestamp too
 
 
 def _free_port() -> int:

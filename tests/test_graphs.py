@@ -1,4 +1,4 @@
-"""CUDA-graph replay (kwsbench.graphs): the same logits as the eager forward, and a clean fallback."""
+"""CUDA-graph replay (kwsbench.run.graphs): the same logits as the eager forward, and a clean fallback."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kwsbench.graphs import GraphedForward
 from kwsbench.models.registry import all_cards, get_card
+from kwsbench.run.graphs import GraphedForward
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

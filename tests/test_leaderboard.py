@@ -1,88 +1,258 @@
-"""Leaderboard rows from a store: tidy and wide views, plain CSV numbers."""
+"""Leaderboard rows from a store: clip sets never mix, seeds aggregate as by hand, rank groups equal the pairwise
+tests, exports are plain and valid.
+
+The store holds two clip sets (named by their plans' data folders) measured by the real grid runner with
+hand-weighted band-energy models of graded quality, clip set A under three noise seeds.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import itertools
 import json
+import math
 
+import numpy as np
 import pytest
-from test_run import RmsNoise, _plan, make_clipset, tiny_loader
+import torch
+from helpers import stored_cell
+from scipy.stats import binomtest
+from test_run import RmsNoise, TinyKws, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
-from kwsbench.evaluate import run_plan
-from kwsbench.report import TIDY_COLUMNS, leaderboard, tidy_rows, wide_rows
-from kwsbench.store import Store
+from kwsbench.errors import EXIT_NO_STORE
+from kwsbench.models.registry import ModelCard, register
+from kwsbench.results.leaderboard import TIDY_COLUMNS, store_rows, tidy_rows, wide_rows
+from kwsbench.results.ranks import letter_groups, share_group
+from kwsbench.results.store import Store
+from kwsbench.run.runner import run_plan
+
+# the tone of class k lies near 200 + 550 k Hz, i.e. in 500-Hz band (200 + 550 k) // 500 of TinyKws
+_BAND = [(200 + 550 * k) // 500 for k in range(12)]
+
+
+def _graded(blur: float, seed: int) -> TinyKws:
+    """Weights = the right band per class, plus `blur` times random weights: larger blur, worse model."""
+    model = TinyKws(seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = torch.zeros(12, 16)
+        w[torch.arange(12), torch.tensor(_BAND)] = 1.0
+        model.proj.weight.copy_(w + blur * torch.randn(12, 16, generator=g))
+    return model
+
+
+BOARD_MODELS = {"test-board-good": (0.05, 1), "test-board-fair": (0.4, 2), "test-board-fair2": (0.42, 3),
+                "test-board-poor": (1.5, 4)}
+for _name, (_blur, _seed) in BOARD_MODELS.items():
+    try:
+        register(ModelCard(name=_name, family="test", builder=_graded, kwargs={"blur": _blur, "seed": _seed}))
+    except ValueError:
+        pass
+
+SEEDS_A = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    plan = _plan(tmp_path_factory.mktemp("board"), models=["test-tiny", "test-tiny-fixed"], noise=["white", "hum"],
-                 snr=[-5.0, 5.0])
-    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
+    tmp = tmp_path_factory.mktemp("board")
+    models = sorted(BOARD_MODELS)
+    for seed in SEEDS_A:
+        plan = _plan(tmp, models=models, noise=["white", "hum"], snr=[-5.0, 5.0], data_dir="/data/set-a", seed=seed)
+        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10),
+                 show_progress=False)
+    plan = _plan(tmp, models=models, noise=["white"], snr=[0.0], data_dir="/data/set-b")
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6, seed=1),
+             show_progress=False)
     return plan.store
 
 
-def test_tidy_csv_has_columns_and_plain_numbers(store_path, capsys):
-    path = store_path
-    assert main(["leaderboard", "--format", "csv", "--store", path]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert tuple(rows[0]) == TIDY_COLUMNS and len(rows) == 2 * 5
-    for r in rows:
-        assert r["n"] == "120" and "," not in r["accuracy"] and "e" not in r["accuracy"]
-        assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
-    with Store(path) as st:
-        by_key = {(c["model"], c["noise"], c["snr_db"]): c["accuracy"] for c in st.cells()}
-    for r in rows:
-        snr = float(r["snr_db"]) if r["snr_db"] else None
-        assert abs(float(r["accuracy"]) - by_key[(r["model"], r["noise"], snr)]) < 1e-6
+def _csv(capsys, *args) -> list[dict]:
+    capsys.readouterr()
+    assert main(["leaderboard", "--format", "csv", *args]) == 0
+    return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
 
 
-def test_wide_view_means_and_rank(store_path):
+def test_per_seed_csv_columns_units_and_plain_numbers(store_path, capsys):
+    rows = _csv(capsys, "--store", store_path, "--per-seed")
+    with Store(store_path) as st:
+        cells = {(c.fingerprint[:12], c.model, c.noise, c.snr_db, c.seed): c for c in st.cells()}
+    assert tuple(rows[0]) == TIDY_COLUMNS and len(rows) == len(cells) == 4 * 5 * 3 + 4 * 2
+    for r in rows:
+        c = cells[(r["fingerprint"], r["model"], r["noise"], float(r["snr_db"]) if r["snr_db"] else None,
+                   int(r["seed"]))]
+        assert "," not in r["accuracy_pct"] and "e" not in r["accuracy_pct"]
+        assert int(r["n"]) == c.n and int(r["correct"]) == c.correct
+        # one unit everywhere: percent, and the percent is correct / n
+        assert abs(float(r["accuracy_pct"]) - 100 * c.correct / c.n) < 1e-6
+        assert abs(float(r["wilson_low_pct"]) - 100 * c.ci_low) < 1e-6
+        assert float(r["wilson_low_pct"]) <= float(r["accuracy_pct"]) <= float(r["wilson_high_pct"])
+        assert float(r["boot_low_pct"]) <= float(r["boot_high_pct"]) and 0 <= float(r["macro_f1"]) <= 1
+        assert r["seed_sd_pct"] == "" and r["n_seeds"] == "1"
+
+
+def test_exports_never_mix_clip_sets(store_path, capsys):
+    rows = _csv(capsys, "--store", store_path)
+    named = {(r["data"], r["fingerprint"]) for r in rows}
+    assert {d for d, _ in named} == {"set-a", "set-b"} and len(named) == 2  # one name per clip set
+    with Store(store_path) as st:
+        n_b = {c.fingerprint[:12]: c.n for c in st.cells()}
+    for r in rows:
+        assert int(r["n"]) == n_b[r["fingerprint"]]
+    only_b = _csv(capsys, "--store", store_path, "--data", "set-b", "--per-seed")
+    assert {r["data"] for r in only_b} == {"set-b"} and len(only_b) == 4 * 2
+    fp_a = next(r["fingerprint"] for r in rows if r["data"] == "set-a")
+    assert {r["data"] for r in _csv(capsys, "--store", store_path, "--data", fp_a)} == {"set-a"}
+    assert {r["weights"] for r in rows} == {"unlisted"}
+    assert _csv(capsys, "--store", store_path, "--weights", "unlisted", "--protocol", "test-12")
+    assert main(["leaderboard", "--store", store_path, "--data", "nope"]) == 5
+    assert "set-a" in capsys.readouterr().err  # the error lists what is stored
+    assert main(["leaderboard", "--store", store_path, "--run", "999"]) == 5
+    # the wide view keeps the clip sets apart too: one row per model and clip set
+    capsys.readouterr()
+    assert main(["leaderboard", "--store", store_path, "--wide", "--format", "json"]) == 0
+    wide = json.loads(capsys.readouterr().out)
+    assert sorted((w["data"], w["model"]) for w in wide) == sorted(itertools.product(("set-a", "set-b"),
+                                                                                     BOARD_MODELS))
+
+
+def test_seed_aggregation_equals_hand_computation(store_path, capsys):
+    rows = _csv(capsys, "--store", store_path, "--data", "set-a")
+    assert len(rows) == 4 * 5 and {r["seed"] for r in rows} == {"0,1,2"}
+    t_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (from a table)
+    with Store(store_path) as st:
+        for r in rows:
+            snr = float(r["snr_db"]) if r["snr_db"] else None
+            cs = [c for c in st.cells(model=r["model"], noise=r["noise"], snr_db=snr) if c.fingerprint[:12]
+                  == r["fingerprint"]]
+            assert sorted(c.seed for c in cs) == list(SEEDS_A)
+            accs = [100.0 * c.correct / c.n for c in cs]
+            mean = sum(accs) / 3
+            sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / 2)
+            assert abs(float(r["accuracy_pct"]) - mean) < 1e-5
+            assert int(r["correct"]) == sum(c.correct for c in cs) and int(r["n"]) == cs[0].n
+            assert abs(float(r["seed_sd_pct"]) - sd) < 1e-5
+            half = t_975_2 * sd / math.sqrt(3)
+            assert abs(float(r["seed_ci_low_pct"]) - max(0.0, mean - half)) < 1e-5
+            assert abs(float(r["seed_ci_high_pct"]) - min(100.0, mean + half)) < 1e-5
+            assert abs(float(r["macro_f1"]) - sum(c.macro_f1 for c in cs) / 3) < 1e-6
+    # the noise seed does not touch clean audio: three identical clean cells, zero spread
+    clean = [r for r in rows if r["noise"] == "clean"]
+    assert clean and all(float(r["seed_sd_pct"]) == 0.0 for r in clean)
+
+
+def _bh_by_hand(p: list[float], alpha: float = 0.05) -> list[bool]:
+    """Benjamini-Hochberg step-up: reject the k smallest p, k the largest i with p_(i) <= i alpha / m."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    k = max((i + 1 for i in range(m) if p[order[i]] <= (i + 1) * alpha / m), default=0)
+    return [i in set(order[:k]) for i in range(m)]
+
+
+def test_rank_groups_equal_pairwise_tests(store_path, capsys):
+    rows = _csv(capsys, "--store", store_path, "--per-seed")
+    conditions: dict[tuple, list[dict]] = {}
+    for r in rows:
+        conditions.setdefault((r["fingerprint"], r["noise"], r["snr_db"], r["seed"]), []).append(r)
+    seen_tie = seen_split = False
+    with Store(store_path) as st:
+        cells = {(c.fingerprint[:12], c.model, c.noise, "" if c.snr_db is None else f"{c.snr_db:g}", str(c.seed)): c
+                 for c in st.cells()}
+        for (fp, noise, snr, seed), members in conditions.items():
+            correct = {}
+            for r in members:
+                c = cells[(fp, r["model"], noise, snr, seed)]
+                correct[r["model"]] = st.predictions(c.cell_key) == st.clips(c.fingerprint)[2]
+            pairs = list(itertools.combinations(sorted(correct), 2))
+            p = []
+            for a, b in pairs:  # exact McNemar by hand: two-sided binomial test on the discordant clips
+                only_a = int(np.sum(correct[a] & ~correct[b]))
+                only_b = int(np.sum(~correct[a] & correct[b]))
+                p.append(1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b).pvalue)
+            diff = dict(zip(pairs, _bh_by_hand(p), strict=True))
+            group = {r["model"]: r["rank_group"] for r in members}
+            rank = {r["model"]: int(r["rank"]) for r in members}
+            for (a, b), d in diff.items():
+                assert share_group(group[a], group[b]) == (not d), (fp, noise, snr, seed, a, b)
+                seen_tie |= not d
+                seen_split |= d
+            for m in correct:
+                better = sum(1 for o in correct if o != m and correct[o].mean() > correct[m].mean()
+                             and diff[tuple(sorted((o, m)))])
+                assert rank[m] == 1 + better
+    assert seen_tie and seen_split  # the store holds both kinds of pair, so both directions were checked
+
+
+def test_letter_groups_handle_non_transitive_ties():
+    # a ~ b, b ~ c, but a differs from c: b belongs to both groups
+    groups = letter_groups(["a", "b", "c"], lambda x, y: {x, y} == {"a", "c"})
+    assert groups == {"a": "a", "b": "ab", "c": "b"}
+    many = [f"m{i}" for i in range(30)]  # all different: 30 groups, letters past z stay distinct
+    g = letter_groups(many, lambda x, y: True)
+    assert len(set(g.values())) == 30 and not any(share_group(g[x], g[y]) for x, y in itertools.combinations(many, 2))
+
+
+def test_wide_means_average_the_same_conditions(store_path):
+    with Store(store_path) as st:
+        rows = store_rows(st, per_seed=False, with_cost=False)
+        wide = wide_rows(rows)
+        # take one cell away from one model: its noisy mean must become empty, not an average of fewer cells
+        dropped = [r for r in rows if not (r.model == "test-board-poor" and r.noise == "hum" and r.snr_db == 5.0)]
+        wide_dropped = wide_rows(dropped)
+    a = [w for w in wide if w["data"] == "set-a"]
+    for w in a:
+        mine = [r for r in rows if r.model == w["model"] and r.data == "set-a"]
+        white = [r.accuracy_pct for r in mine if r.noise == "white"]
+        noisy = [r.accuracy_pct for r in mine if r.noise != "clean"]
+        assert abs(w["white_pct_mean_over_snr_-5_5"] - sum(white) / 2) < 1e-9
+        assert abs(w["noisy_pct_mean"] - sum(noisy) / 4) < 1e-9
+        assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5_5 dB, seeds 0,1,2")
+    assert sorted(w["position"] for w in a) == [1, 2, 3, 4]
+    poor = next(w for w in wide_dropped if w["data"] == "set-a" and w["model"] == "test-board-poor")
+    assert poor["noisy_pct_mean"] is None and poor["hum_pct_mean_over_snr_-5_5"] is None and poor["position"] is None
+    assert poor["white_pct_mean_over_snr_-5_5"] is not None
+
+
+def test_md_and_json_are_valid_even_with_non_finite_values(store_path, tmp_path):
     with Store(store_path) as st:
         cells = st.cells()
-    tidy = tidy_rows(cells, with_cost=False)
-    wide = wide_rows(tidy)
-    assert len(wide) == 2
-    for w in wide:
-        mine = [t for t in tidy if t.model == w["model"]]
-        white = [t.accuracy for t in mine if t.noise == "white"]
-        noisy = [t.accuracy for t in mine if t.noise != "clean"]
-        assert abs(w["white"] - sum(white) / len(white)) < 1e-12
-        assert abs(w["mean_noisy"] - sum(noisy) / len(noisy)) < 1e-12
-    best = max(wide, key=lambda w: w["mean_noisy"])
-    assert best["rank"] == 1 and sorted(w["rank"] for w in wide) == [1, 2]
+    bad = dataclasses.replace(cells[0], snr_db=float("nan"), macro_f1=float("inf"), ci_low=float("-inf"))
+    for per_seed in (True, False):
+        rows = [dataclasses.asdict(r) for r in tidy_rows([bad, *cells[1:]], per_seed=per_seed, with_cost=False)]
+        from kwsbench.results.leaderboard import render
 
-
-def test_md_and_json_and_out_file(store_path, tmp_path):
-    path = store_path
-    with Store(path) as st:
-        cells = st.cells()
-    md = leaderboard(cells, fmt="md", wide=True, with_cost=False)
-    assert md.startswith("| model |") and md.count("\n") == 4
-    data = json.loads(leaderboard(cells, fmt="json", with_cost=False))
-    assert len(data) == 10 and {"params", "macs"} <= set(data[0])
+        data = json.loads(render(rows, "json"))  # strict: NaN / inf would make this raise
+        assert len(data) == len(rows)
+        assert render(rows, "md").startswith("| data |")
     out = tmp_path / "board.md"
-    assert main(["leaderboard", "--store", path, "--wide", "--out", str(out)]) == 0
-    assert out.read_text().startswith("| model |")
+    assert main(["leaderboard", "--store", store_path, "--wide", "--out", str(out)]) == 0
+    assert out.read_text().startswith("| data |")
 
 
-def test_missing_store_is_exit_6(tmp_path):
-    assert main(["leaderboard", "--store", str(tmp_path / "none.sqlite")]) == 6
+def test_missing_store_is_its_own_exit_code_and_names_the_path(tmp_path, capsys):
+    missing = tmp_path / "none.sqlite"
+    for command in (["leaderboard"], ["compare", "nc-ssm", "bc-resnet-1"], ["report", "--out", str(tmp_path / "r")]):
+        assert main([*command, "--store", str(missing)]) == EXIT_NO_STORE
+        assert str(missing) in capsys.readouterr().err
+        assert not missing.exists()  # reading never creates an empty store
 
 
 def test_cost_columns_come_from_model_cost():
     from kwsbench.cost import Cost
-    from kwsbench.models.registry import ModelCard, register
 
     def cost(card, rate):
         return Cost(model=card.name, rate=rate, trainable_params=1234, inference_params=1200, folded="",
                     frontend_macs=rate * 10, body_macs=1000)
 
-    register(ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost))
-    cell = dict(model="test-costed", checkpoint_sha256="c" * 64, protocol="p", fingerprint="f" * 64, noise="clean",
-                snr_db=None, snr_def="", rate_hz=8000, rate_mode="native", n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
+    try:
+        register(ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost))
+    except ValueError:
+        pass
+    cell = stored_cell(model="test-costed", protocol="p", rate_hz=8000, n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
     [row] = tidy_rows([cell])
     assert (row.params, row.macs) == (1234, 8000 * 10 + 1000)
-    [row] = tidy_rows([{**cell, "model": "test-tiny"}])  # no cost function: empty, not an error
+    assert row.accuracy_pct == 50.0 and row.data == "unknown data"
+    [row] = tidy_rows([dataclasses.replace(cell, model="test-tiny")])  # no cost function: empty, not an error
     assert (row.params, row.macs) == (None, None)

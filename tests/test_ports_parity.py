@@ -191,7 +191,7 @@ def test_wrong_checkpoint_fails_strict_load(ncssm_checkpoints):
 def test_general_loader_gives_the_same_model(ncssm_checkpoints, clips):
     checkpoints = pytest.importorskip("kwsbench.checkpoints")
     path = ncssm_checkpoints / "NanoMamba-Small" / "best.pt"
-    model = checkpoints.load_model("nanomamba-small", checkpoint=path)
+    model = checkpoints.load_model("nanomamba-small", checkpoint=path).module
     with torch.no_grad():
         assert torch.equal(model(clips), _load("nanomamba-small", ncssm_checkpoints)(clips))
 

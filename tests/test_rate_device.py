@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kwsbench.evaluate import _set_rate
 from kwsbench.features import LogMel
 from kwsbench.models.registry import all_cards
-from kwsbench.plan import Plan
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import ModelState, _set_rate
 
 # the project's own cards only: other test modules register stand-in cards into the same registry
 RATE_CHANGING = [c.name for c in all_cards() if c.can_change_rate and c.builder.__module__.startswith("kwsbench.")
@@ -26,7 +26,9 @@ def test_logmel_rate_change_keeps_device():
 def test_native_rate_change_keeps_model_on_device(name):
     card = next(c for c in all_cards() if c.name == name)
     model = card.build().eval().to("meta")
-    _set_rate(model, card, 8000, Plan(rate_mode="native", device="meta"))
+    state = ModelState(card=card, model=model, forward=None, sha="", labels=(), load_error="", rate=card.native_rate)
+    assert _set_rate(state, 8000, Plan(rate_mode="native", device="meta"))
+    assert state.rate == 8000 and not hasattr(model, "kwsbench_rate")
     assert {t.device.type for t in [*model.parameters(), *model.buffers()]} <= {"meta"}
     with torch.inference_mode():
         logits = model(torch.zeros(2, 8000, device="meta"))

@@ -17,13 +17,14 @@ import pytest
 import yaml
 from test_run import RmsNoise, _build, _plan, make_clipset, tiny_loader
 
-from kwsbench import figures
 from kwsbench.cli import main
 from kwsbench.cost import Cost
-from kwsbench.evaluate import run_plan
-from kwsbench.html_report import ReportOptions, build_report, parse_condition
+from kwsbench.errors import EXIT_NO_STORE
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.store import Store
+from kwsbench.report import figures
+from kwsbench.report.html import ReportOptions, build_report, parse_condition
+from kwsbench.results.store import Store
+from kwsbench.run.runner import run_plan
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MACS = {"test-report-a": 2_000, "test-report-b": 50_000}
@@ -85,7 +86,7 @@ def built(tmp_path_factory):
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6), show_progress=False)
     with Store(plan.store) as st:
         clean_a = next(c for c in st.cells(model="test-report-a", noise="clean", rate_hz=16000))
-    measured = round(100 * clean_a["accuracy"], 3)
+    measured = round(100 * clean_a.accuracy, 3)
     base = tmp / "baselines"
     base.mkdir()
     rows = [
@@ -136,19 +137,19 @@ def test_cell_numbers_equal_the_store(built):
     store_path, _, _, parser = built
     rows = [(a, tds) for a, tds in parser.rows if a.get("class") == "cell"]
     with Store(store_path) as st:
-        cells = {c["cell_key"]: c for c in st.cells()}
+        cells = {c.cell_key: c for c in st.cells()}
         assert len(rows) == len(cells) == 3 * (1 + 2 * 3) * 2 - (1 + 2 * 3)  # the fixed model has no 8 kHz
         for attrs, tds in rows:
             c = cells[attrs["data-key"]]
             by_class = {cls: text for cls, text in tds if cls}
-            assert attrs["data-model"] == c["model"] and int(attrs["data-rate"]) == c["rate_hz"]
-            assert int(by_class["n"]) == c["n"] and int(by_class["correct"]) == c["correct"]
-            preds = st.predictions(c["cell_key"])
-            labels = st.clips(c["fingerprint"])[2]
-            assert c["correct"] == int(np.sum(preds == labels))
-            assert abs(float(by_class["acc"]) - 100 * c["accuracy"]) <= 0.005 + 1e-9
+            assert attrs["data-model"] == c.model and int(attrs["data-rate"]) == c.rate_hz
+            assert int(by_class["n"]) == c.n and int(by_class["correct"]) == c.correct
+            preds = st.predictions(c.cell_key)
+            labels = st.clips(c.fingerprint)[2]
+            assert c.correct == int(np.sum(preds == labels))
+            assert abs(float(by_class["acc"]) - 100 * c.accuracy) <= 0.005 + 1e-9
             lo, hi = (float(v) for v in by_class["ci"].split("–"))
-            assert abs(lo - 100 * c["ci_low"]) <= 0.005 + 1e-9 and abs(hi - 100 * c["ci_high"]) <= 0.005 + 1e-9
+            assert abs(lo - 100 * c.ci_low) <= 0.005 + 1e-9 and abs(hi - 100 * c.ci_high) <= 0.005 + 1e-9
 
 
 def test_per_class_table_matches_stored_per_class(built):
@@ -158,8 +159,8 @@ def test_per_class_table_matches_stored_per_class(built):
     with Store(store_path) as st:
         for model, texts in rows.items():
             [c] = st.cells(model=model, noise="white", snr_db=0.0, rate_hz=16000)
-            # the runner's per-class accuracy was computed on its own path (kwsbench.stats)
-            for text, stored in zip(texts, c["per_class"], strict=True):
+            # the runner's per-class accuracy was computed on its own path (kwsbench.results.stats)
+            for text, stored in zip(texts, c.per_class, strict=True):
                 assert (text == "") if stored is None else abs(float(text) - 100 * stored) <= 0.005 + 1e-9
 
 
@@ -188,7 +189,7 @@ def test_leaderboard_files_copied(built):
     csv_text = (out / "leaderboard.csv").read_text().splitlines()
     with Store(store_path) as st:
         assert len(csv_text) == 1 + len(st.cells())
-    assert (out / "leaderboard.md").read_text().startswith("| model |")
+    assert (out / "leaderboard.md").read_text().startswith("| data |")
 
 
 def test_pareto_front_is_exactly_the_undominated_points():
@@ -230,7 +231,7 @@ def test_cli_report_models_filter_and_errors(built, tmp_path, capsys):
     parser.feed((out / "index.html").read_text())
     models = {a["data-model"] for a, _ in parser.rows if a.get("class") in ("cell", "perclass")}
     assert models == {"test-report-b"}  # (the run's plan in the provenance still names every model it ran)
-    assert main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(out)]) == 6
+    assert main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(out)]) == EXIT_NO_STORE
     assert main(["report", "--store", store_path, "--out", str(out), "--condition", "white"]) == 5
     assert main(["report", "--store", store_path, "--out", str(out), "--condition", "white:7"]) == 5
     assert main(["report", "--store", store_path, "--out", str(out), "--models", "nope"]) == 5
@@ -267,9 +268,9 @@ def test_rebuild_in_same_folder_leaves_no_stale_figures(built, tmp_path):
 def test_verdict_measured_column_is_the_cell_accuracy(built):
     store_path, _, _, parser = built
     with Store(store_path) as st:
-        cells = {c["cell_key"]: c for c in st.cells()}
+        cells = {c.cell_key: c for c in st.cells()}
     rows = [(a, dict((cls, t) for cls, t in tds if cls)) for a, tds in parser.rows
             if a.get("class", "").startswith("verdict ")]
     assert rows
     for attrs, tds in rows:
-        assert abs(float(tds["measured"]) - 100 * cells[attrs["data-key"]]["accuracy"]) <= 0.005 + 1e-9
+        assert abs(float(tds["measured"]) - 100 * cells[attrs["data-key"]].accuracy) <= 0.005 + 1e-9

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from test_data_download import Server, canonical_tarball
 from test_run import TinyKws
 
+from kwsbench.api import reproduce
 from kwsbench.cli import main
+from kwsbench.data import download as dl
+from kwsbench.data.clipset import KEYWORDS_10
+from kwsbench.data.speech_commands import CANONICAL_FOLDERS
+from kwsbench.errors import EXIT_INCONCLUSIVE
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.paths import PROJECT_ROOT
-from kwsbench.store import Store
+from kwsbench.results.baselines import baselines_dir
+from kwsbench.results.store import Store
 
 
 def _build():
@@ -28,9 +44,12 @@ def file_card(tmp_path):
     return "test-repro"
 
 
-def _baselines(tmp_path, rows: str):
-    d = tmp_path / "bl"
+def _baselines(tmp_path, rows: str, protocols: bool = False):
+    """A baselines folder with these rows; `protocols`: with the project's protocol compositions (bridges)."""
+    d = tmp_path / ("blp" if protocols else "bl")
     d.mkdir(exist_ok=True)
+    if protocols and not (d / "protocols").exists():
+        shutil.copytree(baselines_dir() / "protocols", d / "protocols")
     (d / "t.yaml").write_text("paper: test paper\ndefaults: {classes: 12, split: test, source: t, verification: P}\n"
                               "rows:\n" + rows)
     return str(d)
@@ -55,21 +74,169 @@ def test_quick_reproduce_verdicts_and_exit_codes(gsc_dev_dir, tmp_path, file_car
     store = str(tmp_path / "s.sqlite")
     common = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(gsc_dev_dir), "--store", store]
     other = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 95.0}\n"
-    assert main([*common, "--baselines", _baselines(tmp_path, other)]) == 0
+    # no protocols/ folder beside these rows: nothing bridges, no row is judged
+    assert main([*common, "--baselines", _baselines(tmp_path, other)]) == EXIT_INCONCLUSIVE
     out = capsys.readouterr().out
-    assert "NOT_COMPARABLE" in out and "v2-12-all-unknown" in out
+    assert "NOT_COMPARABLE" in out and "INCONCLUSIVE" in out and "kwsbench data download gsc-v2" in out
     with Store(store) as st:
-        cells = {c["noise"]: c for c in st.cells(model=file_card)}
-    assert set(cells) == {"clean", "factory-ncssm"}
+        cells = {c.noise: c for c in st.cells(model=file_card)}
+    assert set(cells) == {"clean"}  # --quick: clean only
     clean = cells["clean"]
-    assert clean["n"] == 12 * 20 and clean["protocol"] == "v2-12-official"  # class-stratified 20 per class
-    measured = 100 * clean["accuracy"]
+    assert clean.n == 10 * 40 + 40 + 204 and clean.protocol == "v2-12-official"  # every unknown clip
+    report = reproduce(models=[file_card], data_dir=str(gsc_dev_dir), store=store, quick=True,
+                       baselines=_baselines(tmp_path, other.replace("all-unknown", "official"), protocols=True))
+    (_, cmp_), = report.comparisons
+    measured = cmp_.measured  # reweighted to the canonical set's class composition
+    assert cmp_.estimate is not None and not cmp_.bridged
     far = f"  - {{model: test-repro, protocol: v2-12-official, condition: clean, value: {min(100.0, measured + 40)}}}\n"
-    assert main([*common, "--baselines", _baselines(tmp_path, far)]) == 1
+    assert main([*common, "--baselines", _baselines(tmp_path, far, protocols=True)]) == 1
     assert "DEVIATES" in capsys.readouterr().out
     near = f"  - {{model: test-repro, protocol: v2-12-official, condition: clean, value: {measured + 1.0:.3f}}}\n"
-    assert main([*common, "--baselines", _baselines(tmp_path, near)]) == 0
+    assert main([*common, "--baselines", _baselines(tmp_path, near, protocols=True)]) == 0
     assert "MATCH" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bridged_row_far_from_the_estimate_deviates(tmp_path, file_card, capsys):
+    """A planted all-unknown row far from the bridged estimate: DEVIATES* and exit 1; the silence term is
+    measured on the crops of --noise-dir (the protocol's own rule)."""
+    data, noise = _canonical_set(tmp_path / "canon"), _noise_dir(tmp_path / "bg")
+    row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 100.0}\n"
+    args = ["reproduce", "--models", file_card, "--data-dir", str(data), "--noise-dir", str(noise), "--snr", "0",
+            "--noise-type", "white", "--store", str(tmp_path / "s.sqlite"),
+            "--baselines", _baselines(tmp_path, row, protocols=True)]
+    report = reproduce(models=[file_card], data_dir=str(data), noise_dir=str(noise), snr=[],
+                       store=str(tmp_path / "s2.sqlite"), baselines=_baselines(tmp_path, row, protocols=True))
+    (_, c), = report.comparisons
+    assert c.bridged and c.estimate.counts["silence"] == 500 and c.ci[1] < 99.0, c
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "DEVIATES*" in out and "crops of the background-noise recordings" in out
+
+
+def _wav(path: Path, seed: int, seconds: float = 1.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(seed).uniform(-0.3, 0.3, int(16000 * seconds)).astype(np.float32)
+    sf.write(path, x, 16000, subtype="PCM_16")
+
+
+def _canonical_set(root: Path) -> Path:
+    for c, folder in enumerate(CANONICAL_FOLDERS):
+        for i in range(4):
+            prefix = "bird_" if folder == "_unknown_" else ""
+            name = f"{i}.wav" if folder == "_silence_" else f"{prefix}{i:08x}_nohash_0.wav"
+            _wav(root / folder / name, 100 * c + i)
+    return root
+
+
+def _noise_dir(root: Path) -> Path:
+    for i, name in enumerate(("white_noise", "pink_noise")):
+        _wav(root / f"{name}.wav", 900 + i, seconds=3.0)
+    return root
+
+
+def _full_tarball() -> bytes:
+    """A small archive in the full v0.02 layout: keyword and two other word folders, lists, background noise."""
+    files: dict[str, bytes] = {}
+    tests = []
+    for c, word in enumerate((*KEYWORDS_10, "bird", "cat")):
+        for i in range(2):
+            rel = f"{word}/{i:08x}_nohash_0.wav"
+            buf = io.BytesIO()
+            sf.write(buf, np.random.default_rng(10 * c + i).uniform(-0.3, 0.3, 16000).astype(np.float32), 16000,
+                     subtype="PCM_16", format="WAV")
+            files[rel] = buf.getvalue()
+            tests.append(rel)
+    buf = io.BytesIO()
+    sf.write(buf, np.random.default_rng(7).uniform(-0.3, 0.3, 48000).astype(np.float32), 16000, subtype="PCM_16",
+             format="WAV")
+    files["_background_noise_/white_noise.wav"] = buf.getvalue()
+    files["testing_list.txt"] = "\n".join(tests).encode()
+    files["validation_list.txt"] = b""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
+def _advice(text: str, first_word: str) -> list[str]:
+    """The commands quoted in backticks that start with `first_word`."""
+    return [c for c in re.findall(r"`([^`]+)`", text) if c.startswith(first_word)]
+
+
+def _run_advice(command: str, extra: list[str] | None = None) -> int:
+    """Run an advised command line in this process (the test card is registered here only)."""
+    words = shlex.split(command)
+    if words[:2] == ["python", "reproduce.py"]:
+        return main(["reproduce", *words[2:], *(extra or [])])
+    assert words[0] == "kwsbench", command
+    return main([*words[1:], *(extra or [])])
+
+
+@pytest.mark.slow
+def test_inconclusive_advice_commands_work(tmp_path, monkeypatch, file_card, capsys):
+    """A protocol with no bridge gives INCONCLUSIVE (exit 8); the download command and the next command it
+    advises both work as written (the download served from 127.0.0.1)."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
+    bl = _baselines(tmp_path, row)  # no protocols/ folder: no bridge
+    args = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(_canonical_set(tmp_path / "canon")),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", bl]
+    assert main(args) == EXIT_INCONCLUSIVE
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "1 rows need protocol v2-12-all-unknown" in out
+    download, = _advice(out, "kwsbench data download")
+    nxt, = _advice(out, "python reproduce.py")
+    data = _full_tarball()
+    a = dl.ARCHIVES["gsc-v2"]
+    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
+                                                          len(data), a.subdir))
+    with Server() as srv:
+        srv.files[a.filename] = data
+        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    code = _run_advice(nxt)
+    out = capsys.readouterr().out
+    assert code in (0, 1) and ("MATCH" in out or "WITHIN_CI" in out or "DEVIATES" in out), out
+
+
+@pytest.mark.slow
+def test_no_data_advice_commands_work(tmp_path, monkeypatch, file_card, capsys):
+    """No --data-dir and nothing downloaded: exit 4 naming the download and the next command; both work."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    row = "  - {model: test-repro, protocol: v2-12-official, condition: clean, value: 50.0}\n"
+    bl = _baselines(tmp_path, row, protocols=True)
+    assert main(["reproduce", "--quick", "--models", file_card, "--store", str(tmp_path / "s.sqlite"),
+                 "--baselines", bl]) == 4
+    err = capsys.readouterr().err
+    download, = _advice(err, "kwsbench data download")
+    nxt, = _advice(err, "python reproduce.py")
+    data = canonical_tarball()
+    a = dl.ARCHIVES["gsc-v2-test"]
+    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2-test", dl.Archive(
+        a.name, a.filename, hashlib.sha256(data).hexdigest(), len(data), a.subdir))
+    with Server() as srv:
+        srv.files[a.filename] = data
+        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    assert _run_advice(nxt) in (0, 1)
+    # and without --data-dir the downloaded set is the default
+    assert main(["reproduce", "--quick", "--models", file_card, "--store", str(tmp_path / "s.sqlite"),
+                 "--baselines", bl]) in (0, 1)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_missing_checkpoint_advice_works(gsc_dev_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    args = ["reproduce", "--quick", "--models", "ds-cnn-s", "--data-dir", str(gsc_dev_dir),
+            "--store", str(tmp_path / "s.sqlite")]
+    assert main(args) == 3
+    # the loader's own advice names a placeholder DIR; reproduce adds the concrete command
+    command, = [c for c in _advice(capsys.readouterr().err, "kwsbench checkpoints import") if "DIR" not in c]
+    assert _run_advice(command) == 0
+    assert main(args) in (0, 1)
 
 
 def test_thin_entry_passes_exit_codes(tmp_path):
@@ -77,3 +244,18 @@ def test_thin_entry_passes_exit_codes(tmp_path):
                           str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
     assert res.returncode in (3, 4), res.stderr  # no published card registered yet -> 3, else no dataset -> 4
     assert "error" in res.stderr
+
+
+@pytest.mark.slow
+def test_weights_manifest_is_judged_against_the_architectures_rows(tmp_path):
+    """--weights M: the manifest's own weights run (their sha256 in the cell) and meet the rows of that
+    architecture (here a planted v2-12-official bc-resnet-1 row)."""
+    from kwsbench.checkpoints import get_manifest
+
+    entry = next(e for e in get_manifest("synth").entries if e.model == "bc-resnet-1")
+    row = "  - {model: bc-resnet-1, protocol: v2-12-official, condition: clean, value: 96.9}\n"
+    report = reproduce(weights="synth", models=["bc-resnet-1"], data_dir=str(_canonical_set(tmp_path / "canon")),
+                       snr=[], store=str(tmp_path / "s.sqlite"), baselines=_baselines(tmp_path, row, protocols=True))
+    (cell, c), = report.comparisons
+    assert cell.checkpoint_sha256 == entry.sha256 and cell.model == "bc-resnet-1"
+    assert c.verdict in ("MATCH", "WITHIN_CI", "DEVIATES") and c.estimate is not None

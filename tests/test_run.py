@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import torch
 
+from kwsbench.checkpoints import LoadedModel
 from kwsbench.data.clipset import LABELS_12, ClipSet
+from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.evaluate import model_input, run_plan, stratified_subset
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.plan import Plan
-from kwsbench.store import Store
+from kwsbench.results.store import Store
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import model_input, run_plan
 
 HERE = Path(__file__).resolve().parent
 
@@ -74,8 +76,7 @@ for _name, _kw, _rate in (("test-tiny", {}, True), ("test-tiny-slow", {"delay": 
 def tiny_loader(card, checkpoint, device):
     if card.name == "test-missing":
         raise CheckpointError("no weights for test-missing")
-    model = card.build().to(device).eval()
-    return model, hashlib.sha256(card.name.encode()).hexdigest()
+    return LoadedModel(card.build().to(device).eval(), hashlib.sha256(card.name.encode()).hexdigest())
 
 
 class RmsNoise:
@@ -128,8 +129,8 @@ def _preds(store_path) -> dict:
     with Store(store_path) as st:
         out = {}
         for c in st.cells():
-            key = (c["model"], c["noise"], c["snr_db"], c["rate_hz"], c["rate_mode"], c["decimation"])
-            out[key] = (c["correct"], c["n"], c["accuracy"], st.predictions(c["cell_key"]).tolist())
+            key = (c.model, c.noise, c.snr_db, c.rate_hz, c.rate_mode, c.decimation)
+            out[key] = (c.correct, c.n, c.accuracy, st.predictions(c.cell_key).tolist())
         return out
 
 
@@ -139,15 +140,16 @@ def test_cells_written_with_clean_and_intervals(tmp_path):
     assert summary.ok and summary.computed == 3
     with Store(tmp_path / "s.sqlite") as st:
         cells = st.cells()
-        assert {(c["noise"], c["snr_db"]) for c in cells} == {("clean", None), ("white", -5.0), ("white", 5.0)}
+        assert {(c.noise, c.snr_db) for c in cells} == {("clean", None), ("white", -5.0), ("white", 5.0)}
         for c in cells:
-            preds = st.predictions(c["cell_key"])
-            _, _, labels = st.clips(c["fingerprint"])
-            assert c["correct"] == int(np.sum(preds == labels)) and c["n"] == 60
-            assert c["ci_low"] <= c["accuracy"] <= c["ci_high"]
-            assert c["boot_low"] is not None and len(c["per_class"]) == 12
+            preds = st.predictions(c.cell_key)
+            _, _, labels = st.clips(c.fingerprint)
+            assert c.correct == int(np.sum(preds == labels)) and c.n == 60
+            assert c.ci_low <= c.accuracy <= c.ci_high
+            assert c.boot_low is not None and len(c.per_class) == 12
         run = st.runs()[-1]
-        assert run["status"] == "ok" and '"seed": 0' in run["plan"] and run["fingerprint"] == cells[0]["fingerprint"]
+        assert run["status"] == "completed" and '"seed": 0' in run["plan"]
+        assert run["fingerprint"] == cells[0].fingerprint
 
 
 def test_bit_identical_across_batch_sizes(tmp_path):
@@ -175,7 +177,7 @@ def test_failing_model_becomes_failed_cells_and_run_goes_on(tmp_path):
     assert all("forward exploded" in err for _, _, err in summary.failed)
     with Store(plan.store) as st:
         failed = st.cells(status="failed")
-        assert len(failed) == 3 and all(c["model"] == "test-broken" for c in failed)
+        assert len(failed) == 3 and all(c.model == "test-broken" for c in failed)
         assert st.runs()[-1]["status"] == "failed"
 
 
@@ -194,7 +196,7 @@ class _FitsFourClips(torch.nn.Module):
 
 def test_a_batch_that_does_not_fit_says_what_to_do_and_a_smaller_one_completes(tmp_path):
     def loader(card, checkpoint, device):
-        return _FitsFourClips().eval(), hashlib.sha256(b"fits-four").hexdigest()
+        return LoadedModel(_FitsFourClips().eval(), hashlib.sha256(b"fits-four").hexdigest())
 
     kw = dict(loader=loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
     big = run_plan(_plan(tmp_path, models=["test-tiny"], batch_size=8), **kw)
@@ -227,7 +229,7 @@ def test_rate_modes(tmp_path):
     # 16 kHz clean is the same cell in both modes (bandlimit at the native rate is the plain run) -> reused
     assert summary.computed == 1 and summary.reused == 1
     with Store(native.store) as st:
-        modes = {(c["model"], c["rate_hz"]): (c["rate_mode"], c["decimation"]) for c in st.cells()}
+        modes = {(c.model, c.rate_hz): (c.rate_mode, c.decimation) for c in st.cells()}
     assert modes[("test-tiny", 8000)] == ("native", "sinc")
     assert modes[("test-tiny-fixed", 8000)] == ("bandlimit", "drop")
 
@@ -257,7 +259,7 @@ import sys
 sys.path.insert(0, {here!r})
 from test_run import _plan, make_clipset, RmsNoise, tiny_loader
 from pathlib import Path
-from kwsbench.evaluate import run_plan
+from kwsbench.run.runner import run_plan
 run_plan(_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=[-10.0, -5.0, 0.0, 5.0, 10.0], batch_size=6,
                store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
 """
@@ -293,7 +295,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
 
 def test_compare_cli_mcnemar_over_shared_conditions(tmp_path, capsys):
     from kwsbench.cli import main
-    from kwsbench.compare import paired_tests
+    from kwsbench.results.paired import paired_tests
 
     plan = _plan(tmp_path, models=["test-tiny", "test-tiny-fixed"], store=str(tmp_path / "c.sqlite"))
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)

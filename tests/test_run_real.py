@@ -7,9 +7,10 @@ import pytest
 
 from kwsbench.cli import main
 from kwsbench.data.speech_commands import load_clipset
-from kwsbench.evaluate import run_plan, stratified_subset
-from kwsbench.plan import Plan
-from kwsbench.store import Store
+from kwsbench.data.subsets import stratified_subset
+from kwsbench.results.store import Store
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import run_plan
 
 pytestmark = pytest.mark.data
 
@@ -29,7 +30,7 @@ def public_weights(ncssm_checkpoints, tmp_path, monkeypatch):
 
 def _preds(path):
     with Store(path) as st:
-        return {(c["model"], c["noise"], c["snr_db"]): st.predictions(c["cell_key"]).tolist() for c in st.cells()}
+        return {(c.model, c.noise, c.snr_db): st.predictions(c.cell_key).tolist() for c in st.cells()}
 
 
 @pytest.mark.slow
@@ -44,8 +45,8 @@ def test_public_checkpoints_batch_size_invariant(dev_subset, public_weights, tmp
     assert out[0] == out[1] == out[2]
     with Store(tmp_path / "b7.sqlite") as st:
         cells = st.cells()
-        assert all(c["noise_version"].startswith("v") for c in cells if c["noise"] != "clean")
-        clean = {c["model"]: c["accuracy"] for c in cells if c["noise"] == "clean"}
+        assert all(c.noise_version.startswith("v") for c in cells if c.noise != "clean")
+        clean = {c.model: c.accuracy for c in cells if c.noise == "clean"}
     # trained keyword models are far above chance (1/12) even on 36 clips
     assert min(clean.values()) > 0.5
 
@@ -76,7 +77,7 @@ def test_plan_yaml_and_overrides(gsc_dev_dir, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"data_dir: {gsc_dev_dir}\nsnr: [-5, 5]\nnoise: white-ncssm\nper_class: 1\ncolour: red\n")
     assert main(["run", "--config", str(plan), "--store", str(tmp_path / "s.sqlite")]) == 5
-    from kwsbench.plan import resolve_plan
+    from kwsbench.run.plan import resolve_plan
 
     plan.write_text(f"data_dir: {gsc_dev_dir}\nsnr: [-5, 5]\nnoise: white-ncssm\nper_class: 1\n")
     resolved = resolve_plan(plan, {"snr": [0.0], "seed": 3, "models": None})

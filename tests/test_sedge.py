@@ -26,7 +26,7 @@ def test_parameter_counts(size):
     model = build_sedge(size)
     assert sum(p.numel() for p in model.parameters()) == TORCH_PARAMS[size] - 2
     card = get_card(f"s-edge-{size}")
-    assert card.params == PUBLISHED_PARAMS[size]
+    assert card.published_params == PUBLISHED_PARAMS[size] and card.recipe == "s-edge"
     assert card.protocol == "v2-35" and card.num_classes == 35 and card.can_stream and card.can_change_rate
 
 
@@ -273,7 +273,7 @@ def test_layer_backward_gradcheck(monkeypatch, trainable_skip, norm, h_in, pool)
 
 def test_standardise_input_is_the_recipes_global_standardisation():
     """forward(audio) with (mean, std) set == forward((audio - mean) / (std + 1e-5)) with the identity default."""
-    from kwsbench.train import standardise_input
+    from kwsbench.train.loop import standardise_input
 
     model = build_sedge("naive-small", num_classes=12, seed=2).eval()
     audio = torch.randn(2, 300, generator=torch.Generator().manual_seed(1)) * 0.05 + 0.01
@@ -311,8 +311,8 @@ def test_unnormalised_size_learns_real_speech(gsc_dev_dir):
     """Regression: s-edge-naive-small (no BatchNorm, S5 init, identity skips, like s-edge-full) sat at ln 12 when
     the trainer fed it the raw waveform. With the trainer's standardisation and the s-edge-high-lr recipe it must
     fit 24 real words (2 per class, 2,000 samples each) in 60 steps; before the fix the loss stayed near ln 12."""
-    from kwsbench.recipes import load_recipe
-    from kwsbench.train import build_optimizer, lr_factor, orthogonality_penalty, standardise_input
+    from kwsbench.train.loop import build_optimizer, lr_factor, orthogonality_penalty, standardise_input
+    from kwsbench.train.recipes import load_recipe
 
     clipset, audio, labels = _word_crops(gsc_dev_dir, per_class=2, samples=2000)
     model = build_sedge("naive-small", num_classes=12, rzoh=False, seed=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from kwsbench import stats
+from kwsbench.results import stats
 
 
 @pytest.mark.parametrize("correct,n", [(0, 10), (10, 10), (95, 100), (2371, 2495), (1, 3)])

@@ -10,7 +10,7 @@ import pytest
 
 from kwsbench.cli import main
 from kwsbench.errors import StoreError
-from kwsbench.store import SCHEMA_VERSION, CellKey, CellResult, Store
+from kwsbench.results.store import SCHEMA_VERSION, CellKey, CellResult, Store
 
 
 def _key(**kw) -> CellKey:
@@ -44,8 +44,8 @@ def test_roundtrip_and_replace(tmp_path):
         st.put_cell(run, _cell(_key(), [1, 1]))  # same key: replaced, predictions not duplicated
         assert st.has_ok(_key()) and not st.has_ok(_key(seed=3))
         [c] = st.cells()
-        assert c["per_class"] == [0.5, None] and c["label_names"] == ["a", "b"]
-        assert st.predictions(c["cell_key"]).tolist() == [1, 1]
+        assert c.per_class == (0.5, None) and c.label_names == ("a", "b")
+        assert st.predictions(c.cell_key).tolist() == [1, 1]
         assert st.clips("f" * 64)[0] == ["u1", "u2"]
         st.finish_run(run, "ok")
         assert st.runs()[0]["status"] == "ok"

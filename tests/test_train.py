@@ -13,20 +13,20 @@ import pytest
 import torch
 from torch import nn
 
+from kwsbench.data.subsets import speaker_split
 from kwsbench.errors import BadInputError
 from kwsbench.models.registry import ModelCard
-from kwsbench.recipes import list_recipes, load_recipe, recipe_from_dict
-from kwsbench.train import (
+from kwsbench.train.loop import (
     TrainConfig,
     lr_factor,
     orthogonality_penalty,
     param_groups,
     read_checkpoint,
     read_history,
-    speaker_split,
     time_shift,
     train,
 )
+from kwsbench.train.recipes import list_recipes, load_recipe, recipe_from_dict
 
 
 class TinyKws(nn.Module):
@@ -69,7 +69,7 @@ def _config(data: Path, out: Path, **kw) -> TrainConfig:
 
 # -- recipes -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["s-edge", "nc-ssm", "bc-resnet", "ds-cnn", "synth"])
+@pytest.mark.parametrize("name", ["s-edge", "nc-ssm", "bc-resnet", "ds-cnn", "kwt", "synth", "synth-kwt"])
 def test_packaged_recipes_validate(name):
     assert name in list_recipes()
     r = load_recipe(name)
@@ -173,8 +173,8 @@ def test_short_run_learns_and_writes_loadable_checkpoint(tiny_synth, tmp_path):
     assert len(meta["train_fingerprint"]) == 64 and "git_commit" in meta
     from kwsbench.checkpoints import load_model
 
-    model = load_model(TINY, checkpoint=res.best_path)  # the project's strict, sha-checked loader
-    assert not model.training
+    loaded = load_model(TINY, checkpoint=res.best_path)  # the project's strict, sha-checked loader
+    assert not loaded.module.training and loaded.labels == tuple(meta["labels"])
     rows = list(csv.DictReader(open(res.history_path)))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
 
@@ -222,7 +222,7 @@ def test_fixed_head_class_count_mismatch_is_a_user_error(tiny_synth, tmp_path):
 def test_sizable_head_follows_the_data_and_the_checkpoint(tiny_synth, tmp_path, monkeypatch):
     """A 35-class card trained on 12-class data: 12-class head, labels recorded, and loaded back with 12."""
     from kwsbench.checkpoints import get_manifest, load_model
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     card35 = ModelCard(name="tiny-35", family="test", builder=TinyKws, kwargs={"num_classes": 35}, num_classes=35)
@@ -233,14 +233,14 @@ def test_sizable_head_follows_the_data_and_the_checkpoint(tiny_synth, tmp_path, 
     entry = publish(res, "heads")
     assert get_manifest("heads").entry(entry.id).labels == tuple(saved["metadata"]["labels"])
     for ref in (f"heads:{entry.id}", res.best_path):  # the manifest says, or the file's own metadata does
-        model = load_model(card35, checkpoint=ref)
-        assert model(torch.zeros(2, 16000)).shape == (2, 12)
-        assert model.label_names == tuple(saved["metadata"]["labels"])
+        loaded = load_model(card35, checkpoint=ref)
+        assert loaded.module(torch.zeros(2, 16000)).shape == (2, 12)
+        assert loaded.labels == tuple(saved["metadata"]["labels"])
 
 
 def test_publish_final_records_the_last_epoch(tiny_synth, tmp_path, monkeypatch):
     from kwsbench.checkpoints import get_manifest
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     res = train(_config(tiny_synth, tmp_path / "f", epochs=3), card=TINY)
@@ -256,7 +256,7 @@ import sys, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_train import TINY, _config
-from kwsbench.train import train
+from kwsbench.train.loop import train
 cfg = _config(Path({data!r}), Path({out!r}), epochs=2)
 train(cfg, card=TINY)
 """
@@ -282,7 +282,7 @@ def test_torchrun_two_gloo_processes_match_single_process(tiny_synth, tmp_path):
 
 def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, monkeypatch):
     from kwsbench.checkpoints import get_manifest, load_model
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     res = train(_config(tiny_synth, tmp_path / "p", epochs=1), card=TINY)
@@ -290,8 +290,8 @@ def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, mon
     manifest = get_manifest("synth-test")
     assert manifest.location == "project" and manifest.entry("tiny-test.pt").val_acc == pytest.approx(
         res.best_val_acc, abs=1e-3)
-    model = load_model(TINY, checkpoint=f"synth-test:{entry.id}")  # sha256 verified against the manifest
-    assert model.checkpoint_sha256 == entry.sha256
+    loaded = load_model(TINY, checkpoint=f"synth-test:{entry.id}")  # sha256 verified against the manifest
+    assert loaded.sha256 == entry.sha256
 
 
 @pytest.mark.parametrize("typed, recorded", [
@@ -301,7 +301,7 @@ def test_publish_records_a_loadable_project_checkpoint(tiny_synth, tmp_path, mon
     ("kwsbench train m --device cuda", "kwsbench train m --device cuda"),
 ])
 def test_reproducible_command_drops_local_options(typed, recorded):
-    from kwsbench.train import reproducible_command
+    from kwsbench.train.loop import reproducible_command
 
     assert reproducible_command(typed) == recorded
 
@@ -309,7 +309,7 @@ def test_reproducible_command_drops_local_options(typed, recorded):
 def test_publish_records_the_command_without_private_paths(tiny_synth, tmp_path, monkeypatch):
     import yaml
 
-    from kwsbench.train import publish
+    from kwsbench.train.loop import publish
 
     monkeypatch.setenv("KWSBENCH_MANIFESTS", str(tmp_path / "manifests"))
     cfg = _config(tiny_synth, tmp_path / "p", epochs=1)
@@ -320,7 +320,7 @@ def test_publish_records_the_command_without_private_paths(tiny_synth, tmp_path,
 
 
 def test_git_commit_outside_a_checkout_is_empty(tmp_path, monkeypatch):
-    import kwsbench.train as tr
+    import kwsbench.provenance as tr
 
     monkeypatch.setattr(tr, "PROJECT_ROOT", tmp_path)  # not a git checkout: no commit to record
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))

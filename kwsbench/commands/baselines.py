@@ -8,29 +8,31 @@ from pathlib import Path
 
 from kwsbench.errors import EXIT_OK
 
+DIR_HELP = ("folder of baseline YAML files to use instead (default: the packaged baselines/ plus "
+            "$KWSBENCH_BASELINES)")
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("baselines", help="published results (baselines/*.yaml)")
-    sub = p.add_subparsers(dest="baselines_command", required=True)
+    p = subparsers.add_parser("baselines", help="published results (baselines/*.yaml)",
+                              description="The published results kwsbench compares with, one YAML file per paper.")
+    sub = p.add_subparsers(dest="baselines_command", required=True, metavar="ACTION")
     v = sub.add_parser("validate", help="check every baseline file; list rows whose model is not registered")
-    v.add_argument("--dir", help="folder of baseline YAML files (default: the project's baselines/)")
+    v.add_argument("--dir", type=Path, help=DIR_HELP)
     v.set_defaults(func=_validate)
     ls = sub.add_parser("list", help="one line per reported row")
-    ls.add_argument("--dir")
-    ls.add_argument("--model", help="only rows of this model")
+    ls.add_argument("--dir", type=Path, help=DIR_HELP)
+    ls.add_argument("--model", help="only rows of this model (default: every model)")
     ls.set_defaults(func=_list)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from kwsbench.compare import baselines_dir, load_baseline_file
+    from kwsbench.errors import BadInputError
     from kwsbench.models.registry import all_cards
+    from kwsbench.results.baselines import baseline_files, baselines_dir, load_baseline_file
 
-    directory = Path(args.dir) if args.dir else baselines_dir()
-    files = sorted(directory.glob("*.yaml"))
+    files = baseline_files(args.dir)
     if not files:
-        from kwsbench.errors import BadInputError
-
-        raise BadInputError(f"no baseline files (*.yaml) in {directory}")
+        raise BadInputError(f"no baseline files (*.yaml) in {args.dir or baselines_dir()}")
     known = {n for c in all_cards() for n in (c.name, *c.aliases)}
     for f in files:
         rows = load_baseline_file(f)  # raises BadInputError (exit 5) naming the file and row
@@ -43,9 +45,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from kwsbench.compare import load_baselines
+    from kwsbench.results.baselines import load_baselines
 
-    for r in load_baselines(Path(args.dir) if args.dir else None):
+    for r in load_baselines(args.dir):
         if args.model and r.model != args.model:
             continue
         print(f"{r.model:28s} {r.protocol:18s} {r.split:10s} {r.condition_label():32s} {r.value:6.2f}  "

@@ -6,45 +6,27 @@ import argparse
 import csv
 import io
 import json
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+from kwsbench.commands.args import add_models, console, ints
 
-from kwsbench.cost import Cost, model_cost
-from kwsbench.errors import BadInputError
-from kwsbench.models.registry import resolve
+if TYPE_CHECKING:
+    from kwsbench.cost import Cost
 
+DEFAULT_RATES = "16000,8000,4000"  # = kwsbench.api.DEFAULT_RATES
 _COLUMNS = ("model", "rate", "trainable_params", "inference_params", "frontend_macs", "body_macs", "total_macs",
             "streaming_macs_per_s", "state_size")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("cost", help="parameters and MACs per model and input rate")
-    p.add_argument("--models", default="all", help="comma list or globs of model names (default: all)")
-    p.add_argument("--rates", default="16000,8000,4000", help="comma list of input rates in Hz")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p = subparsers.add_parser("cost", help="parameters and MACs per model and input rate",
+                              description="Parameters and MACs per one-second clip, counted analytically per layer.")
+    add_models(p, "all")
+    p.add_argument("--rates", type=ints("--rates", " in Hz"), default=DEFAULT_RATES, metavar="LIST",
+                   help="comma list of input rates in Hz (default: %(default)s)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output format (default: %(default)s)")
     p.set_defaults(func=_run)
-
-
-def parse_rates(text: str) -> list[int]:
-    try:
-        rates = [int(r) for r in text.split(",") if r.strip()]
-    except ValueError:
-        raise BadInputError(f"--rates must be comma-separated integers in Hz, got {text!r}") from None
-    if not rates or any(r <= 0 for r in rates):
-        raise BadInputError(f"--rates needs positive rates in Hz, got {text!r}")
-    return rates
-
-
-def collect(models: str, rates: list[int]) -> tuple[list[Cost], list[str]]:
-    """Cost records for every model with a cost function; the names of those without one."""
-    records, skipped = [], []
-    for card in resolve(models):
-        if card.cost is None:
-            skipped.append(card.name)
-            continue
-        records.extend(model_cost(card, rate) for rate in rates)
-    return records, skipped
 
 
 def render(records: list[Cost], fmt: str) -> str:
@@ -60,11 +42,15 @@ def render(records: list[Cost], fmt: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    records, skipped = collect(args.models, parse_rates(args.rates))
-    console = Console(width=max(Console().width, 180))  # the table is wide; do not squeeze it to 80 columns
+    from kwsbench import api
+
+    records = api.cost(args.models or "all", args.rates)  # argparse converts the string default too
+    skipped = api.models_without_cost(args.models or "all")
     if args.format != "table":
         print(render(records, args.format), end="" if args.format == "csv" else "\n")
     else:
+        from rich.table import Table
+
         table = Table(title="kwsbench cost (MACs per 1-s clip; 1 MAC = multiply + accumulate)")
         for col in ("model", "rate", "params", "inf. params", "front-end MACs", "body MACs", "stream MACs/s",
                     "state", "published"):
@@ -76,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
                           f"{r.frontend_macs:,}", f"{r.body_macs:,}",
                           "-" if r.streaming_macs_per_s is None else f"{r.streaming_macs_per_s:,}",
                           "-" if r.state_size is None else str(r.state_size), pub)
-        console.print(table)
+        console().print(table)
     if skipped:
-        Console(stderr=True).print(f"no cost function yet: {', '.join(skipped)}", highlight=False)
+        console(stderr=True).print(f"no cost function yet: {', '.join(skipped)}", highlight=False)
     return 0

@@ -5,41 +5,47 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-from rich.console import Console
-from rich.table import Table
-
+from kwsbench.commands.args import console
 from kwsbench.errors import BadInputError
+
+NOISE_DIR_HELP = ("your folder of noise recordings and extra definitions (*.yaml), beside the packaged ones "
+                  "(default: $KWSBENCH_NOISE_DIR)")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("noise", help="noise sources: list, show a definition, render to WAV/PNG")
-    sub = p.add_subparsers(dest="noise_command", required=True)
-    sub.add_parser("list", help="one line per noise source").set_defaults(func=_list)
+    p = subparsers.add_parser("noise", help="noise sources: list, show a definition, render to WAV/PNG",
+                              description="Noise sources: the packaged definitions plus your own (--noise-dir or "
+                                          "$KWSBENCH_NOISE_DIR).")
+    sub = p.add_subparsers(dest="noise_command", required=True, metavar="ACTION")
+    ls = sub.add_parser("list", help="one line per noise source")
+    ls.add_argument("--noise-dir", help=NOISE_DIR_HELP)
+    ls.set_defaults(func=_list)
     show = sub.add_parser("show", help="a source's full definition and cache key")
-    show.add_argument("name")
-    show.add_argument("--noise-dir", help="folder of noise recordings (for recording sources)")
+    show.add_argument("name", help="noise source name, or a path to a definition YAML")
+    show.add_argument("--noise-dir", help=NOISE_DIR_HELP)
     show.set_defaults(func=_show)
     rend = sub.add_parser("render", help="render a few clips of a source to a WAV file (and a spectrum PNG)")
-    rend.add_argument("name")
-    rend.add_argument("--out", required=True, help="output WAV path")
-    rend.add_argument("--png", help="also write a long-term spectrum + spectrogram figure here")
-    rend.add_argument("--seed", type=int, default=0)
-    rend.add_argument("--clips", type=int, default=5, help="number of 1-s clips, concatenated (default 5)")
-    rend.add_argument("--noise-dir", help="folder of noise recordings (for recording sources)")
+    rend.add_argument("name", help="noise source name, or a path to a definition YAML")
+    rend.add_argument("--out", required=True, help="output WAV path (required)")
+    rend.add_argument("--png", help="also write a long-term spectrum + spectrogram figure here (default: none)")
+    rend.add_argument("--seed", type=int, default=0, help="global noise seed (default: %(default)s)")
+    rend.add_argument("--clips", type=int, default=5, help="number of 1-s clips, concatenated (default: %(default)s)")
+    rend.add_argument("--noise-dir", help=NOISE_DIR_HELP)
     rend.add_argument("--data-dir", help="clip set for babble talkers (default: the embedded synthetic set)")
     rend.set_defaults(func=_render)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from kwsbench.noise import get_source, list_sources
+    from rich.table import Table
+
+    from kwsbench.noise.definitions import load_all  # the YAML definitions only: no numpy, no torch
 
     table = Table(title="kwsbench noise sources")
-    sources = [get_source(name) for name in list_sources()]
-    console = Console()
+    sources = [s for _, s in sorted(load_all(noise_dir=args.noise_dir).items())]
+    out = console()
     name_w, kind_w = max(len(s.name) for s in sources), max(len(s.kind) for s in sources)
     # Names never wrap; the description is cut to what the terminal has left (13 = borders, padding, version).
-    desc_w = max(20, console.width - name_w - kind_w - 13 - 7)
+    desc_w = max(20, out.width - name_w - kind_w - 13 - 7)
     table.add_column("name", no_wrap=True)
     table.add_column("ver", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -47,7 +53,7 @@ def _list(args: argparse.Namespace) -> int:
     for s in sources:
         desc = s.description if len(s.description) <= desc_w else s.description[: desc_w - 1] + "…"
         table.add_row(s.name, str(s.version), s.kind, desc)
-    console.print(table)
+    out.print(table)
     return 0
 
 
@@ -55,18 +61,18 @@ def _show(args: argparse.Namespace) -> int:
     from kwsbench.noise import get_source, resolve_recordings
 
     s = get_source(args.name, args.noise_dir)
-    console = Console()
+    out = console()
     for key in ("name", "version", "kind", "description", "provenance", "licence", "comparable_to", "path", "key"):
-        console.print(f"[bold]{key}[/]: {getattr(s, key)}", highlight=False)
-    console.print("[bold]params[/]:", highlight=False)
+        out.print(f"[bold]{key}[/]: {getattr(s, key)}", highlight=False)
+    out.print("[bold]params[/]:", highlight=False)
     for k, v in s.params.items():
-        console.print(f"  {k}: {v}", highlight=False)
+        out.print(f"  {k}: {v}", highlight=False)
     if s.needs_recordings:
         try:
             files = [str(p) for p in resolve_recordings(s, args.noise_dir)]
         except BadInputError as err:
             files = [f"not found ({err})"]
-        console.print(f"[bold]files[/]: {', '.join(files)}", highlight=False)
+        out.print(f"[bold]files[/]: {', '.join(files)}", highlight=False)
     return 0
 
 
@@ -100,6 +106,7 @@ def _render_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_
 
 
 def _render(args: argparse.Namespace) -> int:
+    import numpy as np
     import soundfile as sf
 
     if args.clips < 1:
@@ -111,12 +118,12 @@ def _render(args: argparse.Namespace) -> int:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out_path), out, rate, subtype="PCM_16")
-    console = Console()
-    console.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {source.name} "
+    con = console()
+    con.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {source.name} "
                   f"v{source.version}, seed {args.seed})", highlight=False)
     if args.png:
         from kwsbench.noise.plot import plot_noise
 
         plot_noise(audio, rate, f"{source.name} v{source.version} (seed {args.seed})", Path(args.png))
-        console.print(f"wrote {args.png}", highlight=False)
+        con.print(f"wrote {args.png}", highlight=False)
     return 0

@@ -1,73 +1,100 @@
 """`kwsbench reproduce` (= `python reproduce.py`): published checkpoints vs published tables.
 
-Exit codes: 0 no comparable row DEVIATES, 1 some row deviates or a cell failed, 2 missing dependency,
-3 no checkpoint, 4 no dataset.
+Exit codes: 0 rows were judged and none DEVIATES, 1 some row deviates or a cell failed, 2 missing dependency,
+3 no checkpoint, 4 no dataset, 9 INCONCLUSIVE (no published row could be judged on this data).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from rich.console import Console
-from rich.table import Table
+from kwsbench.commands.args import add_device, add_models, add_store, console
+
+QUICK_HELP = ("the 4 models the NC-SSM authors measured on the test split, clean, on every unknown clip and a "
+              "keyword sample (README: Reproduction)")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("reproduce", help="evaluate published checkpoints and compare with published tables")
+    p = subparsers.add_parser("reproduce", help="evaluate published checkpoints and compare with published tables",
+                              description="Run the published checkpoints and judge each measured cell against the "
+                                          "papers' rows: MATCH, WITHIN_CI, DEVIATES, CONSISTENT* / DEVIATES* "
+                                          "(bridged to the reported protocol) or NOT_COMPARABLE.")
     add_arguments(p)
     p.set_defaults(func=run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="clean + factory-ncssm 0 dB on a class-stratified subset")
+    mode.add_argument("--quick", action="store_true", help=QUICK_HELP)
     mode.add_argument("--full", action="store_true", help="clean + 5 NC-SSM noise types x 7 SNRs")
-    p.add_argument("--models", help="comma list (default: every model with a published checkpoint)")
-    p.add_argument("--noise-type", default="factory-ncssm", help="noise source when not --full (default factory-ncssm)")
-    p.add_argument("--snr", nargs="+", type=float, default=[0.0], help="SNRs in dB when not --full (default 0)")
-    p.add_argument("--tol", type=float, default=2.0, help="MATCH tolerance in percentage points (default 2.0)")
-    p.add_argument("--data-dir", help="Speech Commands folder (default ../shared/data/gsc_v2_test_dev)")
+    add_models(p, "every model with a published checkpoint")
+    p.add_argument("--noise-type", help="noise source when not --full (default: factory-ncssm; none under --quick)")
+    p.add_argument("--snr", nargs="+", type=float, default=[0.0], metavar="DB",
+                   help="SNRs in dB when not --full (default: 0)")
+    p.add_argument("--tol", type=float, default=2.0,
+                   help="tolerance in percentage points (default: %(default)s; a row's protocol spread raises it)")
+    p.add_argument("--data-dir", help="Speech Commands folder (default: the set `kwsbench data download` fetched)")
+    p.add_argument("--noise-dir", help="the Speech Commands _background_noise_ recordings (silence items of a "
+                                       "bridged v2-12-all-unknown estimate; default: the downloaded full archive's)")
+    p.add_argument("--weights", help="a project checkpoint manifest: judge its weights against the papers' rows")
     p.add_argument("--protocol", help="test protocol (default: detected from the layout)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--store", default="runs/kwsbench.sqlite")
+    p.add_argument("--seed", type=int, default=0, help="global noise seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="clips per forward (default: %(default)s)")
+    add_device(p)
+    add_store(p)
     p.add_argument("--force", action="store_true", help="recompute cells already stored")
-    p.add_argument("--baselines", help="folder of baseline YAML files (default: the project's baselines/)")
+    p.add_argument("--baselines", help="folder of baseline YAML files to use instead (default: the packaged "
+                                       "baselines/ plus $KWSBENCH_BASELINES)")
     p.add_argument("--all-rows", action="store_true", help="also list NOT_COMPARABLE rows one by one")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kwsbench.compare import NOT_COMPARABLE, ReproduceOptions, run_reproduce
+    from kwsbench import api
+    from kwsbench.commands.args import store_path
 
-    opts = ReproduceOptions(
-        models=[m.strip() for m in args.models.split(",")] if args.models else None, data_dir=args.data_dir,
-        protocol=args.protocol, noise_type=args.noise_type, snr=args.snr, full=args.full, quick=args.quick,
-        tol=args.tol, seed=args.seed, batch_size=args.batch_size, device=args.device, store=args.store,
-        force=args.force, baselines=args.baselines,
+    report = api.reproduce(
+        models=args.models, data_dir=args.data_dir, protocol=args.protocol, noise_type=args.noise_type,
+        snr=args.snr, full=args.full, quick=args.quick, tol=args.tol, seed=args.seed, batch_size=args.batch_size,
+        device=args.device, store=str(store_path(args.store)), force=args.force, baselines=args.baselines,
+        noise_dir=args.noise_dir, weights=args.weights, show_progress=True,
     )
-    report = run_reproduce(opts)
-    console = Console(width=None if sys.stdout.isatty() else 220)  # no wrapping when piped
-    table = Table(title=f"measured ({report.protocol}, {report.clips} clips) vs reported, tol {args.tol} pp")
-    for col in ("model", "condition", "measured", "95% CI", "reported", "Δ", "verdict", "reported protocol / source"):
-        table.add_column(col, justify="right" if col in ("measured", "reported", "Δ") else "left")
-    shown = [(c, v) for c, v in report.comparisons if args.all_rows or v.verdict != NOT_COMPARABLE
+    print_report(report, args.all_rows)
+    return report.exit_code()
+
+
+def print_report(report, all_rows: bool = False) -> None:
+    from rich.table import Table
+
+    from kwsbench.errors import EXIT_INCONCLUSIVE, EXIT_OK
+    from kwsbench.results.verdicts import NOT_COMPARABLE
+
+    out = console()
+    table = Table(title=f"measured ({report.protocol}, {report.clips} clips, {report.data_dir}) vs reported; "
+                        "* = bridged estimate of the reported protocol")
+    for col in ("model", "condition", "measured", "95% CI", "reported", "Δ", "tol", "verdict",
+                "reported protocol / source"):
+        table.add_column(col, justify="right" if col in ("measured", "reported", "Δ", "tol") else "left")
+    shown = [(c, v) for c, v in report.comparisons if all_rows or v.verdict != NOT_COMPARABLE
              or v.reported.verification != "U"]
-    for _cell, v in shown:
+    for _cell, v in shown:  # DEVIATES first (the report is sorted so)
         r = v.reported
         ci = f"{v.ci[0]:.1f}–{v.ci[1]:.1f}" if v.ci else ""
         note = f"{r.protocol} ({r.split}); {r.source}" + (f" — {'; '.join(v.reasons)}" if v.reasons else "")
+        if v.estimate is not None and v.estimate.missing:
+            note += f" — {', '.join(v.estimate.missing)} term not measured, bounded"
+        tol = "" if v.verdict == NOT_COMPARABLE else f"{v.tol:.2f}" + ("" if v.tol_basis == "--tol" else " (spread)")
         table.add_row(r.model, r.condition_label(), f"{v.measured:.2f}", ci, f"{r.value:.2f}", f"{v.delta:+.2f}",
-                      v.verdict, note)
-    console.print(table)
-    counts: dict[str, int] = {}
-    for _, v in report.comparisons:
-        counts[v.verdict] = counts.get(v.verdict, 0) + 1
-    console.print(f"verdicts: {counts or 'no reported row matches the measured cells'}; "
-                  f"{len(report.unmatched)} measured cells have no reported value; {report.seconds:.1f} s")
+                      tol, v.verdict, note)
+    out.print(table)
+    for protocol, how in report.silence.items():
+        out.print(f"silence term of {protocol}: {how}", highlight=False)
+    for line in sorted({f"{v.tol:g} pp: {v.tol_basis}" for _, v in report.comparisons if v.tol_basis != "--tol"}):
+        out.print(f"tolerance {line}", highlight=False)
     for model, cond, err in report.failed:
-        console.print(f"[red]FAILED[/] {model} | {cond}: {err}", highlight=False)
+        out.print(f"[red]FAILED[/] {model} | {cond}: {err}", highlight=False)
+    out.print(f"{len(report.unmatched)} measured cells have no reported value; {report.seconds:.1f} s", highlight=False)
+    for line in report.advice:
+        out.print(f"to compare more rows: {line}", highlight=False, soft_wrap=True)
     code = report.exit_code()
-    console.print("result: " + ("PASS (no comparable row deviates)" if code == 0 else "FAIL"))
-    return code
+    word = {EXIT_OK: "PASS", EXIT_INCONCLUSIVE: "INCONCLUSIVE"}.get(code, "FAIL")
+    out.print(f"result: {word} — {report.summary()}", highlight=False, soft_wrap=True)

@@ -5,66 +5,73 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kwsbench.commands.args import add_device, add_models, add_store, console, ints, names
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-from kwsbench.plan import DECIMATIONS, RATE_MODES, embedded_defaults, quick_plan, resolve_plan
+from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", help="evaluate models under clean and noisy conditions into the store")
-    p.add_argument("--models", help="comma list, 'all' or globs (default: every model with weights available)")
+    p = subparsers.add_parser("run", help="evaluate models under clean and noisy conditions into the store",
+                              description="Evaluate a grid of models x noise x SNR x rate into the results store; "
+                                          "flags override the keys of --config.")
+    add_models(p, "every model with weights available")
     p.add_argument("--weights", help="a project manifest whose checkpoints to use, e.g. synth or gsc-mini "
                    "(default: the models' own checkpoints; without --data-dir and --models: synth)")
-    p.add_argument("--noise", help="comma list of noise sources (see `kwsbench noise list`)")
-    p.add_argument("--snr", nargs="+", type=float, help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15")
-    p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default rms)")
-    p.add_argument("--rates", help="comma list of sample rates, e.g. 16000,8000,4000")
-    p.add_argument("--rate-mode", choices=RATE_MODES, help="native (model at the rate) or bandlimit")
-    p.add_argument("--decimation", choices=DECIMATIONS, help="sinc (anti-aliased, default) or drop (no filter)")
+    p.add_argument("--noise", type=names("--noise"), metavar="LIST",
+                   help="comma list of noise sources, see `kwsbench noise list` (default: none, clean only; "
+                   "with --quick: factory)")
+    p.add_argument("--snr", nargs="+", metavar="DB",
+                   help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15 (default: those seven)")
+    p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default: rms)")
+    p.add_argument("--rates", type=ints("--rates", " in Hz"), metavar="LIST",
+                   help="comma list of sample rates in Hz, e.g. 16000,8000,4000 (default: 16000)")
+    p.add_argument("--rate-mode", choices=RATE_MODES, help="native (model at the rate) or bandlimit (default: native)")
+    p.add_argument("--decimation", choices=DECIMATIONS, help="sinc (anti-aliased) or drop (no filter) (default: sinc)")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the embedded synthetic set)")
     p.add_argument("--protocol", help="test protocol (default: detected from the layout)")
-    p.add_argument("--noise-dir", help="folder of noise recordings / definitions")
-    p.add_argument("--seed", type=int, help="global noise seed (default 0)")
-    p.add_argument("--batch-size", type=int, help="clips per forward (default 256)")
-    p.add_argument("--device", help="cpu or cuda[:N]")
+    p.add_argument("--on-bad-file", choices=ON_BAD_FILE, help="a clip that cannot be decoded or holds NaN / inf "
+                   "samples: error (stop, naming the file) or skip (leave it out and say how many) (default: error)")
+    p.add_argument("--noise-dir", help="your folder of noise recordings and extra noise definitions (*.yaml), "
+                   "beside the packaged ones (default: $KWSBENCH_NOISE_DIR)")
+    # numbers are checked by the plan's typed loader (exit 5 naming the key), as in a plan file
+    p.add_argument("--seed", metavar="INT", help="global noise seed (default: 0)")
+    p.add_argument("--batch-size", metavar="INT", help="clips per forward (default: 256)")
+    add_device(p, from_plan=True)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
                    "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")
-    p.add_argument("--per-class", type=int, help="class-stratified subset of this many clips per class")
-    p.add_argument("--config", help="plan YAML; flags override its keys")
+    p.add_argument("--per-class", metavar="INT", help="class-stratified subset of this many clips per class "
+                   "(default: every clip)")
+    p.add_argument("--config", help="plan YAML; flags override its keys (default: none)")
     p.add_argument("--quick", action="store_true", help="clean + factory 0 dB on a class-stratified subset")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="skip cells already stored (the default)")
     group.add_argument("--force", action="store_true", help="recompute cells even if stored")
-    p.add_argument("--store", help="results store (default runs/kwsbench.sqlite)")
+    add_store(p)
     p.set_defaults(func=_run)
 
 
 def plan_from_args(args: argparse.Namespace):
-    def _list(value):
-        return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+    from kwsbench import api
 
-    overrides = {
-        "models": _list(args.models), "noise": _list(args.noise), "snr": args.snr, "snr_def": args.snr_def,
-        "rates": _list(args.rates), "rate_mode": args.rate_mode, "decimation": args.decimation,
-        "data_dir": args.data_dir, "protocol": args.protocol, "noise_dir": args.noise_dir, "seed": args.seed,
-        "weights": args.weights, "batch_size": args.batch_size, "device": args.device, "per_class": args.per_class,
-        "store": args.store,
-        "force": True if args.force else None, "cuda_graphs": False if args.no_cuda_graphs else None,
-    }
-    if overrides["rates"] is not None:
-        overrides["rates"] = [int(r) for r in overrides["rates"]]
-    plan = embedded_defaults(resolve_plan(args.config, overrides), quick=args.quick)
-    return quick_plan(plan) if args.quick else plan
+    return api.plan(
+        args.config, quick=args.quick, models=args.models, noise=args.noise, snr=args.snr, snr_def=args.snr_def,
+        rates=args.rates, rate_mode=args.rate_mode, decimation=args.decimation, data_dir=args.data_dir,
+        protocol=args.protocol, noise_dir=args.noise_dir, seed=args.seed, weights=args.weights,
+        batch_size=args.batch_size, device=args.device, per_class=args.per_class, store=args.store,
+        on_bad_file=args.on_bad_file, force=True if args.force else None,
+        cuda_graphs=False if args.no_cuda_graphs else None,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kwsbench import distributed
-    from kwsbench.evaluate import run_plan
+    from kwsbench import api
+    from kwsbench.run import distributed
 
     plan = plan_from_args(args)
     # under torchrun (WORLD_SIZE > 1) each rank computes its share of the cells; rank 0 reports
     shard, plan.device = distributed.init_from_env(plan.device)
     try:
-        summary = run_plan(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)
+        summary = api.run(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)
     finally:
         distributed.shutdown()
     if shard.rank != 0:
@@ -90,22 +97,20 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_results(store_path: str, cell_keys: list[str]) -> None:
     """The accuracies this run covered (computed or reused), with their Wilson 95% intervals."""
-    from rich.console import Console
     from rich.table import Table
 
-    from kwsbench.store import Store
+    from kwsbench.results.store import Store
 
     wanted = set(cell_keys)
     with Store(store_path) as store:
-        cells = [c for c in store.cells() if c["cell_key"] in wanted]
+        cells = [c for c in store.cells() if c.cell_key in wanted]
     if not cells:
         return
-    table = Table(title=f"accuracy (%), {cells[0]['protocol']}, n = {cells[0]['n']} clips, Wilson 95% interval")
+    table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
     for col in ("model", "noise", "SNR dB", "rate Hz", "accuracy", "95% CI"):
         table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
     for c in cells:
-        snr = "" if c["snr_db"] is None else f"{c['snr_db']:+g} ({c['snr_def']})"
-        table.add_row(c["model"], c["noise"], snr, f"{c['rate_hz']} {c['rate_mode']}", f"{100 * c['accuracy']:.2f}",
-                      f"{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}")
-    # piped output (CI logs, files) gets room for the whole table instead of rich's 80-column default
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+        snr = "" if c.snr_db is None else f"{c.snr_db:+g} ({c.snr_def})"
+        table.add_row(c.model, c.noise, snr, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
+                      f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
+    console().print(table)

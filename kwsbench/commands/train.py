@@ -7,57 +7,66 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-
+from kwsbench.commands.args import add_device, console
 from kwsbench.errors import BadInputError
+
+if TYPE_CHECKING:
+    from kwsbench.models.registry import ModelCard
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model by a paper's recipe (or the small synth recipe)")
+    p = subparsers.add_parser("train", help="train a model by a paper's recipe (or the small synth recipe)",
+                              description="Train a registered model by its paper's recipe (or the short synth "
+                                          "recipe on the embedded set); optionally publish the weights.")
     p.add_argument("model", help="model card name (see `kwsbench models list`)")
-    p.add_argument("--recipe", help="packaged recipe name (s-edge, nc-ssm, bc-resnet, ds-cnn, synth) or a YAML "
-                   "file; default: the model family's recipe, or synth on the synthetic set")
+    p.add_argument("--recipe", help="packaged recipe name (s-edge, nc-ssm, bc-resnet, ds-cnn, kwt, synth) or a YAML "
+                   "file; default: the model card's recipe, or synth on the synthetic set")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the synthetic set, seed --synth-seed)")
     p.add_argument("--protocol", help="label protocol of --data-dir (default: detected from the layout)")
-    p.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    p.add_argument("--epochs", type=int, help="override the recipe's number of epochs (default: the recipe's)")
     p.add_argument("--out", help="output folder (default runs/train/MODEL): best.pt, last.pt, history.csv")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, help="overrides the recipe's batch size")
-    p.add_argument("--seed", type=int, default=0, help="training seed (init, batch order, augmentation)")
+    add_device(p)
+    p.add_argument("--batch-size", type=int, help="overrides the recipe's batch size (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed: init, batch order, augmentation (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last epoch")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    p.add_argument("--noise-dir", help="folder with noise recordings for recording-based noise augmentation")
-    p.add_argument("--synth-seed", type=int, default=1, help="seed of the synthetic training set (default 1; "
-                   "the evaluation default set is seed 0)")
-    p.add_argument("--max-per-class", type=int, help="use at most N clips per class (smoke runs)")
-    p.add_argument("--publish", metavar="MANIFEST", help="copy best.pt to checkpoints/MANIFEST/MODEL.pt and record "
-                   "it in checkpoints/MANIFEST.yaml (e.g. synth)")
+    p.add_argument("--noise-dir", help="folder with noise recordings for recording-based noise augmentation "
+                   "(default: $KWSBENCH_NOISE_DIR)")
+    p.add_argument("--synth-seed", type=int, default=1, help="seed of the synthetic training set (default: "
+                   "%(default)s; the evaluation default set is seed 0)")
+    p.add_argument("--max-per-class", type=int, help="use at most N clips per class, for smoke runs (default: all)")
+    p.add_argument("--publish", metavar="MANIFEST", help="copy best.pt to MANIFEST/MODEL.pt beside the manifests "
+                   "and record it in MANIFEST.yaml, e.g. synth (default: not published; the manifests folder is "
+                   "$KWSBENCH_MANIFESTS, else checkpoints/)")
     p.add_argument("--publish-final", action="store_true", help="with --publish: record the last epoch's weights "
                    "instead of the best (for a card that stands for a final-epoch checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run)
 
 
-FAMILY_RECIPES = {"s-edge": "s-edge", "nc-ssm": "nc-ssm", "nanomamba": "nc-ssm", "bc-resnet": "bc-resnet",
-                  "ds-cnn": "ds-cnn"}
+def default_recipe(card: ModelCard, data_dir: str | None) -> str:
+    """The card's recipe on real data; the short synth recipe on the embedded synthetic set."""
+    from kwsbench.train.recipes import list_recipes
 
-
-def default_recipe(family: str, data_dir: str | None) -> str:
-    """The paper's recipe on real data; the short synth recipe on the embedded synthetic set."""
     if data_dir is None:
         return "synth"
-    return FAMILY_RECIPES.get(family, "nc-ssm")
+    if card.recipe is None:
+        raise BadInputError(f"model {card.name} has no packaged training recipe; pass --recipe with one of "
+                            f"{', '.join(list_recipes())} or a recipe YAML file")
+    return card.recipe
 
 
 def _run(args: argparse.Namespace) -> int:
     from kwsbench.models.registry import get_card
-    from kwsbench.recipes import load_recipe
-    from kwsbench.train import TrainConfig, publish, train
+    from kwsbench.train.loop import TrainConfig, publish, train
+    from kwsbench.train.recipes import load_recipe
 
     card = get_card(args.model)
-    recipe = load_recipe(args.recipe or default_recipe(card.family, args.data_dir))
+    recipe = load_recipe(args.recipe or default_recipe(card, args.data_dir))
     if args.epochs is not None and args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size is not None:
@@ -72,10 +81,10 @@ def _run(args: argparse.Namespace) -> int:
         command="kwsbench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else f"kwsbench train {card.name}",
     )
     result = train(cfg, card=card)
-    console = Console()
-    console.print(f"best validation accuracy {result.best_val_acc:.2f} % at epoch {result.best_epoch}: "
+    out = console()
+    out.print(f"best validation accuracy {result.best_val_acc:.2f} % at epoch {result.best_epoch}: "
                   f"{result.best_path}", highlight=False)
     if args.publish:
         entry = publish(result, args.publish, final=args.publish_final)
-        console.print(f"recorded {args.publish}:{entry.id} (sha256 {entry.sha256[:12]}…)", highlight=False)
+        out.print(f"recorded {args.publish}:{entry.id} (sha256 {entry.sha256[:12]}…)", highlight=False)
     return 0

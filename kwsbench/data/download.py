@@ -6,14 +6,10 @@ Digests and sizes are pinned here (../shared/reference/data.md Section 3), so a 
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from kwsbench.errors import DownloadError
+from kwsbench.fetch import check_sha256, download
 from kwsbench.paths import data_home
 
 
@@ -47,7 +44,6 @@ ARCHIVES: dict[str, Archive] = {
 }
 DEFAULT_URL_BASE = "https://storage.googleapis.com/download.tensorflow.org/data/"
 COMPLETE_MARKER = ".kwsbench-download-complete"
-_CHUNK = 1 << 20
 
 
 def get_archive(name: str) -> Archive:
@@ -77,76 +73,21 @@ def download_dataset(name: str, dest: str | Path | None = None, url_base: str | 
     final = dest.parent / archive.filename
     if not final.is_file():
         url = (url_base or DEFAULT_URL_BASE).rstrip("/") + "/" + archive.filename
-        part = final.with_name(final.name + ".part")
-        fetch(url, part, archive.size, progress=progress)
-        verify_sha256(part, archive.sha256, source=url)
-        os.replace(part, final)
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task(final.name, total=archive.size)
+            download(url, final, archive.sha256, resume=True, size=archive.size,
+                     progress=lambda done, total: bar.update(task, completed=done, total=total),
+                     offline_hint=f"Without network, fetch the file elsewhere and put it at {final}, or pass "
+                                  "--url-base pointing at a mirror")
     else:
-        verify_sha256(final, archive.sha256, source=str(final))
+        check_sha256(final, archive.sha256, source=str(final))
     safe_extract(final, dest)
     (dest / COMPLETE_MARKER).write_text(f"{archive.filename} sha256={archive.sha256}\n")
     if not keep_archive:
         final.unlink()
     return dest
-
-
-def fetch(url: str, part: Path, expected_size: int | None = None, progress: bool = True) -> None:
-    """Download `url` into `part`, continuing from its current size with a Range request."""
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        resp = urllib.request.urlopen(req, timeout=60)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # nothing left to send: the partial file is already whole
-            return
-        raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError) as err:
-        raise DownloadError(
-            f"cannot reach {url}: {err}. Without network, fetch the file elsewhere and put it at "
-            f"{part.with_suffix('')}, or pass --url-base pointing at a mirror"
-        ) from err
-    with resp:
-        resumed = resp.status == 206
-        length = resp.headers.get("Content-Length")
-        total = (have if resumed else 0) + int(length) if length else expected_size
-        mode = "ab" if resumed else "wb"
-        done = have if resumed else 0
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn())
-        try:
-            with open(part, mode) as f, Progress(*columns, disable=not progress) as bar:
-                task = bar.add_task(part.name.removesuffix(".part"), total=total, completed=done)
-                while chunk := resp.read(_CHUNK):
-                    f.write(chunk)
-                    done += len(chunk)
-                    bar.update(task, completed=done)
-        except (OSError, http.client.HTTPException) as err:
-            raise DownloadError(
-                f"download of {url} interrupted after {done} bytes ({err}); run the same command again to resume"
-            ) from err
-    if total is not None and done < total:
-        raise DownloadError(
-            f"download of {url} stopped after {done} of {total} bytes; run the same command again to resume"
-        )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_sha256(path: Path, expected: str, source: str) -> None:
-    """Delete and report a file whose digest differs: resuming a corrupt file would never succeed."""
-    got = sha256_file(path)
-    if got != expected:
-        path.unlink()
-        raise DownloadError(
-            f"sha256 mismatch for {source}: expected {expected}, got {got}. The file was deleted; "
-            "retry, or check that the mirror serves the official archive"
-        )
 
 
 def check_member(member: tarfile.TarInfo) -> None:

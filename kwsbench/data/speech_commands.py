@@ -163,7 +163,13 @@ def _canonical_items(root: Path) -> list[_Item]:
     items = []
     for folder in CANONICAL_FOLDERS:
         label = LABELS_12.index(folder.strip("_"))
-        for p in _audio_files(root / folder):
+        files = _audio_files(root / folder) if (root / folder).is_dir() else []
+        if not files:  # scored without it, the class would silently vanish from the accuracy and the macro F1
+            raise DatasetError(
+                f"class folder {root / folder} is missing or holds no audio files; every class of the canonical "
+                "test set needs its clips. Restore them, or download the set again: kwsbench data download "
+                "gsc-v2-test")
+        for p in files:
             speaker = "" if folder == "_silence_" else parse_speaker(p.name)
             items.append(_Item(uid=f"{folder}/{p.name}", label=label, speaker=speaker, path=p))
     return items
@@ -209,9 +215,12 @@ def _full_items(root: Path, protocol: str, split: str) -> tuple[tuple[str, ...],
     return label_names, items
 
 
-def _silence_items(root: Path, split: str) -> list[_Item]:
-    """Crop i: noise file i mod n (sorted names), offset from a generator seeded by (split, i) only."""
-    bg = root / BACKGROUND_DIR
+def _silence_items(root: Path, split: str, bg: Path | None = None, count: int | None = None) -> list[_Item]:
+    """Crop i: noise file i mod n (sorted names), offset from a generator seeded by (split, i) only.
+
+    `bg`: the folder of recordings (default root/_background_noise_); crops are named relative to `root`.
+    """
+    bg = bg or root / BACKGROUND_DIR
     noise = _audio_files(bg) if bg.is_dir() else []
     if not noise:
         raise DatasetError(
@@ -220,14 +229,35 @@ def _silence_items(root: Path, split: str) -> list[_Item]:
         )
     lengths = [_frames(p) for p in noise]
     items = []
-    for i in range(SILENCE_COUNTS[split]):
+    for i in range(SILENCE_COUNTS[split] if count is None else min(count, SILENCE_COUNTS[split])):
         k = i % len(noise)
         rng = np.random.default_rng(np.random.SeedSequence([_SILENCE_SEED, _SPLIT_CODE[split], i]))
         offset = int(rng.integers(0, max(lengths[k] - CLIP_SAMPLES, 0) + 1))
-        rel = f"{BACKGROUND_DIR}/{noise[k].name}"
+        rel = noise[k].relative_to(root).as_posix()
         items.append(_Item(uid=f"_silence_/{split}-{i:04d}", label=LABELS_12.index("silence"), speaker="",
                            crop=(rel, offset)))
     return items
+
+
+def silence_clipset(background_dir: str | Path, split: str = "test", count: int | None = None) -> ClipSet:
+    """The silence items of protocol v2-12-all-unknown alone, cut from a folder of the background-noise
+    recordings (the archive's _background_noise_, or the same files re-encoded): the same crops, ids and
+    labels as inside the full protocol, so a bridged estimate measures silence by the protocol's own rule.
+    `count`: only the first crops (default: all of the split's)."""
+    bg = Path(background_dir).expanduser()
+    cs = _decode(bg, _silence_items(bg, split, bg, count), LABELS_12, f"v2-12-all-unknown:silence-{split}", "error")
+    cs.meta.update({"root": str(bg), "split": split})
+    return cs
+
+
+def zero_silence_clipset(n: int = 4) -> ClipSet:
+    """The silence items of TensorFlow's input pipeline at test time (protocol v2-12-tf-pipeline): all-zero audio."""
+    return ClipSet(
+        audio=np.zeros((n, CLIP_SAMPLES), dtype=np.float32),
+        labels=np.full(n, LABELS_12.index("silence"), dtype=np.int64), label_names=LABELS_12,
+        utterance_ids=tuple(f"_silence_/zero-{i:04d}" for i in range(n)), speaker_ids=("",) * n,
+        protocol="v2-12-tf-pipeline:silence",
+    )
 
 
 def _frames(path: Path) -> int:
@@ -294,6 +324,12 @@ def _decode(root: Path, items: list[_Item], label_names: tuple[str, ...], protoc
         keep[n] = True
     if counts.resampled:
         warnings.warn(f"{counts.resampled} clips in {root} were not at 16 kHz and were resampled", stacklevel=3)
+    if counts.cut:
+        warnings.warn(f"{counts.cut} clips in {root} were longer than one second and were cut to their first "
+                      f"{CLIP_SAMPLES} samples", stacklevel=3)
+    if counts.skipped:
+        warnings.warn(f"{counts.skipped} clips in {root} could not be read and were left out (--on-bad-file skip)",
+                      stacklevel=3)
     if counts.stereo:
         warnings.warn(f"{counts.stereo} clips in {root} had several channels and were mixed to mono", stacklevel=3)
     kept = [it for it, k in zip(items, keep, strict=True) if k]

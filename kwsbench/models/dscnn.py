@@ -22,15 +22,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
 from kwsbench.cost import conv_net_cost
-from kwsbench.features import hann_window, mel_filterbank
+from kwsbench.features import MFCC
 from kwsbench.models.registry import ModelCard, register
-
-WINDOW_S, HOP_S, N_MELS, N_MFCC, F_LOW, F_HIGH = 0.040, 0.020, 40, 10, 20.0, 4000.0
 
 
 @dataclass(frozen=True)
@@ -47,32 +44,6 @@ SIZES = {
     "l": DSCNNSize(276, (2, 1), ((2, 2),) + ((1, 1),) * 4, 416_772),
 }
 PUBLISHED_PARAMS = {"s": 23_756}  # MLPerf-Tiny / NXP model card (reported.md 2.1); none published for M, L
-
-
-class MFCC(nn.Module):
-    """(B, samples) -> (B, frames, 10): Hello Edge features; window and hop keep their duration at any rate."""
-
-    def __init__(self, sample_rate: int = 16000):
-        super().__init__()
-        self.set_sample_rate(sample_rate)
-
-    def set_sample_rate(self, rate: int) -> None:
-        self.sample_rate = rate
-        self.win = round(WINDOW_S * rate)
-        self.hop = round(HOP_S * rate)
-        self.n_fft = 2 ** math.ceil(math.log2(self.win))
-        fb = mel_filterbank("htk", self.n_fft, N_MELS, rate, F_LOW, min(F_HIGH, rate / 2)).T.contiguous()
-        # Non-persistent: derived from the rate, never part of a checkpoint.
-        self.register_buffer("fbank", fb, persistent=False)
-        self.register_buffer("window", hann_window(self.win, periodic=True), persistent=False)
-        self.register_buffer("dct", torchaudio.functional.create_dct(N_MFCC, N_MELS, norm="ortho"), persistent=False)
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        # Frames of the window length (not of n_fft), zero-padded to n_fft: 49 frames per second, as TF.
-        frames = audio.float().unfold(-1, self.win, self.hop) * self.window.to(audio.device)
-        spec = torch.fft.rfft(frames, n=self.n_fft).abs()  # (B, frames, bins)
-        mel = torch.matmul(spec, self.fbank.to(audio.device))  # (B, frames, mels)
-        return torch.matmul(torch.log(mel.clamp_min(1e-12)), self.dct.to(audio.device))
 
 
 def _same_pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
@@ -116,7 +87,9 @@ for _size, _cfg in SIZES.items():
     register(ModelCard(
         name=f"ds-cnn-{_size}-hello-edge", family="ds-cnn", builder=DSCNN, kwargs={"size": _size},
         input="mfcc-10", native_rate=16000, protocol="v2-12", can_change_rate=True, checkpoint=None, cost=conv_net_cost,
-        aliases=(f"ds-cnn-{_size}-he",), params=_cfg.params,
+        aliases=(f"ds-cnn-{_size}-he",), recipe="ds-cnn",
+        # Hello Edge prints memory, not parameters; the MLPerf-Tiny DS-CNN card states 23,756 for the S topology
+        published_params=23_756 if _size == "s" else None,
         description=f"Hello Edge DS-CNN-{_size.upper()} ({_cfg.channels} channels) on 10 MFCC x 49 frames; "
                     "no public weights",
         source="Zhang et al. 2017 (Hello Edge), arXiv 1711.07128; ARM ML-KWS-for-MCU train_commands.txt",

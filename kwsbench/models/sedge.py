@@ -738,7 +738,7 @@ for _size in CONFIGS:
         can_stream=True,
         cost=_cost,
         checkpoint=None,  # no public weights: train with `kwsbench train`
-        params=PUBLISHED_PARAMS[_size],
+        published_params=PUBLISHED_PARAMS[_size], recipe="s-edge",
         description=f"S-Edge {_size}: complex diagonal ZOH SSM on raw audio (repository-formula params)",
         source="Bittner et al., Machine Learning 114(8):175 (2025); S-Edge repository commit 94f2453",
     ))

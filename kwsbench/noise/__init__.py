@@ -1,13 +1,32 @@
-"""Noise sources, the deterministic per-utterance noise bank, and declared-SNR mixing."""
+"""Noise sources, the deterministic per-utterance noise bank, and declared-SNR mixing.
 
-from kwsbench.noise.bank import NoiseBank
-from kwsbench.noise.definitions import NoiseSource, definitions_dir, load_definition
-from kwsbench.noise.generators import stable_hash, utterance_rng
-from kwsbench.noise.mixing import SNR_DEFINITIONS, achieved_snr, mix, noise_gain, speech_level
-from kwsbench.noise.sources import get_source, list_sources, render, resolve_recordings
+The names below are imported on first use (module `__getattr__`), so reading the definitions
+(`kwsbench noise list`) does not import the bank's torch and multiprocessing machinery.
+"""
 
-__all__ = [
-    "SNR_DEFINITIONS", "NoiseBank", "NoiseSource", "achieved_snr", "definitions_dir", "get_source",
-    "list_sources", "load_definition", "mix", "noise_gain", "render", "resolve_recordings", "speech_level",
-    "stable_hash", "utterance_rng",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "NoiseBank": "bank",
+    "NoiseSource": "definitions", "definitions_dir": "definitions", "load_definition": "definitions",
+    "stable_hash": "generators", "utterance_rng": "generators",
+    "SNR_DEFINITIONS": "definitions", "achieved_snr": "mixing", "mix": "mixing", "noise_gain": "mixing",
+    "speech_level": "mixing",
+    "get_source": "sources", "list_sources": "sources", "render": "sources", "resolve_recordings": "sources",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'kwsbench.noise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"kwsbench.noise.{_WHERE[name]}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

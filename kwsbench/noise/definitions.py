@@ -1,4 +1,5 @@
-"""Noise-source definitions: one YAML file per source in the top-level `noise/` folder.
+"""Noise-source definitions: one YAML file per source in the top-level `noise/` folder (shipped in the wheel),
+plus the user's own beside them in the noise folder (`--noise-dir` / `KWSBENCH_NOISE_DIR`).
 
 A definition names a generator `kind` and its parameters. The loader checks every field and
 reports the file and the field of any mistake, so a typo never silently becomes a default.
@@ -13,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kwsbench.errors import BadInputError
-from kwsbench.paths import PROJECT_ROOT
+from kwsbench.paths import NOISE_DIR_ENV, packaged, user_noise_dir
+from kwsbench.records import build, check, limits, read_yaml
+
+# How a mixture's SNR is measured (kwsbench.noise.mixing). Kept here, free of torch, so a plan can check its
+# snr_def without importing the mixing code.
+SNR_DEFINITIONS = ("rms", "active")
 
 # Parameter types: "float", "int", "bool", "str", "range" (two numbers lo <= hi),
 # "irange" (two integers lo <= hi, inclusive), "pair" (two numbers, any order), "files" (non-empty list of file names),
@@ -86,9 +90,19 @@ KIND_PARAMS: dict[str, ParamSpec] = {
     },
 }
 
-# Fields every definition must carry, with their types.
-REQUIRED_FIELDS: dict[str, type] = {"name": str, "version": int, "kind": str, "description": str}
-OPTIONAL_FIELDS: dict[str, type] = {"provenance": str, "licence": str, "params": dict, "comparable_to": str}
+@dataclass(frozen=True)
+class DefinitionFile:
+    """The fields of a definition file as written (kwsbench.records checks them); `params` are checked against
+    the kind's parameter specs."""
+
+    name: str
+    version: int = field(metadata=limits(lo=1, help="give a version >= 1 (bump it when the sound changes)"))
+    kind: str = field(metadata=limits(choices=tuple(KIND_PARAMS), help="pick one of the kinds"))
+    description: str
+    provenance: str = ""
+    licence: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    comparable_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,114 +142,89 @@ class NoiseSource:
 
 
 def definitions_dir() -> Path:
-    """The folder of noise YAML files: `KWSBENCH_NOISE_DEFS` or the project's `noise/` folder."""
+    """The packaged noise YAML files: `KWSBENCH_NOISE_DEFS` (a replacement folder), else kwsbench's `noise/`."""
     env = os.environ.get("KWSBENCH_NOISE_DEFS")
-    return Path(env).expanduser() if env else PROJECT_ROOT / "noise"
+    return Path(env).expanduser() if env else packaged("noise")
+
+
+def definition_dirs(noise_dir: Path | str | None = None) -> list[Path]:
+    """Where definitions are read, later ones replacing earlier ones of the same name: the packaged folder, then
+    the user's noise folder (`noise_dir`, else `KWSBENCH_NOISE_DIR`), whose *.yaml files add sources."""
+    user = user_noise_dir(noise_dir)
+    if user is None or user.resolve() == definitions_dir().resolve():
+        return [definitions_dir()]
+    if not user.is_dir():
+        origin = "--noise-dir" if noise_dir is not None else NOISE_DIR_ENV
+        raise BadInputError(f"noise folder {user} ({origin}) does not exist; pass an existing folder of noise "
+                            "recordings and definitions")
+    return [definitions_dir(), user]
 
 
 def _fail(path: Path, field_name: str, problem: str) -> BadInputError:
     return BadInputError(f"noise definition {path}: field '{field_name}' {problem}")
 
 
+def _field(name: str) -> str:
+    return f"field '{name}'"
+
+
+def _ordered(value: list) -> str:
+    return "" if value[0] <= value[1] else "must have low <= high"
+
+
+# A parameter spec as a type hint and limits for kwsbench.records
+_SPEC_TYPES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "float": (float, {}), "int": (int, {}), "bool": (bool, {}), "str": (str, {}),
+    "range": (tuple[float, float], limits(check=_ordered)), "irange": (tuple[int, int], limits(check=_ordered)),
+    "pair": (tuple[float, float], {}), "files": (list[str], limits(nonempty=True)),
+}
+
+
 def _check_param(path: Path, name: str, spec: str, value: Any) -> Any:
-    where = f"params.{name}"
-    if spec == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail(path, where, f"must be a number, got {value!r}")
-        return float(value)
-    if spec == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(path, where, f"must be an integer, got {value!r}")
-        return int(value)
-    if spec == "bool":
-        if not isinstance(value, bool):
-            raise _fail(path, where, f"must be true or false, got {value!r}")
-        return value
-    if spec == "str":
-        if not isinstance(value, str):
-            raise _fail(path, where, f"must be a string, got {value!r}")
-        return value
-    if spec in ("range", "irange", "pair"):
-        kinds = (int,) if spec == "irange" else (int, float)
-        ok = isinstance(value, list) and len(value) == 2
-        ok = ok and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
-        if not ok:
-            what = "integers" if spec == "irange" else "numbers"
-            raise _fail(path, where, f"must be a list of two {what} [low, high], got {value!r}")
-        return [int(v) for v in value] if spec == "irange" else [float(v) for v in value]
-    if spec == "files":
-        if not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
-            raise _fail(path, where, f"must be a non-empty list of file names, got {value!r}")
-        return list(value)
     if spec.startswith("choice:"):
-        choices = spec.split(":", 1)[1].split("|")
-        if value not in choices:
-            raise _fail(path, where, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-    raise AssertionError(f"unknown parameter spec {spec}")
+        hint, meta = str, limits(choices=tuple(spec.split(":", 1)[1].split("|")))
+    else:
+        hint, meta = _SPEC_TYPES[spec]
+    checked = check(value, hint, f"noise definition {path}", _field(f"params.{name}"), meta=meta)
+    return list(checked) if isinstance(checked, tuple) else checked  # lists, as the definition key was made of
 
 
 def parse_definition(raw: Any, path: Path) -> NoiseSource:
     """Validate one parsed YAML document; BadInputError names the file and the field."""
-    if not isinstance(raw, dict):
-        raise BadInputError(f"noise definition {path}: expected a mapping of fields, got {type(raw).__name__}")
-    for name, typ in REQUIRED_FIELDS.items():
-        if name not in raw:
-            raise _fail(path, name, "is missing")
-        if not isinstance(raw[name], typ) or isinstance(raw[name], bool):
-            raise _fail(path, name, f"must be of type {typ.__name__}, got {raw[name]!r}")
-    for name, typ in OPTIONAL_FIELDS.items():
-        if name in raw and not isinstance(raw[name], typ):
-            raise _fail(path, name, f"must be of type {typ.__name__}, got {raw[name]!r}")
-    unknown = sorted(set(raw) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
-    if unknown:
-        raise _fail(path, unknown[0], "is not a known field (known: "
-                    f"{', '.join([*REQUIRED_FIELDS, *OPTIONAL_FIELDS])})")
-    if raw["version"] < 1:
-        raise _fail(path, "version", f"must be >= 1, got {raw['version']}")
-    kind = raw["kind"]
-    if kind not in KIND_PARAMS:
-        raise _fail(path, "kind", f"must be one of {', '.join(KIND_PARAMS)}, got {kind!r}")
-    specs = KIND_PARAMS[kind]
-    given = raw.get("params") or {}
+    d = build(DefinitionFile, raw, f"noise definition {path}", label=_field)
+    specs = KIND_PARAMS[d.kind]
+    given = d.params or {}
     extra = sorted(set(given) - set(specs))
     if extra:
-        raise _fail(path, f"params.{extra[0]}", f"is not a parameter of kind '{kind}' (known: {', '.join(specs)})")
+        raise _fail(path, f"params.{extra[0]}", f"is not a parameter of kind '{d.kind}' (known: {', '.join(specs)})")
     params: dict[str, Any] = {}
     for pname, (spec, default) in specs.items():
         if pname in given:
             params[pname] = _check_param(path, pname, spec, given[pname])
         elif default is None:
-            raise _fail(path, f"params.{pname}", f"is missing (required for kind '{kind}')")
+            raise _fail(path, f"params.{pname}", f"is missing (required for kind '{d.kind}')")
         else:
             params[pname] = default
-    for pname, spec in ((p, s) for p, (s, _) in specs.items()):
-        if spec in ("range", "irange") and params[pname][0] > params[pname][1]:
-            raise _fail(path, f"params.{pname}", f"must have low <= high, got {params[pname]}")
     return NoiseSource(
-        name=raw["name"], version=raw["version"], kind=kind, description=raw["description"].strip(),
-        params=params, path=path, provenance=str(raw.get("provenance", "")).strip(),
-        licence=str(raw.get("licence", "")).strip(), comparable_to=str(raw.get("comparable_to", "")).strip(),
+        name=d.name, version=d.version, kind=d.kind, description=d.description.strip(), params=params, path=path,
+        provenance=d.provenance.strip(), licence=d.licence.strip(), comparable_to=d.comparable_to.strip(),
     )
 
 
 def load_definition(path: Path) -> NoiseSource:
     """Read and validate one YAML file; its `name` must equal the file's stem."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise BadInputError(f"noise definition {path}: cannot be read ({err})") from err
-    except yaml.YAMLError as err:
-        raise BadInputError(f"noise definition {path}: not valid YAML ({err})") from err
-    source = parse_definition(raw, path)
+    source = parse_definition(read_yaml(path, "noise definition"), path)
     if source.name != path.stem:
         raise _fail(path, "name", f"must equal the file name '{path.stem}', got {source.name!r}")
     return source
 
 
-def load_all(directory: Path | None = None) -> dict[str, NoiseSource]:
-    """Every `*.yaml` definition in the folder, by name."""
-    folder = directory or definitions_dir()
-    if not folder.is_dir():
-        raise BadInputError(f"noise definitions folder {folder} does not exist; set KWSBENCH_NOISE_DEFS")
-    return {s.name: s for s in (load_definition(p) for p in sorted(folder.glob("*.yaml")))}
+def load_all(directory: Path | None = None, noise_dir: Path | str | None = None) -> dict[str, NoiseSource]:
+    """Every `*.yaml` definition by name: of `directory` alone when given, else of `definition_dirs(noise_dir)`."""
+    folders = [directory] if directory is not None else definition_dirs(noise_dir)
+    found: dict[str, NoiseSource] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise BadInputError(f"noise definitions folder {folder} does not exist; set KWSBENCH_NOISE_DEFS")
+        found.update((s.name, s) for s in (load_definition(p) for p in sorted(folder.glob("*.yaml"))))
+    return found

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SNR_DEFINITIONS = ("rms", "active")
+from kwsbench.noise.definitions import SNR_DEFINITIONS
+
 LEVEL_FLOOR = 1e-5  # RMS, i.e. -100 dBFS
 ACTIVE_FRAME_S = 0.02
 ACTIVE_THRESHOLD_DB = 30.0

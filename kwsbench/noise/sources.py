@@ -11,16 +11,17 @@ import numpy as np
 import soundfile as sf
 
 from kwsbench.errors import BadInputError
-from kwsbench.noise.definitions import NoiseSource, definitions_dir, load_all, load_definition
+from kwsbench.noise.definitions import NoiseSource, definition_dirs, load_all, load_definition
 from kwsbench.noise.generators import RenderContext, RenderInfo, render_one, utterance_rng
-from kwsbench.paths import PROJECT_ROOT, shared_dir
+from kwsbench.paths import packaged, shared_dir
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
 def list_sources(noise_dir: Path | str | None = None) -> list[str]:
-    """Names of every defined noise source (recordings included, whether or not their files exist)."""
-    return sorted(load_all())
+    """Names of every defined noise source, the packaged ones and those in the user's noise folder (`noise_dir`,
+    else `KWSBENCH_NOISE_DIR`); recordings included, whether or not their files exist."""
+    return sorted(load_all(noise_dir=noise_dir))
 
 
 def get_source(name: str, noise_dir: Path | str | None = None) -> NoiseSource:
@@ -28,11 +29,11 @@ def get_source(name: str, noise_dir: Path | str | None = None) -> NoiseSource:
     as_path = Path(name)
     if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
         return load_definition(as_path)
-    sources = load_all()
+    sources = load_all(noise_dir=noise_dir)
     if name not in sources:
         raise BadInputError(
             f"unknown noise source {name!r}; known: {', '.join(sorted(sources))} "
-            f"(definitions in {definitions_dir()})"
+            f"(definitions in {', '.join(str(d) for d in definition_dirs(noise_dir))})"
         )
     return sources[name]
 
@@ -44,7 +45,7 @@ def noise_dir_candidates(noise_dir: Path | str | None) -> list[Path]:
         return [Path(noise_dir).expanduser()]
     env = os.environ.get("KWSBENCH_NOISE_DIR")
     found = [Path(env).expanduser()] if env else []
-    return [*found, PROJECT_ROOT / "noise" / "recordings", shared_dir() / "data" / "gsc_background_noise"]
+    return [*found, packaged("noise") / "recordings", shared_dir() / "data" / "gsc_background_noise"]
 
 
 def _find_file(folder: Path, name: str) -> Path | None:

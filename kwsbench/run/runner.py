@@ -14,10 +14,7 @@ Decimation is `sinc` (torchaudio's anti-aliased resampler) or `drop` (every k-th
 
 from __future__ import annotations
 
-import importlib.metadata as _md
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,23 +25,26 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from kwsbench import distributed as dist_
-from kwsbench import stats
-from kwsbench.checkpoints import trained_on_this_set
+from kwsbench.audio import decimate, upsample
+from kwsbench.checkpoints import LoadedModel, load_model, trained_on_this_set
 from kwsbench.data.clipset import ClipSet
-from kwsbench.distributed import Shard
+from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.graphs import GraphedForward
 from kwsbench.models.registry import ModelCard, all_cards, resolve
-from kwsbench.paths import PROJECT_ROOT
-from kwsbench.plan import Plan
-from kwsbench.store import CellKey, CellResult, Store
+from kwsbench.progress import Progress
+from kwsbench.provenance import environment
+from kwsbench.results import stats
+from kwsbench.results.store import CellKey, CellResult, Store, condition_label
+from kwsbench.run import distributed as dist_
+from kwsbench.run.distributed import Shard
+from kwsbench.run.graphs import GraphedForward
+from kwsbench.run.plan import Plan
 
 CLEAN = "clean"
 N_BOOT = 1000
 
-# (card, checkpoint or None, device) -> (model in eval mode, sha256 of the weights)
-ModelLoader = Callable[[ModelCard, str | None, str], tuple[torch.nn.Module, str]]
+# (card, checkpoint or None, device) -> the model in eval mode, the sha256 of its weights, its classes
+ModelLoader = Callable[[ModelCard, str | None, str], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ class Condition:
     rate_hz: int
 
     def label(self) -> str:
-        cond = CLEAN if self.noise == CLEAN else f"{self.noise} {self.snr_db:+g} dB"
-        return f"{cond} @ {self.rate_hz} Hz"
+        return f"{condition_label(self.noise, self.snr_db)} @ {self.rate_hz} Hz"
 
 
 class NoiseProvider:
@@ -74,7 +73,8 @@ class NoiseProvider:
         hits = [s for s in known if s.endswith(name) or s.endswith(f"-{name}")]
         if len(hits) == 1:
             return hits[0]
-        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}")
+        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}; pass one of them to "
+                            "--noise (see `kwsbench noise list`)")
 
     def prepare(self, clipset: ClipSet, names: list[str], seed: int,
                 on_render: Callable[[list[str]], None] | None = None) -> None:
@@ -103,12 +103,8 @@ class NoiseProvider:
         return mix(clean, noise, snr_db, definition=definition)
 
 
-def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> tuple[torch.nn.Module, str]:
-    from kwsbench import checkpoints as ck
-
-    model = ck.load_model(card, checkpoint=checkpoint, device=device)
-    sha = getattr(model, "checkpoint_sha256", None) or ck.checkpoint_sha256(card, checkpoint)
-    return model, str(sha)
+def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> LoadedModel:
+    return load_model(card, checkpoint=checkpoint, device=device)
 
 
 @dataclass
@@ -133,18 +129,6 @@ class RunSummary:
 
 # -- data --------------------------------------------------------------------------------------
 
-def stratified_subset(clipset: ClipSet, per_class: int, seed: int) -> ClipSet:
-    """Up to `per_class` clips of every class, drawn with a seeded generator (not the first N files)."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for k in range(len(clipset.label_names)):
-        idx = np.flatnonzero(clipset.labels == k)
-        if len(idx):
-            picks.append(np.sort(rng.permutation(idx)[:per_class]))
-    chosen = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
-    return clipset.subset(chosen, protocol=f"{clipset.protocol}")
-
-
 SYNTHETIC_PROTOCOL = "synthetic-12"
 
 
@@ -157,7 +141,7 @@ def load_clips(plan: Plan) -> ClipSet:
         data_dir = ensure_default_dataset(seed=0)
     else:
         data_dir = Path(plan.data_dir)
-    clipset = load_clipset(data_dir, protocol=plan.protocol)
+    clipset = load_clipset(data_dir, protocol=plan.protocol, on_bad_file=plan.on_bad_file)
     if plan.data_dir is None:
         # same 12-folder layout as the canonical test set, but synthetic speech: never comparable with a
         # published number on real Speech Commands, so it gets a protocol name of its own
@@ -178,26 +162,6 @@ def conditions(plan: Plan, noise_names: list[str]) -> list[Condition]:
 
 # -- rates -------------------------------------------------------------------------------------
 
-def decimate(x: torch.Tensor, from_rate: int, to_rate: int, method: str) -> torch.Tensor:
-    if to_rate == from_rate:
-        return x
-    if method == "drop":
-        if from_rate % to_rate:
-            raise BadInputError(f"'drop' decimation needs an integer factor, got {from_rate} -> {to_rate}")
-        return x[:, :: from_rate // to_rate].contiguous()
-    import torchaudio.functional as taf
-
-    return taf.resample(x, from_rate, to_rate)
-
-
-def upsample(x: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    if to_rate == from_rate:
-        return x
-    import torchaudio.functional as taf
-
-    return taf.resample(x, from_rate, to_rate)
-
-
 def model_input(x16: torch.Tensor, card: ModelCard, rate: int, plan: Plan) -> torch.Tensor:
     """The 16 kHz (noisy) batch as the model must see it for this rate and rate mode."""
     if plan.rate_mode == "bandlimit" or rate == card.native_rate:
@@ -206,66 +170,9 @@ def model_input(x16: torch.Tensor, card: ModelCard, rate: int, plan: Plan) -> to
     return decimate(x16, 16000, rate, plan.decimation)
 
 
-# -- provenance --------------------------------------------------------------------------------
-
 def provenance(plan: Plan, clipset: ClipSet, device: str) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    versions = {"python": sys.version.split()[0]}
-    for pkg in ("kwsbench", "torch", "torchaudio", "numpy", "scipy", "soundfile"):
-        try:
-            versions[pkg] = _md.version(pkg)
-        except _md.PackageNotFoundError:
-            versions[pkg] = ""
-    dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
-    return {
-        "git_commit": commit, "versions": versions, "torch": torch.__version__, "cuda": torch.version.cuda or "",
-        "device": f"{device} ({dev_name})", "plan": plan.to_dict(), "seed": plan.seed,
-        "fingerprint": clipset.fingerprint, "protocol": clipset.protocol,
-    }
-
-
-# -- progress ----------------------------------------------------------------------------------
-
-class Progress:
-    """A rich progress bar on a terminal (not under CI), plain lines otherwise."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total = total
-        self.done = 0
-        self.enabled = enabled
-        self._rich = None
-        if enabled and sys.stderr.isatty() and not os.environ.get("CI"):
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichProgress
-
-            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), transient=False)
-            self._task = self._rich.add_task("cells", total=total, speed="")
-            self._rich.start()
-
-    def cell(self, model: str, cond: Condition, status: str, clips_per_s: float | None) -> None:
-        self.done += 1
-        speed = f"{clips_per_s:,.0f} clips/s" if clips_per_s else ""
-        if self._rich is not None:
-            self._rich.update(self._task, advance=1, description=f"{model} | {cond.label()}", speed=speed)
-        elif self.enabled:
-            print(f"[{self.done}/{self.total}] {model} | {cond.label()} | {status} {speed}", file=sys.stderr,
-                  flush=True)
-
-    def note(self, text: str) -> None:
-        if self._rich is not None:
-            self._rich.console.print(text, highlight=False)
-        elif self.enabled:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
+    return {**environment(device), "plan": plan.to_dict(), "seed": plan.seed,
+            "fingerprint": clipset.fingerprint, "protocol": clipset.protocol}
 
 
 # -- the runner --------------------------------------------------------------------------------
@@ -304,15 +211,14 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor,
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def _set_rate(model: torch.nn.Module, card: ModelCard, rate: int, plan: Plan) -> bool:
+def _set_rate(state: ModelState, rate: int, plan: Plan) -> bool:
     """Put a rate-changing model at `rate` for a native-rate cell; True when the model changed. The model
     stays at that rate until a cell asks for another (conditions come grouped by rate)."""
-    if plan.rate_mode != "native" or not card.can_change_rate:
-        return False
-    if getattr(model, "kwsbench_rate", card.native_rate) == rate:
+    card, model = state.card, state.model
+    if plan.rate_mode != "native" or not card.can_change_rate or model is None or state.rate == rate:
         return False
     model.set_sample_rate(rate)
-    model.kwsbench_rate = rate
+    state.rate = rate
     # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
     # them, often on the CPU: bring the whole model back to the run's device
     model.to(plan.device)
@@ -323,10 +229,13 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
              clipset: ClipSet | None = None, show_progress: bool = True, shard: Shard | None = None) -> RunSummary:
     """Evaluate the plan into its store; see the module docstring. Returns what happened.
 
-    With a `shard` of world size > 1 (a torchrun job, see kwsbench.distributed) this rank computes only
+    With a `shard` of world size > 1 (a torchrun job, see kwsbench.run.distributed) this rank computes only
     its own cells into a shard store, and rank 0 merges the shards into the store; the returned summary
     on rank 0 covers every rank.
     """
+    from kwsbench.noise.bank import noise_workers
+
+    noise_workers()  # its environment variable is checked before anything is opened or decoded
     loader = loader or default_loader
     provider = noise or NoiseProvider(plan.noise_dir)
     shard = shard or Shard()
@@ -353,6 +262,9 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             run_id = store.begin_run(provenance(plan, clipset, device))
             store.save_clips(clipset.fingerprint, clipset.utterance_ids, clipset.speaker_ids, clipset.labels)
         summary = RunSummary(run_id=dist_.broadcast(shard, run_id), clips=len(clipset))
+        if clipset.skipped:
+            summary.warnings.append(f"{clipset.skipped} clips could not be read and were left out "
+                                    "(--on-bad-file skip); the accuracies are over the others")
         dist_.barrier(shard)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
@@ -360,8 +272,15 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         try:
             _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
                         progress, shard)
+        except BaseException as err:  # the run's status is final whatever stopped it
+            if shard.rank == 0:
+                _finish_quietly(store, summary.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
+                                else "failed")
+            raise
         finally:
             progress.close()
+            summary.warnings += [f"damaged cell recomputed: {d}" for d in store.damaged + (
+                out.damaged if out is not store else [])]
             if out is not store:
                 out.close()
         if shard.sharded:
@@ -372,9 +291,17 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
                 summary = _combine(parts)
         summary.seconds = time.perf_counter() - t0
         if shard.rank == 0:
-            store.finish_run(summary.run_id, "ok" if summary.ok else "failed")
+            store.finish_run(summary.run_id, "completed" if summary.ok else "failed")
         dist_.barrier(shard)
     return summary
+
+
+def _finish_quietly(store: Store, run_id: int, status: str) -> None:
+    """Record how the run ended; a store that cannot take it (full disk...) must not hide the original error."""
+    try:
+        store.finish_run(run_id, status)
+    except Exception:  # noqa: BLE001 - the error being raised is the one the user needs
+        pass
 
 
 class _Sink:
@@ -413,49 +340,94 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
     return total
 
 
-def _run_models(plan, cards, explicit, conds, clipset, loader, provider, store, summary, progress,
-                shard: Shard) -> None:
-    device = plan.device
-    clean = torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(device)
-    banks: dict[str, tuple[torch.Tensor, str]] = {}  # built once per run, when the first noisy cell needs them
+@dataclass
+class RunContext:
+    """What every cell of one process's share of a run reads or adds to: the plan, the clips (and their
+    audio on the run's device), noise banks, where cells go and what happened so far."""
+
+    plan: Plan
+    clipset: ClipSet
+    clean: torch.Tensor  # the clip set's audio, float32 on the run's device
+    provider: NoiseProvider
+    store: _Sink
+    summary: RunSummary
+    progress: Progress
+    noise_names: list[str]  # every noise source this process's cells use; their banks load together
+    banks: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)  # name -> (bank on device, version)
+
+
+@dataclass
+class ModelState:
+    """One model while its conditions are swept: the loaded weights (None when loading failed, with the
+    error every cell then carries) and the rate it runs at now, kept here rather than on the module."""
+
+    card: ModelCard
+    model: torch.nn.Module | None
+    forward: GraphedForward | None
+    sha: str
+    labels: tuple[str, ...]  # the classes the checkpoint says the model predicts; () when it does not say
+    load_error: str
+    rate: int
+
+
+def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
+                loader: ModelLoader, provider: NoiseProvider, store: _Sink, summary: RunSummary,
+                progress: Progress, shard: Shard) -> None:
     owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
-    noise_names = sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN})
+    ctx = RunContext(
+        plan=plan, clipset=clipset,
+        clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(plan.device),
+        provider=provider, store=store, summary=summary, progress=progress,
+        noise_names=sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
     for card, my_conds in zip(cards, owned, strict=True):
         if not my_conds:
             continue
-        t_load = time.perf_counter()
-        try:
-            model, sha = loader(card, plan.checkpoints.get(card.name), device)
-        except CheckpointError as err:
-            if not explicit:
-                summary.skipped_models.append((card.name, str(err)))
-                progress.done += len(my_conds)
-                continue
-            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
-        except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
-            model, sha, load_error = None, "unavailable", f"{type(err).__name__}: {err}"
-        else:
-            load_error = ""
-        finally:
-            summary.timings["load"] += time.perf_counter() - t_load
-        contaminated = trained_on_this_set(plan.checkpoints.get(card.name), clipset.protocol)
-        if contaminated:
-            summary.warnings.append(f"{card.name}: {contaminated}")
-            progress.note(f"WARNING {card.name}: {contaminated}")
-        forward = GraphedForward(model, enabled=plan.cuda_graphs) if model is not None else None
+        state = _load(ctx, card, loader, explicit)
+        if state is None:
+            progress.done += len(my_conds)
+            continue
         for cond in my_conds:
-            if cond.noise != CLEAN and cond.noise not in banks:
-                _load_banks(plan, clipset, provider, noise_names, banks, summary, progress)
-            _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store,
-                      summary, progress)
+            if cond.noise != CLEAN and cond.noise not in ctx.banks:
+                _load_banks(ctx)
+            _run_cell(ctx, state, cond)
             if stop_after is not None and summary.computed >= stop_after:
                 os._exit(17)  # test hook: a worker that dies without any clean-up
-        if forward is not None and forward.fallback_reason and plan.cuda_graphs and device.startswith("cuda"):
+        forward = state.forward
+        if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
             progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
-        del model, forward
-        if device.startswith("cuda"):
+        del state, forward
+        if plan.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool) -> ModelState | None:
+    """The model's weights on the run's device; None when a model nobody asked for has none (skipped)."""
+    plan, summary = ctx.plan, ctx.summary
+    t_load = time.perf_counter()
+    try:
+        loaded = loader(card, plan.checkpoints.get(card.name), plan.device)
+    except CheckpointError as err:
+        if not explicit:
+            summary.skipped_models.append((card.name, str(err)))
+            return None
+        loaded, load_error = None, f"{type(err).__name__}: {err}"
+    except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
+        loaded, load_error = None, f"{type(err).__name__}: {err}"
+    else:
+        load_error = ""
+    finally:
+        summary.timings["load"] += time.perf_counter() - t_load
+    contaminated = trained_on_this_set(plan.checkpoints.get(card.name), ctx.clipset.protocol)
+    if contaminated:
+        summary.warnings.append(f"{card.name}: {contaminated}")
+        ctx.progress.note(f"WARNING {card.name}: {contaminated}")
+    if loaded is None:
+        return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
+                          load_error=load_error, rate=card.native_rate)
+    forward = GraphedForward(loaded.module, enabled=plan.cuda_graphs)
+    return ModelState(card=card, model=loaded.module, forward=forward, sha=loaded.sha256, labels=tuple(loaded.labels),
+                      load_error="", rate=card.native_rate)
 
 
 def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Condition, noise_version: str) -> CellKey:
@@ -468,9 +440,9 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
     )
 
 
-def _check_labels(card: ModelCard, model: torch.nn.Module, clipset: ClipSet) -> None:
+def _check_labels(state: ModelState, clipset: ClipSet) -> None:
     """The model must predict the clip set's classes: by name and order where its checkpoint records them."""
-    labels = tuple(getattr(model, "label_names", ()) or ())
+    card, labels = state.card, state.labels
     if labels and labels != tuple(clipset.label_names):
         raise BadInputError(f"{card.name}: its checkpoint predicts {', '.join(labels)}; the clip set "
                             f"({clipset.protocol}) has {', '.join(clipset.label_names)}")
@@ -487,44 +459,45 @@ def _memory_hint(err: Exception, plan: Plan) -> str:
     return ""
 
 
-def _load_banks(plan, clipset, provider, names, banks, summary, progress) -> None:
+def _load_banks(ctx: RunContext) -> None:
     """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
+    plan, clipset = ctx.plan, ctx.clipset
     t_bank = time.perf_counter()
 
     def announce(rendering: list[str]) -> None:
-        progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
-                      "(cached for later runs)")
+        ctx.progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
+                          "(cached for later runs)")
 
-    provider.prepare(clipset, names, plan.seed, on_render=announce)
-    for name in names:
-        arr, ver = provider.bank(clipset, name, plan.seed)
-        banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
-    summary.timings["noise_banks"] += time.perf_counter() - t_bank
+    ctx.provider.prepare(clipset, ctx.noise_names, plan.seed, on_render=announce)
+    for name in ctx.noise_names:
+        arr, ver = ctx.provider.bank(clipset, name, plan.seed)
+        ctx.banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
+    ctx.summary.timings["noise_banks"] += time.perf_counter() - t_bank
 
 
-def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean, banks, provider, store, summary,
-              progress) -> None:
+def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
+    plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
     if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
-        progress.cell(card.name, cond, "skipped (cannot change rate; try --rate-mode bandlimit)", None)
+        progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
-    noise_t, version = banks[cond.noise] if cond.noise != CLEAN else (None, "")
-    key = _cell_key(plan, card, sha, clipset, cond, version)
+    noise_t, version = ctx.banks[cond.noise] if cond.noise != CLEAN else (None, "")
+    key = _cell_key(plan, card, state.sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
-    if model is not None and not plan.force and store.has_ok(key):
+    if state.model is not None and not plan.force and ctx.store.has_ok(key):
         summary.reused += 1
-        progress.cell(card.name, cond, "stored", None)
+        progress.cell(card.name, cond.label(), "stored", None)
         return
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
-                        error=load_error)
+                        error=state.load_error)
     t0 = time.perf_counter()
-    if model is not None:
+    if state.model is not None:
         try:
-            _check_labels(card, model, clipset)
-            if _set_rate(model, card, cond.rate_hz, plan):
-                forward.reset()  # the graphs read the tensors the rate change replaced
+            _check_labels(state, clipset)
+            if _set_rate(state, cond.rate_hz, plan):
+                state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
-                preds = _predict(forward, clean, noise_t, cond, card, plan, provider)
+                preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
@@ -533,8 +506,8 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
             result.error = f"{type(err).__name__}: {err}{_memory_hint(err, plan)}"
     result.seconds = time.perf_counter() - t0
     t_store = time.perf_counter()
-    with record_function("kwsbench.store"):
-        store.put_cell(summary.run_id, result)
+    with record_function("kwsbench.results.store"):
+        ctx.store.put_cell(summary.run_id, result)
     summary.timings["store"] += time.perf_counter() - t_store
     if result.status == "ok":
         summary.computed += 1
@@ -542,4 +515,4 @@ def _run_cell(plan, card, model, forward, sha, load_error, cond, clipset, clean,
     else:
         summary.failed.append((card.name, cond.label(), result.error))
     speed = result.n / result.seconds if result.status == "ok" and result.seconds > 0 else None
-    progress.cell(card.name, cond, result.status if result.status == "ok" else "FAILED", speed)
+    progress.cell(card.name, cond.label(), result.status if result.status == "ok" else "FAILED", speed)

@@ -13,12 +13,16 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
+
+if TYPE_CHECKING:
+    from kwsbench.results.store import StoredCell
 
 Colour = tuple[float, float, float, float]
 DPI = 110
@@ -54,25 +58,25 @@ def _pct(values: Sequence[float | None]) -> np.ndarray:
 
 # -- accuracy vs SNR ---------------------------------------------------------------------------
 
-def accuracy_vs_snr(cells: list[dict], colors: dict[str, Colour], path: Path) -> Path | None:
+def accuracy_vs_snr(cells: list[StoredCell], colors: dict[str, Colour], path: Path) -> Path | None:
     """One panel per noise source, one line per model with its Wilson 95 % band; clean as a dotted line."""
-    noises = sorted({c["noise"] for c in cells if c["noise"] != "clean" and c["snr_db"] is not None})
+    noises = sorted({c.noise for c in cells if c.noise != "clean" and c.snr_db is not None})
     if not noises:
         return None
     cols = min(3, len(noises))
     rows = math.ceil(len(noises) / cols)
     fig = _new_figure(4.6 * cols, 3.6 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
-    clean = {c["model"]: c["accuracy"] for c in cells if c["noise"] == "clean"}
+    clean = {c.model: c.accuracy for c in cells if c.noise == "clean"}
     for ax, noise in zip(axes, noises, strict=False):
-        mine = [c for c in cells if c["noise"] == noise]
-        for model in sorted({c["model"] for c in mine}):
-            pts = sorted((c for c in mine if c["model"] == model), key=lambda c: c["snr_db"])
-            x = np.array([c["snr_db"] for c in pts], dtype=np.float64)
+        mine = [c for c in cells if c.noise == noise]
+        for model in sorted({c.model for c in mine}):
+            pts = sorted((c for c in mine if c.model == model), key=lambda c: c.snr_db)
+            x = np.array([c.snr_db for c in pts], dtype=np.float64)
             colour = _colour(colors, model)
-            ax.fill_between(x, _pct([c["ci_low"] for c in pts]), _pct([c["ci_high"] for c in pts]),
+            ax.fill_between(x, _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts]),
                             color=colour, alpha=0.18, linewidth=0)
-            ax.plot(x, _pct([c["accuracy"] for c in pts]), marker="o", ms=3.5, color=colour, label=model)
+            ax.plot(x, _pct([c.accuracy for c in pts]), marker="o", ms=3.5, color=colour, label=model)
             if model in clean:
                 ax.axhline(100.0 * clean[model], color=colour, ls=":", lw=1.0, alpha=0.8)
         ax.set_title(noise)
@@ -146,32 +150,32 @@ def accuracy_vs_macs(panels: list[tuple[str, list[CostPoint]]], colors: dict[str
 
 def accuracy_vs_rate(panels: list[tuple[str, list[dict]]], colors: dict[str, Colour], path: Path) -> Path | None:
     """Accuracy vs sample rate per model (solid: native rate change, dashed: band-limited input)."""
-    panels = [(t, cs) for t, cs in panels if len({c["rate_hz"] for c in cs}) >= 2]
+    panels = [(t, cs) for t, cs in panels if len({c.rate_hz for c in cs}) >= 2]
     if not panels:
         return None
     fig = _new_figure(5.0 * len(panels), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False, sharey=True)).ravel()
     for ax, (title, cs) in zip(axes, panels, strict=True):
-        for model in sorted({c["model"] for c in cs}):
-            mine = [c for c in cs if c["model"] == model]
-            top = max(c["rate_hz"] for c in mine)
+        for model in sorted({c.model for c in cs}):
+            mine = [c for c in cs if c.model == model]
+            top = max(c.rate_hz for c in mine)
             # the model at its own rate is one measurement shared by both series
-            anchor = [c for c in mine if c["rate_hz"] == top and c["rate_mode"] == "native"]
+            anchor = [c for c in mine if c.rate_hz == top and c.rate_mode == "native"]
             for mode, style in (("native", "-"), ("bandlimit", "--")):
-                own = [c for c in mine if c["rate_mode"] == mode and c not in anchor]
-                banded = any(c["rate_mode"] == "bandlimit" for c in mine)
+                own = [c for c in mine if c.rate_mode == mode and c not in anchor]
+                banded = any(c.rate_mode == "bandlimit" for c in mine)
                 # a series needs points of its own; the lone anchor is drawn only when no band-limited line is
                 if not own and (mode == "bandlimit" or banded):
                     continue
-                pts = sorted(own + anchor, key=lambda c: c["rate_hz"])
+                pts = sorted(own + anchor, key=lambda c: c.rate_hz)
                 if not pts:
                     continue
-                x = np.array([c["rate_hz"] / 1000.0 for c in pts])
-                acc = _pct([c["accuracy"] for c in pts])
-                err = np.vstack([acc - _pct([c["ci_low"] for c in pts]), _pct([c["ci_high"] for c in pts]) - acc])
+                x = np.array([c.rate_hz / 1000.0 for c in pts])
+                acc = _pct([c.accuracy for c in pts])
+                err = np.vstack([acc - _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts]) - acc])
                 ax.errorbar(x, acc, yerr=err, color=_colour(colors, model), ls=style, marker="o", ms=3.5,
                             capsize=2, label=model if mode == "native" else f"{model} (band-limited)")
-        rates = sorted({c["rate_hz"] / 1000.0 for c in cs})
+        rates = sorted({c.rate_hz / 1000.0 for c in cs})
         ax.set_xticks(rates, [f"{r:g}" for r in rates])
         ax.set_xlabel("sample rate (kHz)")
         ax.set_title(title)

@@ -1,4 +1,4 @@
-"""The training loop: a recipe (kwsbench.recipes) applied to a model card on a keyword data set.
+"""The training loop: a recipe (kwsbench.train.recipes) applied to a model card on a keyword data set.
 
 Determinism: every random draw comes from a generator seeded by (seed, epoch, step) through
 numpy's SeedSequence, so an interrupted run resumed from its last epoch continues exactly as if it
@@ -19,7 +19,6 @@ import math
 import os
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,10 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsbench import checkpoints as ck
 from kwsbench.data.clipset import ClipSet
+from kwsbench.data.subsets import cap_per_class, derive_seed, speaker_split
 from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.paths import PROJECT_ROOT
-from kwsbench.recipes import Recipe, SpecAugment
+from kwsbench.provenance import git_commit
+from kwsbench.run.distributed import Shard, init_from_env
+from kwsbench.train.recipes import Recipe, SpecAugment
 
 # Training noise comes from banks seeded at or above this base; evaluation seeds are small integers, so the
 # noise a model is trained with is never the noise it is tested with (same source or not).
@@ -88,11 +90,6 @@ class TrainResult:
 
 # -- seeding -----------------------------------------------------------------------------------
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integer parts, via SeedSequence (stable across platforms and versions)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
 def _generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
@@ -104,42 +101,6 @@ def _forked_rng(device: str):
 
 
 # -- data --------------------------------------------------------------------------------------
-
-def speaker_split(clipset: ClipSet, val_fraction: float, seed: int) -> tuple[ClipSet, ClipSet]:
-    """Speaker-disjoint train/validation split: whole speakers go to validation until the fraction is met.
-
-    Clips without a speaker (silence) are split one by one. The draw depends only on the seed and the ids.
-    """
-    rng = np.random.default_rng(derive_seed(seed, 0x5B11))
-    speakers = sorted({s for s in clipset.speaker_ids if s})
-    order = [speakers[i] for i in rng.permutation(len(speakers))]
-    counts = {s: 0 for s in speakers}
-    for s in clipset.speaker_ids:
-        if s:
-            counts[s] += 1
-    target, taken, val_speakers = val_fraction * sum(counts.values()), 0, set()
-    for s in order:
-        if taken >= target:
-            break
-        val_speakers.add(s)
-        taken += counts[s]
-    is_val = np.array([s in val_speakers for s in clipset.speaker_ids])
-    anonymous = np.flatnonzero([not s for s in clipset.speaker_ids])
-    picked = rng.permutation(anonymous)[: int(round(val_fraction * len(anonymous)))]
-    is_val[picked] = True
-    if is_val.all() or not is_val.any():
-        raise BadInputError(f"cannot split {len(clipset)} clips into train and validation (val_fraction "
-                            f"{val_fraction}, {len(speakers)} speakers); give more data")
-    train = clipset.subset(np.flatnonzero(~is_val), protocol=f"{clipset.protocol}:train-split")
-    val = clipset.subset(np.flatnonzero(is_val), protocol=f"{clipset.protocol}:val-split")
-    return train, val
-
-
-def cap_per_class(clipset: ClipSet, per_class: int, seed: int) -> ClipSet:
-    rng = np.random.default_rng(derive_seed(seed, 0xCA9))
-    keep = [rng.permutation(np.flatnonzero(clipset.labels == k))[:per_class] for k in range(len(clipset.label_names))]
-    return clipset.subset(np.sort(np.concatenate(keep)), protocol=clipset.protocol)
-
 
 def load_training_data(cfg: TrainConfig) -> tuple[ClipSet, ClipSet, str]:
     """(train, validation, protocol name). A full Speech Commands folder gives the protocol's own splits;
@@ -363,19 +324,6 @@ def _build_overrides(card: Any, recipe: Recipe) -> dict[str, Any]:
 
 # -- checkpoints -------------------------------------------------------------------------------
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             timeout=10)
-        # outside a git checkout `git rev-parse HEAD` prints "HEAD" to stdout and fails: then the commit the
-        # copy was made from, where whoever copied it says (KWSBENCH_GIT_COMMIT), else nothing
-        if out.returncode == 0:
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return os.environ.get("KWSBENCH_GIT_COMMIT", "")
-
-
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any],
                     optimizer: dict[str, Any] | None = None) -> None:
     """Tensors + JSON-able metadata only, written to a temporary name and renamed (never half a file)."""
@@ -393,11 +341,9 @@ def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The saved payload (model_state_dict, metadata[, optimizer_state_dict]), loaded with weights_only=True."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(err).splitlines()[0]}") from err
+    """The saved payload (model_state_dict, metadata[, optimizer_state_dict]), read by the checkpoint reader
+    (weights_only=True)."""
+    obj = ck.read_payload(path)
     if not isinstance(obj, dict) or "model_state_dict" not in obj or "metadata" not in obj:
         raise CheckpointError(f"{path} is not a kwsbench training checkpoint (no model_state_dict / metadata)")
     return obj
@@ -409,28 +355,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # -- the loop ----------------------------------------------------------------------------------
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device: str) -> _Dist:
-    """torchrun sets WORLD_SIZE / RANK: join the group (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return _Dist(rank=dist.get_rank(), world=dist.get_world_size())
-
 
 def _batches(n: int, batch: int, epoch: int, seed: int, world: int) -> list[torch.Tensor]:
     """Global batches of a seeded permutation; a last batch too small to give every rank a clip is dropped."""
@@ -461,7 +385,7 @@ def _to_rate(audio: np.ndarray, rate: int, device: str) -> torch.Tensor:
 
 
 def _metadata(cfg: TrainConfig, card: Any, recipe: Recipe, train: ClipSet, val: ClipSet, protocol: str,
-              dist: _Dist) -> dict[str, Any]:
+              dist: Shard) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT, "model": card.name, "recipe": recipe.to_dict(), "protocol": protocol,
         "train_fingerprint": train.fingerprint, "val_fingerprint": val.fingerprint,
@@ -504,10 +428,7 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
     card = card or get_card(cfg.model)
     recipe = cfg.recipe
     epochs = cfg.epochs or recipe.epochs
-    dist = _init_distributed(cfg.device)
-    if dist.world > 1 and cfg.device == "cuda":
-        cfg.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per torchrun process
-        torch.cuda.set_device(cfg.device)
+    dist, cfg.device = init_from_env(cfg.device)  # under torchrun: one GPU per process
     say = _printer(dist, cfg.show_progress)
     train_set, val_set, protocol = load_training_data(cfg)
     num_classes = len(train_set.label_names)
@@ -571,7 +492,7 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
     return TrainResult(best_path, last_path, hist_path, best[0], best[1], history, final_meta)
 
 
-def _wrap(model: nn.Module, cfg: TrainConfig, dist: _Dist) -> nn.Module:
+def _wrap(model: nn.Module, cfg: TrainConfig, dist: Shard) -> nn.Module:
     net = model
     if cfg.compile and cfg.device.startswith("cuda"):
         net = torch.compile(net)
@@ -624,7 +545,7 @@ def _train_epoch(net, model, opt, recipe, augment, x, y, epoch, steps, total, wa
     return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), lr
 
 
-def _printer(dist: _Dist, enabled: bool) -> Callable[[str], None]:
+def _printer(dist: Shard, enabled: bool) -> Callable[[str], None]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -636,7 +557,7 @@ def _printer(dist: _Dist, enabled: bool) -> Callable[[str], None]:
     return say
 
 
-def _progress(dist: _Dist, enabled: bool, total: int, label: str) -> Callable:
+def _progress(dist: Shard, enabled: bool, total: int, label: str) -> Callable:
     """A rich progress bar over the steps of one epoch (rank 0 only); call with None to close it."""
     if not (enabled and dist.main):
         return lambda *a: None
@@ -683,8 +604,6 @@ def reproducible_command(command: str) -> str:
 def publish(result: TrainResult, manifest: str, file_id: str | None = None, final: bool = False) -> Any:
     """Copy best.pt (or, `final`, the last epoch's weights) to checkpoints/<manifest>/<file_id> and record it
     (sha256, how it was made) in the manifest."""
-    from kwsbench import checkpoints as ck
-
     meta = result.metadata
     file_id = file_id or f"{meta['model']}.pt"
     dst = ck.manifest_dir() / manifest / file_id

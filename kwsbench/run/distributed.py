@@ -34,6 +34,10 @@ class Shard:
     def sharded(self) -> bool:
         return self.world > 1
 
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
     def owns(self, index: int) -> bool:
         """Round-robin over the sorted plan: stable, needs no model loaded, balances conditions per model."""
         return index % self.world == self.rank

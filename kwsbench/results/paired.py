@@ -1,0 +1,51 @@
+"""Paired model comparison: exact McNemar per condition both models were measured under (same clips),
+Benjamini-Hochberg over the grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kwsbench.errors import BadInputError
+from kwsbench.results import stats
+
+_PAIR_COLS = ("fingerprint", "noise", "noise_version", "snr_db", "snr_def", "rate_hz", "rate_mode", "decimation",
+              "seed")
+
+
+@dataclass
+class PairedTest:
+    condition: dict[str, Any]
+    acc_a: float
+    acc_b: float
+    n: int
+    only_a: int
+    only_b: int
+    p_value: float
+    q_value: float = 1.0
+    significant: bool = False
+
+
+def paired_tests(store, model_a: str, model_b: str, alpha: float = 0.05) -> list[PairedTest]:
+    """Exact McNemar per condition both models were measured under (same clips), BH over all of them."""
+    cells_a = {tuple(getattr(c, k) for k in _PAIR_COLS): c for c in store.cells(model=model_a)}
+    cells_b = {tuple(getattr(c, k) for k in _PAIR_COLS): c for c in store.cells(model=model_b)}
+    shared = sorted(set(cells_a) & set(cells_b), key=lambda k: (k[1], -1e9 if k[3] is None else k[3], k[5]))
+    if not shared:
+        raise BadInputError(f"no condition measured for both {model_a!r} and {model_b!r} on the same clips; "
+                            "run both with `kwsbench run` first")
+    tests = []
+    for key in shared:
+        a, b = cells_a[key], cells_b[key]
+        _, _, labels = store.clips(a.fingerprint)
+        ca = store.predictions(a.cell_key) == labels
+        cb = store.predictions(b.cell_key) == labels
+        res = stats.mcnemar_exact(ca, cb)
+        tests.append(PairedTest(dict(zip(_PAIR_COLS, key, strict=True)), float(ca.mean()), float(cb.mean()),
+                                len(labels), res.only_a, res.only_b, res.p_value))
+    q, reject = stats.benjamini_hochberg(np.array([t.p_value for t in tests]), alpha)
+    for t, qv, rj in zip(tests, q, reject, strict=True):
+        t.q_value, t.significant = float(qv), bool(rj)
+    return tests

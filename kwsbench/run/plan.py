@@ -1,0 +1,156 @@
+"""The evaluation plan: what to run. A plan YAML can hold every field; command-line flags override it;
+the resolved plan is saved with the run in the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kwsbench.noise.definitions import SNR_DEFINITIONS
+from kwsbench.paths import default_store
+from kwsbench.records import build, limits, read_mapping
+
+DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
+RATE_MODES = ("native", "bandlimit")
+# How a signal is brought down to a lower rate: "sinc" = torchaudio's band-limited resampler (anti-aliased),
+# "drop" = keep every k-th sample with no filter (what S-Edge's original test does).
+DECIMATIONS = ("sinc", "drop")
+
+
+SNR_RANGE_DB = (-60.0, 60.0)  # beyond this a mixture is all speech or all noise at float32 precision
+MIN_RATE_HZ = 1000  # below this a one-second clip is too short for any front end
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+ON_BAD_FILE = ("error", "skip")
+
+
+def _rates_problem(rates: list[int]) -> str:
+    bad = [r for r in rates if r < MIN_RATE_HZ or 16000 % r]
+    return f"holds {bad}: each rate must divide 16000 and be >= {MIN_RATE_HZ} Hz" if bad else ""
+
+
+def _device_problem(device: str) -> str:
+    return "" if _DEVICE.match(device) else "is not a device (cpu, cuda, cuda:N or mps)"
+
+
+@dataclass
+class Plan:
+    # None: every model whose weights are available; an empty list is refused (it would silently mean "all")
+    models: list[str] | None = field(default=None, metadata=limits(
+        nonempty=True, help="name at least one model (`kwsbench models list`), or leave it out for every model"))
+    noise: list[str] = field(default_factory=list)
+    snr: list[float] = field(default_factory=lambda: list(DEFAULT_SNRS), metadata=limits(
+        lo=SNR_RANGE_DB[0], hi=SNR_RANGE_DB[1], help="give SNRs in dB within -60..60, e.g. -5 0 5"))
+    snr_def: str = field(default="rms", metadata=limits(choices=SNR_DEFINITIONS, help="pick rms or active"))
+    rates: list[int] = field(default_factory=lambda: [16000], metadata=limits(
+        nonempty=True, check=_rates_problem, help="e.g. 16000,8000,4000"))
+    rate_mode: str = field(default="native", metadata=limits(choices=RATE_MODES, help="pick one of them"))
+    decimation: str = field(default="sinc", metadata=limits(choices=DECIMATIONS, help="pick one of them"))
+    data_dir: str | None = None
+    protocol: str | None = None
+    noise_dir: str | None = None
+    seed: int = field(default=0, metadata=limits(lo=0, help="give a seed >= 0"))
+    batch_size: int = field(default=256, metadata=limits(lo=1, help="give a batch size >= 1"))
+    device: str = field(default="cpu", metadata=limits(check=_device_problem, help="e.g. --device cpu"))
+    quick: bool = False
+    # clips per class of a class-stratified subset (None: all clips)
+    per_class: int | None = field(default=None, metadata=limits(lo=1, help="give a count >= 1"))
+    # $KWSBENCH_STORE, else runs/kwsbench.sqlite
+    store: str = field(default_factory=lambda: str(default_store()),
+                       metadata=limits(nonempty=True, help="give a file path"))
+    force: bool = False
+    checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
+    weights: str | None = None  # a project manifest (synth, gsc-mini): its checkpoint for every model it has
+    cuda_graphs: bool = True  # replay captured CUDA graphs of each model's forward (same logits, fewer launches)
+    # a clip that cannot be decoded or holds NaN / inf samples: stop with an error naming it, or leave it out
+    on_bad_file: str = field(default="error", metadata=limits(choices=ON_BAD_FILE, help="pick error or skip"))
+
+    def validate(self, where: str = "plan") -> Plan:
+        """Every field checked against its type and limits (kwsbench.records); raises BadInputError."""
+        checked = build(Plan, self.to_dict(), where)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(checked, f.name))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Plan)}
+
+
+def _split_list(value: Any) -> Any:
+    """Accept 'a,b' strings as lists (YAML and flags both allow them); a lone value becomes a list of one."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value if isinstance(value, list) else [value]
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def plan_from_dict(data: dict[str, Any], where: str = "plan", text: bool = False) -> Plan:
+    """A validated plan; `text`: values may be strings to parse (command-line flags, named as flags in errors)."""
+    data = dict(data)
+    for key in ("models", "noise", "snr", "rates"):
+        if key in data and data[key] is not None:
+            data[key] = _split_list(data[key])
+    return build(Plan, data, where, text=text, label=_flag if text else None)
+
+
+def load_plan(path: str | Path) -> Plan:
+    return plan_from_dict(read_mapping(path, "plan file"), where=f"plan file {path}")
+
+
+def resolve_plan(config: str | Path | None, overrides: dict[str, Any]) -> Plan:
+    """Plan YAML (if any, checked on its own so its mistakes name the file) with every override that is not
+    None applied on top (checked as command-line values)."""
+    base = load_plan(config).to_dict() if config else Plan().to_dict()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged = plan_from_dict({**base, **given}, where="command line", text=True)
+    return merged
+
+
+EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedded synthetic keyword set
+
+
+def embedded_defaults(plan: Plan, quick: bool = False) -> Plan:
+    """No --data-dir and no --models: the embedded synthetic set, evaluated with the weights the project trained
+    on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. --quick leaves out the
+    entries the manifest marks `quick: false` (models too slow for a CPU minute)."""
+    if plan.data_dir is None and plan.models is None and plan.weights is None:
+        plan.weights = EMBEDDED_MANIFEST
+        plan.models = [e.model for e in _weight_entries(plan.weights) if e.quick or not quick]
+    return apply_weights(plan)
+
+
+def apply_weights(plan: Plan) -> Plan:
+    """--weights M: every planned model that manifest M has gets its checkpoint (an explicit per-model checkpoint
+    stays); with no --models, the plan is every model of M."""
+    if plan.weights is None:
+        return plan
+    entries = _weight_entries(plan.weights)
+    if plan.models is None:
+        plan.models = [e.model for e in entries]
+    plan.checkpoints = {e.model: f"{plan.weights}:{e.id}" for e in entries} | plan.checkpoints
+    return plan
+
+
+def _weight_entries(manifest: str):
+    from kwsbench.checkpoints import get_manifest
+
+    return get_manifest(manifest).entries
+
+
+def quick_plan(plan: Plan) -> Plan:
+    """--quick: clean + one noisy condition at 0 dB on a class-stratified subset."""
+    plan.quick = True
+    if not plan.noise:
+        plan.noise = ["factory"]
+    plan.snr = [0.0]
+    if plan.per_class is None:
+        plan.per_class = 20
+    return plan

@@ -1,0 +1,359 @@
+"""Reproduce: run the published checkpoints, then judge every stored cell against the papers' rows.
+
+Running is the runner's; judging is `results.verdicts` (pure functions of stored cells and baseline rows)
+and `results.bridge` (the post-stratified estimate of another protocol's accuracy). A row of a protocol
+the measured data does not hold is bridged where `baselines/protocols/` records both compositions: the
+runner then also evaluates the silence items the reported protocol builds (background-noise crops, or
+all-zero audio) so that every stratum's recall is measured.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kwsbench.data.clipset import KEYWORDS_10, ClipSet
+from kwsbench.errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, DatasetError
+from kwsbench.paths import default_store
+from kwsbench.results.baselines import ProtocolPrior, Reported, load_baselines, load_protocol_priors
+from kwsbench.results.bridge import BridgeEstimate, Stratum, post_stratified
+from kwsbench.results.store import StoredCell
+from kwsbench.results.verdicts import DEVIATING, JUDGED, NOT_COMPARABLE, Comparison, matching_rows, verdict
+
+NCSSM_NOISES = ("factory-ncssm", "white-ncssm", "babble-synthetic-ncssm", "street-ncssm", "pink-ncssm")
+PUBLIC_MANIFESTS = ("nc-ssm",)  # manifests of published checkpoints (the project's own synth weights are not)
+# --quick: the models whose authors measured their own checkpoints on the test split (eval_results.json), every
+# unknown and silence clip (the unknown term dominates the all-unknown protocol's variance) and a keyword sample
+QUICK_MODELS = ("ds-cnn-s", "bc-resnet-1-ncssm", "nc-ssm", "nc-ssm-20k")
+QUICK_CAPS = {**{k: 40 for k in KEYWORDS_10}, "silence": 40}  # clips per class; every unknown clip is kept
+QUICK_SILENCE_CROPS = 50  # the first crops of the all-unknown rule (its silence weight is 4 %)
+DEFAULT_NOISE = "factory-ncssm"
+DATASETS = ("gsc-v2", "gsc-v2-test")  # the downloads reproduce looks for in the data home, in this order
+# the archive that holds each published protocol as files (`kwsbench data download NAME`)
+PROTOCOL_ARCHIVES = {"v2-12-official": "gsc-v2-test", "v2-12-all-unknown": "gsc-v2", "v2-35": "gsc-v2",
+                     "v2-10": "gsc-v2"}
+
+
+@dataclass
+class ReproduceOptions:
+    models: list[str] | None = None
+    data_dir: str | None = None
+    protocol: str | None = None
+    noise_type: str | None = None  # None: factory-ncssm, or clean only under --quick
+    snr: list[float] = field(default_factory=lambda: [0.0])
+    full: bool = False
+    quick: bool = False
+    tol: float = 2.0
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "cpu"
+    store: str = field(default_factory=lambda: str(default_store()))  # $KWSBENCH_STORE or runs/kwsbench.sqlite
+    force: bool = False
+    baselines: str | None = None  # folder of baseline YAML files (default: the project's baselines/)
+    noise_dir: str | None = None  # the background-noise recordings (silence items of v2-12-all-unknown)
+    weights: str | None = None  # a project manifest: judge its weights instead of the published checkpoints
+
+
+@dataclass
+class ReproduceReport:
+    comparisons: list[tuple[StoredCell, Comparison]]
+    unmatched: list[StoredCell]  # measured cells no paper reports
+    failed: list[tuple[str, str, str]]
+    clips: int
+    seconds: float
+    protocol: str
+    data_dir: str = ""
+    silence: dict[str, str] = field(default_factory=dict)  # bridged protocol -> how its silence was measured
+    advice: list[str] = field(default_factory=list)  # commands that make more rows comparable
+
+    @property
+    def deviates(self) -> list[tuple[StoredCell, Comparison]]:
+        return [(c, v) for c, v in self.comparisons if v.verdict in DEVIATING]
+
+    @property
+    def judged(self) -> list[tuple[StoredCell, Comparison]]:
+        return [(c, v) for c, v in self.comparisons if v.verdict in JUDGED]
+
+    def exit_code(self) -> int:
+        if self.deviates or self.failed:
+            return EXIT_FAILED
+        return EXIT_OK if self.judged else EXIT_INCONCLUSIVE
+
+    def summary(self) -> str:
+        """One sentence saying what the result means."""
+        judged, dev = self.judged, self.deviates
+        bridged = sum(v.bridged for _, v in judged)
+        head = (f"{len(dev)} of {len(judged)} comparable rows deviate beyond tolerance" if judged
+                else "no published row could be judged (INCONCLUSIVE)")
+        if bridged:
+            head += f" ({bridged} judged through a bridge, marked *)"
+        need: dict[str, int] = {}
+        validation = 0
+        for _, v in self.comparisons:
+            if v.verdict != NOT_COMPARABLE:
+                continue
+            if v.reported.split != "test":
+                validation += 1
+            elif any(r.startswith("protocol:") for r in v.reasons):
+                need[v.reported.protocol] = need.get(v.reported.protocol, 0) + 1
+        parts = [head] + [f"{n} rows need protocol {p}" for p, n in sorted(need.items())]
+        if validation:
+            parts.append(f"{validation} rows are validation-split numbers, which no test measurement is compared with")
+        if self.failed:
+            parts.append(f"{len(self.failed)} cells failed")
+        return "; ".join(parts) + "."
+
+
+def public_models() -> list[str]:
+    from kwsbench.models.registry import all_cards
+
+    return [c.name for c in all_cards() if c.checkpoint and c.checkpoint.split(":", 1)[0] in PUBLIC_MANIFESTS]
+
+
+def command_line(opts: ReproduceOptions, data_dir: str | None = None, protocol: str | None = None) -> str:
+    """`python reproduce.py` with the options that differ from the defaults (data dir and protocol replaced)."""
+    base = ReproduceOptions()
+    words = ["python", "reproduce.py"]
+    if opts.quick or opts.full:
+        words.append("--quick" if opts.quick else "--full")
+    if opts.models:
+        words += ["--models", ",".join(opts.models)]
+    pairs = (("--noise-type", "noise_type"), ("--tol", "tol"), ("--seed", "seed"), ("--batch-size", "batch_size"),
+             ("--device", "device"), ("--store", "store"), ("--baselines", "baselines"),
+             ("--noise-dir", "noise_dir"), ("--weights", "weights"))
+    for flag, name in pairs:
+        if getattr(opts, name) != getattr(base, name):
+            words += [flag, str(getattr(opts, name))]
+    if not opts.full and list(opts.snr) != base.snr:
+        words += ["--snr", *[f"{s:g}" for s in opts.snr]]
+    if data_dir:
+        words += ["--data-dir", data_dir]
+    if protocol:
+        words += ["--protocol", protocol]
+    return shlex.join(words)
+
+
+def default_data_dir(opts: ReproduceOptions) -> str:
+    """The first Speech Commands set `kwsbench data download` put in the data home."""
+    from kwsbench.data.download import COMPLETE_MARKER, default_dest
+
+    for name in DATASETS:
+        if (default_dest(name) / COMPLETE_MARKER).is_file():
+            return str(default_dest(name))
+    dest = default_dest("gsc-v2-test")
+    raise DatasetError(
+        f"no data set given and none downloaded in the kwsbench data home ({dest.parent}). Download the canonical "
+        f"12-class test set (112 MB): `kwsbench data download gsc-v2-test`, then run `{command_line(opts, str(dest))}`"
+    )
+
+
+def _check_weights(cards, device: str, checkpoints: dict[str, str]) -> None:
+    """Exit 3 before any work when a requested model has no loadable checkpoint."""
+    from kwsbench import checkpoints as ck
+    from kwsbench.errors import CheckpointError
+    from kwsbench.paths import shared_dir
+
+    missing = []
+    for card in cards:
+        try:
+            ck.load_model(card, checkpoint=checkpoints.get(card.name), device=device)
+        except CheckpointError as err:
+            missing.append(f"{card.name}: {str(err).rstrip('.')}")
+    if missing:
+        folder = shared_dir() / "checkpoints" / "nc-ssm"
+        raise CheckpointError("no usable checkpoint for " + "; ".join(missing) +
+                              f". Import them: `kwsbench checkpoints import {folder}`.")
+
+
+def _clipset(opts: ReproduceOptions, data_dir: str) -> ClipSet:
+    from kwsbench.data.speech_commands import load_clipset
+    from kwsbench.data.subsets import capped_subset
+
+    clipset = load_clipset(data_dir, protocol=opts.protocol)
+    if opts.quick:
+        clipset = capped_subset(clipset, QUICK_CAPS, opts.seed)
+    return clipset
+
+
+def _model_names(opts: ReproduceOptions) -> list[str]:
+    from kwsbench.errors import CheckpointError
+
+    if opts.models:
+        return opts.models
+    if opts.weights:
+        from kwsbench.checkpoints import get_manifest
+
+        return [e.model for e in get_manifest(opts.weights).entries]
+    names = [m for m in public_models() if m in QUICK_MODELS] if opts.quick else public_models()
+    if not names:
+        raise CheckpointError("no model card points at a published checkpoint; pass --models")
+    return names
+
+
+def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> ReproduceReport:
+    """Evaluate the checkpoints under the asked conditions and compare with baselines/*.yaml."""
+    from kwsbench.data.speech_commands import resolve_root
+    from kwsbench.models.registry import all_cards, resolve
+    from kwsbench.results.store import Store
+    from kwsbench.run.plan import Plan, apply_weights
+    from kwsbench.run.runner import run_plan
+
+    cards = resolve(_model_names(opts))
+    data_dir = opts.data_dir or default_data_dir(opts)
+    resolve_root(data_dir, opts.protocol)  # DatasetError (exit 4) before any model work
+    if opts.full:
+        noises, snrs = list(NCSSM_NOISES), [-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0]
+    elif opts.quick and opts.noise_type is None:
+        # clean only: on the development half no noisy row's interval gets below the tolerance (README)
+        noises, snrs = [], []
+    else:
+        noises, snrs = [opts.noise_type or DEFAULT_NOISE], [float(s) for s in opts.snr]
+    plan = apply_weights(Plan(models=[c.name for c in cards], noise=noises, snr=snrs, data_dir=data_dir,
+                              protocol=opts.protocol, seed=opts.seed, batch_size=opts.batch_size, device=opts.device,
+                              quick=opts.quick, store=opts.store, force=opts.force, weights=opts.weights,
+                              noise_dir=opts.noise_dir).validate())
+    _check_weights(cards, opts.device, plan.checkpoints)
+    clipset = _clipset(opts, data_dir)
+    summary = run_plan(plan, clipset=clipset, show_progress=show_progress)
+    folder = Path(opts.baselines) if opts.baselines else None
+    baselines, priors = load_baselines(folder), load_protocol_priors(folder)
+    aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
+    with Store(plan.store) as store:
+        wanted = set(summary.cell_keys)
+        cells = [c for c in store.cells() if c.cell_key in wanted]
+    rows = {c.cell_key: matching_rows(baselines, aliases.get(c.model, {c.model}), c) for c in cells}
+    targets = sorted({r.protocol for rs in rows.values() for r in rs
+                      if r.protocol != clipset.protocol and r.protocol in priors and r.split == "test"})
+    crops = QUICK_SILENCE_CROPS if opts.quick else None
+    silence, how = _silence_cells(plan, clipset, priors, targets, data_dir, run_plan, show_progress, crops)
+    comparisons, unmatched = [], []
+    with Store(plan.store) as store:
+        for cell in cells:
+            if not rows[cell.cell_key]:
+                unmatched.append(cell)
+            for r in rows[cell.cell_key]:
+                est = _estimate(store, cell, r, priors, silence) if r.split == "test" else None
+                comparisons.append((cell, verdict(r, cell, opts.tol, est, bridged=r.protocol != cell.protocol)))
+    comparisons.sort(key=lambda cv: (cv[1].verdict not in DEVIATING, cv[1].verdict == NOT_COMPARABLE))
+    report = ReproduceReport(comparisons, unmatched, summary.failed, summary.clips, summary.seconds,
+                             clipset.protocol, data_dir, how)
+    report.advice = advice(report, opts, priors)
+    return report
+
+
+def _silence_cells(plan, clipset: ClipSet, priors: dict[str, ProtocolPrior], targets: list[str], data_dir: str,
+                   run_plan, show_progress: bool, crops: int | None) -> tuple[dict, dict[str, str]]:
+    """Evaluate the silence items each bridged protocol builds by its own rule, with the same models and
+    conditions. Returns {(protocol, model, noise, snr, rate): cell} and, per protocol, how silence was measured."""
+    from kwsbench.data.speech_commands import silence_clipset, zero_silence_clipset
+    from kwsbench.results.store import Store
+
+    measured = priors.get(clipset.protocol)
+    out, how = {}, {}
+    for target in targets:
+        rule = priors[target].silence
+        if measured is not None and rule == measured.silence:
+            how[target] = f"the data set's own silence clips ({rule})"
+            continue
+        if rule == "zeros":
+            items = zero_silence_clipset()
+            how[target] = "all-zero audio (the protocol's test-time silence)"
+        elif rule == "background-crops" and (bg := background_dir(plan.noise_dir, data_dir)) is not None:
+            items = silence_clipset(bg, count=crops)
+            how[target] = f"{len(items)} crops of the background-noise recordings in {bg}"
+        else:
+            how[target] = "MISSING: " + _missing_silence(rule)
+            continue
+        done = run_plan(plan, clipset=items, show_progress=show_progress)
+        with Store(plan.store) as store:
+            for c in store.cells():
+                if c.cell_key in set(done.cell_keys):
+                    out[(target, c.model, c.noise, c.snr_db, c.rate_hz)] = c
+    return out, how
+
+
+def _missing_silence(rule: str) -> str:
+    if rule == "background-crops":
+        return ("no background-noise recordings: pass --noise-dir with the six _background_noise_ recordings of "
+                "Speech Commands (`kwsbench data download gsc-v2` fetches them); the silence term is bounded")
+    return "the data set holds no silence items of this kind; the silence term is bounded"
+
+
+def background_dir(noise_dir: str | None, data_dir: str) -> Path | None:
+    """The background-noise recordings: --noise-dir, else the data set's or the downloaded full archive's
+    _background_noise_ folder."""
+    from kwsbench.data.download import default_dest
+    from kwsbench.data.speech_commands import BACKGROUND_DIR
+
+    candidates = [Path(noise_dir).expanduser()] if noise_dir else [
+        Path(data_dir) / BACKGROUND_DIR, default_dest("gsc-v2") / BACKGROUND_DIR]
+    for c in candidates:
+        if c.is_dir() and any(p.suffix.lower() in (".wav", ".flac") for p in c.iterdir()):
+            return c
+    if noise_dir:
+        raise DatasetError(f"--noise-dir {noise_dir} holds no .wav or .flac recordings; pass the folder of the six "
+                           "Speech Commands _background_noise_ recordings (`kwsbench data download gsc-v2` has them)")
+    return None
+
+
+def _estimate(store, cell: StoredCell, rep: Reported, priors: dict[str, ProtocolPrior],
+              silence: dict) -> BridgeEstimate | None:
+    """The reported protocol's accuracy, post-stratified from the cell's per-clip predictions (None when either
+    protocol's composition is not recorded)."""
+    prior, measured = priors.get(rep.protocol), priors.get(str(cell.protocol))
+    if prior is None or measured is None:
+        return None
+    _, speakers, labels = store.clips(cell.fingerprint)
+    correct = (store.predictions(cell.cell_key) == labels).astype(np.float64)
+    names = list(cell.label_names)
+    if not {"silence", "unknown", *KEYWORDS_10} <= set(names):
+        return None
+    keyword = np.isin(labels, [names.index(k) for k in KEYWORDS_10])
+    weights = prior.weights()
+    strata, missing = [], {}
+    for name, mask in (("keyword", keyword), ("unknown", labels == names.index("unknown"))):
+        strata.append(Stratum(name, weights[name], correct[mask], tuple(np.asarray(speakers, dtype=object)[mask])))
+    if prior.silence == measured.silence:
+        mask = labels == names.index("silence")
+        strata.append(Stratum("silence", weights["silence"], correct[mask], ("",) * int(mask.sum())))
+    elif (sil := silence.get((rep.protocol, cell.model, cell.noise, cell.snr_db, cell.rate_hz))):
+        sil_correct = (store.predictions(sil.cell_key) == names.index("silence")).astype(np.float64)
+        # identical all-zero items: their recall is known exactly once the predictions agree
+        exact = prior.silence == "zeros" and len(set(sil_correct.tolist())) == 1
+        strata.append(Stratum("silence", weights["silence"], sil_correct, ("",) * len(sil_correct), exact=exact))
+    else:
+        missing["silence"] = weights["silence"]
+    if any(len(s.correct) == 0 for s in strata):
+        return None
+    return post_stratified(strata, missing)
+
+
+def advice(report: ReproduceReport, opts: ReproduceOptions, priors: dict[str, ProtocolPrior]) -> list[str]:
+    """For each published protocol whose test-split rows stayed NOT_COMPARABLE: the archive that holds it, the
+    command that downloads it and the command to run next (each works as written)."""
+    from kwsbench.data.download import default_dest
+
+    need: dict[str, int] = {}
+    for _, v in report.comparisons:
+        if v.verdict == NOT_COMPARABLE and v.reported.split == "test" and any(
+                r.startswith("protocol:") for r in v.reasons):
+            need[v.reported.protocol] = need.get(v.reported.protocol, 0) + 1
+    lines = []
+    for protocol, n in sorted(need.items()):
+        archive = PROTOCOL_ARCHIVES.get(protocol) or (priors[protocol].archive if protocol in priors else None)
+        if archive is None:
+            lines.append(f"{n} rows use protocol {protocol}, which no archive kwsbench downloads holds")
+            continue
+        dest = str(default_dest(archive))
+        explicit = protocol if protocol not in ("v2-12-official", "v2-12-all-unknown") else None
+        lines.append(f"{n} rows use protocol {protocol}, held by the {archive} archive: run "
+                     f"`kwsbench data download {archive}`, then `{command_line(opts, dest, explicit)}`")
+    missing = sorted(p for p, h in report.silence.items() if h.startswith("MISSING") and "background" in h)
+    if missing:
+        lines.append(f"the silence term of {', '.join(missing)} is bounded, not measured: run "
+                     f"`kwsbench data download gsc-v2`, then `{command_line(opts, report.data_dir)}` "
+                     "(or add --noise-dir with the six _background_noise_ recordings)")
+    return lines

@@ -1,0 +1,99 @@
+"""The Python API: the same numbers as the CLI's exports, the CLI's errors with their exit codes, a fast import."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from test_run import RmsNoise, _plan, make_clipset, tiny_loader
+
+import kwsbench
+from kwsbench.cli import main
+from kwsbench.errors import EXIT_BAD_INPUT, EXIT_NO_STORE, KwsbenchError, StoreMissingError
+from kwsbench.results.leaderboard import TIDY_COLUMNS
+from kwsbench.run.runner import run_plan
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    plan = _plan(tmp_path_factory.mktemp("api"), models=["test-tiny", "test-tiny-fixed"], noise=["white", "hum"],
+                 snr=[-5.0, 5.0])
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
+    return plan.store
+
+
+def _cli(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_results_frame_equals_the_csv_export(store, capsys):
+    frame = kwsbench.results(store=store)
+    rows = list(csv.DictReader(io.StringIO(_cli(capsys, "leaderboard", "--format", "csv", "--store", store))))
+    assert list(frame.columns) == list(rows[0]) == list(TIDY_COLUMNS)
+    assert len(frame) == len(rows) == 2 * 5
+    for (_, got), want in zip(frame.iterrows(), rows, strict=True):
+        for col in TIDY_COLUMNS:
+            value = got[col]
+            if want[col] == "":
+                assert value is None or value == "" or value != value, col  # empty CSV cell: None, "" or NaN
+            elif isinstance(value, float):
+                assert float(value) == pytest.approx(float(want[col]), abs=1e-6), col
+            else:
+                assert str(value) == want[col], col
+
+
+def test_results_frame_equals_the_json_export(store, capsys):
+    frame = kwsbench.results(store=store)
+    exported = json.loads(_cli(capsys, "leaderboard", "--format", "json", "--store", store))
+    keys = ("data", "fingerprint", "weights", "model", "noise", "rate_hz", "seed", "n", "accuracy_pct",
+            "wilson_low_pct", "wilson_high_pct", "rank_group")
+    assert [{k: r[k] for k in keys} for r in frame.to_dict("records")] == [{k: r[k] for k in keys} for r in exported]
+
+
+def test_filters_and_model_globs(store):
+    frame = kwsbench.results(store=store, noise="white", snr_db=-5.0)
+    assert set(frame["noise"]) == {"white"} and set(frame["snr_db"]) == {-5.0} and len(frame) == 2
+    assert set(kwsbench.results(store=store, models="*-fixed")["model"]) == {"test-tiny-fixed"}
+    with pytest.raises(KwsbenchError) as err:
+        kwsbench.results(store=store, colour="red")
+    assert err.value.exit_code == EXIT_BAD_INPUT and "colour" in str(err.value)
+
+
+def test_missing_store_raises_with_the_cli_exit_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("KWSBENCH_STORE", str(tmp_path / "absent.sqlite"))
+    with pytest.raises(StoreMissingError) as err:
+        kwsbench.results()
+    assert err.value.exit_code == EXIT_NO_STORE and "absent.sqlite" in str(err.value)
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_store_from_the_environment(store, monkeypatch):
+    monkeypatch.setenv("KWSBENCH_STORE", store)
+    assert len(kwsbench.results()) == 10
+
+
+def test_cost_is_the_cli_cost(capsys):
+    records = kwsbench.cost("s-edge-tiny", rates=[16000, 8000])
+    exported = json.loads(_cli(capsys, "cost", "--models", "s-edge-tiny", "--rates", "16000,8000", "--format",
+                               "json"))
+    assert [r.as_dict() for r in records] == exported
+    from kwsbench import cost as cost_module  # the module of the same name stays importable
+
+    assert callable(cost_module.conv_macs) and kwsbench.cost is cost_module
+
+
+def test_plan_has_the_cli_defaults():
+    quick = kwsbench.plan(quick=True)
+    assert quick.weights == "synth" and quick.noise == ["factory"] and quick.snr == [0.0] and quick.per_class == 20
+
+
+def test_import_is_light():
+    code = ("import sys, kwsbench; kwsbench.__version__; "
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,119 @@
+"""One CLI voice: every parser in the help style, every option with help that states its default, the shared
+argument helpers, and constants kept beside the parsers (for a fast `--help`) equal to the library's."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from kwsbench import __version__
+from kwsbench.cli import build_parser, main
+from kwsbench.commands import args as cargs
+from kwsbench.errors import EXIT_BAD_INPUT
+
+
+def _walk(parser: argparse.ArgumentParser, path: str = "kwsbench"):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, f"{path} {name}")
+
+
+PARSERS = list(_walk(build_parser()))
+
+
+def test_the_walk_reaches_every_subcommand():
+    names = {path for path, _ in PARSERS}
+    assert {"kwsbench run", "kwsbench leaderboard", "kwsbench noise list", "kwsbench checkpoints fetch",
+            "kwsbench data synth", "kwsbench reproduce", "kwsbench train"} <= names
+    assert len(PARSERS) > 20
+
+
+@pytest.mark.parametrize("path,parser", PARSERS, ids=[p for p, _ in PARSERS])
+def test_every_option_has_help_stating_its_default(path, parser):
+    assert parser.formatter_class is cargs.HelpFormatter, f"{path}: not in the one help style"
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction | argparse._HelpAction | argparse._VersionAction):
+            continue
+        where = f"{path} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help and action.help.strip(), f"{where}: no help text"
+        has_default = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        if has_default and action.option_strings:
+            assert "default" in action.help, f"{where}: default {action.default!r} not stated in its help"
+
+
+def test_top_level_help_shows_examples_environment_and_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for needle in ("examples", "kwsbench run --quick", "KWSBENCH_STORE", "KWSBENCH_NOISE_DIR", "exit codes", "130"):
+        assert needle in out, needle
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"kwsbench {__version__}"
+
+
+def test_list_helpers_and_their_errors():
+    assert cargs.comma_list(" a, b,,c ") == ["a", "b", "c"]
+    assert cargs.ints("--rates")("16000, 8000") == [16000, 8000]
+    for bad in ("8k", "1.5", ",,"):
+        with pytest.raises(Exception) as err:
+            cargs.ints("--rates")(bad)
+        assert getattr(err.value, "exit_code", None) == EXIT_BAD_INPUT and "--rates" in str(err.value)
+
+
+def test_store_helper_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KWSBENCH_STORE", str(tmp_path / "mine.sqlite"))
+    assert cargs.store_path(None) == tmp_path / "mine.sqlite"
+    assert str(cargs.store_path("other.sqlite")) == "other.sqlite"
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.reproduce import ReproduceOptions
+
+    assert Plan().store == str(tmp_path / "mine.sqlite") == ReproduceOptions().store
+
+
+def test_one_device_default():
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.reproduce import ReproduceOptions
+
+    assert cargs.DEFAULT_DEVICE == Plan().device == ReproduceOptions().device
+    options = [p._option_string_actions for _, p in PARSERS]
+    devices = {o["--device"].default for o in options if "--device" in o}
+    assert devices <= {None, cargs.DEFAULT_DEVICE}  # None: `run` leaves it to the plan, whose default is the same
+
+
+def test_constants_beside_the_parsers_equal_the_librarys():
+    from kwsbench import api
+    from kwsbench import checkpoints as ck
+    from kwsbench.commands import checkpoints, cost, data, leaderboard
+    from kwsbench.data.download import ARCHIVES
+    from kwsbench.data.speech_commands import PROTOCOLS, SPLITS
+    from kwsbench.data.synth import DEFAULT_PER_CLASS
+    from kwsbench.results.leaderboard import FORMATS
+
+    assert tuple(data.PROTOCOLS) == tuple(PROTOCOLS) and tuple(data.SPLITS) == tuple(SPLITS)
+    assert sorted(data.ARCHIVES) == sorted(ARCHIVES) and data.DEFAULT_PER_CLASS == DEFAULT_PER_CLASS
+    assert tuple(leaderboard.FORMATS) == tuple(FORMATS)
+    assert checkpoints.URL_BASE == ck.DEFAULT_URL_BASE
+    assert cargs.ints("--rates")(cost.DEFAULT_RATES) == list(api.DEFAULT_RATES)
+
+
+def test_parsing_for_help_imports_nothing_heavy():
+    """`kwsbench --help` builds every parser: no torch, numpy, pandas or matplotlib may be imported for it."""
+    code = ("import sys; from kwsbench.cli import build_parser; build_parser(); import kwsbench; "
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'matplotlib', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_bad_list_is_exit_5_not_a_traceback(capsys):
+    assert main(["cost", "--rates", "8k"]) == EXIT_BAD_INPUT
+    assert "--rates" in capsys.readouterr().err
