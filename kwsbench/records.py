@@ -52,8 +52,8 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise BadInputError(
             f"{what} {path} is not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}); "
             "save it as UTF-8") from err
-    try:
-        return yaml.safe_load(text)
+    try:  # libyaml's safe loader where PyYAML has it: the same documents, ~10x faster (manifests are 20-40 kB)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise BadInputError(f"{what} {path} is not valid YAML ({' '.join(str(err).split())}); fix the syntax "
                             "where shown") from err

@@ -93,15 +93,18 @@ def test_one_device_default():
 def test_constants_beside_the_parsers_equal_the_librarys():
     from kwsbench import api
     from kwsbench import checkpoints as ck
-    from kwsbench.commands import checkpoints, cost, data, leaderboard
+    from kwsbench.commands import checkpoints, cost, data, leaderboard, run
     from kwsbench.data.download import ARCHIVES
     from kwsbench.data.speech_commands import PROTOCOLS, SPLITS
     from kwsbench.data.synth import DEFAULT_PER_CLASS
     from kwsbench.results.leaderboard import FORMATS
+    from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
 
     assert tuple(data.PROTOCOLS) == tuple(PROTOCOLS) and tuple(data.SPLITS) == tuple(SPLITS)
     assert sorted(data.ARCHIVES) == sorted(ARCHIVES) and data.DEFAULT_PER_CLASS == DEFAULT_PER_CLASS
     assert tuple(leaderboard.FORMATS) == tuple(FORMATS)
+    assert (run.RATE_MODES, run.DECIMATIONS, run.ON_BAD_FILE) == (tuple(RATE_MODES), tuple(DECIMATIONS),
+                                                                  tuple(ON_BAD_FILE))
     assert checkpoints.URL_BASE == ck.DEFAULT_URL_BASE
     assert cargs.ints("--rates")(cost.DEFAULT_RATES) == list(api.DEFAULT_RATES)
 
@@ -109,7 +112,7 @@ def test_constants_beside_the_parsers_equal_the_librarys():
 def test_parsing_for_help_imports_nothing_heavy():
     """`kwsbench --help` builds every parser: no torch, numpy, pandas or matplotlib may be imported for it."""
     code = ("import sys; from kwsbench.cli import build_parser; build_parser(); import kwsbench; "
-            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'matplotlib', 'scipy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'matplotlib', 'scipy', 'yaml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -114,6 +114,13 @@ def all_cards() -> list[ModelCard]:
     return [_CARDS[k] for k in sorted(_CARDS)]
 
 
+def find_card(name: str) -> ModelCard | None:
+    """The card of a name or alias, None when there is none (`get_card` says so as an error instead)."""
+    _load_families()
+    key = _ALIASES.get(name.strip().lower())
+    return _CARDS[key] if key is not None else None
+
+
 def get_card(name: str) -> ModelCard:
     _load_families()
     key = name.strip().lower()

@@ -131,20 +131,17 @@ def default_condition(cells: list[StoredCell]) -> tuple[str, float | None]:
 # -- cost --------------------------------------------------------------------------------------
 
 def model_macs(model: str, rate: int) -> tuple[int | None, str]:
-    """MACs per 1-s clip from kwsbench.cost where it exists and works for the model; else (None, why)."""
-    try:
-        from kwsbench.cost import model_cost
-        from kwsbench.models.registry import get_card
+    """MACs per 1-s clip from the model card's cost function; (None, why) for a stored model that is no
+    registered card or whose card has no cost function. A cost function that fails raises."""
+    from kwsbench.cost import model_cost
+    from kwsbench.models.registry import find_card
 
-        cost = model_cost(get_card(model), rate)
-    except Exception as err:  # noqa: BLE001 - cost is optional in a report; the reason is shown instead
-        return None, f"{type(err).__name__}: {err}"
-    # kwsbench.cost.Cost has total_macs; a family's own record may name it macs_per_clip
-    for attr in ("total_macs", "macs_per_clip", "macs"):
-        value = getattr(cost, attr, None)
-        if value is not None:
-            return int(value), ""
-    return None, f"cost record {type(cost).__name__} has no total_macs"
+    card = find_card(model)
+    if card is None:
+        return None, f"{model} is no registered model"
+    if card.cost is None:
+        return None, f"model {model!r} has no cost function on its card"
+    return model_cost(card, rate).total_macs, ""
 
 
 # -- HTML helpers ------------------------------------------------------------------------------
@@ -335,12 +332,9 @@ def reproduce_comparisons(cells: list[StoredCell], baselines: Path | None, tol: 
         rows = load_baselines(baselines)
     except BadInputError as err:
         return [], str(err)
-    try:
-        from kwsbench.models.registry import all_cards
+    from kwsbench.models.registry import all_cards
 
-        aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
-    except Exception:  # noqa: BLE001 - without the registry a model matches by its stored name only
-        aliases = {}
+    aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
     out = []
     for cell in cells:
         for rep in matching_rows(rows, aliases.get(cell.model, {cell.model}), cell):
@@ -455,12 +449,10 @@ def _filter_models(cells: list[StoredCell], failed: list[dict], models: list[str
                 raise BadInputError(f"--models: {name!r} matches no stored model; stored: {', '.join(stored)}")
             keep.update(hits)
             continue
-        try:  # an alias of a stored model
-            from kwsbench.models.registry import get_card
+        from kwsbench.models.registry import find_card
 
-            canonical = get_card(name).name
-        except Exception:  # noqa: BLE001 - an unknown name is reported below with the stored ones
-            canonical = name
+        card = find_card(name)  # an alias of a stored model; an unknown name is reported below
+        canonical = card.name if card is not None else name
         if canonical not in stored:
             raise BadInputError(f"--models: {name!r} has no cell in the store; stored models: {', '.join(stored)}")
         keep.add(canonical)

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as _sps
 
 from kwsbench.results import ranks as _ranks
 from kwsbench.results.clipsets import Labels, labels_for
@@ -73,23 +72,27 @@ TIDY_COLUMNS = tuple(f.name for f in fields(TidyRow))
 
 
 def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
-    """Params and MACs per 1-s clip from kwsbench.cost where it exists (else empty)."""
-    if (model, rate) in cache:
-        return cache[(model, rate)]
-    params = macs = None
-    try:
-        from kwsbench.cost import model_cost
-        from kwsbench.models.registry import get_card
+    """Params and MACs per 1-s clip from the model card's cost function. A stored model that is no registered
+    card (stored by another version, or a test's) or whose card has no cost function leaves the columns
+    empty; a cost function that fails raises. Packaged cards' counts come from the on-disk cost cache when it
+    has them, so a leaderboard need not import torch and the model zoo (kwsbench.results.cost_cache)."""
+    if (model, rate) not in cache:
+        from kwsbench.results import cost_cache
 
-        cost = model_cost(get_card(model), rate)
-        params = next((int(getattr(cost, a)) for a in ("params", "trainable_params", "parameters")
-                       if getattr(cost, a, None) is not None), None)
-        macs = next((int(getattr(cost, a)) for a in ("macs", "macs_total", "total_macs")
-                     if getattr(cost, a, None) is not None), None)
-    except Exception:  # noqa: BLE001 - cost is optional; a missing or failing cost leaves the columns empty
-        pass
-    cache[(model, rate)] = (params, macs)
-    return params, macs
+        counts = cost_cache.get(model, rate)
+        if counts is None:
+            from kwsbench.cost import model_cost
+            from kwsbench.models.registry import find_card
+
+            card = find_card(model)
+            if card is None or card.cost is None:
+                counts = (None, None)
+            else:
+                cost = model_cost(card, rate)
+                counts = (cost.trainable_params, cost.total_macs)
+                cost_cache.put(card, rate, counts)
+        cache[(model, rate)] = counts
+    return cache[(model, rate)]
 
 
 def _pct(v: float | None) -> float | None:
@@ -132,6 +135,8 @@ def _seed_summary(accs: list[float]) -> tuple[float | None, float | None, float 
     """Seed SD and 95 % t interval of the mean over seeds (None with one seed)."""
     if len(accs) < 2:
         return None, None, None
+    from scipy import stats as _sps  # only with several seeds: a one-seed leaderboard starts without scipy
+
     sd = statistics.stdev(accs)
     half = float(_sps.t.ppf(0.975, len(accs) - 1)) * sd / math.sqrt(len(accs))
     mean = sum(accs) / len(accs)
