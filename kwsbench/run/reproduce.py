@@ -9,6 +9,7 @@ all-zero audio) so that every stratum's recall is measured.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +284,9 @@ def _silence_cells(plan, clipset: ClipSet, priors: dict[str, ProtocolPrior], tar
         else:
             how[target] = "MISSING: " + _missing_silence(rule)
             continue
-        done = run_plan(plan, clipset=items, show_progress=show_progress)
+        # the run's provenance names where the silence items came from, not the user's clips
+        source = str(items.meta.get("root", "")) or plan.data_dir
+        done = run_plan(dataclasses.replace(plan, data_dir=source), clipset=items, show_progress=show_progress)
         with Store(plan.store) as store:
             for c in store.cells():
                 if c.cell_key in set(done.cell_keys):
