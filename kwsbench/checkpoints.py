@@ -80,6 +80,8 @@ class CheckpointEntry:
     note: str = ""
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
     quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
+    # False: training did not get past chance (the manifest says so); such weights run only when named
+    learned: bool = True
     protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
     convert: ConvertSpec | None = None  # set when the file is converted from a published file of another format
 
@@ -156,6 +158,7 @@ class EntryFile:
     note: str | None = None
     labels: list[str] = field(default_factory=list)
     quick: bool = True
+    learned: bool = True
     protocol: str | None = None
     convert: ConvertSpec | None = None
 
@@ -186,7 +189,8 @@ def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
     return CheckpointEntry(
         id=e.id, model=e.model, sha256=e.sha256.lower(), size=e.size, source_path=e.source_path,
         commit=None if e.commit is None else str(e.commit), key_map=tuple(renames), epoch=e.epoch,
-        val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, protocol=e.protocol or "",
+        val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, learned=e.learned,
+        protocol=e.protocol or "",
         convert=dataclasses.replace(e.convert, sha256=e.convert.sha256.lower()) if e.convert else None,
     )
 
@@ -680,3 +684,22 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
                     raise CheckpointError(f"checkpoint {m.name}:{e.id}: {problem}")
         fetched.append(e.id)
     return fetched
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One checkpoint a manifest has for a model, and whether its file is here (home manifests need an import)."""
+
+    manifest: str
+    id: str
+    present: bool
+    learned: bool
+
+
+def weights_by_model() -> dict[str, list[WeightsFile]]:
+    """Every manifest's checkpoints, by model card name (manifest order, then file order)."""
+    out: dict[str, list[WeightsFile]] = {}
+    for m in manifests().values():
+        for e in m.entries:
+            out.setdefault(e.model, []).append(WeightsFile(m.name, e.id, m.file_path(e).is_file(), e.learned))
+    return out
