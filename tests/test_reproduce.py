@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import require_shared
 from test_data_download import Server, canonical_tarball
 from test_run import TinyKws
 
@@ -291,3 +292,19 @@ def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
     assert _run_advice(nxt) in (0, 1)
     out = capsys.readouterr().out
     assert "crops of the background-noise recordings" in out and "not measured, bounded" not in out, out
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_default_set_leaves_out_kwt_without_weights_and_its_advice_works(tmp_path, monkeypatch):
+    from kwsbench.models.registry import resolve
+    from kwsbench.run.reproduce import _check_weights
+
+    require_shared("checkpoints", "kwt")
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    cards = resolve(["kwt-1"])
+    (name, why), = _check_weights(cards, "cpu", {}, optional=True)
+    assert name == "kwt-1"
+    command, = [c for c in _advice(why, "kwsbench checkpoints import") if "DIR" not in c]
+    assert _run_advice(command) == 0
+    assert _check_weights(cards, "cpu", {}, optional=True) == []

@@ -118,7 +118,7 @@ def _entry(c: StoredCell) -> str:
 
 
 def _rank_condition(members: list[list[StoredCell]], correct: Correctness) -> dict[str, tuple[int, str]]:
-    """members: per model entry, its cells (one per seed). Correctness pooled over the seeds all entries share."""
+    """members: per model entry, its cells (one per seed); tested over the seeds all entries share."""
     by_entry = {_entry(cs[0]): {c.seed: c for c in cs} for cs in members}
     usable = {e: m for e, m in by_entry.items() if all(c.cell_key in correct for c in m.values())}
     if len(usable) < 2:
@@ -126,8 +126,9 @@ def _rank_condition(members: list[list[StoredCell]], correct: Correctness) -> di
     seeds = sorted(set.intersection(*(set(m) for m in usable.values())))
     if not seeds:
         return {}
-    vectors = {e: np.concatenate([correct[m[s].cell_key] for s in seeds]) for e, m in usable.items()}
-    ranked, _ = _ranks.rank_models(vectors)
+    # per clip, the count of correct seeds: the clip stays the unit of the test (kwsbench.results.ranks)
+    vectors = {e: np.sum([correct[m[s].cell_key] for s in seeds], axis=0) for e, m in usable.items()}
+    ranked, _ = _ranks.rank_models(vectors, k=len(seeds))
     return {r.model: (r.rank, r.group) for r in ranked}
 
 
