@@ -121,3 +121,12 @@ def test_leaderboard_takes_cost_from_the_cache_without_torch(tmp_path):
     fresh = kwsbench.cost("bc-resnet-1", rates=[16000])[0]
     assert {(r["params"], r["macs"]) for r in rows if r["model"] == "bc-resnet-1"} == {
         (str(fresh.trainable_params), str(fresh.total_macs))}
+
+
+def test_readme_api_example_runs(store, monkeypatch, capsys):
+    """The README's notebook example (also run from the installed wheel by tests/wheel_smoke.py) on a store."""
+    from wheel_smoke import readme_api_example
+
+    monkeypatch.setenv("KWSBENCH_STORE", store)
+    exec(compile(readme_api_example(), "README.md", "exec"), {})
+    assert "test-tiny" in capsys.readouterr().out

@@ -55,6 +55,23 @@ def test_top_level_help_shows_examples_environment_and_exit_codes(capsys):
         assert needle in out, needle
 
 
+def test_every_exit_code_is_in_the_help_and_the_readme(capsys):
+    import re
+    from pathlib import Path
+
+    from kwsbench import errors
+
+    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out.split("exit codes:")[1]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Exit codes")[1].split("\n## ")[0]
+    for code in codes:
+        assert re.search(rf"^\s*{code}\s", listed, re.M), f"exit {code} missing from --help"
+        assert f"| {code} |" in table, f"exit {code} missing from the README's table"
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])

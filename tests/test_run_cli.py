@@ -129,6 +129,10 @@ def test_the_run_says_how_many_cells_and_roughly_how_long_then_shows_progress_in
     assert "... test-tiny-slow | clean @ 16000 Hz: 32/60 clips" in err
     run_plan(plan, loader=loader, noise=Versioned(), clipset=make_clipset(), show_progress=True)
     assert "0 cells to compute, 2 already stored" in capsys.readouterr().err
+    plan.force = True  # the same work again: now timed from the store's earlier cells of this model
+    run_plan(plan, loader=loader, noise=Versioned(), clipset=make_clipset(), show_progress=True)
+    assert "2 cells to compute; roughly" in (err := capsys.readouterr().err)
+    assert "1 models from their speed in earlier runs on this device" in err
 
 
 _CHILD = """
@@ -166,3 +170,19 @@ def test_sigterm_records_the_run_as_interrupted(tmp_path):
         cells = con.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
     assert cells < 31, "the signal must land mid-run"
     assert status[0][0] == "interrupted" and status[0][1]
+
+
+def test_sigterm_in_a_forked_worker_ends_it_as_without_the_handler():
+    """Noise banks render in forked workers, which the pool ends with SIGTERM: they must not raise."""
+    from kwsbench.commands.run import interrupt_on_sigterm
+
+    with interrupt_on_sigterm():
+        pid = os.fork()
+        if pid == 0:  # the worker
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                os._exit(3)  # reached only if the handler raised instead of ending the process
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

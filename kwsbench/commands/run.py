@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 
@@ -121,7 +122,13 @@ def _run(args: argparse.Namespace) -> int:
 def interrupt_on_sigterm():
     """SIGTERM (a killed job, a CI time-out) ends the run the way Ctrl-C does: the run is recorded as
     interrupted and the cells stored so far are kept (exit 130)."""
+    owner = os.getpid()
+
     def _raise(signum, frame):
+        if os.getpid() != owner:  # a forked worker (noise rendering) ends as it would have without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

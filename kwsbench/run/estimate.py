@@ -60,7 +60,9 @@ def _duration(seconds: float) -> str:
 
 
 def _device_kind(device: str) -> str:
-    return "cuda" if str(device).startswith("cuda") else str(device)
+    """'cuda' or 'cpu' (or 'mps'), from a plan's device or a run's recorded one such as 'cpu (cpu)'."""
+    first = (str(device).split() or [""])[0]
+    return "cuda" if first.startswith("cuda") else first
 
 
 def history(store: Store, device: str) -> dict[str, list[float]]:
