@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from kwsbench.checkpoints import LoadedModel
+from kwsbench.cost import Cost
 from kwsbench.data.clipset import LABELS_12, ClipSet
 from kwsbench.data.speech_commands import CANONICAL_FOLDERS
 from kwsbench.errors import BadInputError, CheckpointError
@@ -132,6 +133,26 @@ def make_plan(tmp_path, **kw) -> Plan:
     base.update(kw)
     return Plan(**base).validate()
 
+
+
+# -- the report tests' cards: two stand-ins with a cost function and one without -------------------------------
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MACS = {"test-report-a": 2_000, "test-report-b": 50_000}
+
+
+def report_cost(card: ModelCard, rate: int) -> Cost:
+    body = MACS[card.name] * rate // 16000
+    return Cost(model=card.name, rate=rate, trainable_params=204, inference_params=204, folded="",
+                frontend_macs=rate, body_macs=body)
+
+
+REPORT_CARDS = (
+    *(ModelCard(name=name, family="test", builder=build_tiny, kwargs={"seed": seed}, can_change_rate=True,
+                cost=report_cost) for name, seed in (("test-report-a", 1), ("test-report-b", 2))),
+    next(c for c in TINY_CARDS if c.name == "test-tiny-fixed"),
+)
+REPORT_MODELS = [c.name for c in REPORT_CARDS]
 
 # -- a local HTTP server and a small archive in the canonical test-set layout ---------------------------------
 

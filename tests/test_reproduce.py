@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import require_shared
 from helpers import Server, TinyKws, canonical_tarball
 
 from kwsbench.api import reproduce
@@ -108,9 +109,15 @@ def test_bridged_row_far_from_the_estimate_deviates(tmp_path, file_card, capsys)
                        store=str(tmp_path / "s2.sqlite"), baselines=_baselines(tmp_path, row, protocols=True))
     (_, c), = report.comparisons
     assert c.bridged and c.estimate.counts["silence"] == 500 and c.ci[1] < 99.0, c
+    # a near row listed first in the file: the deviating row is still printed first
+    near = ("  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, "
+            f"value: {c.measured:.3f}, source: n}}\n")
+    args[-1] = _baselines(tmp_path, near + row, protocols=True)
     assert main(args) == 1
     out = capsys.readouterr().out
-    assert "DEVIATES*" in out and "crops of the background-noise recordings" in out
+    assert "crops of the background-noise recordings" in out
+    assert out.index("DEVIATES*") < out.index("CONSISTENT*")
+    assert "1 of 2 comparable rows deviate beyond tolerance (2 judged through a bridge" in out
 
 
 def _wav(path: Path, seed: int, seconds: float = 1.0) -> None:
@@ -298,3 +305,19 @@ def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
     out = capsys.readouterr().out
     assert code == _verdict_exit(out)
     assert "crops of the background-noise recordings" in out and "not measured, bounded" not in out, out
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_default_set_leaves_out_kwt_without_weights_and_its_advice_works(tmp_path, monkeypatch):
+    from kwsbench.models.registry import resolve
+    from kwsbench.run.reproduce import _check_weights
+
+    require_shared("checkpoints", "kwt")
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    cards = resolve(["kwt-1"])
+    (name, why), = _check_weights(cards, "cpu", {}, optional=True)
+    assert name == "kwt-1"
+    command, = [c for c in _advice(why, "kwsbench checkpoints import") if "DIR" not in c]
+    assert _run_advice(command) == 0
+    assert _check_weights(cards, "cpu", {}, optional=True) == []

@@ -22,7 +22,7 @@ from kwsbench.data.cache import file_crc32
 from kwsbench.data.clipset import CLIP_SAMPLES, ClipSet
 from kwsbench.errors import BadInputError
 from kwsbench.noise.definitions import NoiseSource
-from kwsbench.noise.generators import RenderContext
+from kwsbench.noise.generators import RenderContext, trim_to_speech
 from kwsbench.noise.mixing import mix
 from kwsbench.noise.sources import get_source, load_recording, render, resolve_recordings
 from kwsbench.paths import cache_dir
@@ -47,7 +47,30 @@ def build_context(source: NoiseSource, clipset: ClipSet | None, noise_dir: Path 
         ctx.pool_audio = clipset.audio[order]
         ctx.pool_ids = tuple(clipset.utterance_ids[i] for i in order)
         ctx.pool_speakers = tuple(clipset.speaker_ids[i] for i in order)
+    if source.kind == "babble-streams":
+        _non_target_words(source, ctx)
+    if source.kind == "babble-tts":
+        from kwsbench.noise.tts import pool_sha256, tts_pool
+
+        p = source.params
+        audio, speakers = tts_pool(p["voices"], p["sentences_per_voice"], p["voice_seed"])
+        ctx.segments = [trim_to_speech(a, rate) for a in audio]
+        ctx.segment_speakers = speakers
+        ctx.segment_ids = tuple(f"tts/{k:03d}" for k in range(len(audio)))
+        extra = [pool_sha256(audio)]
     return ctx, extra
+
+
+def _non_target_words(source: NoiseSource, ctx: RenderContext) -> None:
+    """babble-streams speaks the clip set's `_unknown_` words (never a keyword), each trimmed to its speech."""
+    rows = [i for i, (uid, spk) in enumerate(zip(ctx.pool_ids, ctx.pool_speakers, strict=True))
+            if uid.startswith("_unknown_/") and spk]
+    if not rows:
+        raise BadInputError(f"noise source {source.name!r} speaks the clip set's non-target (_unknown_) words, and "
+                            "this clip set has none with a known speaker; use --noise babble-tts (speech engine)")
+    ctx.segments = [trim_to_speech(ctx.pool_audio[i], ctx.rate) for i in rows]
+    ctx.segment_speakers = tuple(ctx.pool_speakers[i] for i in rows)
+    ctx.segment_ids = tuple(ctx.pool_ids[i] for i in rows)
 
 
 class NoiseBank:
@@ -67,7 +90,7 @@ class NoiseBank:
         self._use_cache = use_cache
         self._ctx: RenderContext | None = None
         extra: list[str] = []
-        if self.source.needs_recordings:
+        if self.source.keyed_by_content:
             self._ctx, extra = build_context(self.source, clipset, noise_dir)
         self.key = bank_key(clipset.fingerprint, self.source, self.seed, extra)
         self._order = np.argsort(np.asarray(clipset.utterance_ids, dtype=object), kind="stable")

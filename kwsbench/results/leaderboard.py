@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as _sps
 
 from kwsbench.results import ranks as _ranks
 from kwsbench.results.clipsets import Labels, labels_for
@@ -75,17 +74,24 @@ TIDY_COLUMNS = tuple(f.name for f in fields(TidyRow))
 def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
     """Params and MACs per 1-s clip from the model card's cost function. A stored model that is no registered
     card (stored by another version, or a test's) or whose card has no cost function leaves the columns
-    empty; a cost function that fails raises."""
+    empty; a cost function that fails raises. Packaged cards' counts come from the on-disk cost cache when it
+    has them, so a leaderboard need not import torch and the model zoo (kwsbench.results.cost_cache)."""
     if (model, rate) not in cache:
-        from kwsbench.cost import model_cost
-        from kwsbench.models.registry import find_card
+        from kwsbench.results import cost_cache
 
-        card = find_card(model)
-        if card is None or card.cost is None:
-            cache[(model, rate)] = (None, None)
-        else:
-            cost = model_cost(card, rate)
-            cache[(model, rate)] = (cost.trainable_params, cost.total_macs)
+        counts = cost_cache.get(model, rate)
+        if counts is None:
+            from kwsbench.cost import model_cost
+            from kwsbench.models.registry import find_card
+
+            card = find_card(model)
+            if card is None or card.cost is None:
+                counts = (None, None)
+            else:
+                cost = model_cost(card, rate)
+                counts = (cost.trainable_params, cost.total_macs)
+                cost_cache.put(card, rate, counts)
+        cache[(model, rate)] = counts
     return cache[(model, rate)]
 
 
@@ -112,7 +118,7 @@ def _entry(c: StoredCell) -> str:
 
 
 def _rank_condition(members: list[list[StoredCell]], correct: Correctness) -> dict[str, tuple[int, str]]:
-    """members: per model entry, its cells (one per seed). Correctness pooled over the seeds all entries share."""
+    """members: per model entry, its cells (one per seed); tested over the seeds all entries share."""
     by_entry = {_entry(cs[0]): {c.seed: c for c in cs} for cs in members}
     usable = {e: m for e, m in by_entry.items() if all(c.cell_key in correct for c in m.values())}
     if len(usable) < 2:
@@ -120,8 +126,9 @@ def _rank_condition(members: list[list[StoredCell]], correct: Correctness) -> di
     seeds = sorted(set.intersection(*(set(m) for m in usable.values())))
     if not seeds:
         return {}
-    vectors = {e: np.concatenate([correct[m[s].cell_key] for s in seeds]) for e, m in usable.items()}
-    ranked, _ = _ranks.rank_models(vectors)
+    # per clip, the count of correct seeds: the clip stays the unit of the test (kwsbench.results.ranks)
+    vectors = {e: np.sum([correct[m[s].cell_key] for s in seeds], axis=0) for e, m in usable.items()}
+    ranked, _ = _ranks.rank_models(vectors, k=len(seeds))
     return {r.model: (r.rank, r.group) for r in ranked}
 
 
@@ -129,6 +136,8 @@ def _seed_summary(accs: list[float]) -> tuple[float | None, float | None, float 
     """Seed SD and 95 % t interval of the mean over seeds (None with one seed)."""
     if len(accs) < 2:
         return None, None, None
+    from scipy import stats as _sps  # only with several seeds: a one-seed leaderboard starts without scipy
+
     sd = statistics.stdev(accs)
     half = float(_sps.t.ppf(0.975, len(accs) - 1)) * sd / math.sqrt(len(accs))
     mean = sum(accs) / len(accs)

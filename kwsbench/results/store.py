@@ -16,11 +16,13 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from kwsbench.errors import StoreError, StoreMissingError
 from kwsbench.paths import default_store
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where predictions are read or written: reading cells (leaderboard) needs none
 
 SCHEMA_VERSION = 3  # 3: checksums (cells.checksum, predictions.sha256); 2 is migrated in place by a writer
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's transaction before giving up
@@ -49,7 +51,7 @@ CREATE TABLE predictions (cell_key TEXT PRIMARY KEY, preds BLOB NOT NULL, sha256
 # schema 2 -> 3: the checksum columns, appended (so SELECT * keeps the order of a store created at version 3)
 _MIGRATE_2_TO_3 = ("ALTER TABLE cells ADD COLUMN checksum TEXT", "ALTER TABLE predictions ADD COLUMN sha256 TEXT")
 # one blob per cell instead of one row per clip: a cell's ~2,500 row inserts dominated put_cell
-_PRED_DTYPE = np.dtype("<i2")
+_PRED_DTYPE = "<i2"  # little-endian int16
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,8 @@ class Store:
 
     @_guarded
     def clips(self, fingerprint: str) -> tuple[list[str], list[str], np.ndarray]:
+        import numpy as np
+
         rows = self.conn.execute(
             "SELECT utterance_id, speaker_id, label FROM clips WHERE fingerprint = ? ORDER BY idx", (fingerprint,)
         ).fetchall()
@@ -449,6 +453,8 @@ class Store:
     def predictions(self, cell_key: str) -> np.ndarray:
         """Predicted class index per clip (clip order of the cell's fingerprint); empty when none stored.
         StoreError when the blob fails its checksum."""
+        import numpy as np
+
         cols = "preds, sha256" if self._checksums else "preds, NULL"
         row = self.conn.execute(f"SELECT {cols} FROM predictions WHERE cell_key = ?", (cell_key,)).fetchone()
         if row is None:
@@ -506,6 +512,8 @@ def _explain(err: sqlite3.Error, path: Path, read_only: bool) -> str:
 
 def _encode_predictions(preds, key: CellKey) -> bytes:
     """Class indices as little-endian int16 bytes; refuses values int16 would silently wrap."""
+    import numpy as np
+
     values = np.asarray(preds).astype(np.int64)
     info = np.iinfo(_PRED_DTYPE)
     bad = values[(values < info.min) | (values > info.max)]
