@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Published checkpoints vs published tables: a thin entry to `kwsbench reproduce` (same flags and exit codes:
-0 no comparable row deviates, 1 some row deviates, 2 missing dependency, 3 no checkpoint, 4 no dataset)."""
+0 rows were judged and none deviates, 1 some row deviates, 2 missing dependency, 3 no checkpoint, 4 no dataset,
+9 INCONCLUSIVE: no published row could be judged on this data)."""
 
 import sys
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from kwsbench.checkpoints import LoadedModel
     from kwsbench.cost import Cost
     from kwsbench.results.leaderboard import TidyRow
-    from kwsbench.run.plan import Plan
+    from kwsbench.run.plan import LeftOut, Plan
     from kwsbench.run.reproduce import ReproduceReport
     from kwsbench.run.runner import RunSummary
 
@@ -26,11 +26,20 @@ DEFAULT_RATES = (16000, 8000, 4000)
 
 def plan(config: str | Path | None = None, *, quick: bool = False, **fields: Any) -> Plan:
     """The plan `kwsbench run` would evaluate: the YAML `config` (if any), `fields` on top (None = not given), the
-    embedded defaults (no data_dir and no models: the synthetic set with the project's weights) and `quick`."""
-    from kwsbench.run.plan import embedded_defaults, quick_plan, resolve_plan
+    embedded defaults (no data_dir and no models: the synthetic set with the project's weights) and `quick`
+    (fills in what was not given, never replaces it)."""
+    return plan_and_left_out(config, quick=quick, **fields)[0]
 
-    resolved = embedded_defaults(resolve_plan(config, fields), quick=quick)
-    return quick_plan(resolved) if quick else resolved
+
+def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
+                      **fields: Any) -> tuple[Plan, list[LeftOut]]:
+    """`plan(...)` and the default models it leaves out, each with why (weights that did not learn; on a CPU
+    or with `quick`, the models too slow for it). SNRs given without a noise source are refused."""
+    from kwsbench.run.plan import QUICK_DEFAULTS, check_noise_and_snr, embedded_defaults, given_keys, resolve_plan
+
+    resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
+    check_noise_and_snr(resolved, given_keys(config, fields))
+    return embedded_defaults(resolved, quick=quick)
 
 
 def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False, show_progress: bool = False,

@@ -24,15 +24,17 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from kwsbench import paths
 from kwsbench.errors import BadInputError, CheckpointError, DownloadError
 from kwsbench.fetch import download, sha256_file
 from kwsbench.records import build, limits, read_yaml
+
+if TYPE_CHECKING:
+    import torch  # imported where weights are read or written: listing manifests (leaderboard, --help) needs none
 
 DEFAULT_URL_BASE = "https://raw.githubusercontent.com"
 # The raw-file URL of a file of a public GitHub repository at one commit.
@@ -78,6 +80,8 @@ class CheckpointEntry:
     note: str = ""
     labels: tuple[str, ...] = ()  # the classes the weights predict, in order (project-trained files record them)
     quick: bool = True  # part of `kwsbench run --quick` (project manifests mark the models too slow for it)
+    # False: training did not get past chance (the manifest says so); such weights run only when named
+    learned: bool = True
     protocol: str = ""  # the data a project-trained file was trained on (e.g. v2-12-official-mini)
     convert: ConvertSpec | None = None  # set when the file is converted from a published file of another format
 
@@ -154,6 +158,7 @@ class EntryFile:
     note: str | None = None
     labels: list[str] = field(default_factory=list)
     quick: bool = True
+    learned: bool = True
     protocol: str | None = None
     convert: ConvertSpec | None = None
 
@@ -184,9 +189,23 @@ def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
     return CheckpointEntry(
         id=e.id, model=e.model, sha256=e.sha256.lower(), size=e.size, source_path=e.source_path,
         commit=None if e.commit is None else str(e.commit), key_map=tuple(renames), epoch=e.epoch,
-        val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, protocol=e.protocol or "",
+        val_acc=e.val_acc, note=e.note or "", labels=tuple(e.labels), quick=e.quick, learned=e.learned,
+        protocol=e.protocol or "",
         convert=dataclasses.replace(e.convert, sha256=e.convert.sha256.lower()) if e.convert else None,
     )
+
+
+# Parsed manifests by file identity (path, inode, mtime, size): a command may ask for the manifests several times,
+# and parsing and checking ~150 entries is most of what a fast command does; a rewritten file is read again.
+_PARSED: dict[tuple[str, int, int, int], Manifest] = {}
+
+
+def _read_manifest_once(path: Path) -> Manifest:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = read_manifest(path)
+    return _PARSED[key]
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -206,7 +225,7 @@ def manifests(folder: Path | None = None) -> dict[str, Manifest]:
     not exist yet holds none; `train --publish` creates it)."""
     found: dict[str, Manifest] = {}
     for directory in [folder] if folder is not None else manifest_dirs():
-        found.update((m.name, m) for m in (read_manifest(p) for p in sorted(directory.glob("*.yaml"))))
+        found.update((m.name, m) for m in (_read_manifest_once(p) for p in sorted(directory.glob("*.yaml"))))
     return found
 
 
@@ -357,9 +376,16 @@ def _refused_global(err: BaseException) -> str:
     return lines[0].split("Unsupported global:")[-1].split(" was not")[0].strip()[:120] if lines else ""
 
 
+def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
+    return read_weights(path, map_location)[0]
+
+
 def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """The object a checkpoint file holds, unpickled with `weights_only=True` (the one place kwsbench reads a
     checkpoint file): a file that is not a torch checkpoint, or that would run code, raises CheckpointError."""
+    import torch
+
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -383,6 +409,8 @@ def read_weights(path: str | Path, map_location: str | torch.device = "cpu"
                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) of a checkpoint unpickled with `weights_only=True`; the metadata is what a
     kwsbench training checkpoint carries beside its tensors ({} for a bare state dict)."""
+    import torch
+
     obj = read_payload(path, map_location)
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
@@ -583,6 +611,8 @@ def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dic
     """A weights file kwsbench loads: tensors + JSON metadata, written to a temporary name and renamed."""
     import json
 
+    import torch
+
     path = Path(path)
     payload = {"model_state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
                "metadata": json.loads(json.dumps(metadata))}  # fails here on anything not JSON-able
@@ -654,3 +684,22 @@ def fetch(ids: Iterable[str] | None = None, manifest: str = "nc-ssm", url_base: 
                     raise CheckpointError(f"checkpoint {m.name}:{e.id}: {problem}")
         fetched.append(e.id)
     return fetched
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One checkpoint a manifest has for a model, and whether its file is here (home manifests need an import)."""
+
+    manifest: str
+    id: str
+    present: bool
+    learned: bool
+
+
+def weights_by_model() -> dict[str, list[WeightsFile]]:
+    """Every manifest's checkpoints, by model card name (manifest order, then file order)."""
+    out: dict[str, list[WeightsFile]] = {}
+    for m in manifests().values():
+        for e in m.entries:
+            out.setdefault(e.model, []).append(WeightsFile(m.name, e.id, m.file_path(e).is_file(), e.learned))
+    return out

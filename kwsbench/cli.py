@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import warnings
 
 from kwsbench import __version__
-from kwsbench.commands.args import HelpFormatter, apply_help_style
+from kwsbench.commands.args import apply_help_style
 from kwsbench.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECKPOINT,
     EXIT_DATASET,
     EXIT_DOWNLOAD,
     EXIT_FAILED,
+    EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_NO_STORE,
     EXIT_OK,
@@ -50,9 +53,11 @@ EXIT_CODES = f"""\
   {EXIT_CHECKPOINT}    checkpoint missing, wrong sha256, wrong keys, unsafe file
   {EXIT_DATASET}    dataset directory missing or of no known layout
   {EXIT_BAD_INPUT}    bad input: audio file, YAML / plan / recipe, unknown model or noise name
-  {EXIT_STORE}    results store corrupt or of another schema version (left untouched)
+  {EXIT_STORE}    results store damaged, locked, unwritable or of another schema version (left untouched)
   {EXIT_DOWNLOAD}    a download failed or did not verify
   {EXIT_NO_STORE}    no results store at the path looked at
+  {EXIT_INCONCLUSIVE}    reproduce was inconclusive: no published row could be judged on this data
+  {EXIT_INCONCLUSIVE}    reproduce: INCONCLUSIVE, no published row could be judged on this data
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); cells already stored are kept"""
 
 
@@ -62,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Noise-robust keyword-spotting benchmark: accuracy, cost and sample-rate robustness of KWS "
                     "models.",
         epilog=f"examples:\n{EXAMPLES}\n\nenvironment variables:\n{ENVIRONMENT}\n\nexit codes:\n{EXIT_CODES}",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kwsbench {__version__}",
                         help="print the version and exit")
@@ -72,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_") and mod.name != "args":
             importlib.import_module(f"kwsbench.commands.{mod.name}").register(subparsers)
-    apply_help_style(parser)
+    apply_help_style(parser)  # after every add_argument: argparse builds a formatter for each, rich is not needed
     return parser
 
 
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from kwsbench.run.allocator import keep_freed_memory
 
         keep_freed_memory()  # large per-batch tensors: reuse them instead of page-faulting them in every batch
+        warnings.formatwarning = _one_line  # a user reads "warning: ...", not the source line that raised it
         return int(args.func(args) or 0)
     except KwsbenchError as err:
         from kwsbench.commands.args import console
@@ -95,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; results already stored are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader stopped early (`kwsbench leaderboard | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return EXIT_OK
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
+
+# a cell that has run this long shows its own progress (clips done), at most every PLAIN_EVERY_S as plain lines
+WITHIN_AFTER_S = 3.0
+PLAIN_EVERY_S = 5.0
 
 
 class Progress:
@@ -31,6 +37,31 @@ class Progress:
         elif self.enabled:
             print(f"[{self.done}/{self.total}] {model} | {condition} | {status} {speed}", file=sys.stderr,
                   flush=True)
+
+    def within(self, model: str, condition: str, clips: int) -> Callable[[int], None]:
+        """A callback for one cell's batches (clips done so far): silent for the first WITHIN_AFTER_S seconds,
+        then a second bar (terminal) or a line every PLAIN_EVERY_S seconds, so a slow cell never looks hung."""
+        start = time.perf_counter()
+        state = {"task": None, "printed": start}
+
+        def on_batch(done: int) -> None:
+            now = time.perf_counter()
+            if not self.enabled or now - start < WITHIN_AFTER_S:
+                return
+            rate = done / (now - start)
+            left = (clips - done) / rate if rate > 0 else 0.0
+            if self._rich is not None:
+                if state["task"] is None:
+                    state["task"] = self._rich.add_task(f"  {model} | {condition}", total=clips, speed="")
+                self._rich.update(state["task"], completed=done, speed=f"{rate:,.0f} clips/s")
+                if done >= clips:
+                    self._rich.remove_task(state["task"])
+            elif now - state["printed"] >= PLAIN_EVERY_S or (done >= clips and state["printed"] > start):
+                state["printed"] = now
+                print(f"  ... {model} | {condition}: {done:,}/{clips:,} clips, {rate:,.0f} clips/s, "
+                      f"~{left:.0f} s left", file=sys.stderr, flush=True)
+
+        return on_batch
 
     def note(self, text: str) -> None:
         if self._rich is not None:

@@ -81,7 +81,10 @@ def test_cost_is_the_cli_cost(capsys):
     records = kwsbench.cost("s-edge-tiny", rates=[16000, 8000])
     exported = json.loads(_cli(capsys, "cost", "--models", "s-edge-tiny", "--rates", "16000,8000", "--format",
                                "json"))
-    assert [r.as_dict() for r in records] == exported
+    # the CLI adds where each row runs (a model that cannot change rate runs band-limited at its own rate)
+    assert [r.as_dict() for r in records] == [{k: v for k, v in e.items() if k not in ("runs_at_hz", "band_limited")}
+                                              for e in exported]
+    assert [e["runs_at_hz"] for e in exported] == [16000, 8000]  # S-Edge changes rate
     from kwsbench import cost as cost_module  # the module of the same name stays importable
 
     assert callable(cost_module.conv_macs) and kwsbench.cost is cost_module
@@ -97,3 +100,33 @@ def test_import_is_light():
             "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_leaderboard_takes_cost_from_the_cache_without_torch(tmp_path):
+    """Packaged models' params / MACs come from the on-disk cost cache: the second leaderboard imports neither
+    torch, scipy nor pandas (numpy it needs for the rank groups), and prints the same table as the first."""
+    plan = _plan(tmp_path, models=["bc-resnet-1", "ds-cnn-s"], noise=["white"], snr=[0.0])  # packaged cards
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=2), show_progress=False)
+    copy = plan.store
+    argv = ["leaderboard", "--format", "csv", "--store", str(copy)]
+    code = ("import contextlib, io, sys; from kwsbench.cli import main; out = io.StringIO()\n"
+            f"with contextlib.redirect_stdout(out): rc = main({argv!r})\n"
+            "print(rc, sorted(m for m in ('torch', 'scipy', 'pandas') if m in sys.modules)); print(out.getvalue())")
+    env = {**__import__("os").environ, "KWSBENCH_CACHE": str(tmp_path / "cache")}
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                    check=True).stdout.split("\n", 1) for _ in range(2))
+    assert first[0].startswith("0 ") and "torch" in first[0]  # counted: the model zoo was loaded
+    assert second[0] == "0 []" and second[1] == first[1]
+    rows = list(csv.DictReader(io.StringIO(second[1])))
+    fresh = kwsbench.cost("bc-resnet-1", rates=[16000])[0]
+    assert {(r["params"], r["macs"]) for r in rows if r["model"] == "bc-resnet-1"} == {
+        (str(fresh.trainable_params), str(fresh.total_macs))}
+
+
+def test_readme_api_example_runs(store, monkeypatch, capsys):
+    """The README's notebook example (also run from the installed wheel by tests/wheel_smoke.py) on a store."""
+    from wheel_smoke import readme_api_example
+
+    monkeypatch.setenv("KWSBENCH_STORE", store)
+    exec(compile(readme_api_example(), "README.md", "exec"), {})
+    assert "test-tiny" in capsys.readouterr().out

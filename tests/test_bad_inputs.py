@@ -11,12 +11,19 @@ per class, and a registered test model (band energies -> linear) whose weights a
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import os
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
+import threading
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +130,9 @@ def world(base, tmp_path, monkeypatch):
 def snapshot(w: World) -> dict[str, str]:
     """sha256 of every file of the case (its store, caches, the files it set up): what a failed command must leave
     as it was, creating nothing."""
-    files = sorted(p for p in w.tmp.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    # SQLite's -wal / -shm companions (a reader of a WAL store makes them) are not the store's content
+    files = sorted(p for p in w.tmp.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and not p.name.endswith(("-wal", "-shm")))
     return {str(p.relative_to(w.tmp)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -139,6 +148,7 @@ class Case:
     unchanged: bool = True  # store and caches byte-identical afterwards
     check: Callable[[World, str], None] | None = None  # extra verification (a repair, a created file)
     skip: str = ""
+    file_size_limit: int = 0  # bytes; with subprocess="entry": no file may grow past it (a full disk)
 
 
 def run_case(case: Case, w: World, monkeypatch, capsys) -> tuple[int, str]:
@@ -152,16 +162,22 @@ def run_case(case: Case, w: World, monkeypatch, capsys) -> tuple[int, str]:
         else:
             code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import test_bad_inputs as t; "
                     f"from pathlib import Path; t.register_tiny(Path({str(w.ckpt)!r})); sys.exit(t.main(sys.argv[1:]))")
+            if case.file_size_limit:  # a full disk: every file write past this size fails (EFBIG)
+                code = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({case.file_size_limit}, "
+                        f"{case.file_size_limit})); " + code)
             cmd = [sys.executable, "-c", code, *argv]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=w.tmp, timeout=120)
         return proc.returncode, proc.stdout + proc.stderr
     monkeypatch.chdir(w.tmp)
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse: usage errors
-        code = int(exc.code or 0)
+    with warnings.catch_warnings(record=True) as caught:  # pytest would keep them from stderr; the CLI prints them
+        warnings.simplefilter("always")
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: usage errors
+            code = int(exc.code or 0)
     out = capsys.readouterr()
-    return code, out.out + out.err
+    return code, out.out + out.err + "".join(f"warning: {w.message}\n" for w in caught)
 
 
 # -- helpers for setups -----------------------------------------------------------------------------------
@@ -269,6 +285,162 @@ def _not_created(rel: str) -> Callable[[World, str], None]:
 
 def _missing_store(w: World) -> None:
     w.store.unlink()
+
+
+# -- damage to the store and the caches -------------------------------------------------------------------
+
+def _flip_in_file(path: Path, needle: bytes, offset: int = 0) -> None:
+    """Change one byte of `needle` where it lies in the file: damage on disk that SQLite itself does not see."""
+    data = bytearray(path.read_bytes())
+    at = data.find(needle)
+    assert at >= 0, "the bytes to damage were not found in the file"
+    data[at + offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _one_blob(w: World) -> bytes:
+    with sqlite3.connect(w.store) as conn:
+        return conn.execute("SELECT preds FROM predictions ORDER BY cell_key LIMIT 1").fetchone()[0]
+
+
+def _damage_blob(w: World) -> None:
+    _flip_in_file(w.store, _one_blob(w), offset=1)
+
+
+def _damage_row(w: World) -> None:
+    """One bit of a stored accuracy (its last mantissa byte): a number off by one ulp, valid to SQLite."""
+    with sqlite3.connect(w.store) as conn:
+        accuracy = conn.execute("SELECT accuracy FROM cells ORDER BY cell_key LIMIT 1").fetchone()[0]
+    _flip_in_file(w.store, struct.pack(">d", accuracy), offset=7)
+
+
+def _damage_page(w: World) -> None:
+    """Garbage over the second page (a b-tree page): SQLite's own structure is broken."""
+    data = bytearray(w.store.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:page + 64] = b"\xee" * 64
+    w.store.write_bytes(bytes(data))
+
+
+def _repaired(base_store: Callable[[World], Path]) -> Callable[[World, str], None]:
+    """After the run: every stored cell passes its checksums and equals the healthy store's cell."""
+    def check(w: World, out: str) -> None:
+        from kwsbench.results.store import Store
+
+        with Store(base_store(w), read_only=True) as good, Store(w.store, read_only=True) as now:
+            want = {c.cell_key: (c.accuracy, good.predictions(c.cell_key).tolist()) for c in good.cells()}
+            got = {c.cell_key: (c.accuracy, now.predictions(c.cell_key).tolist()) for c in now.cells()}
+        assert got == want
+    return check
+
+
+def _cache_files(w: World, sub: str, suffix: str) -> list[Path]:
+    files = sorted((w.cache / sub).glob(f"*{suffix}"))
+    assert files, f"no {suffix} files under {w.cache / sub}"
+    return files
+
+
+def _truncate(sub: str) -> Callable[[World], None]:
+    def setup(w: World) -> None:
+        for f in _cache_files(w, sub, ".npy"):
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return setup
+
+
+def _flip_cache(sub: str) -> Callable[[World], None]:
+    def setup(w: World) -> None:
+        for f in _cache_files(w, sub, ".npy"):
+            data = bytearray(f.read_bytes())
+            data[-5] ^= 0x40
+            f.write_bytes(bytes(data))
+    return setup
+
+
+def _same_cache_as_base(sub: str) -> Callable[[World, str], None]:
+    """The repaired cache files equal those of the healthy world (rendering and decoding are deterministic)."""
+    def check(w: World, out: str) -> None:
+        base_dir = w.ckpt.parent / "cache" / sub
+        for f in _cache_files(w, sub, ".npy"):
+            assert f.read_bytes() == (base_dir / f.name).read_bytes(), f"{f.name} not repaired"
+    return check
+
+
+def _immutable(rel: str, *, empty_first: str = "") -> Callable[[World], None]:
+    """Make a file or folder unwritable even for root (chattr +i); skip where that is not possible."""
+    def setup(w: World) -> None:
+        target = w.tmp / rel
+        if empty_first:
+            for f in (w.tmp / empty_first).iterdir():
+                f.unlink()
+        if os.geteuid() != 0:
+            target.chmod(0o555 if target.is_dir() else 0o444)
+            return
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(target)]).returncode:
+            pytest.skip("cannot make a file unwritable for root here (chattr +i refused)")
+        _IMMUTABLE.append(target)
+    return setup
+
+
+_IMMUTABLE: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _release_immutable():
+    yield
+    while _IMMUTABLE:
+        subprocess.run(["chattr", "-i", str(_IMMUTABLE.pop())])
+
+
+_PATCHES: list[tuple] = []
+
+
+def _hold_lock(seconds: float, mode: str = "EXCLUSIVE") -> Callable[[World], None]:
+    """Another process-like writer holding the store's lock for `seconds` (released from a thread)."""
+    def setup(w: World) -> None:
+        conn = sqlite3.connect(w.store, check_same_thread=False, isolation_level=None)
+        conn.execute(f"BEGIN {mode}")
+
+        def release():
+            time.sleep(seconds)
+            conn.execute("COMMIT")
+            conn.close()
+        threading.Thread(target=release, daemon=True).start()
+    return setup
+
+
+def _short_busy_timeout(w: World) -> None:
+    from kwsbench.results import store as store_mod
+
+    _PATCHES.append((store_mod, "BUSY_TIMEOUT_S", 0.5))
+
+
+def _legacy_inf_snr(w: World) -> None:
+    """A schema-2 store (no checksums) holding an infinite SNR, as older kwsbench versions accepted."""
+    _as_schema_2(w.store)
+    with sqlite3.connect(w.store) as conn:
+        conn.execute("UPDATE cells SET snr_db = 9e999 WHERE noise != 'clean'")
+
+
+def _strict_json(w: World, out: str) -> None:
+    def refuse(name: str):
+        raise AssertionError(f"{name} in the JSON export")
+    rows = json.loads(out[out.index("["):], parse_constant=refuse)
+    assert [r["snr_db"] for r in rows if r["noise"] != "clean"] == [None]
+
+
+def _valid_csv(w: World, out: str) -> None:
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 2 and all(r["model"] == MODEL for r in rows)
+    assert [r["snr_db"] for r in rows if r["noise"] != "clean"] == [""]
+
+
+def _no_bank_cache(w: World) -> None:
+    for f in (w.cache / "noise").iterdir():
+        f.unlink()
+
+
+def _base_store(w: World) -> Path:
+    return w.ckpt.parent / "store.sqlite"
 
 
 # -- the catalogue ------------------------------------------------------------------------------------------
@@ -418,6 +590,43 @@ CASES: list[Case] = [
              f"checkpoints:\n  {MODEL}: '{{tmp}}/bad.pt'\n")(w)), unchanged=False),
     Case("checkpoint-missing", _run("--config", "{tmp}/plan.yaml"), 1, ("FAILED", "{tmp}/gone.pt"),
          setup=_plan(f"checkpoints:\n  {MODEL}: '{{tmp}}/gone.pt'\n"), unchanged=False),
+    # damage to the store and the caches: reported, recomputed / rebuilt, never reused
+    Case("store-prediction-blob-damaged", _run(), 0, ("damaged cell recomputed", MODEL, "predictions fail"),
+         setup=_damage_blob, unchanged=False, check=_repaired(_base_store)),
+    Case("store-cell-row-damaged-run", _run(), 0, ("damaged cell recomputed", "row fails its checksum"),
+         setup=_damage_row, unchanged=False, check=_repaired(_base_store)),
+    Case("store-cell-row-damaged-leaderboard", _args("leaderboard", "--store", "{store}"), 6,
+         ("{store}", "fail their checksum", "kwsbench run"), setup=_damage_row),
+    Case("store-page-damaged", _run(), 6, ("{store}", "damaged", "move it aside"), setup=_damage_page),
+    Case("store-read-only-run", _run("--force"), 6, ("{store}", "read-only", "--store"),
+         setup=_immutable("store.sqlite")),
+    Case("store-read-only-leaderboard", _args("leaderboard", "--store", "{store}", "--format", "csv"), 0,
+         (MODEL,), setup=_immutable("store.sqlite")),
+    Case("store-folder-read-only-new-store", _run("--store", "{tmp}/ro/new.sqlite"), 6, ("{tmp}/ro/new.sqlite",),
+         setup=lambda w: ((w.tmp / "ro").mkdir(), _immutable("ro")(w))),
+    Case("store-locked-briefly", _run("--force"), 0, (MODEL,), setup=_hold_lock(1.5), unchanged=False),
+    Case("store-being-written-leaderboard", _args("leaderboard", "--store", "{store}", "--format", "json"), 0,
+         (MODEL,), setup=_hold_lock(3.0, "IMMEDIATE")),
+    Case("store-locked-too-long", _run("--force"), 6, ("{store}", "locked by another process", "wait"),
+         setup=lambda w: (_hold_lock(4.0)(w), _short_busy_timeout(w))),
+    Case("store-disk-full", _run("--force"), 6, ("{store}", "disk full", "free disk space"), subprocess="entry",
+         file_size_limit=2048),
+    Case("noise-bank-cache-truncated", _run("--force"), 0, ("noise-bank cache file", "truncated", "rendered again"),
+         setup=_truncate("noise"), unchanged=False, check=_same_cache_as_base("noise")),
+    Case("noise-bank-cache-damaged", _run("--force"), 0, ("noise-bank cache file", "fails its checksum"),
+         setup=_flip_cache("noise"), unchanged=False, check=_same_cache_as_base("noise")),
+    Case("clip-set-cache-damaged", _run("--force"), 0, ("clip-set cache entry", "fails its checksum", "decoded again"),
+         setup=_flip_cache("clipsets"), unchanged=False, check=_same_cache_as_base("clipsets")),
+    Case("clip-set-cache-truncated", _run("--force"), 0, ("clip-set cache entry", "truncated"),
+         setup=_truncate("clipsets"), unchanged=False, check=_same_cache_as_base("clipsets")),
+    Case("cache-disk-full", _run("--force"), 0, ("could not write the noise-bank cache", "KWSBENCH_CACHE"),
+         setup=_no_bank_cache, subprocess="entry", file_size_limit=300_000, unchanged=False),
+    Case("export-json-with-infinite-snr", _args("leaderboard", "--store", "{store}", "--format", "json"), 0,
+         (MODEL,), setup=_legacy_inf_snr, check=_strict_json),
+    Case("export-csv-with-infinite-snr", _args("leaderboard", "--store", "{store}", "--format", "csv"), 0,
+         (MODEL,), setup=_legacy_inf_snr, check=_valid_csv),
+    Case("cache-folder-unwritable", _run("--force"), 0, ("could not write the noise-bank cache", "KWSBENCH_CACHE"),
+         setup=_immutable("cache/noise", empty_first="cache/noise"), unchanged=False),
 ]
 
 
@@ -427,6 +636,8 @@ def test_bad_input(case: Case, world: World, monkeypatch, capsys):
         pytest.skip(case.skip)
     if case.setup:
         case.setup(world)
+    while _PATCHES:
+        monkeypatch.setattr(*_PATCHES.pop())
     before = snapshot(world)
     code, out = run_case(case, world, monkeypatch, capsys)
     assert "Traceback" not in out, out
@@ -443,9 +654,96 @@ def test_bad_input(case: Case, world: World, monkeypatch, capsys):
 
 
 def test_catalogue_is_large_and_documented():
-    """Every exit code the catalogue expects is in the README's exit-code table."""
+    """Every exit code the catalogue expects, and every EXIT_* code of kwsbench.errors, is in the README's table."""
+    from kwsbench import errors
+
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Exit codes"):]
-    for code in sorted({c.code for c in CASES}):
+    table = table[:table.index("\n## ", 1)]
+    codes = {c.code for c in CASES} | {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    for code in sorted(codes):
         assert f"| {code} |" in table, f"exit code {code} not documented"
     assert len(CASES) >= 60
+
+
+# -- faults that take more than one command -----------------------------------------------------------------
+
+def _entry(w: World, argv: list[str]) -> subprocess.Popen:
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import test_bad_inputs as t; "
+            f"from pathlib import Path; t.register_tiny(Path({str(w.ckpt)!r})); sys.exit(t.main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KWSBENCH_CACHE": str(w.cache)}
+    return subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd=w.tmp)
+
+
+def test_two_runs_starting_at_once_on_a_new_store_both_succeed(world):
+    """The schema is created under an immediate lock: the second process waits, then finds it made."""
+    fresh = world.tmp / "fresh.sqlite"
+    procs = [_entry(world, [*healthy_run(world)[:-1], str(fresh), "--seed", str(seed)]) for seed in (1, 2)]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0 and "Traceback" not in out, out
+    with sqlite3.connect(fresh) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells WHERE status = 'ok'").fetchone()[0] == 4
+        assert sorted(r[0] for r in conn.execute("SELECT status FROM runs")) == ["completed", "completed"]
+
+
+def test_interrupted_run_is_marked_interrupted(world, monkeypatch, capsys):
+    from kwsbench.run import runner
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "_run_cell", interrupt)
+    assert main([*healthy_run(world), "--force"]) == 130
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "interrupted" in out.err
+    with sqlite3.connect(world.store) as conn:
+        assert conn.execute("SELECT status FROM runs ORDER BY run_id DESC").fetchone()[0] == "interrupted"
+
+
+def _as_schema_2(store: Path) -> None:
+    """The store as kwsbench wrote it before checksums: no checksum columns, version 2, rollback journal."""
+    conn = sqlite3.connect(store)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("ALTER TABLE cells DROP COLUMN checksum")
+    conn.execute("ALTER TABLE predictions DROP COLUMN sha256")
+    conn.execute("UPDATE schema_version SET version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_schema_2_store_is_read_as_is_and_migrated_in_place_by_a_run(world, capsys):
+    _as_schema_2(world.store)
+    before = world.store.read_bytes()
+    assert main(["leaderboard", "--store", str(world.store), "--format", "csv"]) == 0
+    assert MODEL in capsys.readouterr().out and world.store.read_bytes() == before  # read-only: untouched
+    assert main(healthy_run(world)) == 0
+    assert "0 cells computed, 2 reused" in capsys.readouterr().out  # migrated, and its cells still serve
+    from kwsbench.results.store import SCHEMA_VERSION, Store
+
+    with Store(world.store) as st:
+        assert st._schema == SCHEMA_VERSION and all(st.has_ok(c.key) for c in st.cells())
+        assert not st.damaged
+
+
+def test_many_openers_of_a_new_store_at_the_same_instant(tmp_path):
+    """Threads released together by a barrier all open (and so try to create) the same new store."""
+    from kwsbench.results.store import SCHEMA_VERSION, Store
+
+    path, n = tmp_path / "new.sqlite", 8
+    barrier, errors = threading.Barrier(n), []
+
+    def open_it():
+        barrier.wait()
+        try:
+            Store(path).close()
+        except Exception as err:  # noqa: BLE001 - collected and shown below
+            errors.append(err)
+    threads = [threading.Thread(target=open_it) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]

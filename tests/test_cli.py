@@ -55,6 +55,23 @@ def test_top_level_help_shows_examples_environment_and_exit_codes(capsys):
         assert needle in out, needle
 
 
+def test_every_exit_code_is_in_the_help_and_the_readme(capsys):
+    import re
+    from pathlib import Path
+
+    from kwsbench import errors
+
+    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out.split("exit codes:")[1]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Exit codes")[1].split("\n## ")[0]
+    for code in codes:
+        assert re.search(rf"^\s*{code}\s", listed, re.M), f"exit {code} missing from --help"
+        assert f"| {code} |" in table, f"exit {code} missing from the README's table"
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
@@ -93,15 +110,18 @@ def test_one_device_default():
 def test_constants_beside_the_parsers_equal_the_librarys():
     from kwsbench import api
     from kwsbench import checkpoints as ck
-    from kwsbench.commands import checkpoints, cost, data, leaderboard
+    from kwsbench.commands import checkpoints, cost, data, leaderboard, run
     from kwsbench.data.download import ARCHIVES
     from kwsbench.data.speech_commands import PROTOCOLS, SPLITS
     from kwsbench.data.synth import DEFAULT_PER_CLASS
     from kwsbench.results.leaderboard import FORMATS
+    from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
 
     assert tuple(data.PROTOCOLS) == tuple(PROTOCOLS) and tuple(data.SPLITS) == tuple(SPLITS)
     assert sorted(data.ARCHIVES) == sorted(ARCHIVES) and data.DEFAULT_PER_CLASS == DEFAULT_PER_CLASS
     assert tuple(leaderboard.FORMATS) == tuple(FORMATS)
+    assert (run.RATE_MODES, run.DECIMATIONS, run.ON_BAD_FILE) == (tuple(RATE_MODES), tuple(DECIMATIONS),
+                                                                  tuple(ON_BAD_FILE))
     assert checkpoints.URL_BASE == ck.DEFAULT_URL_BASE
     assert cargs.ints("--rates")(cost.DEFAULT_RATES) == list(api.DEFAULT_RATES)
 
@@ -109,7 +129,7 @@ def test_constants_beside_the_parsers_equal_the_librarys():
 def test_parsing_for_help_imports_nothing_heavy():
     """`kwsbench --help` builds every parser: no torch, numpy, pandas or matplotlib may be imported for it."""
     code = ("import sys; from kwsbench.cli import build_parser; build_parser(); import kwsbench; "
-            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'matplotlib', 'scipy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'matplotlib', 'scipy', 'yaml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -21,7 +21,7 @@ from kwsbench.run.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
 
 WEIGHTS = PROJECT_ROOT / "checkpoints" / "synth" / "ds-cnn-s-hello-edge.pt"
 # columns that legitimately differ between two runs of the same grid
-VOLATILE = {"run_id", "seconds", "created"}
+VOLATILE = {"run_id", "seconds", "created", "checksum"}  # the checksum covers run id, timing and timestamp too
 
 
 def _free_port() -> int:

@@ -59,10 +59,9 @@ SEEDS_A = (0, 1, 2)
 def store_path(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("board")
     models = sorted(BOARD_MODELS)
-    for seed in SEEDS_A:
-        plan = _plan(tmp, models=models, noise=["white", "hum"], snr=[-5.0, 5.0], data_dir="/data/set-a", seed=seed)
-        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10),
-                 show_progress=False)
+    plan = _plan(tmp, models=models, noise=["white", "hum"], snr=[-5.0, 5.0], data_dir="/data/set-a",
+                 seeds=list(SEEDS_A))
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
     plan = _plan(tmp, models=models, noise=["white"], snr=[0.0], data_dir="/data/set-b")
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6, seed=1),
              show_progress=False)
@@ -79,7 +78,8 @@ def test_per_seed_csv_columns_units_and_plain_numbers(store_path, capsys):
     rows = _csv(capsys, "--store", store_path, "--per-seed")
     with Store(store_path) as st:
         cells = {(c.fingerprint[:12], c.model, c.noise, c.snr_db, c.seed): c for c in st.cells()}
-    assert tuple(rows[0]) == TIDY_COLUMNS and len(rows) == len(cells) == 4 * 5 * 3 + 4 * 2
+    # clean audio has no noise: one clean cell per model, the noisy ones once per seed
+    assert tuple(rows[0]) == TIDY_COLUMNS and len(rows) == len(cells) == 4 * (1 + 4 * 3) + 4 * 2
     for r in rows:
         c = cells[(r["fingerprint"], r["model"], r["noise"], float(r["snr_db"]) if r["snr_db"] else None,
                    int(r["seed"]))]
@@ -120,7 +120,10 @@ def test_exports_never_mix_clip_sets(store_path, capsys):
 
 def test_seed_aggregation_equals_hand_computation(store_path, capsys):
     rows = _csv(capsys, "--store", store_path, "--data", "set-a")
-    assert len(rows) == 4 * 5 and {r["seed"] for r in rows} == {"0,1,2"}
+    clean = [r for r in rows if r["noise"] == "clean"]
+    assert len(clean) == 4 and all(r["seed"] == "0" and r["seed_sd_pct"] == "" for r in clean)
+    rows = [r for r in rows if r["noise"] != "clean"]
+    assert len(rows) == 4 * 4 and {r["seed"] for r in rows} == {"0,1,2"}
     t_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (from a table)
     with Store(store_path) as st:
         for r in rows:
@@ -138,9 +141,6 @@ def test_seed_aggregation_equals_hand_computation(store_path, capsys):
             assert abs(float(r["seed_ci_low_pct"]) - max(0.0, mean - half)) < 1e-5
             assert abs(float(r["seed_ci_high_pct"]) - min(100.0, mean + half)) < 1e-5
             assert abs(float(r["macro_f1"]) - sum(c.macro_f1 for c in cs) / 3) < 1e-6
-    # the noise seed does not touch clean audio: three identical clean cells, zero spread
-    clean = [r for r in rows if r["noise"] == "clean"]
-    assert clean and all(float(r["seed_sd_pct"]) == 0.0 for r in clean)
 
 
 def _bh_by_hand(p: list[float], alpha: float = 0.05) -> list[bool]:
@@ -208,7 +208,7 @@ def test_wide_means_average_the_same_conditions(store_path):
         noisy = [r.accuracy_pct for r in mine if r.noise != "clean"]
         assert abs(w["white_pct_mean_over_snr_-5_5"] - sum(white) / 2) < 1e-9
         assert abs(w["noisy_pct_mean"] - sum(noisy) / 4) < 1e-9
-        assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5_5 dB, seeds 0,1,2")
+        assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5, 5 dB, seeds 0,1,2")
     assert sorted(w["position"] for w in a) == [1, 2, 3, 4]
     poor = next(w for w in wide_dropped if w["data"] == "set-a" and w["model"] == "test-board-poor")
     assert poor["noisy_pct_mean"] is None and poor["hum_pct_mean_over_snr_-5_5"] is None and poor["position"] is None
@@ -256,3 +256,21 @@ def test_cost_columns_come_from_model_cost():
     assert row.accuracy_pct == 50.0 and row.data == "unknown data"
     [row] = tidy_rows([dataclasses.replace(cell, model="test-tiny")])  # no cost function: empty, not an error
     assert (row.params, row.macs) == (None, None)
+
+
+def test_sign_flip_test_is_mcnemar_for_one_seed_and_exact_for_several():
+    from kwsbench.results.ranks import sign_flip_test
+    from kwsbench.results.stats import mcnemar_exact
+
+    rng = np.random.default_rng(5)
+    a, b = rng.random(300) < 0.7, rng.random(300) < 0.6
+    assert sign_flip_test(a.astype(int), b.astype(int), k=1).p_value == mcnemar_exact(a, b).p_value
+    # five identical seeds (clean audio): the same clips counted once, the same p as one seed
+    assert abs(sign_flip_test(5 * a.astype(int), 5 * b.astype(int), k=5).p_value - mcnemar_exact(a, b).p_value) < 1e-9
+    # several seeds: the p-value is the share of all 2^m sign flips whose |sum| reaches the observed one
+    ca, cb = rng.integers(0, 4, 12), rng.integers(0, 4, 12)
+    d = ca - cb
+    sums = [abs(sum(s * x for s, x in zip(signs, d, strict=True))) for signs in itertools.product((1, -1),
+                                                                                                  repeat=len(d))]
+    brute = sum(1 for v in sums if v >= abs(d.sum())) / len(sums)
+    assert abs(sign_flip_test(ca, cb, k=3).p_value - brute) < 1e-9

@@ -36,8 +36,8 @@ IDS = [f"word/{i:04d}_nohash_0.wav" for i in range(40)]
 
 def test_every_shipped_definition_loads_with_a_version():
     names = list_sources()
-    for expected in [*SYNTHETIC, "babble", "running_tap", "doing_the_dishes", "exercise_bike", "dude_miaowing",
-                     "gsc_white_noise", "gsc_pink_noise"]:
+    for expected in [*SYNTHETIC, "babble", "babble-keywords", "babble-tts", "running_tap", "doing_the_dishes",
+                     "exercise_bike", "dude_miaowing", "gsc_white_noise", "gsc_pink_noise"]:
         assert expected in names
     for name in names:
         s = get_source(name)
@@ -265,18 +265,18 @@ def test_many_banks_equal_single_banks_and_keep_what_rendered_when_one_fails(tmp
         assert np.array_equal(bank.noise, NoiseBank(cs, bank.source, seed=4, use_cache=False).noise)
     tiny = cs.subset(np.arange(6))  # too few babble talkers: that bank fails, white is still rendered and cached
     with pytest.raises(BadInputError, match="babble"):
-        NoiseBank.many(tiny, ["babble", "white"], seed=4)
+        NoiseBank.many(tiny, ["babble-keywords", "white"], seed=4)
     assert NoiseBank(tiny, "white", seed=4).loaded_from_cache
 
 
 def test_babble_on_small_clipset_excludes_target_speaker(tmp_path, monkeypatch):
     monkeypatch.setenv("KWSBENCH_CACHE", str(tmp_path / "cache"))
     cs = _tiny_clipset()
-    bank = NoiseBank(cs, "babble", seed=0)
+    bank = NoiseBank(cs, "babble-keywords", seed=0)
     assert bank.noise.shape == (len(cs), 16000) and np.all(np.isfinite(bank.noise))
     tiny = cs.subset(np.arange(6))  # 6 speakers: too few talkers besides the target's
     with pytest.raises(BadInputError, match="babble"):
-        NoiseBank(tiny, "babble", seed=0)
+        NoiseBank(tiny, "babble-keywords", seed=0)
 
 
 def test_recording_errors(tmp_path):

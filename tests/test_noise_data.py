@@ -67,7 +67,7 @@ def test_bank_rows_independent_of_clipset_subset(dev, bank_cache):
 
 
 def test_babble_is_speech_from_other_speakers(dev):
-    source = get_source("babble")
+    source = get_source("babble-keywords")
     ctx, _ = build_context(source, dev)
     idx = np.arange(0, len(dev), 13)
     ids, speakers = [dev.utterance_ids[i] for i in idx], [dev.speaker_ids[i] for i in idx]
@@ -89,7 +89,7 @@ def test_babble_is_speech_from_other_speakers(dev):
 
 
 def test_babble_is_independent_of_clipset_row_order(dev):
-    source = get_source("babble")
+    source = get_source("babble-keywords")
     perm = np.random.default_rng(0).permutation(len(dev))
     ctx_a, _ = build_context(source, dev)
     ctx_b, _ = build_context(source, dev.subset(perm))

@@ -14,8 +14,9 @@ from kwsbench.noise.sources import render
 
 # sha256 (first 16 hex) of render(source, IDS, seed=3, ...) computed with the serial renderer BEFORE the
 # parallel path existed (commit 0619b6b); a change to any generator or to the splitting shows up here.
+# babble-keywords (the former `babble`, renamed: its generator seed follows the name) recorded at the rename.
 BEFORE = {
-    "babble": "bdafbb3b29301d3d",
+    "babble-keywords": "d94498a0b63f8cc9",
     "babble-synthetic-ncssm": "e359ca95dac81965",
     "brown": "ebc922fecce03fc2",
     "factory": "631e4416eaf9ba38",
@@ -59,10 +60,10 @@ def test_parallel_render_matches_the_bank_rendered_before(name, monkeypatch):
 def test_several_banks_share_one_pool_and_one_failure_stays_its_own(monkeypatch):
     monkeypatch.setattr(bank_mod, "_CHUNK", 5)
     # babble on a pool of 4 talkers with 5 or more needed: that job fails, the two around it are still rendered
-    tiny = _context("babble")
+    tiny = _context("babble-keywords")
     tiny.pool_audio, tiny.pool_ids, tiny.pool_speakers = tiny.pool_audio[:4], tiny.pool_ids[:4], tiny.pool_speakers[:4]
     jobs = [bank_mod.RenderJob(get_source(n), IDS, 3, ctx, SPEAKERS)
-            for n, ctx in (("street", RenderContext()), ("babble", tiny), ("white", RenderContext()))]
+            for n, ctx in (("street", RenderContext()), ("babble-keywords", tiny), ("white", RenderContext()))]
     street, babble, white = bank_mod.render_jobs(jobs, workers=2)
     assert _digest(street) == BEFORE["street"] and _digest(white) == BEFORE["white"]
     assert isinstance(babble, ValueError) and "talkers" in str(babble)

@@ -31,12 +31,22 @@ def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", sorted(c for c in PORTS if c.startswith(("nc-ssm", "nanomamba"))))
+def test_counted_parameters_follow_the_reference_closed_forms(name):
+    from kwsbench.models.nanomamba import expected_params as nanomamba_params
+    from kwsbench.models.ncssm import expected_params as ncssm_params
+
+    card = get_card(name)
+    formula = ncssm_params if card.family == "nc-ssm" else nanomamba_params
+    assert card.counted_params() == formula(**card.kwargs)
+
+
 @pytest.mark.parametrize("name", sorted(PORTS))
 def test_card_builds_with_published_counts(name):
     card = get_card(name)
     model = card.build()
     params, keys = PORTS[name]
-    assert _params(model) == params == card.params
+    assert _params(model) == params == card.counted_params()
     assert len(model.state_dict()) == keys
     assert card.checkpoint.startswith("nc-ssm:") and card.checkpoint.endswith(".pt")
     assert card.protocol == "v2-12" and card.native_rate == 16000

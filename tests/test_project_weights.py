@@ -53,19 +53,27 @@ def test_gsc_mini_covers_the_ssm_family_and_the_official_cnns():
     assert {e.protocol for e in get_manifest("gsc-mini").entries} == {"v2-12-official-mini"}
 
 
-def test_main_job_takes_synth_weights_and_quick_leaves_out_the_slow_ones():
+def test_main_job_takes_synth_weights_and_leaves_out_what_did_not_learn_or_is_slow_on_a_cpu():
     entries = get_manifest("synth").entries
-    full = embedded_defaults(Plan())
-    assert full.models == [e.model for e in entries] and full.weights == "synth"
-    assert all(full.checkpoints[e.model] == f"synth:{e.id}" for e in entries)
-    quick = embedded_defaults(Plan(), quick=True)
-    assert quick.models == [e.model for e in entries if e.quick]
-    assert set(full.models) - set(quick.models) == {e.model for e in entries if not e.quick}
+    on_gpu, left_gpu = embedded_defaults(Plan(device="cuda"))
+    assert on_gpu.models == [e.model for e in entries if e.learned] and on_gpu.weights == "synth"
+    assert all(on_gpu.checkpoints[e.model] == f"synth:{e.id}" for e in entries)
+    assert {x.model for x in left_gpu} == {e.model for e in entries if not e.learned}
+    assert all("did not learn" in x.reason for x in left_gpu)
+    on_cpu, left_cpu = embedded_defaults(Plan())
+    quick, left_quick = embedded_defaults(Plan(), quick=True)
+    assert on_cpu.models == quick.models == [e.model for e in entries if e.quick and e.learned]
+    assert {x.model for x in left_cpu} == {e.model for e in entries if not (e.quick and e.learned)}
+    assert left_quick == left_cpu
+    # the five S-Edge files whose notes say DID NOT LEARN carry the typed flag
+    assert {e.model for e in entries if "DID NOT LEARN" in e.note} == {e.model for e in entries if not e.learned}
+    assert len([e for e in entries if not e.learned]) >= 1
 
 
 def test_weights_flag_maps_the_named_models_and_keeps_explicit_checkpoints():
-    plan = embedded_defaults(Plan(models=["s4d-kws", "ds-cnn-s"], data_dir="x", weights="gsc-mini",
-                                  checkpoints={"ds-cnn-s": "own.pt"}))
+    plan, left = embedded_defaults(Plan(models=["s4d-kws", "ds-cnn-s"], data_dir="x", weights="gsc-mini",
+                                        checkpoints={"ds-cnn-s": "own.pt"}))
+    assert left == []
     assert plan.models == ["s4d-kws", "ds-cnn-s"]
     assert plan.checkpoints == {**{e.model: f"gsc-mini:{e.id}" for e in get_manifest("gsc-mini").entries},
                                 "ds-cnn-s": "own.pt"}

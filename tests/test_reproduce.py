@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import require_shared
 from test_data_download import Server, canonical_tarball
 from test_run import TinyKws
 
@@ -109,9 +110,15 @@ def test_bridged_row_far_from_the_estimate_deviates(tmp_path, file_card, capsys)
                        store=str(tmp_path / "s2.sqlite"), baselines=_baselines(tmp_path, row, protocols=True))
     (_, c), = report.comparisons
     assert c.bridged and c.estimate.counts["silence"] == 500 and c.ci[1] < 99.0, c
+    # a near row listed first in the file: the deviating row is still printed first
+    near = ("  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, "
+            f"value: {c.measured:.3f}, source: n}}\n")
+    args[-1] = _baselines(tmp_path, near + row, protocols=True)
     assert main(args) == 1
     out = capsys.readouterr().out
-    assert "DEVIATES*" in out and "crops of the background-noise recordings" in out
+    assert "crops of the background-noise recordings" in out
+    assert out.index("DEVIATES*") < out.index("CONSISTENT*")
+    assert "1 of 2 comparable rows deviate beyond tolerance (2 judged through a bridge" in out
 
 
 def _wav(path: Path, seed: int, seconds: float = 1.0) -> None:
@@ -259,3 +266,45 @@ def test_weights_manifest_is_judged_against_the_architectures_rows(tmp_path):
     (cell, c), = report.comparisons
     assert cell.checkpoint_sha256 == entry.sha256 and cell.model == "bc-resnet-1"
     assert c.verdict in ("MATCH", "WITHIN_CI", "DEVIATES") and c.estimate is not None
+
+
+@pytest.mark.slow
+def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
+    """No background-noise recordings: the all-unknown silence term is bounded and the advice says how to measure
+    it; after the advised download (served from 127.0.0.1) the advised command measures it on the archive's
+    _background_noise_ crops."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
+    args = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(_canonical_set(tmp_path / "canon")),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row, protocols=True)]
+    assert main(args) in (0, 1)
+    out = capsys.readouterr().out
+    assert "silence term not measured, bounded" in out and "MISSING" in out
+    download, = set(_advice(out, "kwsbench data download"))  # named twice: the silence line and the advice
+    nxt, = _advice(out, "python reproduce.py")
+    data = _full_tarball()
+    a = dl.ARCHIVES["gsc-v2"]
+    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
+                                                          len(data), a.subdir))
+    with Server() as srv:
+        srv.files[a.filename] = data
+        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    assert _run_advice(nxt) in (0, 1)
+    out = capsys.readouterr().out
+    assert "crops of the background-noise recordings" in out and "not measured, bounded" not in out, out
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_default_set_leaves_out_kwt_without_weights_and_its_advice_works(tmp_path, monkeypatch):
+    from kwsbench.models.registry import resolve
+    from kwsbench.run.reproduce import _check_weights
+
+    require_shared("checkpoints", "kwt")
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    cards = resolve(["kwt-1"])
+    (name, why), = _check_weights(cards, "cpu", {}, optional=True)
+    assert name == "kwt-1"
+    command, = [c for c in _advice(why, "kwsbench checkpoints import") if "DIR" not in c]
+    assert _run_advice(command) == 0
+    assert _check_weights(cards, "cpu", {}, optional=True) == []

@@ -122,3 +122,15 @@ def test_speaker_bootstrap_equals_reference_exactly(case):
 def test_speaker_bootstrap_rejects_non_binary_correctness():
     with pytest.raises(ValueError, match="0/1"):
         stats.speaker_bootstrap_interval(np.array([0.5, 1.0]), ["a", "b"], seed=0, n_boot=10)
+
+
+def test_exact_binomial_half_equals_scipy():
+    """The McNemar p-value computed in integers (no scipy import for the leaderboard) equals scipy's binomtest."""
+    from scipy.stats import binomtest
+
+    from kwsbench.results.stats import binomial_two_sided_half
+
+    cases = [(k, n) for n in (*range(1, 40), 99, 100, 101, 500, 2001) for k in {0, 1, n // 3, n // 2, n - 1, n}]
+    for k, n in cases:
+        assert binomial_two_sided_half(k, n) == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-12, abs=1e-300)
+    assert binomial_two_sided_half(0, 0) == 1.0

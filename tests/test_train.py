@@ -341,3 +341,20 @@ def test_shipped_manifest_commands_are_reproducible(manifest):
         cmd = entry["command"]
         assert cmd.startswith(f"kwsbench train {entry['model']} ") and "/tmp" not in cmd and "--out" not in cmd, cmd
         assert (PROJECT_ROOT / "checkpoints" / manifest / entry["id"]).stat().st_size == entry["size"]
+
+
+def test_orthogonality_term_on_a_missing_parameter_is_a_user_error(tiny_synth, tmp_path):
+    """The S-Edge recipe once named `decoder.weight`, which the model does not have, and trained without the term."""
+    cfg = _config(tiny_synth, tmp_path / "o", epochs=1, recipe={"orthogonality": {"param": "no.such", "weight": 0.1}})
+    with pytest.raises(BadInputError, match="no.such"):
+        train(cfg, card=TINY)
+
+
+@pytest.mark.parametrize("recipe", ["s-edge", "s-edge-high-lr"])
+def test_s_edge_recipes_name_parameters_every_size_has(recipe):
+    from kwsbench.models.sedge import CONFIGS, build_sedge
+
+    rec = load_recipe(recipe)
+    for size in CONFIGS:
+        names = dict(build_sedge(size, num_classes=12).named_parameters())
+        assert rec.orthogonality.param in names, (recipe, size)

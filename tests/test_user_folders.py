@@ -5,6 +5,7 @@ ones; a file of the same name replaces the packaged one."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from kwsbench.cli import main
 from kwsbench.errors import EXIT_BAD_INPUT, BadInputError
@@ -51,16 +52,18 @@ def test_noise_dir_with_recordings_only_adds_nothing(tmp_path):
 
 
 def test_baselines_folder_adds_files(tmp_path, monkeypatch):
-    from kwsbench.results.baselines import baseline_files, load_baselines
+    from kwsbench.results.baselines import baseline_files, load_baseline_file, load_baselines
 
     monkeypatch.delenv("KWSBENCH_BASELINES", raising=False)
     before = load_baselines()
-    mine = (packaged("baselines") / "kwt.yaml").read_text().replace("kwt-1, condition: clean, value: 97.7",
-                                                                     "kwt-1, condition: clean, value: 91.0")
+    raw = yaml.safe_load((packaged("baselines") / "kwt.yaml").read_text())
+    raw["rows"][0]["value"] = 12.345  # a value no packaged row has
+    mine = yaml.safe_dump(raw, sort_keys=False)
     (tmp_path / "my-paper.yaml").write_text(mine)
     monkeypatch.setenv("KWSBENCH_BASELINES", str(tmp_path))
     after = load_baselines()
-    assert len(after) == len(before) + 4 and any(r.value == 91.0 for r in after)
+    assert len(after) == len(before) + len(load_baseline_file(tmp_path / "my-paper.yaml"))
+    assert any(r.value == 12.345 for r in after) and not any(r.value == 12.345 for r in before)
     (tmp_path / "kwt.yaml").write_text(mine)  # the same name: replaces the packaged kwt.yaml
     assert tmp_path / "kwt.yaml" in baseline_files() and packaged("baselines") / "kwt.yaml" not in baseline_files()
     monkeypatch.setenv("KWSBENCH_BASELINES", str(tmp_path / "nowhere"))

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich_argparse import RawDescriptionRichHelpFormatter
-
 from kwsbench.errors import BadInputError
 from kwsbench.paths import STORE_ENV, default_store
 
@@ -27,9 +25,12 @@ PIPE_WIDTH = 200  # piped output (files, CI logs) gets room for a whole table in
 STORE_HELP = f"results store, an SQLite file (default: ${STORE_ENV}, else runs/kwsbench.sqlite)"
 
 
-class HelpFormatter(RawDescriptionRichHelpFormatter):
-    """The help style of every parser (set on all of them by `apply_help_style`); descriptions and epilogs keep
-    their line breaks (examples, tables)."""
+def HelpFormatter(prog: str) -> argparse.HelpFormatter:  # noqa: N802 - argparse's formatter_class slot
+    """The help style of every parser (set on all of them by `apply_help_style`): rich-argparse, descriptions and
+    epilogs keeping their line breaks. A factory, so rich is imported only when help or usage is printed."""
+    from rich_argparse import RawDescriptionRichHelpFormatter
+
+    return RawDescriptionRichHelpFormatter(prog)
 
 
 def apply_help_style(parser: argparse.ArgumentParser) -> None:

@@ -20,9 +20,12 @@ def register(subparsers) -> None:
     ls = sub.add_parser("list", help="one line per noise source")
     ls.add_argument("--noise-dir", help=NOISE_DIR_HELP)
     ls.set_defaults(func=_list)
-    show = sub.add_parser("show", help="a source's full definition and cache key")
+    show = sub.add_parser("show", help="a source's full definition and cache key; --wav / --png to hear and see it")
     show.add_argument("name", help="noise source name, or a path to a definition YAML")
     show.add_argument("--noise-dir", help=NOISE_DIR_HELP)
+    show.add_argument("--wav", help="also write 5 rendered clips (seed 0) to this WAV file (default: none)")
+    show.add_argument("--png", help="also write their spectrum + spectrogram to this PNG file (default: none)")
+    show.add_argument("--data-dir", help="clip set for babble talkers (default: the embedded synthetic set)")
     show.set_defaults(func=_show)
     rend = sub.add_parser("render", help="render a few clips of a source to a WAV file (and a spectrum PNG)")
     rend.add_argument("name", help="noise source name, or a path to a definition YAML")
@@ -73,6 +76,11 @@ def _show(args: argparse.Namespace) -> int:
         except BadInputError as err:
             files = [f"not found ({err})"]
         out.print(f"[bold]files[/]: {', '.join(files)}", highlight=False)
+    if args.wav or args.png:
+        _write_clips(args.name, 0, 5, args.noise_dir, args.data_dir, args.wav, args.png)
+    else:
+        out.print(f"hear and see it: kwsbench noise show {s.name} --wav {s.name}.wav --png {s.name}.png",
+                  highlight=False)
     return 0
 
 
@@ -106,24 +114,30 @@ def _render_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_
 
 
 def _render(args: argparse.Namespace) -> int:
+    if args.clips < 1:
+        raise BadInputError(f"--clips must be >= 1, got {args.clips}")
+    _write_clips(args.name, args.seed, args.clips, args.noise_dir, args.data_dir, args.out, args.png)
+    return 0
+
+
+def _write_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_dir: str | None,
+                 wav: str | None, png: str | None) -> None:
     import numpy as np
     import soundfile as sf
 
-    if args.clips < 1:
-        raise BadInputError(f"--clips must be >= 1, got {args.clips}")
-    source, audio, rate = _render_clips(args.name, args.seed, args.clips, args.noise_dir, args.data_dir)
-    # Rendered noise is at unit RMS or peak 0.7; scale to peak 0.9 so the 16-bit file never clips.
-    peak = float(np.max(np.abs(audio)))
-    out = audio * (0.9 / peak) if peak > 0 else audio
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(out_path), out, rate, subtype="PCM_16")
-    con = console()
-    con.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {source.name} "
-                  f"v{source.version}, seed {args.seed})", highlight=False)
-    if args.png:
+    source, audio, rate = _render_clips(name, seed, clips, noise_dir, data_dir)
+    out_console = console()
+    if wav:
+        # Rendered noise is at unit RMS or peak 0.7; scale to peak 0.9 so the 16-bit file never clips.
+        peak = float(np.max(np.abs(audio)))
+        out = audio * (0.9 / peak) if peak > 0 else audio
+        out_path = Path(wav)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(out_path), out, rate, subtype="PCM_16")
+        out_console.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {source.name} "
+                          f"v{source.version}, seed {seed})", highlight=False)
+    if png:
         from kwsbench.noise.plot import plot_noise
 
-        plot_noise(audio, rate, f"{source.name} v{source.version} (seed {args.seed})", Path(args.png))
-        con.print(f"wrote {args.png}", highlight=False)
-    return 0
+        plot_noise(audio, rate, f"{source.name} v{source.version} (seed {seed})", Path(png))
+        out_console.print(f"wrote {png}", highlight=False)

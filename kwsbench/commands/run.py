@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 
 from kwsbench.commands.args import add_device, add_models, add_store, console, ints, names
 from kwsbench.errors import EXIT_FAILED, EXIT_OK
-from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
+
+# Kept here, not imported from kwsbench.run.plan (its typed loader and YAML), so every command's --help starts fast;
+# tests/test_cli.py checks they equal the plan's.
+RATE_MODES = ("native", "bandlimit")
+DECIMATIONS = ("sinc", "drop")
+ON_BAD_FILE = ("error", "skip")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", help="evaluate models under clean and noisy conditions into the store",
-                              description="Evaluate a grid of models x noise x SNR x rate into the results store; "
-                                          "flags override the keys of --config.")
-    add_models(p, "every model with weights available")
+    p = subparsers.add_parser(
+        "run", help="evaluate models under clean and noisy conditions into the store",
+        description="Evaluate a grid of models x noise x SNR x rate into the results store; flags override the "
+        "keys of --config. Without --data-dir and --models: the embedded synthetic set with the project's synth "
+        "weights, every model whose weights learned (on a CPU also not the ones too slow for it); the run names "
+        "what it left out and why, and says how many cells it will compute and roughly how long that takes.")
+    add_models(p, "without --data-dir: see above; with it: every model with weights available")
     p.add_argument("--weights", help="a project manifest whose checkpoints to use, e.g. synth or gsc-mini "
                    "(default: the models' own checkpoints; without --data-dir and --models: synth)")
     p.add_argument("--noise", type=names("--noise"), metavar="LIST",
                    help="comma list of noise sources, see `kwsbench noise list` (default: none, clean only; "
                    "with --quick: factory)")
     p.add_argument("--snr", nargs="+", metavar="DB",
-                   help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15 (default: those seven)")
+                   help="SNRs in dB, e.g. --snr -15 -10 -5 0 5 10 15 (default with --noise: those seven; "
+                   "with --quick: 0); needs --noise")
     p.add_argument("--snr-def", choices=("rms", "active"), help="SNR definition (default: rms)")
     p.add_argument("--rates", type=ints("--rates", " in Hz"), metavar="LIST",
                    help="comma list of sample rates in Hz, e.g. 16000,8000,4000 (default: 16000)")
@@ -35,28 +47,33 @@ def register(subparsers) -> None:
                    "beside the packaged ones (default: $KWSBENCH_NOISE_DIR)")
     # numbers are checked by the plan's typed loader (exit 5 naming the key), as in a plan file
     p.add_argument("--seed", metavar="INT", help="global noise seed (default: 0)")
+    p.add_argument("--seeds", type=ints("--seeds"), metavar="LIST",
+                   help="comma list of noise seeds, e.g. 0,1,2,3,4: every noisy condition once per seed, each a cell "
+                   "of its own; clean runs once (default: --seed alone); a --per-class subset is drawn with the first")
     p.add_argument("--batch-size", metavar="INT", help="clips per forward (default: 256)")
     add_device(p, from_plan=True)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
                    "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")
     p.add_argument("--per-class", metavar="INT", help="class-stratified subset of this many clips per class "
-                   "(default: every clip)")
+                   "(default: every clip; with --quick: 20)")
     p.add_argument("--config", help="plan YAML; flags override its keys (default: none)")
-    p.add_argument("--quick", action="store_true", help="clean + factory 0 dB on a class-stratified subset")
+    p.add_argument("--quick", action="store_true", help="fill in what was not given: factory noise at 0 dB on 20 clips "
+                   "per class; a flag or plan key you give is always kept (default: off)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="skip cells already stored (the default)")
-    group.add_argument("--force", action="store_true", help="recompute cells even if stored")
+    group.add_argument("--force", action="store_true", help="recompute cells even if stored (default: off)")
     add_store(p)
     p.set_defaults(func=_run)
 
 
 def plan_from_args(args: argparse.Namespace):
+    """The plan the flags ask for, and the default models it leaves out (each with why)."""
     from kwsbench import api
 
-    return api.plan(
+    return api.plan_and_left_out(
         args.config, quick=args.quick, models=args.models, noise=args.noise, snr=args.snr, snr_def=args.snr_def,
         rates=args.rates, rate_mode=args.rate_mode, decimation=args.decimation, data_dir=args.data_dir,
-        protocol=args.protocol, noise_dir=args.noise_dir, seed=args.seed, weights=args.weights,
+        protocol=args.protocol, noise_dir=args.noise_dir, seed=args.seed, seeds=args.seeds, weights=args.weights,
         batch_size=args.batch_size, device=args.device, per_class=args.per_class, store=args.store,
         on_bad_file=args.on_bad_file, force=True if args.force else None,
         cuda_graphs=False if args.no_cuda_graphs else None,
@@ -67,11 +84,17 @@ def _run(args: argparse.Namespace) -> int:
     from kwsbench import api
     from kwsbench.run import distributed
 
-    plan = plan_from_args(args)
+    plan, left_out = plan_from_args(args)
     # under torchrun (WORLD_SIZE > 1) each rank computes its share of the cells; rank 0 reports
     shard, plan.device = distributed.init_from_env(plan.device)
+    if left_out and shard.rank == 0:
+        print(f"left out {len(left_out)} of the default models (name them with --models to run them):",
+              file=sys.stderr)
+        for item in left_out:
+            print(f"  {item.model}: {item.reason}", file=sys.stderr)
     try:
-        summary = api.run(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)
+        with interrupt_on_sigterm():
+            summary = api.run(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)
     finally:
         distributed.shutdown()
     if shard.rank != 0:
@@ -95,6 +118,30 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+    """SIGTERM (a killed job, a CI time-out) ends the run the way Ctrl-C does: the run is recorded as
+    interrupted and the cells stored so far are kept (exit 130)."""
+    owner = os.getpid()
+
+    def _raise(signum, frame):
+        if os.getpid() != owner:  # a forked worker (noise rendering) ends as it would have without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _print_results(store_path: str, cell_keys: list[str]) -> None:
     """The accuracies this run covered (computed or reused), with their Wilson 95% intervals."""
     from rich.table import Table
@@ -107,10 +154,12 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
     if not cells:
         return
     table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
-    for col in ("model", "noise", "SNR dB", "rate Hz", "accuracy", "95% CI"):
+    seeds = len({c.seed for c in cells if c.noise != "clean"}) > 1
+    for col in ("model", "noise", "SNR dB", *(("seed",) if seeds else ()), "rate Hz", "accuracy", "95% CI"):
         table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
     for c in cells:
         snr = "" if c.snr_db is None else f"{c.snr_db:+g} ({c.snr_def})"
-        table.add_row(c.model, c.noise, snr, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
+        seed = (("" if c.noise == "clean" else str(c.seed)),) if seeds else ()
+        table.add_row(c.model, c.noise, snr, *seed, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
                       f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
     console().print(table)

@@ -7,9 +7,13 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kwsbench.commands.args import add_device, console
 from kwsbench.errors import BadInputError
+
+if TYPE_CHECKING:
+    from kwsbench.models.registry import ModelCard
 
 
 def register(subparsers) -> None:
@@ -18,7 +22,7 @@ def register(subparsers) -> None:
                                           "recipe on the embedded set); optionally publish the weights.")
     p.add_argument("model", help="model card name (see `kwsbench models list`)")
     p.add_argument("--recipe", help="packaged recipe name (s-edge, nc-ssm, bc-resnet, ds-cnn, kwt, synth) or a YAML "
-                   "file; default: the model family's recipe, or synth on the synthetic set")
+                   "file; default: the model card's recipe, or synth on the synthetic set")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the synthetic set, seed --synth-seed)")
     p.add_argument("--protocol", help="label protocol of --data-dir (default: detected from the layout)")
     p.add_argument("--epochs", type=int, help="override the recipe's number of epochs (default: the recipe's)")
@@ -44,15 +48,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-FAMILY_RECIPES = {"s-edge": "s-edge", "nc-ssm": "nc-ssm", "nanomamba": "nc-ssm", "bc-resnet": "bc-resnet",
-                  "ds-cnn": "ds-cnn", "kwt": "kwt", "vjepa2-audio": "kwt"}
+def default_recipe(card: ModelCard, data_dir: str | None) -> str:
+    """The card's recipe on real data; the short synth recipe on the embedded synthetic set."""
+    from kwsbench.train.recipes import list_recipes
 
-
-def default_recipe(family: str, data_dir: str | None) -> str:
-    """The paper's recipe on real data; the short synth recipe on the embedded synthetic set."""
     if data_dir is None:
         return "synth"
-    return FAMILY_RECIPES.get(family, "nc-ssm")
+    if card.recipe is None:
+        raise BadInputError(f"model {card.name} has no packaged training recipe; pass --recipe with one of "
+                            f"{', '.join(list_recipes())} or a recipe YAML file")
+    return card.recipe
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -61,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from kwsbench.train.recipes import load_recipe
 
     card = get_card(args.model)
-    recipe = load_recipe(args.recipe or default_recipe(card.family, args.data_dir))
+    recipe = load_recipe(args.recipe or default_recipe(card, args.data_dir))
     if args.epochs is not None and args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size is not None:

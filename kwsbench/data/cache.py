@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +38,20 @@ def cache_key(root: Path, files: list[tuple[str, int, int]], protocol: str, spli
 
 
 def load_cached(key: str) -> ClipSet | None:
-    """The cached ClipSet for `key`, or None if absent or unreadable (a broken entry is rebuilt)."""
+    """The cached ClipSet for `key`, or None if absent. An entry that is unreadable or fails its checksum (the
+    samples' CRC-32 and the metadata's sha256, recorded when it was written) is reported and rebuilt, never used."""
     base = clipset_cache_dir()
     meta_path, npy_path = base / f"{key}.json", base / f"{key}.npy"
     if not meta_path.is_file() or not npy_path.is_file():
         return None
     try:
-        meta = json.loads(meta_path.read_text())
-        raw = np.load(npy_path, allow_pickle=False)
-    except (OSError, ValueError):
+        doc = json.loads(meta_path.read_text())
+        meta, problem = doc["meta"], _problem(doc, npy_path)
+        raw = None if problem else np.load(npy_path, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        problem = f"is unreadable ({err})"
+    if problem:
+        warnings.warn(f"clip-set cache entry {npy_path} {problem}; the clips are decoded again", stacklevel=3)
         return None
     # int16 storage is exact for 16-bit sources; float32 / 32768 reproduces the decoded values bit for bit.
     audio = raw.astype(np.float32) / np.float32(32768.0) if raw.dtype == np.int16 else raw.astype(np.float32)
@@ -85,7 +92,37 @@ def store_cached(key: str, cs: ClipSet) -> None:
         "meta": cs.meta,
     }
     _atomic_write(base / f"{key}.npy", lambda f: np.save(f, data, allow_pickle=False))
-    _atomic_write(base / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+    npy = base / f"{key}.npy"
+    doc = {"meta": meta, "meta_sha256": _meta_sha256(meta), "bytes": npy.stat().st_size, "crc32": file_crc32(npy)}
+    _atomic_write(base / f"{key}.json", lambda f: f.write(json.dumps(doc).encode()))
+
+
+def file_crc32(path: Path) -> str:
+    """CRC-32 of a file's bytes, read in 16 MiB pieces. A checksum against truncation and flipped bits, not an
+    attacker (whoever can write the cache can write the code): sha256 would add about a second per
+    GSC-size noise bank or clip set load."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while piece := fh.read(16 << 20):
+            crc = zlib.crc32(piece, crc)
+    return f"{crc:08x}"
+
+
+def _meta_sha256(meta: dict) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _problem(doc: dict, npy_path: Path) -> str:
+    """'' when the entry matches the checksums its JSON records, else what is wrong."""
+    if "meta_sha256" not in doc or "crc32" not in doc:
+        return "has no checksum (written by an older kwsbench)"
+    if _meta_sha256(doc["meta"]) != doc["meta_sha256"]:
+        return "has metadata that fails its checksum (damaged)"
+    if npy_path.stat().st_size != int(doc["bytes"]):
+        return f"is {npy_path.stat().st_size} bytes, its metadata says {doc['bytes']} (truncated?)"
+    if file_crc32(npy_path) != doc["crc32"]:
+        return "fails its checksum (damaged)"
+    return ""
 
 
 def _atomic_write(path: Path, write) -> None:

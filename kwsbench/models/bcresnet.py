@@ -123,7 +123,7 @@ for _tau in TAUS:
         name=_name(_tau), family="bc-resnet", builder=BCResNet, kwargs={"tau": _tau}, input="log-mel-40-power",
         native_rate=16000, protocol="v2-12", can_change_rate=True, checkpoint=None, cost=conv_net_cost,
         aliases=(f"bc-resnet-{_tau:g}",) if _tau != int(_tau) else (),
-        params=BUILT_PARAMS[_tau],
+        published_params=PUBLISHED_PARAMS[_tau], recipe="bc-resnet",
         description=f"official BC-ResNet-{_tau:g} (base width {int(8 * _tau)}); published {PUBLISHED_PARAMS[_tau]:,}"
                     " params (rounded); no public weights",
         source="Kim et al., Interspeech 2021, arXiv 2106.04140",

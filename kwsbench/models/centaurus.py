@@ -241,6 +241,7 @@ register(ModelCard(
     kwargs={"channels": (16, 16, 24, 24, 32, 32), "modes": ("full", "full", "neck", "neck", "s5", "s5"),
             "pools": (4, 4, 2, 2, 2, 1), "num_states": 16, "state_blocks": 4, "num_classes": 35},
     protocol="v2-35", num_classes=35, can_change_rate=True, can_stream=True, cost=model_cost,
+    recipe="nc-ssm",  # no recipe of its own (README, Training): the nc-ssm one
     description="Centaurus hybrid KWS on raw 16 kHz: 2 full, 2 neck, 2 s5 blocks with pooling, N 16, J 4, SC35",
     source="Pei, Centaurus (ICLR 2025, arXiv 2501.13230); Brainchip-Inc/Centaurus b394bd7; reported.md §4",
 ))

@@ -61,12 +61,14 @@ class KwtSize:
     layers: int
     params: int  # what this definition builds (tests recount)
     published: str  # as the source states it
+    published_params: int  # the same, as a number (rounding kept)
 
 
 SIZES = {
-    1: KwtSize(64, 256, 1, 12, 607_308, "607,308 (Keras summary of the released KWT-1; kwt.md)"),
-    2: KwtSize(128, 512, 2, 12, 2_394_252, "2.4 M (reported.md §2.4)"),
-    3: KwtSize(192, 768, 3, 12, 5_360_844, "5.5 M (reported.md §2.4; the built 5.36 M rounds to 5.4 M)"),
+    1: KwtSize(64, 256, 1, 12, 607_308, "607,308 (Keras summary of the released KWT-1; kwt.md)", 607_308),
+    2: KwtSize(128, 512, 2, 12, 2_394_252, "2.4 M (reported.md §2.4)", 2_400_000),
+    3: KwtSize(192, 768, 3, 12, 5_360_844, "5.5 M (reported.md §2.4; the built 5.36 M rounds to 5.4 M)",
+                 5_500_000),
 }
 
 
@@ -374,7 +376,8 @@ for _size, _cfg in SIZES.items():
     register(ModelCard(
         name=f"kwt-{_size}", family="kwt", builder=KWT, kwargs={"size": _size}, input="mfcc-tf-40",
         native_rate=SAMPLE_RATE, protocol="v2-12", num_classes=12, can_change_rate=False, can_stream=False,
-        cost=kwt_cost, checkpoint="kwt:KWT-1/kwt-1.pt" if _size == 1 else None, params=_cfg.params,
+        cost=kwt_cost, checkpoint="kwt:KWT-1/kwt-1.pt" if _size == 1 else None,
+        published_params=_cfg.published_params, recipe="kwt",
         description=(f"Keyword Transformer KWT-{_size}: dim {_cfg.d_model}, mlp {_cfg.mlp_dim}, {_cfg.heads} head(s), "
                      f"{_cfg.layers} post-norm layers on 98 MFCC frames; published {_cfg.published}; "
                      + ("weights: the authors' TFLite file, converted (front-end matrices read from it)"

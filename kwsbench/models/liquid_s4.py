@@ -118,6 +118,7 @@ for _kernel in ("polyb", "kb"):
         name="liquid-s4-kws" if _kernel == "polyb" else "liquid-s4-kb-kws", family="liquid-s4",
         builder=build_liquid_s4, kwargs={**_KW, "liquid_kernel": _kernel}, protocol="v2-35", num_classes=35,
         can_change_rate=True, can_stream=True, cost=model_cost,
+        recipe="nc-ssm",  # no recipe of its own (README, Training): the nc-ssm one
         description=f"Liquid-S4 ({_kernel}, degree 2), causal, stride-160 front, H 128, N 8, 6 layers, SC35",
         source=_SRC,
     ))

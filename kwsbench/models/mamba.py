@@ -197,6 +197,7 @@ register(ModelCard(
     name="mamba-kws", family="mamba", builder=build_mamba,
     kwargs={"d_model": 64, "n_layers": 4, "d_state": 16, "expand": 2, "num_classes": 12, "hop": 160},
     protocol="v2-12", num_classes=12, can_change_rate=True, can_stream=True, cost=model_cost,
+    recipe="nc-ssm",  # no recipe of its own (README, Training): the nc-ssm one
     description="Mamba1 KWS (pure-PyTorch selective scan), stride-160 input projection, d 64, 4 layers, N 16",
     source="Gu & Dao Mamba (state-spaces/mamba e9594ce); Keyword Mamba (arXiv 2508.07363); reported.md §2.6, §6",
 ))

@@ -111,6 +111,9 @@ _VARIANTS = (
     ("nanomamba-small", 24, 4, 3, "NanoMamba-Small/best.pt", ("nm-small",), "best (epoch index 27)"),
 )
 
+# The Interspeech draft's counts per configuration (reported.md §2.6; nc-ssm.md §10)
+_PUBLISHED = {(16, 4, 2): 4_636, (24, 4, 3): 12_035}
+
 for _name, _d, _n, _l, _ckpt, _aliases, _note in _VARIANTS:
     register(
         ModelCard(
@@ -124,7 +127,8 @@ for _name, _d, _n, _l, _ckpt, _aliases, _note in _VARIANTS:
             cost=nanomamba_card_cost,
             checkpoint=f"nc-ssm:{_ckpt}",
             aliases=_aliases,
-            params=expected_params(_d, _n, _l),
+            published_params=_PUBLISHED[(_d, _n, _l)],
+            recipe="nc-ssm",
             description=f"NanoMamba SA-SSM v1 D={_d} N={_n} {_l} blocks; {_note}",
             source=SOURCE,
         )

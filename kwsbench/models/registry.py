@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,10 @@ class ModelCard:
     cost: Callable[..., Any] | None = None  # (card, rate) -> cost record (kwsbench.cost)
     checkpoint: str | None = None  # default checkpoint id in a manifest under checkpoints/
     aliases: tuple[str, ...] = ()
-    params: int | None = None  # trainable parameters, as published / as built
+    # the parameter count the paper or repository states (as printed, rounding included); None where no source
+    # gives one. What the port builds is `counted_params()`.
+    published_params: int | None = None
+    recipe: str | None = None  # packaged training recipe (kwsbench/train/recipes/<name>.yaml); None: none fits
     description: str = ""
     source: str = ""  # paper / repository the definition follows
 
@@ -48,6 +52,10 @@ class ModelCard:
                     f"{num_classes} classes. Use data of its label protocol ({self.protocol}).")
             overrides["num_classes"] = num_classes
         return self.builder(**{**self.kwargs, **overrides})
+
+    def counted_params(self) -> int:
+        """Trainable parameters of the model as this card builds it (counted, not quoted)."""
+        return sum(p.numel() for p in self.build().parameters() if p.requires_grad)
 
     @property
     def head_is_sizable(self) -> bool:
@@ -72,6 +80,23 @@ def register(card: ModelCard) -> ModelCard:
     return card
 
 
+@contextmanager
+def registered(*cards: ModelCard) -> Iterator[tuple[ModelCard, ...]]:
+    """Register `cards` for the duration of a `with` block (tests, notebooks), then remove them again; a name
+    already registered is refused as by `register`."""
+    _load_families()  # a family imported inside the block must not be mistaken for one of these cards
+    done: list[ModelCard] = []
+    try:
+        for card in cards:
+            done.append(register(card))
+        yield cards
+    finally:
+        for card in done:
+            _CARDS.pop(card.name, None)
+            for key in (card.name, *card.aliases):
+                _ALIASES.pop(key, None)
+
+
 def _load_families() -> None:
     global _loaded
     if _loaded:
@@ -87,6 +112,13 @@ def _load_families() -> None:
 def all_cards() -> list[ModelCard]:
     _load_families()
     return [_CARDS[k] for k in sorted(_CARDS)]
+
+
+def find_card(name: str) -> ModelCard | None:
+    """The card of a name or alias, None when there is none (`get_card` says so as an error instead)."""
+    _load_families()
+    key = _ALIASES.get(name.strip().lower())
+    return _CARDS[key] if key is not None else None
 
 
 def get_card(name: str) -> ModelCard:

@@ -186,12 +186,14 @@ _CFG = {"d_model": 128, "d_state": 64, "n_layers": 3, "num_classes": 10, "hop": 
 register(ModelCard(
     name="s4-kws", family="s4", builder=build_s4, kwargs=dict(_CFG), protocol="v2-10", num_classes=10,
     can_change_rate=True, can_stream=True, cost=model_cost,
+    recipe="nc-ssm",  # no recipe of its own (README, Training): the nc-ssm one
     description="S4 (DPLR, HiPPO-LegS, bilinear) KWS on raw 16 kHz: stride-160 front, 3 layers, H 128, N 64, SC10",
     source=_SRC,
 ))
 register(ModelCard(
     name="s4d-kws", family="s4", builder=build_s4d, kwargs=dict(_CFG), protocol="v2-10", num_classes=10,
     can_change_rate=True, can_stream=True, cost=model_cost,
+    recipe="nc-ssm",  # no recipe of its own (README, Training): the nc-ssm one
     description="S4D (diagonal, S4D-Lin, ZOH) KWS on raw 16 kHz: stride-160 front, 3 layers, H 128, N 64, SC10",
     source=_SRC,
 ))

@@ -71,6 +71,7 @@ register(ModelCard(
     name="s5-kws", family="s5", builder=build_s5,
     kwargs={"d_model": 96, "d_state": 128, "n_layers": 6, "num_classes": 35, "hop": 160},
     protocol="v2-35", num_classes=35, can_change_rate=True, can_stream=True, cost=model_cost,
+    recipe="nc-ssm",  # no recipe of its own (README, Training): the nc-ssm one
     description="S5 (MIMO diagonal, ZOH, parallel scan), causal, stride-160 front, H 96, P 128, 6 layers, SC35",
     source="Smith et al. S5 (ICLR'23), run_speech35.sh; reference/reported.md §2.5",
 ))

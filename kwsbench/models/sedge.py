@@ -612,10 +612,20 @@ class SEdgeClassifier(nn.Module):
         w = (torch.rand(num_classes, h_last, generator=gen) * 2 - 1) * bound
         self.decoder_weight = nn.Parameter(w / w.norm(dim=1, keepdim=True) / math.sqrt(3.0))
         self.decoder_bias = nn.Parameter((torch.rand(num_classes, generator=gen) * 2 - 1) * bound)
-        # Global standardisation of the waveform (train-set mean/std in the recipe); identity until trained.
+        # Global standardisation of the waveform (s-edge.md §4: one scalar mean and std over the training
+        # samples); identity until the trainer sets it (standardise_input), then saved with the weights.
         self.register_buffer("input_mean", torch.zeros(()))
         self.register_buffer("input_std", torch.ones(()))
         self.input_scale = 1  # step scale of the signal fed to forward (16000 / input rate)
+
+    def standardise_input(self, mean: float, std: float) -> None:
+        """Feed (audio - mean) / (std + 1e-5) to the first layer, as the reference recipe does with the
+        training set's global statistics. Without it the sizes without BatchNorm (full, naive) see the raw
+        waveform (std 0.04-0.09 on the project's sets) and their training loss stays at ln(classes)."""
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise BadInputError(f"input standardisation needs a finite mean and a positive std, got {mean}, {std}")
+        self.input_mean.fill_(mean)
+        self.input_std.fill_(std)
 
     # -- rate / step scale -------------------------------------------------------------------------
     def set_step_scale(self, scales: list[int], previous: list[int] | None = None) -> None:
@@ -728,7 +738,7 @@ for _size in CONFIGS:
         can_stream=True,
         cost=_cost,
         checkpoint=None,  # no public weights: train with `kwsbench train`
-        params=PUBLISHED_PARAMS[_size],
+        published_params=PUBLISHED_PARAMS[_size], recipe="s-edge",
         description=f"S-Edge {_size}: complex diagonal ZOH SSM on raw audio (repository-formula params)",
         source="Bittner et al., Machine Learning 114(8):175 (2025); S-Edge repository commit 94f2453",
     ))

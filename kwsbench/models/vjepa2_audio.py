@@ -151,7 +151,7 @@ def vjepa2_audio_cost(card: ModelCard, rate: int) -> Cost:
 register(ModelCard(
     name="vjepa2-audio-kws", family="vjepa2-audio", builder=VJepa2AudioKWS, kwargs=dict(SIZE), input="log-mel-128",
     native_rate=16000, protocol="v2-12", num_classes=12, can_change_rate=False, can_stream=False,
-    cost=vjepa2_audio_cost, checkpoint=None, params=PARAMS,
+    cost=vjepa2_audio_cost, checkpoint=None, recipe="kwt",
     description="V-JEPA 2-style ViT on 128-mel log spectra, 8 tubelet tokens of 19 frames x 128 mel (hop 105 "
                 "samples), d 80, depth 4, 4 heads, attentive-pooling head; sized like KWT-1 (585,212 vs 607,308 "
                 "params); no streaming; no public weights (train: kwsbench train, recipe kwt)",

@@ -10,6 +10,7 @@ import mmap
 import multiprocessing
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kwsbench.data.cache import file_crc32
 from kwsbench.data.clipset import CLIP_SAMPLES, ClipSet
 from kwsbench.errors import BadInputError
 from kwsbench.noise.definitions import NoiseSource
-from kwsbench.noise.generators import RenderContext
+from kwsbench.noise.generators import RenderContext, trim_to_speech
 from kwsbench.noise.mixing import mix
 from kwsbench.noise.sources import get_source, load_recording, render, resolve_recordings
 from kwsbench.paths import cache_dir
@@ -45,7 +47,30 @@ def build_context(source: NoiseSource, clipset: ClipSet | None, noise_dir: Path 
         ctx.pool_audio = clipset.audio[order]
         ctx.pool_ids = tuple(clipset.utterance_ids[i] for i in order)
         ctx.pool_speakers = tuple(clipset.speaker_ids[i] for i in order)
+    if source.kind == "babble-streams":
+        _non_target_words(source, ctx)
+    if source.kind == "babble-tts":
+        from kwsbench.noise.tts import pool_sha256, tts_pool
+
+        p = source.params
+        audio, speakers = tts_pool(p["voices"], p["sentences_per_voice"], p["voice_seed"])
+        ctx.segments = [trim_to_speech(a, rate) for a in audio]
+        ctx.segment_speakers = speakers
+        ctx.segment_ids = tuple(f"tts/{k:03d}" for k in range(len(audio)))
+        extra = [pool_sha256(audio)]
     return ctx, extra
+
+
+def _non_target_words(source: NoiseSource, ctx: RenderContext) -> None:
+    """babble-streams speaks the clip set's `_unknown_` words (never a keyword), each trimmed to its speech."""
+    rows = [i for i, (uid, spk) in enumerate(zip(ctx.pool_ids, ctx.pool_speakers, strict=True))
+            if uid.startswith("_unknown_/") and spk]
+    if not rows:
+        raise BadInputError(f"noise source {source.name!r} speaks the clip set's non-target (_unknown_) words, and "
+                            "this clip set has none with a known speaker; use --noise babble-tts (speech engine)")
+    ctx.segments = [trim_to_speech(ctx.pool_audio[i], ctx.rate) for i in rows]
+    ctx.segment_speakers = tuple(ctx.pool_speakers[i] for i in rows)
+    ctx.segment_ids = tuple(ctx.pool_ids[i] for i in rows)
 
 
 class NoiseBank:
@@ -65,7 +90,7 @@ class NoiseBank:
         self._use_cache = use_cache
         self._ctx: RenderContext | None = None
         extra: list[str] = []
-        if self.source.needs_recordings:
+        if self.source.keyed_by_content:
             self._ctx, extra = build_context(self.source, clipset, noise_dir)
         self.key = bank_key(clipset.fingerprint, self.source, self.seed, extra)
         self._order = np.argsort(np.asarray(clipset.utterance_ids, dtype=object), kind="stable")
@@ -100,10 +125,21 @@ class NoiseBank:
         return cache_dir() / "noise" / f"{self.key}.npy"
 
     def _from_cache(self) -> np.ndarray | None:
+        """The cached rows, or None when absent. A file that fails its checksum (truncated, damaged, or written
+        without one) is reported and rendered again, never used."""
         if not self.path.is_file():
             return None
-        stored = np.load(self.path, allow_pickle=False)
-        if stored.shape != (len(self._order), CLIP_SAMPLES) or stored.dtype != np.float32:
+        problem = _verify(self.path, self.path.with_suffix(".json"))
+        stored = None
+        if not problem:
+            try:
+                stored = np.load(self.path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                problem = f"unreadable ({err})"
+        if stored is not None and (stored.shape != (len(self._order), CLIP_SAMPLES) or stored.dtype != np.float32):
+            problem = f"holds {stored.dtype} {stored.shape}, not this bank's rows"
+        if problem:
+            warnings.warn(f"noise-bank cache file {self.path} {problem}; the bank is rendered again", stacklevel=2)
             return None
         return self._in_row_order(stored)
 
@@ -126,7 +162,12 @@ class NoiseBank:
             msg = f"noise source {self.source.name!r} cannot be rendered for this clip set: {stored}"
             raise BadInputError(msg) from stored
         if self._use_cache:
-            _atomic_save(self.path, stored, self._meta())
+            try:
+                _atomic_save(self.path, stored, self._meta())
+            except OSError as err:  # an unwritable or full cache costs speed, not correctness
+                warnings.warn(f"could not write the noise-bank cache under {self.path.parent} ({err.strerror or err}); "
+                              "the bank is used from memory this run. Free space there or set KWSBENCH_CACHE to a "
+                              "writable folder", stacklevel=2)
         self.noise = self._in_row_order(stored)
 
     def _meta(self) -> dict:
@@ -237,14 +278,39 @@ def bank_key(fingerprint: str, source: NoiseSource, seed: int, extra: list[str] 
 
 
 def _atomic_save(path: Path, array: np.ndarray, meta: dict) -> None:
-    """Write beside the target and rename, so a killed run never leaves a truncated bank."""
+    """Write beside the target and rename, so a killed run never leaves a truncated bank; the sidecar JSON,
+    written last, carries the file's checksum (a bank without a matching sidecar is never used)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
+        checksum = file_crc32(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    sidecar = path.with_suffix(".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({**meta, "bytes": path.stat().st_size, "crc32": checksum}, indent=1))
+        os.replace(tmp, sidecar)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _verify(path: Path, sidecar: Path) -> str:
+    """'' when `path` matches the size and CRC-32 its sidecar records, else what is wrong."""
+    try:
+        meta = json.loads(sidecar.read_text())
+        want_size, want_crc = int(meta["bytes"]), str(meta["crc32"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "has no readable checksum sidecar"
+    size = path.stat().st_size
+    if size != want_size:
+        return f"is {size} bytes, its sidecar says {want_size} (truncated?)"
+    if file_crc32(path) != want_crc:
+        return "fails its checksum (damaged)"
+    return ""

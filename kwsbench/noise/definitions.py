@@ -79,9 +79,24 @@ KIND_PARAMS: dict[str, ParamSpec] = {
         "duration_s": ("range", [0.3, 0.8]),
         "normalise": (_NORMALISE, "peak"),
     },
-    "babble": {
+    "babble-clips": {
         "talker_count": ("irange", [5, 9]),
         "pool": ("choice:speech|unknown-only", "speech"),
+        "normalise": (_NORMALISE, "rms"),
+    },
+    "babble-streams": {
+        "talker_count": ("irange", [6, 8]),
+        "pause_s": ("range", [0.0, 0.15]),
+        "stream_voice": ("choice:any|one", "any"),
+        "normalise": (_NORMALISE, "rms"),
+    },
+    "babble-tts": {
+        "talker_count": ("irange", [6, 8]),
+        "pause_s": ("range", [0.1, 0.4]),
+        "stream_voice": ("choice:any|one", "one"),
+        "voices": ("int", 24),
+        "sentences_per_voice": ("int", 4),
+        "voice_seed": ("int", 1717),
         "normalise": (_NORMALISE, "rms"),
     },
     "recording": {
@@ -134,11 +149,16 @@ class NoiseSource:
 
     @property
     def needs_clipset(self) -> bool:
-        return self.kind == "babble"
+        return self.kind in ("babble-clips", "babble-streams")
 
     @property
     def needs_recordings(self) -> bool:
         return self.kind == "recording"
+
+    @property
+    def keyed_by_content(self) -> bool:
+        """Audio that is read or spoken, not drawn: its sha256 enters the bank key (files, the speech engine)."""
+        return self.kind in ("recording", "babble-tts")
 
 
 def definitions_dir() -> Path:

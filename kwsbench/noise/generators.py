@@ -33,6 +33,8 @@ class RenderContext:
 
     pool_audio / pool_speakers / pool_ids: the babble talker pool, sorted by utterance id so that
     the choice never depends on the clip set's row order. recordings: decoded noise files at `rate`.
+    segments / segment_speakers: speech with its leading and trailing silence cut, at unit RMS: the clip
+    set's non-target words (babble-streams) or the speech engine's sentences (babble-tts), in a fixed order.
     """
 
     rate: int = 16000
@@ -41,13 +43,17 @@ class RenderContext:
     pool_speakers: tuple[str, ...] = ()
     pool_ids: tuple[str, ...] = ()
     recordings: list[np.ndarray] = field(default_factory=list)
+    segments: list[np.ndarray] = field(default_factory=list)
+    segment_speakers: tuple[str, ...] = ()
+    segment_ids: tuple[str, ...] = ()  # what each segment is (utterance id, or voice/sentence number)
 
 
 @dataclass
 class RenderInfo:
     """How one waveform was made, for tests and for `noise show`: talker rows or (file, offset)."""
 
-    talkers: list[int] = field(default_factory=list)
+    talkers: list[int] = field(default_factory=list)  # pool rows (babble-clips) or segments (streams, tts)
+    streams: int = 0  # concurrent talkers of babble-streams / babble-tts
     segment: tuple[int, int] | None = None
 
 
@@ -236,6 +242,76 @@ def gen_babble(
     return out
 
 
+FRAME_S = 0.02  # frames for finding where speech starts and ends
+ACTIVE_DB = 30.0  # a frame is speech when it is within this many dB of the loudest frame
+
+
+MIN_SEGMENTS = 4
+
+
+def trim_to_speech(x: np.ndarray, rate: int) -> np.ndarray:
+    """From the first to the last frame within ACTIVE_DB of the loudest, at unit RMS (float64); a clip with
+    no energy gives an empty array."""
+    x = np.asarray(x, dtype=np.float64)
+    hop = max(1, int(FRAME_S * rate))
+    n = len(x) // hop
+    if n == 0:
+        return np.zeros(0)
+    energy = np.square(x[: n * hop]).reshape(n, hop).mean(axis=1)
+    if energy.max() <= 0:
+        return np.zeros(0)
+    active = np.flatnonzero(energy >= energy.max() * 10 ** (-ACTIVE_DB / 10))
+    seg = x[active[0] * hop:(active[-1] + 1) * hop]
+    return _normalise(seg, "rms")
+
+
+def speech_stream(rng: np.random.Generator, segments: list[np.ndarray], rows: np.ndarray, length: int,
+                  rate: int, pause_s: list[float]) -> tuple[np.ndarray, list[int]]:
+    """`length` samples of continuous speech: segments drawn from `rows` one after another with a pause of
+    pause_s (uniform) between them, entered at a uniform point of the first one (speech from the first sample)."""
+    out = np.zeros(length)
+    used: list[int] = []
+    row = int(rng.choice(rows))
+    pos = -int(rng.integers(0, max(1, len(segments[row]))))
+    while pos < length:
+        seg = segments[row]
+        lo, hi = max(0, pos), min(length, pos + len(seg))
+        if hi > lo:
+            out[lo:hi] = seg[lo - pos:hi - pos]
+            used.append(row)
+        pos += len(seg) + int(rng.uniform(*pause_s) * rate)
+        row = int(rng.choice(rows))
+    return out, used
+
+
+def gen_babble_streams(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo,
+                       target_speaker: str = "") -> np.ndarray:
+    """Babble: K concurrent streams of continuous speech, each a chain of segments (words of the clip set's
+    non-target classes, or sentences of the speech engine) never spoken by the target's speaker; each
+    stream at unit RMS, so the talkers are equally loud."""
+    speakers = np.asarray(ctx.segment_speakers, dtype=object)
+    ok = (speakers != "") & (speakers != target_speaker)
+    ok &= np.asarray([len(s) > 0 for s in ctx.segments], dtype=bool)
+    rows = np.flatnonzero(ok)
+    lo, hi = p["talker_count"]
+    k = int(rng.integers(lo, hi + 1))
+    if len(rows) < MIN_SEGMENTS:  # streams may share words, but a pool of one word is no babble
+        raise ValueError(f"babble needs at least {MIN_SEGMENTS} speech segments not of speaker {target_speaker!r}; "
+                         f"the pool has {len(rows)}")
+    voices = sorted(set(speakers[rows]))
+    if p["stream_voice"] == "one" and len(voices) < k:
+        raise ValueError(f"babble needs {k} voices other than {target_speaker!r}; the pool has {len(voices)}")
+    chosen = rng.choice(len(voices), size=k, replace=False) if p["stream_voice"] == "one" else [None] * k
+    out = np.zeros(ctx.length)
+    info.streams = k
+    for voice in chosen:
+        mine = rows if voice is None else rows[speakers[rows] == voices[int(voice)]]
+        stream, used = speech_stream(rng, ctx.segments, mine, ctx.length, ctx.rate, p["pause_s"])
+        out += _normalise(stream, "rms")
+        info.talkers.extend(used)
+    return out
+
+
 def gen_recording(rng: np.random.Generator, p: dict[str, Any], ctx: RenderContext, info: RenderInfo) -> np.ndarray:
     """A segment of one of the files: file chosen with probability proportional to the number of
     possible segment starts in it, so every start position over all files is equally likely."""
@@ -252,9 +328,13 @@ GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "factory": gen_factory,
     "street": gen_street,
     "babble-synthetic": gen_babble_synthetic,
-    "babble": gen_babble,
+    "babble-clips": gen_babble,
+    "babble-streams": gen_babble_streams,
+    "babble-tts": gen_babble_streams,
     "recording": gen_recording,
 }
+# generators that exclude the target utterance's speaker
+_SPEAKER_AWARE = {"babble-clips", "babble-streams", "babble-tts"}
 
 
 def render_one(
@@ -262,8 +342,8 @@ def render_one(
 ) -> tuple[np.ndarray, RenderInfo]:
     """One float32 waveform of ctx.length samples, normalised as the definition says."""
     info = RenderInfo()
-    if kind == "babble":
-        x = gen_babble(rng, params, ctx, info, target_speaker)
+    if kind in _SPEAKER_AWARE:
+        x = GENERATORS[kind](rng, params, ctx, info, target_speaker)
     else:
         x = GENERATORS[kind](rng, params, ctx, info)
     return _normalise(x, params["normalise"]).astype(np.float32), info

@@ -19,6 +19,8 @@ from typing import Any
 from kwsbench.errors import BadInputError, StoreError, StoreMissingError
 from kwsbench.paths import default_store
 from kwsbench.report import figures
+from kwsbench.results.clipsets import ClipSetKey, Labels, Selection, group, select
+from kwsbench.results.leaderboard import TidyRow, store_labels_of, store_rows
 from kwsbench.results.store import Store, StoredCell, condition_label
 
 VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
@@ -33,6 +35,7 @@ class ReportOptions:
     rate: int | None = None  # rate of the SNR, Pareto and per-class figures; None: 16000 if stored, else highest
     baselines: Path | None = None  # folder of baseline YAML (default: the project's baselines/)
     tol: float = 2.0  # MATCH tolerance in percentage points
+    selection: Selection = field(default_factory=Selection)  # one clip set (--data/--protocol/--weights/--run)
 
 
 @dataclass
@@ -53,6 +56,19 @@ class View:
     snr_def: str
     rate: int
     excluded: int  # ok cells outside the slice (other clip set / seed / SNR definition)
+
+
+@dataclass
+class _Set:
+    """One clip set (and weights manifest) of the report: what its figures are drawn from and how they are named."""
+
+    key: ClipSetKey
+    view: View
+    cond: tuple[str, float | None]
+    caption: str  # data set, n, weights, seed: in every figure title of this clip set
+    chance_pct: float | None
+    slug: str  # file-name tag of this clip set's figures
+    rows: dict[tuple, TidyRow]  # seed-aggregated leaderboard rows with rank groups, by (model, noise, snr)
 
 
 @dataclass
@@ -131,20 +147,17 @@ def default_condition(cells: list[StoredCell]) -> tuple[str, float | None]:
 # -- cost --------------------------------------------------------------------------------------
 
 def model_macs(model: str, rate: int) -> tuple[int | None, str]:
-    """MACs per 1-s clip from kwsbench.cost where it exists and works for the model; else (None, why)."""
-    try:
-        from kwsbench.cost import model_cost
-        from kwsbench.models.registry import get_card
+    """MACs per 1-s clip from the model card's cost function; (None, why) for a stored model that is no
+    registered card or whose card has no cost function. A cost function that fails raises."""
+    from kwsbench.cost import model_cost
+    from kwsbench.models.registry import find_card
 
-        cost = model_cost(get_card(model), rate)
-    except Exception as err:  # noqa: BLE001 - cost is optional in a report; the reason is shown instead
-        return None, f"{type(err).__name__}: {err}"
-    # kwsbench.cost.Cost has total_macs; a family's own record may name it macs_per_clip
-    for attr in ("total_macs", "macs_per_clip", "macs"):
-        value = getattr(cost, attr, None)
-        if value is not None:
-            return int(value), ""
-    return None, f"cost record {type(cost).__name__} has no total_macs"
+    card = find_card(model)
+    if card is None:
+        return None, f"{model} is no registered model"
+    if card.cost is None:
+        return None, f"model {model!r} has no cost function on its card"
+    return model_cost(card, rate).total_macs, ""
 
 
 # -- HTML helpers ------------------------------------------------------------------------------
@@ -184,45 +197,65 @@ td.l,th.l{text-align:left}figure{margin:.6em 0}img{max-width:100%;border:1px sol
 .MATCH{background:#c8ecc8}.WITHIN_CI{background:#e6f2b8}.DEVIATES{background:#f6c4c4}
 .NOT_COMPARABLE{background:#e4e4e4;color:#555}.note{color:#7a4b00}small{color:#666}
 code,pre{font-size:.85em;background:#f7f7f7}pre{padding:.5em;overflow-x:auto}
-.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}
+.swatch{display:inline-block;width:1.1em;margin-right:.2em}small.grp{color:#555}
+.cms{display:flex;flex-wrap:wrap;gap:.6em}.cms figure{width:48%;margin:0}div.wide{overflow-x:auto}
+figcaption{font-size:.85em;text-align:center}h2.clipset{background:#eef3fa;padding:.3em .4em;border:1px solid #c9d6e8}
 """
 
 
-def _swatch(colors: dict, model: str) -> str:
-    r, g, b, _ = colors.get(model, (0.3, 0.3, 0.3, 1.0))
+_MARKER_TEXT = {"o": "●", "s": "■", "^": "▲", "D": "◆", "v": "▼", "P": "✚", "X": "✖", "*": "★", "h": "⬢"}
+
+
+def _swatch(styles: dict, model: str) -> str:
+    """The model's colour and marker, as in the figures."""
+    st = styles.get(model)
+    r, g, b, _ = st.colour if st else (0.3, 0.3, 0.3, 1.0)
     rgb = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-    return f'<span class="swatch" style="background:{rgb}"></span>{_e(model)}'
+    mark = _MARKER_TEXT.get(st.marker, "●") if st else "●"
+    return f'<span class="swatch" style="color:{rgb}">{mark}</span>{_e(model)}'
 
 
 # -- sections ----------------------------------------------------------------------------------
 
-def _grid_section(cells: list[StoredCell], view: View, colors: dict) -> str:
-    """Accuracy per model (rows) and condition (columns) at the view's rate."""
+def _grid_section(cells: list[StoredCell], cs: _Set, styles: dict) -> str:
+    """Accuracy per model (rows) and condition (columns) at the view's rate: the mean over the stored seeds, with
+    the rank group of that condition (models sharing a letter cannot be told apart)."""
     conds = sorted({(c.noise, c.snr_db) for c in cells},
                    key=lambda k: (k[0] != "clean", k[0], -1e9 if k[1] is None else k[1]))
-    by = {(c.model, c.noise, c.snr_db): c for c in cells}
+    models = sorted({c.model for c in cells})
     rows = []
-    for model in sorted({c.model for c in cells}):
+    for model in models:
         tds = []
         for noise, snr in conds:
-            c = by.get((model, noise, snr))
-            tds.append("<td></td>" if c is None else
-                       f'<td title="95% CI {_ci(c.ci_low, c.ci_high)}">{pct(c.accuracy)}</td>')
-        rows.append(f'<tr><td class="l">{_swatch(colors, model)}</td>{"".join(tds)}</tr>')
+            r = cs.rows.get((model, noise, snr))
+            if r is None:
+                tds.append("<td></td>")
+                continue
+            tip = f"Wilson 95% {r.wilson_low_pct:.2f}–{r.wilson_high_pct:.2f}" if r.wilson_low_pct is not None else ""
+            if r.seed_sd_pct is not None:
+                tip += f"; seed SD {r.seed_sd_pct:.2f} over seeds {r.seed}"
+            tds.append(f'<td title="{_e(tip)}">{r.accuracy_pct:.2f} <small class=grp>{_e(r.rank_group)}</small>'
+                       "</td>")
+        rows.append(f'<tr><td class="l">{_swatch(styles, model)}</td>{"".join(tds)}</tr>')
     headers = ["model"] + [condition_label(n, s) for n, s in conds]
-    return (f"<h2>Accuracy grid ({view.rate} Hz, %)</h2><p><small>Hover a number for its Wilson 95% interval; "
-            f"every interval is in the full cell table below.</small></p>" + _table(headers, rows, "grid"))
+    seeds = sorted({r.seed for r in cs.rows.values()})
+    return (f"<h3>Accuracy grid ({cs.view.rate} Hz, %, seeds {_e(' / '.join(seeds))})</h3><p><small>Mean over "
+            "the noise seeds. Letters: rank groups of each column: models sharing a letter cannot be told apart "
+            "(exact McNemar, Benjamini–Hochberg at FDR 0.05 over the column's pairs); <b>a</b> holds the best. "
+            "Hover a number for its Wilson 95% interval and seed SD.</small></p>" + _table(headers, rows, "grid"))
 
 
-def _cells_section(cells: list[StoredCell]) -> str:
+def _cells_section(cells: list[StoredCell], labels: Labels) -> str:
     rows = []
-    for c in sorted(cells, key=_cell_order):
+    for c in sorted(cells, key=lambda c: (labels.key(c), _cell_order(c))):
+        key = labels.key(c)
         snr = "" if c.snr_db is None else f"{c.snr_db:g}"
         f1 = "" if c.macro_f1 is None else f"{c.macro_f1:.4f}"
         attrs = (f'data-key="{_e(c.cell_key)}" data-model="{_e(c.model)}" data-noise="{_e(c.noise)}" '
                  f'data-snr="{snr}" data-rate="{c.rate_hz}" data-mode="{_e(c.rate_mode)}"')
         rows.append(
-            f'<tr class="cell" {attrs}><td class="l">{_e(c.model)}</td><td class="l">{_e(c.noise)}</td>'
+            f'<tr class="cell" {attrs}><td class="l">{_e(key.data)}</td><td class="l">{_e(key.weights)}</td>'
+            f'<td class="l">{_e(c.model)}</td><td class="l">{_e(c.noise)}</td>'
             f'<td>{snr}</td><td class="l">{_e(c.snr_def)}</td><td>{c.rate_hz}</td>'
             f'<td class="l">{_e(c.rate_mode)}</td><td class="l">{_e(c.decimation)}</td>'
             f'<td class="n">{c.n}</td><td class="correct">{c.correct}</td>'
@@ -231,71 +264,71 @@ def _cells_section(cells: list[StoredCell]) -> str:
             f'<td class="l"><code>{_e(c.checkpoint_sha256[:12])}</code></td>'
             f'<td class="l"><code>{_e(c.fingerprint[:12])}</code></td><td>{c.seed}</td>'
             f'<td>{c.run_id}</td></tr>')
-    headers = ["model", "noise", "SNR dB", "SNR def", "rate Hz", "rate mode", "decimation", "n", "correct",
-               "accuracy %", "Wilson 95% CI", "speaker bootstrap 95% CI", "macro F1", "checkpoint", "clip set",
-               "seed", "run"]
+    headers = ["data set", "weights", "model", "noise", "SNR dB", "SNR def", "rate Hz", "rate mode", "decimation",
+               "n", "correct", "accuracy %", "Wilson 95% CI", "speaker bootstrap 95% CI", "macro F1", "checkpoint",
+               "clip set", "seed", "run"]
     return ("<h2>All cells</h2><p><small>Every successful cell of the selected models, as stored "
             "(accuracy = correct / n). The same rows are in <a href=\"leaderboard.csv\">leaderboard.csv</a>."
-            "</small></p>" + _table(headers, rows, "cells"))
+            "</small></p><div class=wide>" + _table(headers, rows, "cells") + "</div>")
 
 
-def _snr_section(cells: list[StoredCell], colors: dict, out: Path, page: _Page) -> None:
-    path = figures.accuracy_vs_snr(cells, colors, out / "accuracy_vs_snr.png")
-    page.sections.append("<h2>Accuracy vs SNR</h2>" + (_img(path, "accuracy vs SNR") if path else
-                         "<p class=note>No noisy cells in this view: nothing to plot.</p>"))
+def _snr_section(cells: list[StoredCell], cs: _Set, styles: dict, out: Path, page: _Page) -> None:
+    path = figures.accuracy_vs_snr(cells, styles, out / f"accuracy_vs_snr_{cs.slug}.png", cs.caption, cs.chance_pct)
+    page.sections.append("<h3>Accuracy vs SNR</h3>" + (_img(path, f"accuracy vs SNR, {cs.caption}") if path else
+                         "<p class=note>No noisy cells in this clip set: nothing to plot.</p>"))
     if path:
         page.files.append(path)
 
 
-def _pareto_section(cells: list[StoredCell], view: View, cond: tuple[str, float | None], colors: dict, out: Path,
-                    page: _Page) -> None:
+def _pareto_section(cells: list[StoredCell], cs: _Set, styles: dict, out: Path, page: _Page) -> None:
     macs, missing = {}, []
     for model in sorted({c.model for c in cells}):
-        value, why = model_macs(model, view.rate)
+        value, why = model_macs(model, cs.view.rate)
         if value is None:
             missing.append(f"{model}: {why}")
         else:
             macs[model] = value
     panels = []
-    for noise, snr in [("clean", None)] + ([cond] if cond[0] != "clean" else []):
-        pts = [figures.CostPoint(c.model, macs[c.model], c.accuracy) for c in cells
+    for noise, snr in [("clean", None)] + ([cs.cond] if cs.cond[0] != "clean" else []):
+        pts = [figures.CostPoint(c.model, macs[c.model], c.accuracy, c.ci_low, c.ci_high) for c in cells
                if c.noise == noise and c.snr_db == snr and c.model in macs]
-        panels.append((f"{condition_label(noise, snr)} @ {view.rate} Hz", pts))
-    path = figures.accuracy_vs_macs(panels, colors, out / "accuracy_vs_macs.png")
-    rows = [f'<tr><td class="l">{_swatch(colors, m)}</td><td>{v:,}</td></tr>' for m, v in sorted(macs.items())]
-    text = "<h2>Accuracy vs MACs</h2>" + _img(path, "accuracy vs MACs (Pareto)")
+        panels.append((f"{condition_label(noise, snr)} @ {cs.view.rate} Hz", pts))
+    path = figures.accuracy_vs_macs(panels, styles, out / f"accuracy_vs_macs_{cs.slug}.png", cs.caption,
+                                    cs.chance_pct)
+    rows = [f'<tr><td class="l">{_swatch(styles, m)}</td><td>{v:,}</td></tr>' for m, v in sorted(macs.items())]
+    text = "<h3>Accuracy vs MACs</h3>" + _img(path, f"accuracy vs MACs (Pareto), {cs.caption}")
     if rows:
-        text += _table(["model", f"MACs per 1-s clip at {view.rate} Hz"], rows, "macs")
+        text += _table(["model", f"MACs per 1-s clip at {cs.view.rate} Hz"], rows, "macs")
     if missing:
         text += "<p class=note>Left out of the Pareto plot (no MAC count):</p><ul>" + "".join(
             f"<li>{_e(m)}</li>" for m in missing) + "</ul>"
-        page.notes.extend(f"no MACs for {m}" for m in missing)
+        page.notes.extend(f"no MACs for {m}" for m in missing if f"no MACs for {m}" not in page.notes)
     page.sections.append(text)
     if path:
         page.files.append(path)
 
 
-def _rate_section(view: View, cond: tuple[str, float | None], colors: dict, out: Path, page: _Page) -> None:
+def _rate_section(cs: _Set, styles: dict, out: Path, page: _Page) -> None:
     panels = []
-    for noise, snr in [("clean", None)] + ([cond] if cond[0] != "clean" else []):
-        cs = [c for c in view.cells if c.noise == noise and c.snr_db == snr]
-        panels.append((condition_label(noise, snr), cs))
-    path = figures.accuracy_vs_rate(panels, colors, out / "accuracy_vs_rate.png")
+    for noise, snr in [("clean", None)] + ([cs.cond] if cs.cond[0] != "clean" else []):
+        panels.append((condition_label(noise, snr), [c for c in cs.view.cells if c.noise == noise
+                                                     and c.snr_db == snr]))
+    path = figures.accuracy_vs_rate(panels, styles, out / f"accuracy_vs_rate_{cs.slug}.png", cs.caption,
+                                    cs.chance_pct)
     if path:
         page.files.append(path)
-        page.sections.append("<h2>Accuracy vs sample rate</h2><p><small>Solid: the model run at the rate "
+        page.sections.append("<h3>Accuracy vs sample rate</h3><p><small>Solid: the model run at the rate "
                              "(native); dashed: band-limited input at the model's own rate. Bars: Wilson 95%."
-                             "</small></p>" + _img(path, "accuracy vs sample rate"))
+                             "</small></p>" + _img(path, f"accuracy vs sample rate, {cs.caption}"))
     else:
-        page.sections.append("<h2>Accuracy vs sample rate</h2><p class=note>Only one rate stored: "
+        page.sections.append("<h3>Accuracy vs sample rate</h3><p class=note>Only one rate stored: "
                              "nothing to plot (run with <code>--rates 16000,8000,4000</code>).</p>")
 
 
-def _class_section(store: Store, cells: list[StoredCell], view: View, cond: tuple[str, float | None], colors: dict,
-                   out: Path, page: _Page) -> None:
-    chosen = [c for c in cells if c.noise == cond[0] and c.snr_db == cond[1]]
-    title = f"{condition_label(*cond)} @ {view.rate} Hz"
-    _, _, labels = store.clips(view.fingerprint)
+def _class_section(store: Store, cells: list[StoredCell], cs: _Set, styles: dict, out: Path, page: _Page) -> None:
+    chosen = [c for c in cells if c.noise == cs.cond[0] and c.snr_db == cs.cond[1]]
+    title = f"{condition_label(*cs.cond)} @ {cs.view.rate} Hz"
+    _, _, labels = store.clips(cs.view.fingerprint)
     models, per_class, images, label_names = [], [], [], []
     for c in chosen:
         preds = store.predictions(c.cell_key)
@@ -306,24 +339,27 @@ def _class_section(store: Store, cells: list[StoredCell], view: View, cond: tupl
         m = figures.confusion_matrix(labels, preds, len(label_names))
         models.append(c.model)
         per_class.append(figures.per_class_from_confusion(m))
-        path = figures.confusion_figure(m, label_names, f"{c.model}: {title}",
-                                        out / f"confusion_{_safe_name(c.model)}.png")
+        path = figures.confusion_figure(m, label_names, f"{c.model}, {title}\n{cs.caption}",
+                                        out / f"confusion_{cs.slug}_{_safe_name(c.model)}.png")
         images.append((c.model, path))
-    heat = figures.per_class_heatmap(models, per_class, label_names, f"Per-class accuracy, {title}",
-                                     out / "per_class_accuracy.png")
-    text = f"<h2>Per class: {_e(title)}</h2>"
+    heat = figures.per_class_heatmap(models, per_class, label_names,
+                                     f"Per-class accuracy, {title}\n{cs.caption}",
+                                     out / f"per_class_accuracy_{cs.slug}.png")
+    text = f"<h3>Per class: {_e(title)}</h3>"
     if heat is None:
         page.sections.append(text + "<p class=note>No cell with stored predictions at this condition.</p>")
         return
     page.files.append(heat)
-    rows = [f'<tr class="perclass" data-model="{_e(m)}"><td class="l">{_swatch(colors, m)}</td>'
-            + "".join(f"<td>{pct(v)}</td>" for v in pc) + "</tr>" for m, pc in zip(models, per_class, strict=True)]
+    rows = [f'<tr class="perclass" data-model="{_e(m)}" data-clipset="{_e(cs.slug)}"><td class="l">'
+            f'{_swatch(styles, m)}</td>' + "".join(f"<td>{pct(v)}</td>" for v in pc) + "</tr>"
+            for m, pc in zip(models, per_class, strict=True)]
     text += _img(heat, "per-class accuracy") + _table(["model", *label_names], rows, "perclass")
-    text += "<h3>Confusion matrices</h3>"
-    for model, path in images:
+    text += "<h4>Confusion matrices</h4><div class=cms>"
+    for model, path in images:  # side by side, two to a row; each opens full size from the folder
         page.files.append(path)
-        text += f"<h4>{_e(model)}</h4>" + _img(path, f"confusion matrix {model}")
-    page.sections.append(text)
+        text += f'<figure><a href="{_e(path.name)}"><img src="{_e(path.name)}" alt="confusion matrix {_e(model)}">' \
+                f"</a><figcaption>{_e(model)}</figcaption></figure>"
+    page.sections.append(text + "</div>")
 
 
 def reproduce_comparisons(cells: list[StoredCell], baselines: Path | None, tol: float) -> tuple[list[tuple], str]:
@@ -335,12 +371,9 @@ def reproduce_comparisons(cells: list[StoredCell], baselines: Path | None, tol: 
         rows = load_baselines(baselines)
     except BadInputError as err:
         return [], str(err)
-    try:
-        from kwsbench.models.registry import all_cards
+    from kwsbench.models.registry import all_cards
 
-        aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
-    except Exception:  # noqa: BLE001 - without the registry a model matches by its stored name only
-        aliases = {}
+    aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
     out = []
     for cell in cells:
         for rep in matching_rows(rows, aliases.get(cell.model, {cell.model}), cell):
@@ -455,19 +488,17 @@ def _filter_models(cells: list[StoredCell], failed: list[dict], models: list[str
                 raise BadInputError(f"--models: {name!r} matches no stored model; stored: {', '.join(stored)}")
             keep.update(hits)
             continue
-        try:  # an alias of a stored model
-            from kwsbench.models.registry import get_card
+        from kwsbench.models.registry import find_card
 
-            canonical = get_card(name).name
-        except Exception:  # noqa: BLE001 - an unknown name is reported below with the stored ones
-            canonical = name
+        card = find_card(name)  # an alias of a stored model; an unknown name is reported below
+        canonical = card.name if card is not None else name
         if canonical not in stored:
             raise BadInputError(f"--models: {name!r} has no cell in the store; stored models: {', '.join(stored)}")
         keep.add(canonical)
     return [c for c in cells if c.model in keep], [c for c in failed if c.model in keep]
 
 
-_OWN_FIGURES = ("accuracy_vs_*.png", "per_class_accuracy.png", "confusion_*.png")
+_OWN_FIGURES = ("accuracy_vs_*.png", "per_class_accuracy*.png", "confusion_*.png")
 
 
 def _clear_previous(out: Path) -> None:
@@ -495,8 +526,57 @@ def _write_leaderboards(store: Store, cells: list[StoredCell], out: Path, page: 
         page.files.append(path)
 
 
+def _clip_set(store: Store, key: ClipSetKey, cells: list[StoredCell], opts: ReportOptions,
+              condition: tuple[str, float | None] | None, page: _Page) -> _Set | None:
+    """The view of one clip set: rate, seed and condition of its figures, caption, rank-grouped rows."""
+    rates = {c.rate_hz for c in cells}
+    if opts.rate is not None and opts.rate not in rates:
+        page.notes.append(f"{key.title()}: no cell at {opts.rate} Hz (stored: "
+                          f"{', '.join(str(r) for r in sorted(rates))}); left out of the figures")
+        return None
+    view = select_view(cells, opts.rate)
+    main = at_rate(view)
+    cond = condition or default_condition(main)
+    if not any(c.noise == cond[0] and c.snr_db == cond[1] for c in main):
+        page.notes.append(f"{key.title()}: {condition_label(*cond)} not stored at {view.rate} Hz; its per-class "
+                          "figures use the default condition")
+        cond = default_condition(main)
+    n = main[0].n if main else 0
+    seeds = sorted({c.seed for c in cells})
+    seed_text = f"seed {view.seed}" if len(seeds) == 1 else f"seed {view.seed} of {len(seeds)}"
+    caption = f"{key.data} ({key.protocol}), n = {n} clips, {key.weights} weights, {seed_text}"
+    classes = len(main[0].label_names) if main and main[0].label_names else 0
+    keep = {(c.model, c.noise, c.snr_db, c.rate_hz, c.rate_mode, c.snr_def, c.decimation) for c in main}
+    rows = {(r.model, r.noise, r.snr_db): r for r in store_rows(store, cells, per_seed=False)
+            if r.rate_hz == view.rate and (r.model, r.noise, r.snr_db, r.rate_hz, r.rate_mode, r.snr_def,
+                                           r.decimation) in keep}
+    return _Set(key, view, cond, caption, 100.0 / classes if classes else None, key.slug(), rows)
+
+
+def _clip_set_sections(store: Store, index: int, cs: _Set, cells: list[StoredCell], styles: dict, out: Path,
+                       page: _Page) -> None:
+    main = at_rate(cs.view)
+    excluded = len(cells) - len(cs.view.cells)
+    head = (f'<h2 class="clipset" id="clipset-{index}">Clip set {index}: {_e(cs.key.data)}, {_e(cs.key.weights)} '
+            f'weights</h2><p>Protocol {_e(cs.key.protocol)}, fingerprint <code>{_e(cs.key.fingerprint[:12])}</code>'
+            f", {len({c.model for c in cells})} models, {len(cells)} cells. Figures: {_e(cs.caption)}, SNR "
+            f"definition {_e(cs.view.snr_def or 'n/a')}, {cs.view.rate} Hz; chosen condition "
+            f"{_e(condition_label(*cs.cond))}.</p>")
+    if excluded:
+        head += (f"<p class=note>{excluded} cells of this clip set (other seeds, SNR definition or rate mode) are in "
+                 "the grid means and the tables but not the figures.</p>")
+    page.sections.append(head + _grid_section(main, cs, styles))
+    _snr_section(main, cs, styles, out, page)
+    _pareto_section(main, cs, styles, out, page)
+    _rate_section(cs, styles, out, page)
+    _class_section(store, main, cs, styles, out, page)
+
+
 def build_report(opts: ReportOptions) -> ReportResult:
-    """Write out/index.html, its PNGs and the leaderboard files; returns what was written and the notes."""
+    """Write out/index.html, its PNGs and the leaderboard files; returns what was written and the notes.
+
+    One section per clip set and weights manifest (or the one `opts.selection` picks), each with its own
+    figures; results of different clip sets never share a table or a figure."""
     store_path = Path(opts.store)
     if not store_path.is_file():
         raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
@@ -510,53 +590,60 @@ def build_report(opts: ReportOptions) -> ReportResult:
         if not cells:
             raise StoreError(f"{store_path} holds no successful cell{' of those models' if opts.models else ''}: "
                              "run `kwsbench run` first")
+        labels = store_labels_of(store, cells + failed)
+        cells = select(cells, labels, opts.selection)
+        failed = [c for c in failed if opts.selection.keeps(c, labels.key(c))]
+        condition = parse_condition(opts.condition) if opts.condition else None
+        _check_request(cells, condition, opts.rate)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise BadInputError(f"report --out {out}: cannot create the folder ({err.strerror}); pass a folder "
                                 "you can write to") from err
         _clear_previous(out)
-        view = select_view(cells, opts.rate)
-        main = at_rate(view)
-        cond = parse_condition(opts.condition) if opts.condition else default_condition(main)
-        if not any(c.noise == cond[0] and c.snr_db == cond[1] for c in main):
-            have = sorted({condition_label(c.noise, c.snr_db) for c in main})
-            raise BadInputError(f"--condition {condition_label(*cond)}: not stored at {view.rate} Hz; stored: "
-                                f"{', '.join(have)}")
-        colors = figures.model_colors(c.model for c in cells)
+        styles = figures.model_styles(c.model for c in cells)
         page = _Page()
-        if view.excluded:
-            page.notes.append(f"{view.excluded} cells of another clip set, seed or SNR definition are in the "
-                              "tables but not the figures")
-        page.sections.append(_grid_section(main, view, colors))
-        _snr_section(main, colors, out, page)
-        _pareto_section(main, view, cond, colors, out, page)
-        _rate_section(view, cond, colors, out, page)
-        _class_section(store, main, view, cond, colors, out, page)
+        sets = []
+        for i, (key, mine) in enumerate(group(cells, labels).items(), 1):
+            cs = _clip_set(store, key, mine, opts, condition, page)
+            if cs is not None:
+                sets.append((i, cs))
+                _clip_set_sections(store, i, cs, mine, styles, out, page)
         _verdict_section(cells, opts, page)
-        page.sections.append(_cells_section(cells))
+        page.sections.append(_cells_section(cells, labels))
         page.sections.append(_failed_section(failed))
         _provenance_section(store, cells + failed, page)
         _write_leaderboards(store, cells, out, page)
     index = out / "index.html"
-    index.write_text(_page_html(page, view, cond, store_path, cells))
-    return ReportResult(index=index, files=[index, *page.files], notes=page.notes, cells=len(view.cells))
+    index.write_text(_page_html(page, sets, store_path, cells))
+    return ReportResult(index=index, files=[index, *page.files], notes=page.notes,
+                        cells=sum(len(cs.view.cells) for _, cs in sets))
 
 
-def _page_html(page: _Page, view: View, cond: tuple[str, float | None], store_path: Path,
-               cells: list[StoredCell]) -> str:
+def _check_request(cells: list[StoredCell], condition: tuple[str, float | None] | None, rate: int | None) -> None:
+    """--rate and --condition must name something stored in at least one clip set."""
+    rates = {c.rate_hz for c in cells}
+    if rate is not None and rate not in rates:
+        raise BadInputError(f"--rate {rate}: no stored cell at that rate; stored rates: "
+                            f"{', '.join(str(r) for r in sorted(rates))}; pass one of them")
+    if condition is not None and not any(c.noise == condition[0] and c.snr_db == condition[1] for c in cells):
+        have = sorted({condition_label(c.noise, c.snr_db) for c in cells})
+        raise BadInputError(f"--condition {condition_label(*condition)}: not stored; stored: {', '.join(have)}")
+
+
+def _page_html(page: _Page, sets: list[tuple[int, _Set]], store_path: Path, cells: list[StoredCell]) -> str:
     models = sorted({c.model for c in cells})
-    protocols = sorted({c.protocol for c in view.cells})
     notes = "".join(f"<li>{_e(n)}</li>" for n in page.notes)
+    toc = "".join(f'<li><a href="#clipset-{i}">Clip set {i}: {_e(cs.key.title())}</a></li>' for i, cs in sets)
     head = (f"<h1>kwsbench report</h1><p>Store <code>{_e(store_path.name)}</code>: {len(cells)} cells, "
-            f"{len(models)} models. Figures: clip set <code>{_e(view.fingerprint[:12])}</code> "
-            f"({_e(', '.join(protocols))}), seed {view.seed}, SNR definition {_e(view.snr_def or 'n/a')}, "
-            f"{view.rate} Hz; chosen condition {_e(condition_label(*cond))}. Accuracies in percent; intervals "
-            f"are Wilson 95%.</p><p>Leaderboard: <a href=\"leaderboard.csv\">leaderboard.csv</a> (one row per "
-            f"cell), <a href=\"leaderboard_wide.csv\">leaderboard_wide.csv</a> and <a href=\"leaderboard.md\">"
-            f"leaderboard.md</a> (one row per model).</p>")
+            f"{len(models)} models, {len(sets)} clip set(s). Each clip set (data set, protocol, fingerprint) and "
+            "weights manifest has its own section, figures and rankings; results of different clip sets are never "
+            "mixed. Accuracies in percent; intervals are Wilson 95%.</p><ul>" + toc + "</ul>"
+            "<p>Leaderboard: <a href=\"leaderboard.csv\">leaderboard.csv</a> (one row per cell), "
+            "<a href=\"leaderboard_seeds.csv\">leaderboard_seeds.csv</a> (seeds averaged), "
+            "<a href=\"leaderboard_wide.csv\">leaderboard_wide.csv</a> and <a href=\"leaderboard.md\">"
+            "leaderboard.md</a> (one row per model and clip set).</p>")
     if notes:
         head += f"<p class=note>Notes:</p><ul class=note>{notes}</ul>"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kwsbench report</title>"
             f"<style>{_CSS}</style></head><body>{head}{''.join(page.sections)}</body></html>\n")
-

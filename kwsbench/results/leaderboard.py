@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as _sps
 
 from kwsbench.results import ranks as _ranks
 from kwsbench.results.clipsets import Labels, labels_for
@@ -73,23 +72,27 @@ TIDY_COLUMNS = tuple(f.name for f in fields(TidyRow))
 
 
 def _cost(model: str, rate: int, cache: dict) -> tuple[int | None, int | None]:
-    """Params and MACs per 1-s clip from kwsbench.cost where it exists (else empty)."""
-    if (model, rate) in cache:
-        return cache[(model, rate)]
-    params = macs = None
-    try:
-        from kwsbench.cost import model_cost
-        from kwsbench.models.registry import get_card
+    """Params and MACs per 1-s clip from the model card's cost function. A stored model that is no registered
+    card (stored by another version, or a test's) or whose card has no cost function leaves the columns
+    empty; a cost function that fails raises. Packaged cards' counts come from the on-disk cost cache when it
+    has them, so a leaderboard need not import torch and the model zoo (kwsbench.results.cost_cache)."""
+    if (model, rate) not in cache:
+        from kwsbench.results import cost_cache
 
-        cost = model_cost(get_card(model), rate)
-        params = next((int(getattr(cost, a)) for a in ("params", "trainable_params", "parameters")
-                       if getattr(cost, a, None) is not None), None)
-        macs = next((int(getattr(cost, a)) for a in ("macs", "macs_total", "total_macs")
-                     if getattr(cost, a, None) is not None), None)
-    except Exception:  # noqa: BLE001 - cost is optional; a missing or failing cost leaves the columns empty
-        pass
-    cache[(model, rate)] = (params, macs)
-    return params, macs
+        counts = cost_cache.get(model, rate)
+        if counts is None:
+            from kwsbench.cost import model_cost
+            from kwsbench.models.registry import find_card
+
+            card = find_card(model)
+            if card is None or card.cost is None:
+                counts = (None, None)
+            else:
+                cost = model_cost(card, rate)
+                counts = (cost.trainable_params, cost.total_macs)
+                cost_cache.put(card, rate, counts)
+        cache[(model, rate)] = counts
+    return cache[(model, rate)]
 
 
 def _pct(v: float | None) -> float | None:
@@ -115,7 +118,7 @@ def _entry(c: StoredCell) -> str:
 
 
 def _rank_condition(members: list[list[StoredCell]], correct: Correctness) -> dict[str, tuple[int, str]]:
-    """members: per model entry, its cells (one per seed). Correctness pooled over the seeds all entries share."""
+    """members: per model entry, its cells (one per seed); tested over the seeds all entries share."""
     by_entry = {_entry(cs[0]): {c.seed: c for c in cs} for cs in members}
     usable = {e: m for e, m in by_entry.items() if all(c.cell_key in correct for c in m.values())}
     if len(usable) < 2:
@@ -123,8 +126,9 @@ def _rank_condition(members: list[list[StoredCell]], correct: Correctness) -> di
     seeds = sorted(set.intersection(*(set(m) for m in usable.values())))
     if not seeds:
         return {}
-    vectors = {e: np.concatenate([correct[m[s].cell_key] for s in seeds]) for e, m in usable.items()}
-    ranked, _ = _ranks.rank_models(vectors)
+    # per clip, the count of correct seeds: the clip stays the unit of the test (kwsbench.results.ranks)
+    vectors = {e: np.sum([correct[m[s].cell_key] for s in seeds], axis=0) for e, m in usable.items()}
+    ranked, _ = _ranks.rank_models(vectors, k=len(seeds))
     return {r.model: (r.rank, r.group) for r in ranked}
 
 
@@ -132,6 +136,8 @@ def _seed_summary(accs: list[float]) -> tuple[float | None, float | None, float 
     """Seed SD and 95 % t interval of the mean over seeds (None with one seed)."""
     if len(accs) < 2:
         return None, None, None
+    from scipy import stats as _sps  # only with several seeds: a one-seed leaderboard starts without scipy
+
     sd = statistics.stdev(accs)
     half = float(_sps.t.ppf(0.975, len(accs) - 1)) * sd / math.sqrt(len(accs))
     mean = sum(accs) / len(accs)
@@ -246,8 +252,8 @@ def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:
                 row[f"{n}_pct_mean_over_snr_{_snr_text(snrs[n])}"] = _mean(vals)
             vals = [have.get(k) for k in sorted(union, key=str)]
             row["noisy_pct_mean"] = _mean(vals) if union else None
-            row["noisy_mean_over"] = (f"{len(union)} conditions: {', '.join(noises)} at SNR "
-                                      f"{', '.join(sorted({_snr_text(v) for v in snrs.values()}))} dB, seeds "
+            snr_sets = " / ".join(sorted({", ".join(f"{x:g}" for x in v) for v in snrs.values()}))
+            row["noisy_mean_over"] = (f"{len(union)} conditions: {', '.join(noises)} at SNR {snr_sets} dB, seeds "
                                       f"{' / '.join(seeds)}") if union else ""
             row["params"], row["macs"] = rs[0].params, rs[0].macs
             out.append(row)

@@ -1,10 +1,12 @@
 """Rankings that show ties: within one condition of one clip set, every pair of models gets an exact McNemar
-test on the same clips (pooled over the noise seeds both were run with), Benjamini-Hochberg over the pairs of
-that condition. Two models share a rank group exactly when that test cannot tell them apart.
+test on the same clips, Benjamini-Hochberg over the pairs of that condition. Two models share a rank group
+exactly when that test cannot tell them apart.
 
-Rank groups are written as letters (a compact letter display): models sharing a letter are not significantly
-different, and every pair that is not significantly different shares a letter; "a" holds the best model. `rank`
-is 1 + the number of models significantly better (so tied models can share a rank).
+Over k noise seeds the clip stays the unit: each clip's count of correct seeds (0..k) is compared between the two
+models, and the test is the exact sign-flip (permutation) test of the sum of the per-clip differences, whose
+null distribution is a convolution of binomials. With one seed this is exactly McNemar's test. Concatenating the
+seeds instead would count one clip k times (for clean audio, k identical copies) and declare differences that are
+not there.
 """
 
 from __future__ import annotations
@@ -40,13 +42,46 @@ class RankedModel:
     group: str  # letters; models sharing a letter cannot be told apart
 
 
-def pairwise(correct: dict[str, np.ndarray], alpha: float = 0.05) -> list[PairResult]:
-    """Every pair of models (paired 0/1 correctness vectors over the same clip evaluations), BH within the set."""
+def sign_flip_test(a: np.ndarray, b: np.ndarray, k: int = 1) -> stats.McNemarResult:
+    """Exact two-sided sign-flip test of sum(a - b) for per-clip correct counts out of `k` seeds.
+
+    Under the null each clip's difference d_i is as likely to be +|d_i| as -|d_i|; the sum then is, for each weight
+    w = 1..k with c_w clips, w * (2 Bin(c_w, 1/2) - c_w), convolved over w. For k = 1 (0/1 correctness) this is
+    the exact McNemar test. only_a / only_b: clips where A / B is ahead."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired vectors differ in length: {a.shape} vs {b.shape}")
+    d = a - b
+    ahead_a, ahead_b = int(np.sum(d > 0)), int(np.sum(d < 0))
+    if ahead_a + ahead_b == 0:
+        return stats.McNemarResult(0, 0, 1.0)
+    if k == 1:
+        return stats.mcnemar_exact(a.astype(bool), b.astype(bool))
+    from scipy import signal as _sps_signal  # only with several seeds: a one-seed leaderboard starts without scipy
+    from scipy import stats as _sps
+
+    weights = np.abs(d)
+    dist = np.ones(1)
+    for w in range(1, k + 1):
+        c = int(np.sum(weights == w))
+        if c:
+            spread = np.zeros(2 * w * c + 1)
+            spread[:: 2 * w] = _sps.binom.pmf(np.arange(c + 1), c, 0.5)
+            dist = _sps_signal.fftconvolve(dist, spread) if len(dist) > 1 else spread
+    total = int(weights.sum())
+    values = np.arange(-total, total + 1)
+    dist = np.clip(dist, 0.0, None)
+    p = float(dist[np.abs(values) >= abs(int(d.sum()))].sum() / dist.sum())
+    return stats.McNemarResult(ahead_a, ahead_b, min(1.0, p))
+
+
+def pairwise(correct: dict[str, np.ndarray], alpha: float = 0.05, k: int = 1) -> list[PairResult]:
+    """Every pair of models (per-clip counts of correct seeds, 0..k, over the same clips), BH within the set."""
     names = sorted(correct)
     pairs = list(itertools.combinations(names, 2))
-    raw = [stats.mcnemar_exact(correct[a], correct[b]) for a, b in pairs]
+    raw = [sign_flip_test(correct[a], correct[b], k) for a, b in pairs]
     q, reject = stats.benjamini_hochberg([r.p_value for r in raw], alpha)
-    return [PairResult(a, b, float(np.mean(correct[a])), float(np.mean(correct[b])), r.only_a, r.only_b,
+    return [PairResult(a, b, float(np.mean(correct[a])) / k, float(np.mean(correct[b])) / k, r.only_a, r.only_b,
                        r.p_value, float(qv), bool(rj))
             for (a, b), r, qv, rj in zip(pairs, raw, q, reject, strict=True)]
 
@@ -83,11 +118,13 @@ def letter_groups(order: Sequence[str], different: Callable[[str, str], bool]) -
     return letters
 
 
-def rank_models(correct: dict[str, np.ndarray], alpha: float = 0.05) -> tuple[list[RankedModel], list[PairResult]]:
-    """Models of one condition best first, with rank and letter group, and the pairwise tests they come from."""
-    acc = {m: float(np.mean(v)) if len(v) else 0.0 for m, v in correct.items()}
+def rank_models(correct: dict[str, np.ndarray], alpha: float = 0.05,
+                k: int = 1) -> tuple[list[RankedModel], list[PairResult]]:
+    """Models of one condition best first, with rank and letter group, and the pairwise tests they come from.
+    `correct`: per model, each clip's count of correct seeds (0/1 for one seed) out of `k`."""
+    acc = {m: float(np.mean(v)) / k if len(v) else 0.0 for m, v in correct.items()}
     order = sorted(acc, key=lambda m: (-acc[m], m))
-    tests = pairwise(correct, alpha) if len(order) > 1 else []
+    tests = pairwise(correct, alpha, k) if len(order) > 1 else []
     diff = {frozenset((t.a, t.b)): t.different for t in tests}
 
     def different(a: str, b: str) -> bool:

@@ -8,19 +8,24 @@ another schema version is never modified: it raises StoreError (exit 6).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from kwsbench.errors import StoreError, StoreMissingError
 from kwsbench.paths import default_store
 
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:
+    import numpy as np  # imported where predictions are read or written: reading cells (leaderboard) needs none
+
+SCHEMA_VERSION = 3  # 3: checksums (cells.checksum, predictions.sha256); 2 is migrated in place by a writer
+BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's transaction before giving up
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -39,12 +44,14 @@ CREATE TABLE cells (
     noise_version TEXT NOT NULL, snr_db REAL, snr_def TEXT NOT NULL, rate_hz INTEGER NOT NULL,
     rate_mode TEXT NOT NULL, decimation TEXT NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL,
     accuracy REAL, n INTEGER, correct INTEGER, ci_low REAL, ci_high REAL, boot_low REAL, boot_high REAL,
-    per_class TEXT, macro_f1 REAL, error TEXT, seconds REAL, created TEXT NOT NULL
+    per_class TEXT, macro_f1 REAL, error TEXT, seconds REAL, created TEXT NOT NULL, checksum TEXT
 );
-CREATE TABLE predictions (cell_key TEXT PRIMARY KEY, preds BLOB NOT NULL);
+CREATE TABLE predictions (cell_key TEXT PRIMARY KEY, preds BLOB NOT NULL, sha256 TEXT);
 """
+# schema 2 -> 3: the checksum columns, appended (so SELECT * keeps the order of a store created at version 3)
+_MIGRATE_2_TO_3 = ("ALTER TABLE cells ADD COLUMN checksum TEXT", "ALTER TABLE predictions ADD COLUMN sha256 TEXT")
 # one blob per cell instead of one row per clip: a cell's ~2,500 row inserts dominated put_cell
-_PRED_DTYPE = np.dtype("<i2")
+_PRED_DTYPE = "<i2"  # little-endian int16
 
 
 @dataclass(frozen=True)
@@ -138,49 +145,124 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+def _guarded(method):
+    """Run a Store method with SQLite errors translated (see Store._translated)."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args, **kwargs):
+        with self._translated():
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Store:
-    """Open (or create) a store. Use as a context manager or call close()."""
+    """Open (or create) a store. Use as a context manager or call close().
+
+    Writers use WAL (readers never block a writer, nor a writer the readers) and wait up to BUSY_TIMEOUT_S
+    for another writer; the schema is created inside an immediate transaction, so two runs starting at
+    once on a new file both succeed. Every cell row and prediction blob carries a checksum verified on read.
+    `read_only` (leaderboard, compare, report): the file is opened read-only, and a missing store is an
+    error, never created.
+    """
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        """`read_only`: for commands that only read (leaderboard, compare, report): the file is opened read-only
-        and a missing store is an error, never created."""
         self.path = Path(path)
+        self.read_only = read_only
+        self.damaged: list[str] = []  # cells found damaged (checksum mismatch) by has_ok: recomputed, never reused
         if self.path.is_dir():
             raise StoreError(f"results store {self.path} is a folder; pass --store with a file path, e.g. "
                              f"{self.path / 'kwsbench.sqlite'}")
         if read_only and not self.path.is_file():
             raise StoreMissingError(f"no results store at {self.path.resolve()}: run `kwsbench run` first, or pass "
                                     "--store PATH (or set KWSBENCH_STORE) to read another one")
-        existed = self.path.exists() and self.path.stat().st_size > 0
-        if not existed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if read_only:
-                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            else:
-                self.conn = sqlite3.connect(self.path, timeout=30.0)
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            if existed:
-                self._check_schema()
-            else:
-                with self.conn:
-                    self.conn.executescript(_SCHEMA)
-                    self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-        except sqlite3.DatabaseError as err:
-            raise StoreError(
-                f"results store {self.path} is not a readable kwsbench store ({err}). It was left untouched; "
-                "move it aside or pass --store with another path."
-            ) from err
+        if not read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create the folder of results store {self.path} ({err.strerror}); pass "
+                                 "--store with a path you can write") from err
+        with self._translated():
+            self.conn = self._connect()
+            try:
+                self._open_schema()
+            except BaseException:
+                self.conn.close()
+                raise
 
-    def _check_schema(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+
+    def _open_schema(self) -> None:
+        version = self._version()
+        if version in (None, 2, SCHEMA_VERSION) and not self.read_only:
+            # WAL: readers and one writer at a time without blocking each other. Set only on a file known to be
+            # (or to become) a store of a version this kwsbench writes: any other file stays byte for byte as it was
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        if version is None and not self.read_only:
+            # created under an immediate (write) lock: a second process starting at the same moment waits,
+            # then finds the schema made and only checks it
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._version() is None:
+                    for statement in _SCHEMA.strip().split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                self.conn.commit()
+            except BaseException:
+                self.conn.rollback()
+                raise
+            version = self._version()
+        if version == 2 and not self.read_only:
+            self._migrate_2_to_3()
+            version = self._version()
+        self._check_version(version)
+        self._schema = int(version)
+        if not self.read_only:
+            problem = self.conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":  # a damaged file is never written to
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({problem})")
+
+    def _version(self) -> int | None:
+        """The schema version; None for an empty file (a new store)."""
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
         if "schema_version" not in tables:
             raise StoreError(
                 f"{self.path} is an SQLite file but not a kwsbench results store (no schema_version table); "
                 "it was left untouched. Pass --store with another path."
             )
         row = self.conn.execute("SELECT version FROM schema_version").fetchone()
-        version = row[0] if row else None
+        return -1 if row is None else int(row[0])
+
+    def _migrate_2_to_3(self) -> None:
+        """Add the checksum columns and fill them, in one transaction (a crash leaves version 2 as it was). The
+        checksums vouch for the cells as they are at migration: damage from before cannot be seen."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._version() == 2:
+                for statement in _MIGRATE_2_TO_3:
+                    self.conn.execute(statement)
+                blobs = self.conn.execute("SELECT cell_key, preds FROM predictions").fetchall()
+                self.conn.executemany("UPDATE predictions SET sha256 = ? WHERE cell_key = ?",
+                                      [(_sha256(b), k) for k, b in blobs])
+                shas = dict((k, _sha256(b)) for k, b in blobs)
+                cur = self.conn.execute("SELECT * FROM cells")
+                names = [d[0] for d in cur.description]
+                updates = []
+                for row in cur.fetchall():
+                    d = dict(zip(names, row, strict=True))
+                    updates.append((_row_checksum(d, shas.get(d["cell_key"])), d["cell_key"]))
+                self.conn.executemany("UPDATE cells SET checksum = ? WHERE cell_key = ?", updates)
+                self.conn.execute("UPDATE schema_version SET version = 3")
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def _check_version(self, version: int | None) -> None:
         if version == 1:
             raise StoreError(
                 f"results store {self.path} has schema version 1: it was written by an older kwsbench that "
@@ -188,12 +270,22 @@ class Store:
                 "per cell). It was left untouched; pass --store with a new path (or read it with the older "
                 "kwsbench)."
             )
+        if version == 2 and self.read_only:
+            return  # read as it is (no checksums yet); the next `kwsbench run` on it migrates it
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"results store {self.path} has schema version {version}, this kwsbench reads version "
                 f"{SCHEMA_VERSION}. It was left untouched; use the kwsbench version that wrote it, or pass "
                 "--store with a new path."
             )
+
+    @contextlib.contextmanager
+    def _translated(self):
+        """SQLite errors as StoreError saying which of corrupt / locked / read-only / full it is."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise StoreError(_explain(err, self.path, self.read_only)) from err
 
     def close(self) -> None:
         self.conn.close()
@@ -205,6 +297,7 @@ class Store:
         self.close()
 
     # -- runs ---------------------------------------------------------------------------------
+    @_guarded
     def begin_run(self, provenance: dict) -> int:
         cols = ("git_commit", "versions", "torch", "cuda", "device", "plan", "seed", "fingerprint", "protocol")
         values = [provenance.get(c) for c in cols]
@@ -217,16 +310,19 @@ class Store:
             )
         return int(cur.lastrowid)
 
+    @_guarded
     def finish_run(self, run_id: int, status: str) -> None:
         with self.conn:
             self.conn.execute("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (_now(), status, run_id))
 
+    @_guarded
     def runs(self) -> list[dict]:
         cur = self.conn.execute("SELECT * FROM runs ORDER BY run_id")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     # -- clips --------------------------------------------------------------------------------
+    @_guarded
     def save_clips(self, fingerprint: str, utterance_ids, speaker_ids, labels) -> None:
         """The clip list of a fingerprint, once; predictions refer to clips by index."""
         have = self.conn.execute("SELECT COUNT(*) FROM clips WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]
@@ -237,38 +333,75 @@ class Store:
         with self.conn:
             self.conn.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?)", rows)
 
+    @_guarded
     def clips(self, fingerprint: str) -> tuple[list[str], list[str], np.ndarray]:
+        import numpy as np
+
         rows = self.conn.execute(
             "SELECT utterance_id, speaker_id, label FROM clips WHERE fingerprint = ? ORDER BY idx", (fingerprint,)
         ).fetchall()
         return [r[0] for r in rows], [r[1] for r in rows], np.array([r[2] for r in rows], dtype=np.int64)
 
     # -- cells --------------------------------------------------------------------------------
+    @_guarded
     def has_ok(self, key: CellKey) -> bool:
-        row = self.conn.execute("SELECT status FROM cells WHERE cell_key = ?", (key.digest(),)).fetchone()
-        return bool(row) and row[0] == "ok"
+        """True when an ok cell of this key is stored and intact. A damaged one (checksum mismatch) is noted in
+        `damaged` and reported as absent, so the run recomputes it and put_cell replaces it."""
+        extra = ", p.preds AS _preds, p.sha256 AS _preds_sha" if self._checksums else ""
+        cur = self.conn.execute(f"SELECT cells.*{extra} FROM cells LEFT JOIN predictions p USING (cell_key) "
+                                "WHERE cell_key = ?", (key.digest(),))
+        row = cur.fetchone()
+        if row is None:
+            return False
+        d = dict(zip([c[0] for c in cur.description], row, strict=True))
+        if d["status"] != "ok":
+            return False
+        problem = self._damage(d, d.pop("_preds", None), d.pop("_preds_sha", None))
+        if problem:
+            self.damaged.append(f"{d['model']} | {condition_label(d['noise'], d['snr_db'])} @ {d['rate_hz']} Hz "
+                                f"({problem})")
+        return not problem
 
+    def _damage(self, row: dict, blob: bytes | None, blob_sha: str | None) -> str:
+        """'' when the cell row (and its blob, when given) match their checksums, else what failed."""
+        if not self._checksums:
+            return ""  # a schema-2 store opened read-only: nothing to check against
+        if blob is not None and _sha256(blob) != blob_sha:
+            return "its predictions fail their checksum"
+        if _row_checksum(row, blob_sha) != row.get("checksum"):
+            return "its row fails its checksum"
+        return ""
+
+    @_guarded
     def put_cell(self, run_id: int, cell: CellResult) -> None:
         """Cell row and its predictions in one transaction (replacing an earlier cell of the same key)."""
         k = cell.key
         digest = k.digest()
         # encoded before the transaction opens, so a bad prediction array writes nothing
         blob = None if cell.predictions is None else _encode_predictions(cell.predictions, k)
+        blob_sha = None if blob is None else _sha256(blob)
         row = (
             digest, run_id, k.model, k.checkpoint_sha256, k.fingerprint, cell.protocol,
             json.dumps(list(cell.label_names)), k.noise, k.noise_version, k.snr_db, k.snr_def, k.rate_hz,
             k.rate_mode, k.decimation, k.seed, cell.status,
             cell.accuracy, cell.n, cell.correct, cell.ci_low, cell.ci_high, cell.boot_low, cell.boot_high,
-            json.dumps(cell.per_class), cell.macro_f1, cell.error, cell.seconds, _now(),
+            json.dumps(cell.per_class), cell.macro_f1, cell.error, cell.seconds, _now(), None,
         )
         with self.conn:
             self.conn.execute("DELETE FROM predictions WHERE cell_key = ?", (digest,))
             self.conn.execute(f"INSERT OR REPLACE INTO cells VALUES ({', '.join('?' * len(row))})", row)
             if blob is not None:
-                self.conn.execute("INSERT INTO predictions VALUES (?, ?)", (digest, blob))
+                self.conn.execute("INSERT INTO predictions VALUES (?, ?, ?)", (digest, blob, blob_sha))
+            # the checksum of the row as SQLite holds it (its column affinities applied), i.e. as it reads back
+            cur = self.conn.execute("SELECT * FROM cells WHERE cell_key = ?", (digest,))
+            stored = dict(zip([c[0] for c in cur.description], cur.fetchone(), strict=True))
+            self.conn.execute("UPDATE cells SET checksum = ? WHERE cell_key = ?",
+                              (_row_checksum(stored, blob_sha), digest))
 
+    @_guarded
     def cells(self, status: str | None = "ok", **where) -> list[StoredCell]:
-        """Cell rows as typed records (per_class and label_names decoded), filtered by column equality."""
+        """Cell rows as typed records (per_class and label_names decoded), filtered by column equality. A row
+        that fails its checksum is an error (StoreError naming the cells): its numbers are never shown."""
         clauses, params = [], []
         if status is not None:
             clauses.append("status = ?")
@@ -276,17 +409,29 @@ class Store:
         for col, val in where.items():
             clauses.append(f"{col} IS ?" if val is None else f"{col} = ?")
             params.append(val)
-        sql = "SELECT * FROM cells" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        extra = ", p.sha256 AS _preds_sha" if self._checksums else ""
+        sql = f"SELECT cells.*{extra} FROM cells LEFT JOIN predictions p USING (cell_key)"
+        sql += " WHERE " + " AND ".join(clauses) if clauses else ""
         cur = self.conn.execute(sql + " ORDER BY model, noise, snr_db, rate_hz", params)
         names = [d[0] for d in cur.description]
-        out = []
+        out, damaged = [], []
         for r in cur.fetchall():
             d = dict(zip(names, r, strict=True))
+            if self._damage(d, None, d.pop("_preds_sha", None)):
+                damaged.append(f"{d['model']} | {condition_label(d['noise'], d['snr_db'])} @ {d['rate_hz']} Hz")
+                continue
+            d.pop("checksum", None)
             d["per_class"] = tuple(json.loads(d["per_class"] or "[]"))
             d["label_names"] = tuple(json.loads(d["label_names"]))
             out.append(StoredCell(**d))
+        if damaged:
+            raise StoreError(
+                f"{len(damaged)} cell(s) of results store {self.path} fail their checksum (damaged on disk): "
+                f"{'; '.join(damaged[:3])}. Their numbers are not shown. Run `kwsbench run` again with the plan "
+                "that made them (damaged cells are recomputed, never reused), or move the store aside.")
         return out
 
+    @_guarded
     def merge_from(self, other: str | Path) -> int:
         """Copy every cell (and its predictions) of another store of this schema into this one, replacing
         cells of the same key; returns the number of cells merged. Used for the shard stores of a sharded
@@ -304,16 +449,71 @@ class Store:
             self.conn.execute("DETACH DATABASE shard")
         return int(merged)
 
+    @_guarded
     def predictions(self, cell_key: str) -> np.ndarray:
-        """Predicted class index per clip (clip order of the cell's fingerprint); empty when none stored."""
-        row = self.conn.execute("SELECT preds FROM predictions WHERE cell_key = ?", (cell_key,)).fetchone()
+        """Predicted class index per clip (clip order of the cell's fingerprint); empty when none stored.
+        StoreError when the blob fails its checksum."""
+        import numpy as np
+
+        cols = "preds, sha256" if self._checksums else "preds, NULL"
+        row = self.conn.execute(f"SELECT {cols} FROM predictions WHERE cell_key = ?", (cell_key,)).fetchone()
         if row is None:
             return np.zeros(0, dtype=np.int64)
+        if self._checksums and _sha256(row[0]) != row[1]:
+            raise StoreError(
+                f"the predictions of cell {cell_key[:12]} in results store {self.path} fail their checksum (damaged "
+                "on disk). Run `kwsbench run` again with the plan that made it: the cell is recomputed.")
         return np.frombuffer(row[0], dtype=_PRED_DTYPE).astype(np.int64)
+
+    @property
+    def _checksums(self) -> bool:
+        return self._schema >= 3
+
+
+# the cells columns a row checksum covers (every column but the checksum itself), in table order
+CELL_COLUMNS = ("cell_key", "run_id", "model", "checkpoint_sha256", "fingerprint", "protocol", "label_names", "noise",
+                "noise_version", "snr_db", "snr_def", "rate_hz", "rate_mode", "decimation", "seed", "status",
+                "accuracy", "n", "correct", "ci_low", "ci_high", "boot_low", "boot_high", "per_class", "macro_f1",
+                "error", "seconds", "created")
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _row_checksum(row: dict, preds_sha256: str | None) -> str:
+    """sha256 over the row's values (as read back from SQLite) and its prediction blob's sha256."""
+    return _sha256(json.dumps([row[c] for c in CELL_COLUMNS] + [preds_sha256]).encode())
+
+
+def _explain(err: sqlite3.Error, path: Path, read_only: bool) -> str:
+    """What an SQLite error means for the user, and what to do; a healthy store that is locked, read-only or on
+    a full disk is never called corrupt."""
+    text = str(err).lower()
+    if "locked" in text or "busy" in text:
+        return (f"results store {path} is locked by another process (another `kwsbench run` writing to it?) and "
+                f"stayed locked for {BUSY_TIMEOUT_S:g} s; wait for it to finish and run again, or pass --store "
+                "with another path")
+    if "readonly" in text or "read-only" in text:
+        return (f"results store {path} is read-only (the file or its folder cannot be written); pass --store with "
+                "a path you can write, or fix its permissions. `kwsbench leaderboard`, `compare` and `report` read "
+                "it as it is.")
+    if "disk is full" in text or "disk i/o" in text or "too large" in text:
+        return (f"results store {path} could not be written: disk full or an I/O error ({err}); free disk space "
+                "and run again (the cells already stored are kept and reused)")
+    if "unable to open" in text:
+        return (f"cannot open results store {path} ({err}): its folder is missing or cannot be written; pass "
+                "--store with a path you can write")
+    if "not a database" in text or "malformed" in text or "encrypted" in text or "corrupt" in text:
+        return (f"results store {path} is not a readable kwsbench store or is damaged ({err}). It was left "
+                "untouched; move it aside (or try `sqlite3 FILE .recover`) and pass --store with another path.")
+    return f"results store {path}: {err}; pass --store with another path"
 
 
 def _encode_predictions(preds, key: CellKey) -> bytes:
     """Class indices as little-endian int16 bytes; refuses values int16 would silently wrap."""
+    import numpy as np
+
     values = np.asarray(preds).astype(np.int64)
     info = np.iinfo(_PRED_DTYPE)
     bad = values[(values < info.min) | (values > info.max)]

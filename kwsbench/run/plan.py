@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kwsbench.errors import BadInputError
 from kwsbench.noise.definitions import SNR_DEFINITIONS
 from kwsbench.paths import default_store
 from kwsbench.records import build, limits, read_mapping
@@ -51,7 +52,10 @@ class Plan:
     data_dir: str | None = None
     protocol: str | None = None
     noise_dir: str | None = None
-    seed: int = field(default=0, metadata=limits(lo=0, help="give a seed >= 0"))
+    seed: int = field(default=0, metadata=limits(lo=0, help="give a seed >= 0"))  # with `seeds`: the first of them
+    # several noise seeds: every noisy condition once per seed (None: `seed` alone)
+    seeds: list[int] | None = field(default=None, metadata=limits(
+        nonempty=True, lo=0, help="give seeds >= 0 as a comma list, e.g. 0,1,2,3,4"))
     batch_size: int = field(default=256, metadata=limits(lo=1, help="give a batch size >= 1"))
     device: str = field(default="cpu", metadata=limits(check=_device_problem, help="e.g. --device cpu"))
     quick: bool = False
@@ -72,7 +76,14 @@ class Plan:
         checked = build(Plan, self.to_dict(), where)
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(checked, f.name))
+        if self.seeds:
+            self.seeds = list(dict.fromkeys(self.seeds))  # in order, each once
+            self.seed = self.seeds[0]
         return self
+
+    def noise_seeds(self) -> list[int]:
+        """The seeds every noisy condition runs under (clean audio has no noise: its cell is seed-free)."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,36 +106,66 @@ def _flag(name: str) -> str:
 def plan_from_dict(data: dict[str, Any], where: str = "plan", text: bool = False) -> Plan:
     """A validated plan; `text`: values may be strings to parse (command-line flags, named as flags in errors)."""
     data = dict(data)
-    for key in ("models", "noise", "snr", "rates"):
+    for key in ("models", "noise", "snr", "rates", "seeds"):
         if key in data and data[key] is not None:
             data[key] = _split_list(data[key])
-    return build(Plan, data, where, text=text, label=_flag if text else None)
+    return build(Plan, data, where, text=text, label=_flag if text else None).validate(where)
 
 
 def load_plan(path: str | Path) -> Plan:
     return plan_from_dict(read_mapping(path, "plan file"), where=f"plan file {path}")
 
 
-def resolve_plan(config: str | Path | None, overrides: dict[str, Any]) -> Plan:
-    """Plan YAML (if any, checked on its own so its mistakes name the file) with every override that is not
-    None applied on top (checked as command-line values)."""
-    base = load_plan(config).to_dict() if config else Plan().to_dict()
+def resolve_plan(config: str | Path | None, overrides: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> Plan:
+    """Plan defaults, then `defaults` (a preset such as QUICK_DEFAULTS), then the plan YAML (if any, checked on
+    its own so its mistakes name the file), then every override that is not None (checked as command-line
+    values): what the user gave, in a file or a flag, always wins over a preset."""
+    base = Plan().to_dict() | (defaults or {})
+    if config:
+        base.update({k: v for k, v in load_plan(config).to_dict().items() if k in _read_keys(config)})
     given = {k: v for k, v in overrides.items() if v is not None}
-    merged = plan_from_dict({**base, **given}, where="command line", text=True)
-    return merged
+    return plan_from_dict({**base, **given}, where="command line", text=True)
+
+
+def _read_keys(config: str | Path) -> set[str]:
+    return set(read_mapping(config, "plan file"))
+
+
+def given_keys(config: str | Path | None, overrides: dict[str, Any]) -> set[str]:
+    """The plan keys the user set, in the plan YAML or by a flag."""
+    return (_read_keys(config) if config else set()) | {k for k, v in overrides.items() if v is not None}
 
 
 EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedded synthetic keyword set
 
 
-def embedded_defaults(plan: Plan, quick: bool = False) -> Plan:
+@dataclass(frozen=True)
+class LeftOut:
+    """A model of the default set that the plan does not run, and why."""
+
+    model: str
+    reason: str
+
+
+def embedded_defaults(plan: Plan, quick: bool = False) -> tuple[Plan, list[LeftOut]]:
     """No --data-dir and no --models: the embedded synthetic set, evaluated with the weights the project trained
-    on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. --quick leaves out the
-    entries the manifest marks `quick: false` (models too slow for a CPU minute)."""
+    on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. Left out (and
+    returned with the reason): entries marked `learned: false` (training stayed at chance) always, and entries
+    marked `quick: false` (over 7 s a cell on a 2-core CPU) on a CPU or with --quick. Named with --models,
+    every one of them runs."""
+    left: list[LeftOut] = []
     if plan.data_dir is None and plan.models is None and plan.weights is None:
         plan.weights = EMBEDDED_MANIFEST
-        plan.models = [e.model for e in _weight_entries(plan.weights) if e.quick or not quick]
-    return apply_weights(plan)
+        plan.models = []
+        for e in _weight_entries(plan.weights):
+            if not e.learned:
+                left.append(LeftOut(e.model, "its weights did not learn (at chance; manifest: learned: false)"))
+            elif not e.quick and (quick or plan.device == "cpu"):
+                left.append(LeftOut(e.model, "slow on a CPU (over 7 s a cell; manifest: quick: false)"))
+            else:
+                plan.models.append(e.model)
+    return apply_weights(plan), left
 
 
 def apply_weights(plan: Plan) -> Plan:
@@ -145,12 +186,12 @@ def _weight_entries(manifest: str):
     return get_manifest(manifest).entries
 
 
-def quick_plan(plan: Plan) -> Plan:
-    """--quick: clean + one noisy condition at 0 dB on a class-stratified subset."""
-    plan.quick = True
-    if not plan.noise:
-        plan.noise = ["factory"]
-    plan.snr = [0.0]
-    if plan.per_class is None:
-        plan.per_class = 20
-    return plan
+# --quick fills in what the user did not give (a flag or a plan-file key always wins)
+QUICK_DEFAULTS: dict[str, Any] = {"quick": True, "noise": ["factory"], "snr": [0.0], "per_class": 20}
+
+
+def check_noise_and_snr(plan: Plan, given: set[str]) -> None:
+    """SNRs without a noise source would silently run clean audio only."""
+    if "snr" in given and not plan.noise:
+        raise BadInputError("--snr was given without --noise, so no noisy condition would run; add --noise "
+                            "SOURCE (see `kwsbench noise list`), e.g. --noise babble --snr -5")

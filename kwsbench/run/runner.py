@@ -41,6 +41,7 @@ from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan
 
 CLEAN = "clean"
+CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
 N_BOOT = 1000
 
 # (card, checkpoint or None, device) -> the model in eval mode, the sha256 of its weights, its classes
@@ -52,9 +53,12 @@ class Condition:
     noise: str  # CLEAN or a noise source name
     snr_db: float | None
     rate_hz: int
+    seed: int = 0  # the noise seed (CLEAN_SEED for a clean cell)
+    show_seed: bool = False  # several seeds in the plan: labels name the seed
 
     def label(self) -> str:
-        return f"{condition_label(self.noise, self.snr_db)} @ {self.rate_hz} Hz"
+        seed = f" seed {self.seed}" if self.show_seed and self.noise != CLEAN else ""
+        return f"{condition_label(self.noise, self.snr_db)}{seed} @ {self.rate_hz} Hz"
 
 
 class NoiseProvider:
@@ -94,8 +98,15 @@ class NoiseProvider:
         noise = self._ready.pop((clipset.fingerprint, name, seed), None)
         if noise is None:
             noise = NoiseBank(clipset, source, seed, noise_dir=self.noise_dir).noise
-        # the definition hash pins the exact generator parameters, not only the declared version number
-        return noise, f"v{source.version}/{source.key[:16]}"
+        return noise, self.version(name)
+
+    def version(self, name: str) -> str:
+        """The noise version recorded in a cell's key (the definition hash pins the exact generator parameters,
+        not only the declared version number)."""
+        from kwsbench.noise import get_source
+
+        source = get_source(name, self.noise_dir)
+        return f"v{source.version}/{source.key[:16]}"
 
     def mix(self, clean: torch.Tensor, noise: torch.Tensor, snr_db: float, definition: str) -> torch.Tensor:
         from kwsbench.noise import mix
@@ -105,6 +116,15 @@ class NoiseProvider:
 
 def default_loader(card: ModelCard, checkpoint: str | None, device: str) -> LoadedModel:
     return load_model(card, checkpoint=checkpoint, device=device)
+
+
+def _default_sha(card: ModelCard, checkpoint: str | None) -> str:
+    from kwsbench import checkpoints as ck
+
+    return str(ck.checkpoint_sha256(card, checkpoint))
+
+
+default_loader.sha256 = _default_sha  # what the estimate uses to find stored cells before loading
 
 
 @dataclass
@@ -152,11 +172,14 @@ def load_clips(plan: Plan) -> ClipSet:
 
 
 def conditions(plan: Plan, noise_names: list[str]) -> list[Condition]:
-    """Clean always, then every noise x SNR, each at every rate."""
+    """Clean always, then every noise x SNR x seed, each at every rate. Clean audio has no noise: its cell is
+    computed once and keyed with seed CLEAN_SEED whatever the plan's seeds, so every run shares it."""
+    seeds = plan.noise_seeds()
+    many = len(seeds) > 1
     out = []
     for rate in plan.rates:
-        out.append(Condition(CLEAN, None, rate))
-        out.extend(Condition(n, float(s), rate) for n in noise_names for s in plan.snr)
+        out.append(Condition(CLEAN, None, rate, CLEAN_SEED, many))
+        out.extend(Condition(n, float(s), rate, seed, many) for n in noise_names for seed in seeds for s in plan.snr)
     return out
 
 
@@ -198,16 +221,52 @@ def _score(labels: np.ndarray, preds: np.ndarray, speakers: tuple[str, ...], num
     )
 
 
+FIRST_BATCH = 32  # clips in a model's first CPU batch, before its speed is known
+BATCH_TARGET_S = 2.0  # a slow model's CPU batches last about this long
+
+
+@dataclass
+class Pace:
+    """Batch sizes for one model. On a CPU a slow model gets batches of about BATCH_TARGET_S seconds, so the
+    progress inside its cells moves and Ctrl-C is answered soon; a fast model keeps --batch-size. On CUDA the
+    batch is always --batch-size (one captured graph per batch shape). Each clip's logits do not depend on
+    the batch it is in (eval mode), so this changes timing only."""
+
+    limit: int
+    adaptive: bool
+    clips_per_s: float | None = None
+
+    def size(self) -> int:
+        if not self.adaptive:
+            return self.limit
+        if self.clips_per_s is None:
+            return min(self.limit, FIRST_BATCH)
+        return max(min(self.limit, FIRST_BATCH), min(self.limit, int(self.clips_per_s * BATCH_TARGET_S)))
+
+    def record(self, clips: int, seconds: float) -> None:
+        if seconds > 0:
+            self.clips_per_s = clips / seconds
+
+
 @torch.inference_mode()
 def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor, noise: torch.Tensor | None,
-             cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider) -> np.ndarray:
+             cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider,
+             on_batch: Callable[[int], None] | None = None, pace: Pace | None = None) -> np.ndarray:
+    pace = pace or Pace(plan.batch_size, adaptive=False)
     preds = []
-    for start in range(0, clean.shape[0], plan.batch_size):
-        x = clean[start:start + plan.batch_size]
+    start = 0
+    while start < clean.shape[0]:
+        stop = min(start + pace.size(), clean.shape[0])
+        t0 = time.perf_counter()
+        x = clean[start:stop]
         if noise is not None:
-            x = provider.mix(x, noise[start:start + plan.batch_size], cond.snr_db, plan.snr_def)
+            x = provider.mix(x, noise[start:stop], cond.snr_db, plan.snr_def)
         logits = model(model_input(x, card, cond.rate_hz, plan))
         preds.append(torch.argmax(logits, dim=-1).to("cpu", torch.int64))
+        pace.record(stop - start, time.perf_counter() - t0)
+        start = stop
+        if on_batch is not None:
+            on_batch(stop)
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -268,12 +327,21 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         dist_.barrier(shard)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
+        if shard.rank == 0 and show_progress:
+            progress.note(_announce(plan, cards, conds, clipset, provider, store, loader, shard))
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
             _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
                         progress, shard)
+        except BaseException as err:  # the run's status is final whatever stopped it
+            if shard.rank == 0:
+                _finish_quietly(store, summary.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
+                                else "failed")
+            raise
         finally:
             progress.close()
+            summary.warnings += [f"damaged cell recomputed: {d}" for d in store.damaged + (
+                out.damaged if out is not store else [])]
             if out is not store:
                 out.close()
         if shard.sharded:
@@ -284,9 +352,17 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
                 summary = _combine(parts)
         summary.seconds = time.perf_counter() - t0
         if shard.rank == 0:
-            store.finish_run(summary.run_id, "ok" if summary.ok else "failed")
+            store.finish_run(summary.run_id, "completed" if summary.ok else "failed")
         dist_.barrier(shard)
     return summary
+
+
+def _finish_quietly(store: Store, run_id: int, status: str) -> None:
+    """Record how the run ended; a store that cannot take it (full disk...) must not hide the original error."""
+    try:
+        store.finish_run(run_id, status)
+    except Exception:  # noqa: BLE001 - the error being raised is the one the user needs
+        pass
 
 
 class _Sink:
@@ -325,6 +401,48 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
     return total
 
 
+def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
+              provider: NoiseProvider, store: Store, loader: ModelLoader, shard: Shard) -> str:
+    """What the run will do and roughly how long it takes (see kwsbench.run.estimate)."""
+    from kwsbench.run.estimate import estimate
+
+    versions: dict[str, str | None] = {}
+
+    def key(card: ModelCard, sha: str | None, cond: Condition) -> CellKey | None:
+        if cond.noise != CLEAN and cond.noise not in versions:  # a stand-in provider may not know it
+            versions[cond.noise] = provider.version(cond.noise) if hasattr(provider, "version") else None
+        version = "" if cond.noise == CLEAN else versions[cond.noise]
+        return None if sha is None or version is None else _cell_key(plan, card, sha, clipset, cond, version)
+
+    def cells_of(card: ModelCard) -> list[CellKey | None]:
+        owned = [c for j, c in enumerate(conds) if shard.owns(cards.index(card) * len(conds) + j)]
+        sha = None if plan.force else _known_sha(loader, card, plan)
+        return [key(card, sha, c) for c in owned if not _cannot_run(plan, card, c)]
+
+    est = estimate(cards, cells_of, len(clipset), store, plan.device)
+    seeds = plan.noise_seeds()
+    grid = (f"{len(cards)} models x {len(conds)} conditions ({len(plan.noise)} noise x {len(plan.snr)} SNR"
+            f"{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''} + clean, {len(plan.rates)} rate(s)) on "
+            f"{len(clipset):,} clips")
+    return f"{grid}: {est.describe()}"
+
+
+def _known_sha(loader: ModelLoader, card: ModelCard, plan: Plan) -> str | None:
+    """The checkpoint's sha256 without loading the model, where the loader can tell it (its `sha256`
+    attribute); None when it cannot (missing weights, a loader without it)."""
+    sha_of = getattr(loader, "sha256", None)
+    if sha_of is None:
+        return None
+    try:
+        return sha_of(card, plan.checkpoints.get(card.name))
+    except Exception:  # noqa: BLE001 - only the estimate needs it; the run reports the real error
+        return None
+
+
+def _cannot_run(plan: Plan, card: ModelCard, cond: Condition) -> bool:
+    return plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate
+
+
 @dataclass
 class RunContext:
     """What every cell of one process's share of a run reads or adds to: the plan, the clips (and their
@@ -337,8 +455,10 @@ class RunContext:
     store: _Sink
     summary: RunSummary
     progress: Progress
-    noise_names: list[str]  # every noise source this process's cells use; their banks load together
-    banks: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)  # name -> (bank on device, version)
+    # every (noise source, seed) this process's cells use; their banks load together
+    noise_names: list[tuple[str, int]]
+    # (name, seed) -> (bank on device, version)
+    banks: dict[tuple[str, int], tuple[torch.Tensor, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -353,6 +473,7 @@ class ModelState:
     labels: tuple[str, ...]  # the classes the checkpoint says the model predicts; () when it does not say
     load_error: str
     rate: int
+    pace: Pace
 
 
 def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
@@ -363,7 +484,7 @@ def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[
         plan=plan, clipset=clipset,
         clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(plan.device),
         provider=provider, store=store, summary=summary, progress=progress,
-        noise_names=sorted({c.noise for my_conds in owned for c in my_conds if c.noise != CLEAN}))
+        noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
     for card, my_conds in zip(cards, owned, strict=True):
         if not my_conds:
@@ -373,7 +494,7 @@ def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[
             progress.done += len(my_conds)
             continue
         for cond in my_conds:
-            if cond.noise != CLEAN and cond.noise not in ctx.banks:
+            if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
                 _load_banks(ctx)
             _run_cell(ctx, state, cond)
             if stop_after is not None and summary.computed >= stop_after:
@@ -409,10 +530,11 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
         ctx.progress.note(f"WARNING {card.name}: {contaminated}")
     if loaded is None:
         return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
-                          load_error=load_error, rate=card.native_rate)
+                          load_error=load_error, rate=card.native_rate, pace=Pace(plan.batch_size, adaptive=False))
     forward = GraphedForward(loaded.module, enabled=plan.cuda_graphs)
     return ModelState(card=card, model=loaded.module, forward=forward, sha=loaded.sha256, labels=tuple(loaded.labels),
-                      load_error="", rate=card.native_rate)
+                      load_error="", rate=card.native_rate,
+                      pace=Pace(plan.batch_size, adaptive=not plan.device.startswith("cuda")))
 
 
 def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Condition, noise_version: str) -> CellKey:
@@ -421,7 +543,7 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
         model=card.name, checkpoint_sha256=sha, fingerprint=clipset.fingerprint, noise=cond.noise,
         noise_version=noise_version, snr_db=cond.snr_db, snr_def="" if cond.noise == CLEAN else plan.snr_def,
         rate_hz=cond.rate_hz, rate_mode="native" if native else plan.rate_mode,
-        decimation="" if native and cond.rate_hz == 16000 else plan.decimation, seed=plan.seed,
+        decimation="" if native and cond.rate_hz == 16000 else plan.decimation, seed=cond.seed,
     )
 
 
@@ -448,25 +570,28 @@ def _load_banks(ctx: RunContext) -> None:
     """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
     plan, clipset = ctx.plan, ctx.clipset
     t_bank = time.perf_counter()
+    seeds = sorted({seed for _, seed in ctx.noise_names})
+    for seed in seeds:
+        def announce(rendering: list[str], seed: int = seed) -> None:
+            what = f" (seed {seed})" if len(seeds) > 1 else ""
+            ctx.progress.note(f"rendering noise banks {', '.join(rendering)}{what} for {len(clipset):,} clips "
+                              "(cached for later runs)")
 
-    def announce(rendering: list[str]) -> None:
-        ctx.progress.note(f"rendering noise banks {', '.join(rendering)} for {len(clipset):,} clips "
-                          "(cached for later runs)")
-
-    ctx.provider.prepare(clipset, ctx.noise_names, plan.seed, on_render=announce)
-    for name in ctx.noise_names:
-        arr, ver = ctx.provider.bank(clipset, name, plan.seed)
-        ctx.banks[name] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device), ver)
+        ctx.provider.prepare(clipset, [n for n, s in ctx.noise_names if s == seed], seed, on_render=announce)
+    for name, seed in ctx.noise_names:
+        arr, ver = ctx.provider.bank(clipset, name, seed)
+        ctx.banks[(name, seed)] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device),
+                                   ver)
     ctx.summary.timings["noise_banks"] += time.perf_counter() - t_bank
 
 
 def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
     plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
-    if plan.rate_mode == "native" and cond.rate_hz != card.native_rate and not card.can_change_rate:
+    if _cannot_run(plan, card, cond):
         summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
         progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
-    noise_t, version = ctx.banks[cond.noise] if cond.noise != CLEAN else (None, "")
+    noise_t, version = ctx.banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, state.sha, clipset, cond, version)
     summary.cell_keys.append(key.digest())
     if state.model is not None and not plan.force and ctx.store.has_ok(key):
@@ -482,9 +607,10 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
             if _set_rate(state, cond.rate_hz, plan):
                 state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
-                preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider)
+                preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
+                                 progress.within(card.name, cond.label(), ctx.clean.shape[0]), state.pace)
             with record_function("kwsbench.score"):
-                scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), plan.seed)
+                scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
                                 status="ok", predictions=preds, **scores)
         except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell

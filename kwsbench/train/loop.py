@@ -276,6 +276,23 @@ def orthogonality_penalty(weight: torch.Tensor) -> torch.Tensor:
     return off.square().mean().sqrt()
 
 
+def standardise_input(model: nn.Module, train_set: ClipSet) -> dict[str, float] | None:
+    """Models that standardise their raw input by fixed statistics (S-Edge: s-edge.md §4, one global mean and
+    std over the training samples) get them from the clean training clips here, before the first step; the
+    statistics are buffers, so they travel in the checkpoint. Returns what was set, or None."""
+    if not hasattr(model, "standardise_input"):
+        return None
+    audio = np.asarray(train_set.audio)
+    total = total_sq = 0.0
+    for rows in range(0, len(audio), 1024):  # float64 sums in slices: no float64 copy of a whole training set
+        part = audio[rows:rows + 1024].astype(np.float64)
+        total, total_sq = total + part.sum(), total_sq + np.square(part).sum()
+    mean = float(total / max(audio.size, 1))
+    std = float(np.sqrt(max(total_sq / max(audio.size, 1) - mean * mean, 0.0)))
+    model.standardise_input(mean, std)
+    return {"mean": mean, "std": std}
+
+
 def _setup_model_options(model: nn.Module, recipe: Recipe, seed: int, say: Callable[[str], None],
                          rzoh_built: bool = False) -> None:
     """SpecAugment hook and RZOH, where the model offers the hook points; say so where it does not."""
@@ -425,6 +442,9 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
         torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # model initialisation
         overrides = _build_overrides(card, recipe)
         model = card.build(num_classes=num_classes, **overrides).to(cfg.device)  # the head follows the data
+    standardisation = standardise_input(model, train_set)
+    if standardisation:
+        meta["input_standardisation"] = standardisation
     _setup_model_options(model, recipe, cfg.seed, say, rzoh_built="rzoh" in overrides)
     opt = build_optimizer(model, recipe)
     start, history, best = 0, [], (0, -1.0)
@@ -489,6 +509,10 @@ def _train_epoch(net, model, opt, recipe, augment, x, y, epoch, steps, total, wa
     ortho = None
     if recipe.orthogonality is not None:
         ortho = dict(model.named_parameters()).get(recipe.orthogonality.param)
+        if ortho is None:  # silently training without the term is how the S-Edge recipe once lost it
+            raise BadInputError(f"recipe {recipe.name!r} puts an orthogonality term on parameter "
+                                f"{recipe.orthogonality.param!r}, which this model does not have; use a recipe "
+                                "without the term or one that names one of the model's parameters")
     loss_sum, correct, seen, lr = 0.0, 0, 0, 0.0
     progress = _progress(dist, cfg.show_progress, steps, f"epoch {epoch + 1}")
     for step, idx in enumerate(_batches(len(y), recipe.batch_size, epoch, cfg.seed, dist.world)):

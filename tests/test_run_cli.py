@@ -1,0 +1,188 @@
+"""`kwsbench run` as a user types it: --quick fills in and never overrides, --snr needs --noise, --seeds,
+the default models and what is left out, the estimate, progress inside a slow cell, interrupted runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kwsbench import progress as progress_mod
+from kwsbench.cli import build_parser, main
+from kwsbench.commands.run import plan_from_args
+from kwsbench.errors import EXIT_BAD_INPUT
+from kwsbench.results.store import Store
+from kwsbench.run.plan import Plan
+from kwsbench.run.runner import run_plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_run import RmsNoise, make_clipset, tiny_loader  # noqa: E402 - the runner tests' stand-ins
+
+HERE = Path(__file__).resolve().parent
+
+
+def _plan(*argv: str):
+    return plan_from_args(build_parser().parse_args(["run", *argv]))
+
+
+def test_quick_fills_in_what_was_not_given_and_never_overrides_a_flag(tmp_path):
+    plan, _ = _plan("--quick")
+    assert (plan.noise, plan.snr, plan.per_class, plan.quick) == (["factory"], [0.0], 20, True)
+    plan, _ = _plan("--quick", "--noise", "babble", "--snr", "-5")
+    assert (plan.noise, plan.snr, plan.per_class) == (["babble"], [-5.0], 20)
+    plan, _ = _plan("--quick", "--snr", "5", "10", "--per-class", "7")
+    assert (plan.noise, plan.snr, plan.per_class) == (["factory"], [5.0, 10.0], 7)
+    config = tmp_path / "plan.yaml"
+    config.write_text("snr: [-10]\nnoise: white\n")
+    plan, _ = _plan("--quick", "--config", str(config))
+    assert (plan.noise, plan.snr, plan.per_class) == (["white"], [-10.0], 20)
+    plan, _ = _plan("--noise", "babble", "--snr", "-5")  # without --quick nothing is filled in
+    assert (plan.quick, plan.per_class, plan.snr) == (False, None, [-5.0])
+
+
+def test_snr_without_noise_is_an_error_not_a_clean_only_run(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    assert main(["run", "--snr", "-5", "--store", str(store)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "--snr was given without --noise" in err and "--noise babble --snr -5" in err
+    assert not store.exists()  # nothing ran
+
+
+def test_help_states_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    parser = build_parser()
+    run = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "run")[1]
+    for action in run._actions:
+        if action.help and action.dest not in ("help", "resume", "config") and action.option_strings:
+            assert "default" in action.help, f"{action.option_strings[0]} does not state its default"
+    assert "--seeds" in text
+
+
+def test_default_run_names_the_models_it_leaves_out_and_why(monkeypatch, capsys):
+    import kwsbench.run.runner as runner
+
+    def stop(*args, **kwargs):  # only what is said before the run starts matters here
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_plan", stop)
+    assert main(["run", "--noise", "babble", "--snr", "-5", "--store", "unused.sqlite"]) == 130
+    err = capsys.readouterr().err
+    assert "left out" in err and "s-edge-full: its weights did not learn" in err
+    assert "bc-resnet-8: slow on a CPU" in err
+
+
+def test_seeds_store_one_cell_per_seed_and_clean_once(tmp_path):
+    plan, _ = _plan("--models", "test-tiny", "--noise", "white", "--snr", "-5", "10", "--seeds", "0,1,2",
+                    "--store", str(tmp_path / "s.sqlite"))
+    assert plan.seeds == [0, 1, 2] and plan.seed == 0
+    class Recording(RmsNoise):
+        asked: list = []
+
+        def bank(self, clipset, name, seed):
+            self.asked.append((name, seed))
+            return super().bank(clipset, name, seed)
+
+    kw = dict(loader=tiny_loader, noise=Recording(), clipset=make_clipset(), show_progress=False)
+    summary = run_plan(plan, **kw)
+    assert summary.ok and summary.computed == 1 + 2 * 3
+    assert sorted(Recording.asked) == [("white", 0), ("white", 1), ("white", 2)]  # one bank per seed
+    with Store(plan.store) as st:
+        cells = st.cells()
+        assert len({c.cell_key for c in cells}) == 7
+        noisy = [c for c in cells if c.noise == "white"]
+        assert sorted((c.snr_db, c.seed) for c in noisy) == [(s, k) for s in (-5.0, 10.0) for k in (0, 1, 2)]
+        assert {c.noise_version for c in noisy} == {"1"}
+    again = run_plan(plan, **kw)
+    assert (again.computed, again.reused) == (0, 7)
+    one, _ = _plan("--models", "test-tiny", "--noise", "white", "--snr", "-5", "--seed", "2",
+                   "--store", str(tmp_path / "s.sqlite"))
+    assert run_plan(one, **kw).reused == 2  # seed 2 alone: its cells are the same keys as in the seeds run
+
+
+def test_the_run_says_how_many_cells_and_roughly_how_long_then_shows_progress_inside_a_slow_cell(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress_mod, "WITHIN_AFTER_S", 0.0)
+    monkeypatch.setattr(progress_mod, "PLAIN_EVERY_S", 0.0)
+    plan = Plan(models=["test-tiny-slow"], noise=["white"], snr=[0.0], batch_size=256,
+                store=str(tmp_path / "s.sqlite")).validate()
+
+    def loader(card, checkpoint, device):
+        return tiny_loader(card, checkpoint, device)
+
+    class Versioned(RmsNoise):
+        def version(self, name):
+            return "1"
+
+    loader.sha256 = lambda card, checkpoint: tiny_loader(card, checkpoint, "cpu").sha256
+    run_plan(plan, loader=loader, noise=Versioned(), clipset=make_clipset(), show_progress=True)
+    err = capsys.readouterr().err
+    assert "1 models x 2 conditions" in err and "2 cells to compute; roughly" in err and "estimate:" in err
+    # the slow model (0.04 s a batch) is cut into batches, each reported as clips done
+    assert "... test-tiny-slow | clean @ 16000 Hz: 32/60 clips" in err
+    run_plan(plan, loader=loader, noise=Versioned(), clipset=make_clipset(), show_progress=True)
+    assert "0 cells to compute, 2 already stored" in capsys.readouterr().err
+    plan.force = True  # the same work again: now timed from the store's earlier cells of this model
+    run_plan(plan, loader=loader, noise=Versioned(), clipset=make_clipset(), show_progress=True)
+    assert "2 cells to compute; roughly" in (err := capsys.readouterr().err)
+    assert "1 models from their speed in earlier runs on this device" in err
+
+
+_CHILD = """
+import sys
+sys.path.insert(0, {here!r})
+from test_run import _plan, tiny_loader, RmsNoise, make_clipset
+from pathlib import Path
+from kwsbench.commands.run import interrupt_on_sigterm
+from kwsbench.run.runner import run_plan
+with interrupt_on_sigterm():
+    run_plan(_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=list(range(-30, 30, 2)), batch_size=6,
+                   store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_records_the_run_as_interrupted(tmp_path):
+    store = str(tmp_path / "t.sqlite")
+    code = _CHILD.format(here=str(HERE), tmp=str(tmp_path), store=store)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ), stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a stored cell, then stop the run the way a job manager does
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(store) as con:
+                if con.execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= 1:
+                    break
+        except sqlite3.Error:
+            pass
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, err.decode()
+    with sqlite3.connect(store) as con:
+        status = con.execute("SELECT status, finished FROM runs").fetchall()
+        cells = con.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    assert cells < 31, "the signal must land mid-run"
+    assert status[0][0] == "interrupted" and status[0][1]
+
+
+def test_sigterm_in_a_forked_worker_ends_it_as_without_the_handler():
+    """Noise banks render in forked workers, which the pool ends with SIGTERM: they must not raise."""
+    from kwsbench.commands.run import interrupt_on_sigterm
+
+    with interrupt_on_sigterm():
+        pid = os.fork()
+        if pid == 0:  # the worker
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                os._exit(3)  # reached only if the handler raised instead of ending the process
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
