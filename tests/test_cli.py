@@ -97,6 +97,19 @@ def test_store_helper_honours_the_environment(monkeypatch, tmp_path):
     assert Plan().store == str(tmp_path / "mine.sqlite") == ReproduceOptions().store
 
 
+def test_shared_options_come_from_the_helpers():
+    """--models, --store and --device mean the same in every subcommand: built by commands/args.py."""
+    for path, parser in PARSERS:
+        opts = parser._option_string_actions
+        if "--store" in opts:
+            assert opts["--store"].help == cargs.STORE_HELP, path
+        if "--models" in opts:
+            assert opts["--models"].metavar == "LIST" and "globs" in opts["--models"].help, path
+            assert opts["--models"].type("a, b") == ["a", "b"], path
+        if "--device" in opts:
+            assert opts["--device"].help.startswith("cpu, cuda or cuda:N"), path
+
+
 def test_one_device_default():
     from kwsbench.run.plan import Plan
     from kwsbench.run.reproduce import ReproduceOptions
