@@ -376,11 +376,6 @@ def _refused_global(err: BaseException) -> str:
     return lines[0].split("Unsupported global:")[-1].split(" was not")[0].strip()[:120] if lines else ""
 
 
-def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Unpickle a checkpoint with `weights_only=True` and return its state dict (no model needed)."""
-    return read_weights(path, map_location)[0]
-
-
 def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """The object a checkpoint file holds, unpickled with `weights_only=True` (the one place kwsbench reads a
     checkpoint file): a file that is not a torch checkpoint, or that would run code, raises CheckpointError."""

@@ -95,10 +95,6 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _colour(colors: dict[str, Colour], model: str) -> Colour:
-    return colors.get(model, (0.3, 0.3, 0.3, 1.0))
-
-
 def _pct(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else 100.0 * v for v in values], dtype=np.float64)
 

@@ -89,9 +89,6 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name for f in dataclasses.fields(Plan)}
-
-
 def _split_list(value: Any) -> Any:
     """Accept 'a,b' strings as lists (YAML and flags both allow them); a lone value becomes a list of one."""
     if isinstance(value, str):
