@@ -53,9 +53,10 @@ EXIT_CODES = f"""\
   {EXIT_CHECKPOINT}    checkpoint missing, wrong sha256, wrong keys, unsafe file
   {EXIT_DATASET}    dataset directory missing or of no known layout
   {EXIT_BAD_INPUT}    bad input: audio file, YAML / plan / recipe, unknown model or noise name
-  {EXIT_STORE}    results store corrupt or of another schema version (left untouched)
+  {EXIT_STORE}    results store damaged, locked, unwritable or of another schema version (left untouched)
   {EXIT_DOWNLOAD}    a download failed or did not verify
   {EXIT_NO_STORE}    no results store at the path looked at
+  {EXIT_INCONCLUSIVE}    reproduce was inconclusive: no published row could be judged on this data
   {EXIT_INCONCLUSIVE}    reproduce: INCONCLUSIVE, no published row could be judged on this data
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); cells already stored are kept"""
 

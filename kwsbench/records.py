@@ -14,6 +14,7 @@ Types understood: str, int, float (finite), bool, None-able (`X | None`), `list[
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -70,6 +71,13 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     return raw
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A record's resolved field types, once per class: resolving the string annotations compiles each one, and a
+    manifest builds a record per entry (~150 for the project's)."""
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type[R], raw: Any, where: str, *, text: bool = False, label: Callable[[str], str] | None = None,
           prefix: str = "") -> R:
     """An instance of record `cls` from mapping `raw`, every field checked (unknown, missing, mistyped, out of
@@ -84,7 +92,7 @@ def build(cls: type[R], raw: Any, where: str, *, text: bool = False, label: Call
     if unknown:
         raise BadInputError(f"{where}: unknown key {', '.join(name_of(prefix + k) for k in unknown)}. "
                             f"Known keys here: {', '.join(sorted(fields))}; fix or remove it.")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in raw:

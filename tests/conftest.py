@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import TINY_CARDS
 
+from kwsbench.models.registry import registered
 from kwsbench.paths import shared_dir
 
 
@@ -53,3 +55,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session gets its own cache, so tests never read a user's cached clip sets."""
     cache = tmp_path_factory.getbasetemp() / "kwsbench-cache"
     monkeypatch.setenv("KWSBENCH_CACHE", str(cache))
+
+
+@pytest.fixture
+def tiny_cards():
+    """The runner's stand-in cards (tests/helpers.py), registered for this test only."""
+    with registered(*TINY_CARDS) as cards:
+        yield cards

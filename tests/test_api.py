@@ -9,20 +9,22 @@ import subprocess
 import sys
 
 import pytest
-from test_run import RmsNoise, _plan, make_clipset, tiny_loader
+from helpers import TINY_CARDS, RmsNoise, make_clipset, make_plan, tiny_loader
 
 import kwsbench
 from kwsbench.cli import main
 from kwsbench.errors import EXIT_BAD_INPUT, EXIT_NO_STORE, KwsbenchError, StoreMissingError
+from kwsbench.models.registry import registered
 from kwsbench.results.leaderboard import TIDY_COLUMNS
 from kwsbench.run.runner import run_plan
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    plan = _plan(tmp_path_factory.mktemp("api"), models=["test-tiny", "test-tiny-fixed"], noise=["white", "hum"],
-                 snr=[-5.0, 5.0])
-    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
+    plan = make_plan(tmp_path_factory.mktemp("api"), models=["test-tiny", "test-tiny-fixed"], noise=["white", "hum"],
+                     snr=[-5.0, 5.0])
+    with registered(*TINY_CARDS):
+        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
     return plan.store
 
 
@@ -105,7 +107,7 @@ def test_import_is_light():
 def test_leaderboard_takes_cost_from_the_cache_without_torch(tmp_path):
     """Packaged models' params / MACs come from the on-disk cost cache: the second leaderboard imports neither
     torch, scipy nor pandas (numpy it needs for the rank groups), and prints the same table as the first."""
-    plan = _plan(tmp_path, models=["bc-resnet-1", "ds-cnn-s"], noise=["white"], snr=[0.0])  # packaged cards
+    plan = make_plan(tmp_path, models=["bc-resnet-1", "ds-cnn-s"], noise=["white"], snr=[0.0])  # packaged cards
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=2), show_progress=False)
     copy = plan.store
     argv = ["leaderboard", "--format", "csv", "--store", str(copy)]
@@ -121,3 +123,12 @@ def test_leaderboard_takes_cost_from_the_cache_without_torch(tmp_path):
     fresh = kwsbench.cost("bc-resnet-1", rates=[16000])[0]
     assert {(r["params"], r["macs"]) for r in rows if r["model"] == "bc-resnet-1"} == {
         (str(fresh.trainable_params), str(fresh.total_macs))}
+
+
+def test_readme_api_example_runs(store, monkeypatch, capsys):
+    """The README's notebook example (also run from the installed wheel by tests/wheel_smoke.py) on a store."""
+    from wheel_smoke import readme_api_example
+
+    monkeypatch.setenv("KWSBENCH_STORE", store)
+    exec(compile(readme_api_example(), "README.md", "exec"), {})
+    assert "test-tiny" in capsys.readouterr().out

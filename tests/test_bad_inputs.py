@@ -60,13 +60,13 @@ class TinyBands(torch.nn.Module):
         return self.proj(torch.log1p(torch.zeros(x.shape[0], 16).index_add_(1, bins, spec)))
 
 
+def tiny_card(checkpoint: Path) -> ModelCard:
+    return ModelCard(name=MODEL, family="test", builder=TinyBands, checkpoint=str(checkpoint))
+
+
 def register_tiny(checkpoint: Path) -> None:
-    registry.register(ModelCard(name=MODEL, family="test", builder=TinyBands, checkpoint=str(checkpoint)))
-
-
-def unregister_tiny() -> None:
-    registry._CARDS.pop(MODEL, None)
-    registry._ALIASES.pop(MODEL, None)
+    """For a child process (its whole life is the test's)."""
+    registry.register(tiny_card(checkpoint))
 
 
 def _tone(i: int, seconds: float = 1.0, rate: int = 16000) -> np.ndarray:
@@ -104,13 +104,12 @@ def base(tmp_path_factory):
     torch.manual_seed(0)
     ckpt = root / "tiny.pt"
     torch.save(TinyBands().state_dict(), ckpt)
-    register_tiny(ckpt)
     world = World(tmp=root, data=data, store=root / "store.sqlite", cache=root / "cache", ckpt=ckpt)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KWSBENCH_CACHE", str(world.cache))
-        assert main(healthy_run(world)) == 0
-    yield world
-    unregister_tiny()
+    with registry.registered(tiny_card(ckpt)):  # for this module's tests only
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("KWSBENCH_CACHE", str(world.cache))
+            assert main(healthy_run(world)) == 0
+        yield world
 
 
 def healthy_run(w: World, *extra: str) -> list[str]:

@@ -55,6 +55,23 @@ def test_top_level_help_shows_examples_environment_and_exit_codes(capsys):
         assert needle in out, needle
 
 
+def test_every_exit_code_is_in_the_help_and_the_readme(capsys):
+    import re
+    from pathlib import Path
+
+    from kwsbench import errors
+
+    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out.split("exit codes:")[1]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Exit codes")[1].split("\n## ")[0]
+    for code in codes:
+        assert re.search(rf"^\s*{code}\s", listed, re.M), f"exit {code} missing from --help"
+        assert f"| {code} |" in table, f"exit {code} missing from the README's table"
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
@@ -78,6 +95,19 @@ def test_store_helper_honours_the_environment(monkeypatch, tmp_path):
     from kwsbench.run.reproduce import ReproduceOptions
 
     assert Plan().store == str(tmp_path / "mine.sqlite") == ReproduceOptions().store
+
+
+def test_shared_options_come_from_the_helpers():
+    """--models, --store and --device mean the same in every subcommand: built by commands/args.py."""
+    for path, parser in PARSERS:
+        opts = parser._option_string_actions
+        if "--store" in opts:
+            assert opts["--store"].help == cargs.STORE_HELP, path
+        if "--models" in opts:
+            assert opts["--models"].metavar == "LIST" and "globs" in opts["--models"].help, path
+            assert opts["--models"].type("a, b") == ["a", "b"], path
+        if "--device" in opts:
+            assert opts["--device"].help.startswith("cpu, cuda or cuda:N"), path
 
 
 def test_one_device_default():

@@ -258,10 +258,8 @@ def test_ncssm_cost_reports_both_and_reads_model_shapes():
     assert "T=101" in rec.notes
     low = cost.ncssm_cost({"d_model": 20, "d_state": 6}, 8000)
     assert low.published == {} and low.frontend_macs < rec.frontend_macs and low.body_macs == rec.body_macs
-    try:
-        from kwsbench.models.ncssm import build_ncssm
-    except ImportError:
-        pytest.skip("NC-SSM port not available")
+    from kwsbench.models.ncssm import build_ncssm
+
     model = build_ncssm(d_model=37, d_state=10)
     assert cost.ncssm_dims(model) == cost.NcssmDims(37, 10)
     assert cost.ncssm_cost(model, 16000).trainable_params == sum(p.numel() for p in model.parameters())

@@ -61,8 +61,7 @@ def test_params_match_built_module():
 def test_every_registered_model_has_a_cost_at_every_rate():
     from kwsbench.models.registry import all_cards
 
-    # the project's own cards only: other test modules register stand-in cards into the same registry
-    for card in (c for c in all_cards() if c.builder.__module__.startswith("kwsbench.")):
+    for card in all_cards():  # tests register their stand-in cards only inside their own scope
         for rate in (16000, 8000, 4000):
             cost = model_cost(card, rate)
             assert cost.total_macs > 0 and cost.trainable_params > 0, (card.name, rate)

@@ -3,88 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+from helpers import Server, canonical_tarball
 
 from kwsbench.cli import main
 from kwsbench.data import download as dl
-from kwsbench.data.speech_commands import CANONICAL_FOLDERS, load_clipset
+from kwsbench.data.speech_commands import load_clipset
 from kwsbench.errors import DownloadError
 
 NAME = "gsc-v2-test"
 FILENAME = dl.ARCHIVES[NAME].filename
-
-
-class Server:
-    """Serves `files` by path; honours `Range: bytes=N-`; can cut the first response short."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.cut_first: set[str] = set()
-        self.ranges: list[str | None] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                body = outer.files.get(self.path.lstrip("/"))
-                outer.ranges.append(self.headers.get("Range"))
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if rng := self.headers.get("Range"):
-                    start = int(rng.removeprefix("bytes=").rstrip("-"))
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                payload = body[start:]
-                if self.path.lstrip("/") in outer.cut_first:
-                    outer.cut_first.discard(self.path.lstrip("/"))
-                    payload = payload[: len(payload) // 2]  # then close: a dropped connection
-                self.wfile.write(payload)
-                self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def canonical_tarball(extra: list[tarfile.TarInfo] | None = None) -> bytes:
-    """A small archive in the canonical test-set layout, entries starting with ./ like the real one."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for c, folder in enumerate(CANONICAL_FOLDERS):
-            wav = io.BytesIO()
-            x = np.random.default_rng(c).uniform(-0.3, 0.3, 16000).astype(np.float32)
-            sf.write(wav, x, 16000, subtype="PCM_16", format="WAV")
-            name = "0.wav" if folder == "_silence_" else f"{c:08x}_nohash_0.wav"
-            info = tarfile.TarInfo(f"./{folder}/{name}")
-            info.size = len(wav.getvalue())
-            tar.addfile(info, io.BytesIO(wav.getvalue()))
-        for info in extra or []:
-            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
-    return buf.getvalue()
 
 
 def pin(monkeypatch, data: bytes) -> None:

@@ -19,7 +19,7 @@ from kwsbench.paths import PROJECT_ROOT
 from kwsbench.results.store import Store
 from kwsbench.run.distributed import EXIT_AFTER_ENV, Shard, leftover_shards
 
-WEIGHTS = PROJECT_ROOT / "checkpoints" / "synth" / "ds-cnn-s-hello-edge.pt"
+WEIGHTS = PROJECT_ROOT / "checkpoints" / "synth" / "ds-cnn-s-hello-edge.pt"  # committed: its absence fails
 # columns that legitimately differ between two runs of the same grid
 VOLATILE = {"run_id", "seconds", "created", "checksum"}  # the checksum covers run id, timing and timestamp too
 
@@ -70,8 +70,6 @@ def test_round_robin_assignment_is_disjoint_and_complete():
 
 @pytest.fixture(scope="module")
 def single_store(tmp_path_factory) -> dict:
-    if not WEIGHTS.is_file():
-        pytest.skip(f"{WEIGHTS} missing")
     tmp = tmp_path_factory.mktemp("single")
     res = _launch(_args(tmp, tmp / "single.sqlite"), 1)
     assert res.returncode == 0, res.stderr
@@ -109,8 +107,6 @@ def test_a_rank_that_dies_leaves_a_resumable_store(single_store, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL ranks on cuda:0 and cuda:1)")
 def test_two_nccl_ranks_on_two_gpus_equal_one_gpu_process(tmp_path):
-    if not WEIGHTS.is_file():
-        pytest.skip(f"{WEIGHTS} missing")
     single, sharded = tmp_path / "single.sqlite", tmp_path / "sharded.sqlite"
     res = _launch([*_args(tmp_path, single), "--device", "cuda"], 1)
     assert res.returncode == 0, res.stderr

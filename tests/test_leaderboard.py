@@ -17,13 +17,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import stored_cell
+from helpers import RmsNoise, TinyKws, make_clipset, make_plan, stored_cell, tiny_loader
 from scipy.stats import binomtest
-from test_run import RmsNoise, TinyKws, _plan, make_clipset, tiny_loader
 
 from kwsbench.cli import main
 from kwsbench.errors import EXIT_NO_STORE
-from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.registry import ModelCard, registered
 from kwsbench.results.leaderboard import TIDY_COLUMNS, store_rows, tidy_rows, wide_rows
 from kwsbench.results.ranks import letter_groups, share_group
 from kwsbench.results.store import Store
@@ -46,25 +45,24 @@ def _graded(blur: float, seed: int) -> TinyKws:
 
 BOARD_MODELS = {"test-board-good": (0.05, 1), "test-board-fair": (0.4, 2), "test-board-fair2": (0.42, 3),
                 "test-board-poor": (1.5, 4)}
-for _name, (_blur, _seed) in BOARD_MODELS.items():
-    try:
-        register(ModelCard(name=_name, family="test", builder=_graded, kwargs={"blur": _blur, "seed": _seed}))
-    except ValueError:
-        pass
+BOARD_CARDS = tuple(ModelCard(name=name, family="test", builder=_graded, kwargs={"blur": blur, "seed": seed})
+                    for name, (blur, seed) in BOARD_MODELS.items())
 
 SEEDS_A = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
+    """The measured store; the board's cards are registered while it is built (the tests read stored cells)."""
     tmp = tmp_path_factory.mktemp("board")
     models = sorted(BOARD_MODELS)
-    plan = _plan(tmp, models=models, noise=["white", "hum"], snr=[-5.0, 5.0], data_dir="/data/set-a",
-                 seeds=list(SEEDS_A))
-    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
-    plan = _plan(tmp, models=models, noise=["white"], snr=[0.0], data_dir="/data/set-b")
-    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6, seed=1),
-             show_progress=False)
+    with registered(*BOARD_CARDS):
+        plan = make_plan(tmp, models=models, noise=["white", "hum"], snr=[-5.0, 5.0], data_dir="/data/set-a",
+                         seeds=list(SEEDS_A))
+        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=10), show_progress=False)
+        plan = make_plan(tmp, models=models, noise=["white"], snr=[0.0], data_dir="/data/set-b")
+        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6, seed=1),
+                 show_progress=False)
     return plan.store
 
 
@@ -208,7 +206,7 @@ def test_wide_means_average_the_same_conditions(store_path):
         noisy = [r.accuracy_pct for r in mine if r.noise != "clean"]
         assert abs(w["white_pct_mean_over_snr_-5_5"] - sum(white) / 2) < 1e-9
         assert abs(w["noisy_pct_mean"] - sum(noisy) / 4) < 1e-9
-        assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5_5 dB, seeds 0,1,2")
+        assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5, 5 dB, seeds 0,1,2")
     assert sorted(w["position"] for w in a) == [1, 2, 3, 4]
     poor = next(w for w in wide_dropped if w["data"] == "set-a" and w["model"] == "test-board-poor")
     assert poor["noisy_pct_mean"] is None and poor["hum_pct_mean_over_snr_-5_5"] is None and poor["position"] is None
@@ -246,16 +244,27 @@ def test_cost_columns_come_from_model_cost():
         return Cost(model=card.name, rate=rate, trainable_params=1234, inference_params=1200, folded="",
                     frontend_macs=rate * 10, body_macs=1000)
 
-    try:
-        register(ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost))
-    except ValueError:
-        pass
+    costed = ModelCard(name="test-costed", family="test", builder=lambda: None, cost=cost)
+    uncosted = ModelCard(name="test-uncosted", family="test", builder=lambda: None)
     cell = stored_cell(model="test-costed", protocol="p", rate_hz=8000, n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
-    [row] = tidy_rows([cell])
-    assert (row.params, row.macs) == (1234, 8000 * 10 + 1000)
-    assert row.accuracy_pct == 50.0 and row.data == "unknown data"
-    [row] = tidy_rows([dataclasses.replace(cell, model="test-tiny")])  # no cost function: empty, not an error
+    with registered(costed, uncosted):
+        [row] = tidy_rows([cell])
+        assert (row.params, row.macs) == (1234, 8000 * 10 + 1000)
+        assert row.accuracy_pct == 50.0 and row.data == "unknown data"
+        [row] = tidy_rows([dataclasses.replace(cell, model="test-uncosted")])  # no cost function: empty columns
+        assert (row.params, row.macs) == (None, None)
+    [row] = tidy_rows([cell])  # no card any more (a model stored by another version): empty columns
     assert (row.params, row.macs) == (None, None)
+
+
+def test_a_failing_cost_function_is_an_error_not_empty_columns():
+    def cost(card, rate):
+        raise RuntimeError("cost function exploded")
+
+    cell = stored_cell(model="test-cost-fails", protocol="p", n=10, accuracy=0.5, ci_low=0.2, ci_high=0.8)
+    with registered(ModelCard(name="test-cost-fails", family="test", builder=lambda: None, cost=cost)):
+        with pytest.raises(RuntimeError, match="cost function exploded"):
+            tidy_rows([cell])
 
 
 def test_sign_flip_test_is_mcnemar_for_one_seed_and_exact_for_several():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from kwsbench import checkpoints
 from kwsbench.data.clipset import LABELS_12
 from kwsbench.models.registry import get_card
 
@@ -189,7 +190,6 @@ def test_wrong_checkpoint_fails_strict_load(ncssm_checkpoints):
 
 
 def test_general_loader_gives_the_same_model(ncssm_checkpoints, clips):
-    checkpoints = pytest.importorskip("kwsbench.checkpoints")
     path = ncssm_checkpoints / "NanoMamba-Small" / "best.pt"
     model = checkpoints.load_model("nanomamba-small", checkpoint=path).module
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """`kwsbench report`: figures, a self-contained HTML folder, numbers equal to the store's.
 
 The store is made by the real grid runner on a tiny hand-built clip set with tiny registered test models
-(the stand-ins of test_run.py), two of them with a cost function so the Pareto plot has points.
+(the runner's stand-ins of tests/helpers.py), two of them with a cost function so the Pareto plot has points.
 """
 
 from __future__ import annotations
@@ -15,35 +15,22 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import yaml
-from test_run import RmsNoise, _build, _plan, make_clipset, tiny_loader
+from helpers import MACS, PNG_MAGIC, REPORT_CARDS, REPORT_MODELS, RmsNoise, make_clipset, make_plan, tiny_loader
 
 from kwsbench.cli import main
-from kwsbench.cost import Cost
 from kwsbench.errors import EXIT_NO_STORE
-from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.registry import registered
 from kwsbench.report import figures
 from kwsbench.report.html import ReportOptions, build_report, parse_condition
 from kwsbench.results.store import Store
 from kwsbench.run.runner import run_plan
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MACS = {"test-report-a": 2_000, "test-report-b": 50_000}
 
-
-def _cost(card, rate: int) -> Cost:
-    body = MACS[card.name] * rate // 16000
-    return Cost(model=card.name, rate=rate, trainable_params=204, inference_params=204, folded="",
-                frontend_macs=rate, body_macs=body)
-
-
-for _name, _seed in (("test-report-a", 1), ("test-report-b", 2)):
-    try:
-        register(ModelCard(name=_name, family="test", builder=_build, kwargs={"seed": _seed}, can_change_rate=True,
-                           cost=_cost))
-    except ValueError:
-        pass
-
-MODELS = ["test-report-a", "test-report-b", "test-tiny-fixed"]
+@pytest.fixture(scope="module", autouse=True)
+def report_cards():
+    """This module's cards, registered while its tests run (the report reads their cost functions)."""
+    with registered(*REPORT_CARDS) as cards:
+        yield cards
 
 
 class _Refs(HTMLParser):
@@ -82,7 +69,7 @@ class _Refs(HTMLParser):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    plan = _plan(tmp, models=MODELS, noise=["white", "hum"], snr=[-5.0, 0.0, 5.0], rates=[16000, 8000])
+    plan = make_plan(tmp, models=REPORT_MODELS, noise=["white", "hum"], snr=[-5.0, 0.0, 5.0], rates=[16000, 8000])
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6), show_progress=False)
     with Store(plan.store) as st:
         clean_a = next(c for c in st.cells(model="test-report-a", noise="clean", rate_hz=16000))
@@ -111,7 +98,7 @@ def test_every_png_is_valid_and_non_trivial(built):
     # one clip set: each figure once, named with the clip set's tag
     for prefix in ("accuracy_vs_snr_", "accuracy_vs_macs_", "accuracy_vs_rate_", "per_class_accuracy_"):
         assert len([n for n in names if n.startswith(prefix)]) == 1, prefix
-    for m in MODELS:
+    for m in REPORT_MODELS:
         assert len([n for n in names if n.startswith("confusion_") and n.endswith(f"_{m}.png")]) == 1, m
     for path in out.glob("*.png"):
         data = path.read_bytes()
@@ -160,7 +147,7 @@ def test_cell_numbers_equal_the_store(built):
 def test_per_class_table_matches_stored_per_class(built):
     store_path, _, _, parser = built
     rows = {a["data-model"]: [t for _, t in tds[1:]] for a, tds in parser.rows if a.get("class") == "perclass"}
-    assert set(rows) == set(MODELS)
+    assert set(rows) == set(REPORT_MODELS)
     with Store(store_path) as st:
         for model, texts in rows.items():
             [c] = st.cells(model=model, noise="white", snr_db=0.0, rate_hz=16000)

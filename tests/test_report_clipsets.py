@@ -1,7 +1,7 @@
 """The report per clip set, and the report as a reader sees it (headless Chromium screenshot).
 
 Two clip sets (named by their plans' data folders) measured by the real grid runner with the costed test models
-of test_report.py; clip set A under two noise seeds.
+of tests/helpers.py; clip set A under two noise seeds.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from test_report import MODELS, PNG_MAGIC
-from test_run import RmsNoise, _plan, make_clipset, tiny_loader
+from helpers import PNG_MAGIC, REPORT_CARDS, REPORT_MODELS, RmsNoise, make_clipset, make_plan, tiny_loader
 
 from kwsbench.cli import main
+from kwsbench.models.registry import registered
 from kwsbench.results.clipsets import group
 from kwsbench.results.leaderboard import store_labels_of
 from kwsbench.results.store import Store
@@ -28,12 +28,20 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def report_cards():
+    """The costed stand-in cards, registered while this module's tests run."""
+    with registered(*REPORT_CARDS) as cards:
+        yield cards
+
+
 @pytest.fixture(scope="module")
 def two_sets(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sets")
-    plan = _plan(tmp, models=MODELS, noise=["white"], snr=[-5.0, 0.0, 5.0], data_dir="/data/set-a", seeds=[0, 1])
+    plan = make_plan(tmp, models=REPORT_MODELS, noise=["white"], snr=[-5.0, 0.0, 5.0], data_dir="/data/set-a",
+                     seeds=[0, 1])
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=6), show_progress=False)
-    plan = _plan(tmp, models=MODELS, noise=["white", "hum"], snr=[0.0], data_dir="/data/set-b")
+    plan = make_plan(tmp, models=REPORT_MODELS, noise=["white", "hum"], snr=[0.0], data_dir="/data/set-b")
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=4, seed=1),
              show_progress=False)
     with Store(plan.store) as st:
@@ -59,7 +67,7 @@ def test_report_has_a_section_and_figures_for_each_clip_set(two_sets, tmp_path):
         names = _figures_of(out, slug)
         for prefix in ("accuracy_vs_snr_", "accuracy_vs_macs_", "per_class_accuracy_"):
             assert f"{prefix}{slug}.png" in names, (data, prefix)
-        assert {f"confusion_{slug}_{m}.png" for m in MODELS} <= names
+        assert {f"confusion_{slug}_{m}.png" for m in REPORT_MODELS} <= names
         assert names <= shown  # every figure written is in the page
         for name in names:
             path = out / name
@@ -68,7 +76,7 @@ def test_report_has_a_section_and_figures_for_each_clip_set(two_sets, tmp_path):
     assert (out / "leaderboard_seeds.csv").is_file()
     # the per-class rows of each section come from that clip set only
     rows = re.findall(r'<tr class="perclass" data-model="([^"]+)" data-clipset="([^"]+)"', html)
-    assert sorted(rows) == sorted((m, s) for s in slugs.values() for m in MODELS)
+    assert sorted(rows) == sorted((m, s) for s in slugs.values() for m in REPORT_MODELS)
 
 
 def test_report_filters_pick_one_clip_set(two_sets, tmp_path, capsys):

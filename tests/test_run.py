@@ -18,111 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import RmsNoise, TinyKws, build_tiny, make_clipset, make_plan, tiny_loader
 
 from kwsbench.checkpoints import LoadedModel
-from kwsbench.data.clipset import LABELS_12, ClipSet
 from kwsbench.data.subsets import stratified_subset
-from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.models.registry import ModelCard, register
+from kwsbench.errors import BadInputError
+from kwsbench.models.registry import ModelCard
 from kwsbench.results.store import Store
 from kwsbench.run.plan import Plan
 from kwsbench.run.runner import model_input, run_plan
 
 HERE = Path(__file__).resolve().parent
-
-
-class TinyKws(torch.nn.Module):
-    """Band energies of the spectrum -> linear layer; rate-changeable (bands scale with the rate)."""
-
-    def __init__(self, seed: int = 0, delay: float = 0.0, fail: bool = False):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.proj = torch.nn.Linear(16, 12)
-        with torch.no_grad():
-            self.proj.weight.copy_(torch.randn(12, 16, generator=g))
-            self.proj.bias.zero_()
-        self.rate = 16000
-        self.delay = delay
-        self.fail = fail
-
-    def set_sample_rate(self, rate: int) -> None:
-        self.rate = rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fail:
-            raise RuntimeError("forward exploded")
-        if self.delay:
-            time.sleep(self.delay)
-        spec = torch.fft.rfft(x, dim=-1).abs()
-        # 16 bands of 500 Hz each at 16 kHz; a lower rate sees only its own bands (upper ones empty).
-        hz_per_bin = self.rate / x.shape[-1]
-        bins = (torch.arange(spec.shape[-1]) * hz_per_bin / 500).long().clamp(max=15)
-        feats = torch.zeros(x.shape[0], 16).index_add_(1, bins, spec)
-        return self.proj(torch.log1p(feats))
-
-
-def _build(**kw):
-    return TinyKws(**kw)
-
-
-for _name, _kw, _rate in (("test-tiny", {}, True), ("test-tiny-slow", {"delay": 0.04}, True),
-                          ("test-tiny-fixed", {}, False), ("test-broken", {"fail": True}, False)):
-    try:
-        register(ModelCard(name=_name, family="test", builder=_build, kwargs=_kw, can_change_rate=_rate))
-    except ValueError:
-        pass
-
-
-def tiny_loader(card, checkpoint, device):
-    if card.name == "test-missing":
-        raise CheckpointError("no weights for test-missing")
-    return LoadedModel(card.build().to(device).eval(), hashlib.sha256(card.name.encode()).hexdigest())
-
-
-class RmsNoise:
-    """Seeded white noise per utterance (contract 1 shape), mixed at clip RMS."""
-
-    def resolve(self, name: str) -> str:
-        if name not in ("white", "hum"):
-            raise BadInputError(f"unknown noise source {name!r}")
-        return name
-
-    def prepare(self, clipset, names, seed, on_render=None):
-        pass  # renders on demand in bank()
-
-    def bank(self, clipset, name, seed):
-        rows = []
-        for uid in clipset.utterance_ids:
-            h = int.from_bytes(hashlib.sha256(f"{name}/{uid}".encode()).digest()[:8], "little")
-            rows.append(np.random.default_rng([seed, h]).standard_normal(16000).astype(np.float32))
-        return np.stack(rows), "1"
-
-    def mix(self, clean, noise, snr_db, definition):
-        rc = clean.pow(2).mean(dim=-1, keepdim=True).sqrt()
-        rn = noise.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
-        return clean + noise * (rc / (rn * 10 ** (snr_db / 20)))
-
-
-def make_clipset(per_class: int = 5, seed: int = 0) -> ClipSet:
-    rng = np.random.default_rng(seed)
-    t = np.arange(16000) / 16000
-    audio, labels, uids, spk = [], [], [], []
-    for k in range(12):
-        for j in range(per_class):
-            f = 200 + 550 * k + rng.uniform(-50, 50)
-            audio.append((0.3 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(16000)).astype(np.float32))
-            labels.append(k)
-            uids.append(f"{LABELS_12[k]}/s{j % 3}_nohash_{j}.flac")
-            spk.append("" if LABELS_12[k] == "silence" else f"s{j % 3}")
-    audio = np.clip(np.round(np.stack(audio) * 32768), -32768, 32767) / 32768
-    return ClipSet(audio=audio.astype(np.float32), labels=np.array(labels, dtype=np.int64), label_names=LABELS_12,
-                   utterance_ids=tuple(uids), speaker_ids=tuple(spk), protocol="test-12")
-
-
-def _plan(tmp_path, **kw) -> Plan:
-    base = dict(models=["test-tiny"], noise=["white"], snr=[-5.0, 5.0], store=str(tmp_path / "s.sqlite"))
-    base.update(kw)
-    return Plan(**base).validate()
+pytestmark = pytest.mark.usefixtures("tiny_cards")  # the stand-in cards, registered for each test only
 
 
 def _preds(store_path) -> dict:
@@ -135,7 +42,7 @@ def _preds(store_path) -> dict:
 
 
 def test_cells_written_with_clean_and_intervals(tmp_path):
-    summary = run_plan(_plan(tmp_path), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(),
+    summary = run_plan(make_plan(tmp_path), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(),
                        show_progress=False)
     assert summary.ok and summary.computed == 3
     with Store(tmp_path / "s.sqlite") as st:
@@ -155,7 +62,7 @@ def test_cells_written_with_clean_and_intervals(tmp_path):
 def test_bit_identical_across_batch_sizes(tmp_path):
     results = []
     for bs in (1, 7, 256):
-        plan = _plan(tmp_path, batch_size=bs, store=str(tmp_path / f"b{bs}.sqlite"), rates=[16000, 8000])
+        plan = make_plan(tmp_path, batch_size=bs, store=str(tmp_path / f"b{bs}.sqlite"), rates=[16000, 8000])
         run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
         results.append(_preds(plan.store))
     assert results[0] == results[1] == results[2]
@@ -164,14 +71,14 @@ def test_bit_identical_across_batch_sizes(tmp_path):
 
 def test_resume_skips_and_force_recomputes(tmp_path):
     kw = dict(loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
-    first = run_plan(_plan(tmp_path), **kw)
-    again = run_plan(_plan(tmp_path), **kw)
-    forced = run_plan(_plan(tmp_path, force=True), **kw)
+    first = run_plan(make_plan(tmp_path), **kw)
+    again = run_plan(make_plan(tmp_path), **kw)
+    forced = run_plan(make_plan(tmp_path, force=True), **kw)
     assert (first.computed, again.computed, again.reused, forced.computed) == (3, 0, 3, 3)
 
 
 def test_failing_model_becomes_failed_cells_and_run_goes_on(tmp_path):
-    plan = _plan(tmp_path, models=["test-broken", "test-tiny"])
+    plan = make_plan(tmp_path, models=["test-broken", "test-tiny"])
     summary = run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
     assert not summary.ok and summary.computed == 3 and len(summary.failed) == 3
     assert all("forward exploded" in err for _, _, err in summary.failed)
@@ -199,31 +106,31 @@ def test_a_batch_that_does_not_fit_says_what_to_do_and_a_smaller_one_completes(t
         return LoadedModel(_FitsFourClips().eval(), hashlib.sha256(b"fits-four").hexdigest())
 
     kw = dict(loader=loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
-    big = run_plan(_plan(tmp_path, models=["test-tiny"], batch_size=8), **kw)
+    big = run_plan(make_plan(tmp_path, models=["test-tiny"], batch_size=8), **kw)
     assert len(big.failed) == 3 and all("smaller --batch-size" in err and "OutOfMemoryError" in err
                                         for _, _, err in big.failed)
-    small = run_plan(_plan(tmp_path, models=["test-tiny"], batch_size=4), **kw)
+    small = run_plan(make_plan(tmp_path, models=["test-tiny"], batch_size=4), **kw)
     assert small.ok and small.computed == 3
 
 
 def test_unknown_model_and_noise_are_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="unknown model"):
-        run_plan(_plan(tmp_path, models=["no-such-model"]), loader=tiny_loader, noise=RmsNoise(),
+        run_plan(make_plan(tmp_path, models=["no-such-model"]), loader=tiny_loader, noise=RmsNoise(),
                  clipset=make_clipset(), show_progress=False)
     with pytest.raises(BadInputError, match="unknown noise"):
-        run_plan(_plan(tmp_path, noise=["nope"]), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(),
+        run_plan(make_plan(tmp_path, noise=["nope"]), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(),
                  show_progress=False)
 
 
 def test_rate_modes(tmp_path):
     cs = make_clipset()
     kw = dict(loader=tiny_loader, noise=RmsNoise(), clipset=cs, show_progress=False)
-    native = _plan(tmp_path, models=["test-tiny", "test-tiny-fixed"], noise=[], rates=[16000, 8000],
+    native = make_plan(tmp_path, models=["test-tiny", "test-tiny-fixed"], noise=[], rates=[16000, 8000],
                    store=str(tmp_path / "n.sqlite"))
     summary = run_plan(native, **kw)
     # the fixed-rate model has no native 8 kHz cell; it is reported as skipped, not failed
     assert summary.ok and summary.computed == 3 and len(summary.skipped_cells) == 1
-    band = _plan(tmp_path, models=["test-tiny-fixed"], noise=[], rates=[16000, 8000], rate_mode="bandlimit",
+    band = make_plan(tmp_path, models=["test-tiny-fixed"], noise=[], rates=[16000, 8000], rate_mode="bandlimit",
                  decimation="drop", store=str(tmp_path / "n.sqlite"))
     summary = run_plan(band, **kw)
     # 16 kHz clean is the same cell in both modes (bandlimit at the native rate is the plain run) -> reused
@@ -236,7 +143,7 @@ def test_rate_modes(tmp_path):
 
 def test_model_input_per_mode():
     x = torch.from_numpy(make_clipset(1).audio[:3])
-    card = ModelCard(name="x", family="t", builder=_build, can_change_rate=True)
+    card = ModelCard(name="x", family="t", builder=build_tiny, can_change_rate=True)
     p = Plan(rate_mode="bandlimit", decimation="sinc")
     assert torch.equal(model_input(x, card, 16000, p), x)
     band = model_input(x, card, 8000, p)
@@ -257,11 +164,14 @@ def test_stratified_subset_is_per_class_and_seeded():
 _CHILD = """
 import sys
 sys.path.insert(0, {here!r})
-from test_run import _plan, make_clipset, RmsNoise, tiny_loader
+from helpers import TINY_CARDS, make_plan, make_clipset, RmsNoise, tiny_loader
 from pathlib import Path
+from kwsbench.models.registry import registered
 from kwsbench.run.runner import run_plan
-run_plan(_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=[-10.0, -5.0, 0.0, 5.0, 10.0], batch_size=6,
-               store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
+with registered(*TINY_CARDS):
+    run_plan(make_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=[-10.0, -5.0, 0.0, 5.0, 10.0], batch_size=6,
+                       store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(),
+             show_progress=False)
 """
 
 
@@ -288,8 +198,8 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     resumed = subprocess.run([sys.executable, "-c", code], env=dict(os.environ))
     assert resumed.returncode == 0
     full = str(tmp_path / "full.sqlite")
-    run_plan(_plan(tmp_path, models=["test-tiny-slow"], snr=[-10.0, -5.0, 0.0, 5.0, 10.0], batch_size=60, store=full),
-             loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
+    run_plan(make_plan(tmp_path, models=["test-tiny-slow"], snr=[-10.0, -5.0, 0.0, 5.0, 10.0], batch_size=60,
+                       store=full), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
     assert _preds(store) == _preds(full) and len(_preds(full)) == 6
 
 
@@ -297,7 +207,7 @@ def test_compare_cli_mcnemar_over_shared_conditions(tmp_path, capsys):
     from kwsbench.cli import main
     from kwsbench.results.paired import paired_tests
 
-    plan = _plan(tmp_path, models=["test-tiny", "test-tiny-fixed"], store=str(tmp_path / "c.sqlite"))
+    plan = make_plan(tmp_path, models=["test-tiny", "test-tiny-fixed"], store=str(tmp_path / "c.sqlite"))
     run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
     with Store(plan.store) as st:
         tests = paired_tests(st, "test-tiny", "test-tiny-fixed")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import RmsNoise, make_clipset, tiny_loader
 
 from kwsbench import progress as progress_mod
 from kwsbench.cli import build_parser, main
@@ -21,10 +22,8 @@ from kwsbench.results.store import Store
 from kwsbench.run.plan import Plan
 from kwsbench.run.runner import run_plan
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_run import RmsNoise, make_clipset, tiny_loader  # noqa: E402 - the runner tests' stand-ins
-
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.usefixtures("tiny_cards")  # the runner's stand-in cards, registered for each test only
 
 
 def _plan(*argv: str):
@@ -138,13 +137,15 @@ def test_the_run_says_how_many_cells_and_roughly_how_long_then_shows_progress_in
 _CHILD = """
 import sys
 sys.path.insert(0, {here!r})
-from test_run import _plan, tiny_loader, RmsNoise, make_clipset
+from helpers import TINY_CARDS, make_plan, tiny_loader, RmsNoise, make_clipset
 from pathlib import Path
 from kwsbench.commands.run import interrupt_on_sigterm
+from kwsbench.models.registry import registered
 from kwsbench.run.runner import run_plan
-with interrupt_on_sigterm():
-    run_plan(_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=list(range(-30, 30, 2)), batch_size=6,
-                   store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(), show_progress=False)
+with registered(*TINY_CARDS), interrupt_on_sigterm():
+    run_plan(make_plan(Path({tmp!r}), models=["test-tiny-slow"], snr=list(range(-30, 30, 2)), batch_size=6,
+                       store={store!r}), loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(),
+             show_progress=False)
 """
 
 

@@ -27,3 +27,11 @@ def test_installed_wheel_runs_from_anywhere(tmp_path):
                     "kwsbench/_data/checkpoints/gsc-mini/s4d-kws.pt", "kwsbench/report/html.py"):
         assert shipped in names, shipped
     assert not any(n.startswith("kwsbench/_data/noise/recordings/") for n in names)  # user data stays out
+    # every tracked data file of the three folders ships (a new subfolder must be added to setup.py's PACKAGED)
+    root = Path(__file__).resolve().parent.parent
+    tracked = subprocess.run(["git", "ls-files", "noise", "baselines", "checkpoints"], cwd=root, capture_output=True,
+                             text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout: cannot list the tracked data files")
+    missing = [f for f in tracked if f.endswith((".yaml", ".pt", "README.md")) and f"kwsbench/_data/{f}" not in names]
+    assert not missing, f"tracked data files missing from the wheel: {missing}"

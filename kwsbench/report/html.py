@@ -198,7 +198,7 @@ td.l,th.l{text-align:left}figure{margin:.6em 0}img{max-width:100%;border:1px sol
 .NOT_COMPARABLE{background:#e4e4e4;color:#555}.note{color:#7a4b00}small{color:#666}
 code,pre{font-size:.85em;background:#f7f7f7}pre{padding:.5em;overflow-x:auto}
 .swatch{display:inline-block;width:1.1em;margin-right:.2em}small.grp{color:#555}
-.cms{display:flex;flex-wrap:wrap;gap:.6em}.cms figure{width:32%;margin:0}
+.cms{display:flex;flex-wrap:wrap;gap:.6em}.cms figure{width:48%;margin:0}div.wide{overflow-x:auto}
 figcaption{font-size:.85em;text-align:center}h2.clipset{background:#eef3fa;padding:.3em .4em;border:1px solid #c9d6e8}
 """
 
@@ -269,7 +269,7 @@ def _cells_section(cells: list[StoredCell], labels: Labels) -> str:
                "clip set", "seed", "run"]
     return ("<h2>All cells</h2><p><small>Every successful cell of the selected models, as stored "
             "(accuracy = correct / n). The same rows are in <a href=\"leaderboard.csv\">leaderboard.csv</a>."
-            "</small></p>" + _table(headers, rows, "cells"))
+            "</small></p><div class=wide>" + _table(headers, rows, "cells") + "</div>")
 
 
 def _snr_section(cells: list[StoredCell], cs: _Set, styles: dict, out: Path, page: _Page) -> None:
@@ -355,7 +355,7 @@ def _class_section(store: Store, cells: list[StoredCell], cs: _Set, styles: dict
             for m, pc in zip(models, per_class, strict=True)]
     text += _img(heat, "per-class accuracy") + _table(["model", *label_names], rows, "perclass")
     text += "<h4>Confusion matrices</h4><div class=cms>"
-    for model, path in images:  # side by side, three to a row; each opens full size from the folder
+    for model, path in images:  # side by side, two to a row; each opens full size from the folder
         page.files.append(path)
         text += f'<figure><a href="{_e(path.name)}"><img src="{_e(path.name)}" alt="confusion matrix {_e(model)}">' \
                 f"</a><figcaption>{_e(model)}</figcaption></figure>"

@@ -252,8 +252,8 @@ def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:
                 row[f"{n}_pct_mean_over_snr_{_snr_text(snrs[n])}"] = _mean(vals)
             vals = [have.get(k) for k in sorted(union, key=str)]
             row["noisy_pct_mean"] = _mean(vals) if union else None
-            row["noisy_mean_over"] = (f"{len(union)} conditions: {', '.join(noises)} at SNR "
-                                      f"{', '.join(sorted({_snr_text(v) for v in snrs.values()}))} dB, seeds "
+            snr_sets = " / ".join(sorted({", ".join(f"{x:g}" for x in v) for v in snrs.values()}))
+            row["noisy_mean_over"] = (f"{len(union)} conditions: {', '.join(noises)} at SNR {snr_sets} dB, seeds "
                                       f"{' / '.join(seeds)}") if union else ""
             row["params"], row["macs"] = rs[0].params, rs[0].macs
             out.append(row)
