@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from kwsbench.paths import DEFAULT_STORE, default_store
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,8 +51,8 @@ def timed(args: list[str], checkout: Path) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", type=Path, default=Path(os.environ.get("KWSBENCH_STORE", "runs/kwsbench.sqlite")),
-                        help="an existing results store (default: $KWSBENCH_STORE, else runs/kwsbench.sqlite)")
+    parser.add_argument("--store", type=Path, default=default_store(),
+                        help=f"an existing results store (default: $KWSBENCH_STORE, else {DEFAULT_STORE})")
     parser.add_argument("--baseline", type=Path, help="another checkout to measure alternately (default: none)")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per command and checkout (default: 7)")
     args = parser.parse_args()

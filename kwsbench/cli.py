@@ -27,6 +27,7 @@ from kwsbench.errors import (
     EXIT_USAGE,
     KwsbenchError,
 )
+from kwsbench.paths import DEFAULT_STORE
 
 EXAMPLES = """\
   kwsbench run --quick                                   the main job on the embedded synthetic set
@@ -36,8 +37,8 @@ EXAMPLES = """\
   kwsbench cost --rates 16000,8000,4000                  parameters and MACs per model and rate
   python -c "import kwsbench; print(kwsbench.results().head())"   the results as a DataFrame"""
 
-ENVIRONMENT = """\
-  KWSBENCH_STORE        results store (default runs/kwsbench.sqlite in the working directory)
+ENVIRONMENT = f"""\
+  KWSBENCH_STORE        results store (default {DEFAULT_STORE} in the working directory)
   KWSBENCH_DATA         data sets (default ~/.local/share/kwsbench/data)
   KWSBENCH_CACHE        decoded clip sets, noise banks (default ~/.cache/kwsbench)
   KWSBENCH_CHECKPOINTS  imported / fetched public checkpoints (default ~/.local/share/kwsbench/checkpoints)

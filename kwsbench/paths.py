@@ -48,9 +48,12 @@ def user_manifests_dir() -> Path | None:
     return _env_path(MANIFESTS_ENV)
 
 
+DEFAULT_STORE = Path("runs") / "kwsbench.sqlite"  # relative: in the working directory
+
+
 def default_store() -> Path:
     """The results store when none is named: `KWSBENCH_STORE`, else runs/kwsbench.sqlite in the working directory."""
-    return _env_path(STORE_ENV) or Path("runs") / "kwsbench.sqlite"
+    return _env_path(STORE_ENV) or DEFAULT_STORE
 
 
 def cache_dir() -> Path:

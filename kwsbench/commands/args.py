@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kwsbench.errors import BadInputError
-from kwsbench.paths import STORE_ENV, default_store
+from kwsbench.paths import DEFAULT_STORE, STORE_ENV, default_store
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 DEFAULT_DEVICE = "cpu"  # the one --device default: every machine has a CPU; a GPU is asked for by name
 PIPE_WIDTH = 200  # piped output (files, CI logs) gets room for a whole table instead of rich's 80 columns
-STORE_HELP = f"results store, an SQLite file (default: ${STORE_ENV}, else runs/kwsbench.sqlite)"
+STORE_HELP = f"results store, an SQLite file (default: ${STORE_ENV}, else {DEFAULT_STORE})"
 
 
 def HelpFormatter(prog: str) -> argparse.HelpFormatter:  # noqa: N802 - argparse's formatter_class slot
