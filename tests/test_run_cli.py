@@ -66,12 +66,19 @@ def test_help_states_every_default(capsys):
 
 
 def test_default_run_names_the_models_it_leaves_out_and_why(monkeypatch, capsys):
+    import dataclasses
+
+    import kwsbench.run.plan as plan_mod
     import kwsbench.run.runner as runner
+    from kwsbench.checkpoints import get_manifest
 
     def stop(*args, **kwargs):  # only what is said before the run starts matters here
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_plan", stop)
+    entries = [dataclasses.replace(e, learned=False) if e.model == "s-edge-full" else e
+               for e in get_manifest("synth").entries]  # as a manifest with an entry that did not learn
+    monkeypatch.setattr(plan_mod, "_weight_entries", lambda name: entries)
     assert main(["run", "--noise", "babble", "--snr", "-5", "--store", "unused.sqlite"]) == 130
     err = capsys.readouterr().err
     assert "left out" in err and "s-edge-full: its weights did not learn" in err
