@@ -98,3 +98,18 @@ def test_babble_tts_is_deterministic_and_keeps_a_voice_per_talker(tmp_path, monk
     _, infos = render(source, ids, 3, ctx_a, [voice] * len(ids), with_info=True)
     assert all(voice not in {ctx_a.segment_speakers[r] for r in info.talkers} for info in infos)
     assert not np.array_equal(render(source, ids, 4, ctx_a, None), first)  # another seed, other babble
+
+
+def test_babble_on_real_speech_speaks_unknown_words_of_other_speakers(gsc_dev_dir):
+    from kwsbench.data.speech_commands import load_clipset
+    from kwsbench.data.subsets import stratified_subset
+
+    dev = stratified_subset(load_clipset(gsc_dev_dir), 10, 0)
+    source = get_source("babble")
+    ctx, _ = build_context(source, dev)
+    assert ctx.segment_ids and all(uid.startswith("_unknown_/") for uid in ctx.segment_ids)
+    _, infos = render(source, list(dev.utterance_ids), 0, ctx, list(dev.speaker_ids), with_info=True)
+    for speaker, info in zip(dev.speaker_ids, infos, strict=True):
+        assert 6 <= info.streams <= 8
+        assert all(ctx.segment_ids[r].startswith("_unknown_/") for r in info.talkers)
+        assert speaker not in {ctx.segment_speakers[r] for r in info.talkers}
