@@ -57,6 +57,8 @@ def _sync(device: str) -> None:
 
 
 def _loader(untrained: bool, label_names: tuple[str, ...]):
+    import torch
+
     from kwsbench.checkpoints import LoadedModel
     from kwsbench.errors import CheckpointError
     from kwsbench.run.runner import default_loader
@@ -69,7 +71,9 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
                 raise
             # random weights with a head for the clip set's classes where the card allows one
             sized = card.head_is_sizable
-            model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # the same random weights in every pass, so cold and warm results compare
+                model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
             # labels as a checkpoint trained on these classes records them
             return LoadedModel(model, "untrained", label_names if sized else ())
 
