@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from helpers import TINY_CARDS
+from helpers import TINY_CARDS, require_shared
 
 from kwsbench.models.registry import registered
-from kwsbench.paths import shared_dir
-
-
-def require_shared(*parts: str):
-    """Path under the shared folder; skip with the reason when absent, fail under CI."""
-    path = shared_dir().joinpath(*parts)
-    if not path.exists():
-        msg = (
-            f"{path} not found: set KWSBENCH_SHARED to the team's shared folder "
-            "(default ../shared beside the checkout)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 import threading
 import time
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -20,6 +22,7 @@ from kwsbench.data.clipset import LABELS_12, ClipSet
 from kwsbench.data.speech_commands import CANONICAL_FOLDERS
 from kwsbench.errors import BadInputError, CheckpointError
 from kwsbench.models.registry import ModelCard
+from kwsbench.paths import shared_dir
 from kwsbench.results.store import StoredCell
 from kwsbench.run.plan import Plan
 
@@ -219,3 +222,17 @@ def canonical_tarball(extra: list[tarfile.TarInfo] | None = None) -> bytes:
         for info in extra or []:
             tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
     return buf.getvalue()
+
+
+def require_shared(*parts: str):
+    """Path under the shared folder; skip with the reason when absent, fail under CI."""
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        msg = (
+            f"{path} not found: set KWSBENCH_SHARED to the team's shared folder "
+            "(default ../shared beside the checkout)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import require_shared
 
 from kwsbench import checkpoints as ck
 from kwsbench.errors import EXIT_CHECKPOINT, MissingDependencyError
 from kwsbench.models.kwt import HEAD_ORDER, KWT, SIZES, mfcc_tf_constants
 from kwsbench.models.registry import get_card
 from kwsbench.models.vjepa2_audio import PARAMS as VJEPA_PARAMS
-from tests.conftest import require_shared
 
 KWT1_SOURCE = ("checkpoints", "kwt", "KWT-1", "non_stream.tflite")
 CLIPS = ("yes", "no", "up", "down", "go", "stop")

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import require_shared
-from helpers import Server, TinyKws, canonical_tarball
+from helpers import Server, TinyKws, canonical_tarball, require_shared
 
 from kwsbench.api import reproduce
 from kwsbench.cli import main
