@@ -50,7 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=ints("--seeds"), metavar="LIST",
                    help="comma list of noise seeds, e.g. 0,1,2,3,4: every noisy condition once per seed, each a cell "
                    "of its own; clean runs once (default: --seed alone); a --per-class subset is drawn with the first")
-    p.add_argument("--batch-size", metavar="INT", help="clips per forward (default: 256)")
+    p.add_argument("--batch-size", metavar="INT", help="clips per forward (default: 256; on a CPU at most 64, "
+                   "and fewer for a slow model, so a batch takes about 2 s)")
     add_device(p, from_plan=True)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
                    "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")

@@ -24,6 +24,7 @@ from kwsbench.errors import BadInputError
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.models.ssm_common import (
     NATIVE_RATE,
+    cached_kernel,
     fft_conv,
     inverse_softplus,
     linear_scan,
@@ -95,12 +96,15 @@ class CentaurusSSM(nn.Module):
         return 1 / self.in_channels + 1 / self.out_channels > 1 / batch + 1 / coeffs
 
     def forward(self, u: torch.Tensor, order: str | None = None) -> torch.Tensor:
-        """u (B, C_in, L) -> (B, C_out, L). `order` ('full' | 'project') overrides the shape-based choice."""
-        k = self.basis_kernel(u.shape[-1])
+        """u (B, C_in, L) -> (B, C_out, L). `order` ('full' | 'project') overrides the shape-based choice.
+        Without autograd the kernel (and a full layer's kernel spectrum) is built once per parameter set and
+        length, not every batch (cached_kernel: same computation, same bits)."""
+        length = u.shape[-1]
+        if self.mode == "full":
+            return self._full_conv(u, kf=cached_kernel(self, length, self.kernel_spectrum))
+        k = cached_kernel(self, length, self.basis_kernel)
         if self.mode == "dws":
             return self._mix(fft_conv(u, k))
-        if self.mode == "full":
-            return self._full_conv(u, k)
         if order is None:
             order = "full" if self.materialise_full(u.shape[0]) else "project"
         if order == "full":
@@ -110,10 +114,16 @@ class CentaurusSSM(nn.Module):
     def _mix(self, y: torch.Tensor) -> torch.Tensor:
         return torch.einsum("oi,bil->bol", self.mix, F.relu(self.mix_norm(y)))
 
+    def kernel_spectrum(self, length: int) -> torch.Tensor:
+        """rfft of the basis kernel zero-padded to 2 L (what _full_conv multiplies by)."""
+        return torch.fft.rfft(self.basis_kernel(length), n=2 * length)
+
     @staticmethod
-    def _full_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    def _full_conv(u: torch.Tensor, k: torch.Tensor | None = None, kf: torch.Tensor | None = None) -> torch.Tensor:
+        """Full C_out x C_in convolution by kernel `k` (C_out, C_in, L), or by its spectrum `kf` when given."""
         length = u.shape[-1]
-        uf, kf = torch.fft.rfft(u, n=2 * length), torch.fft.rfft(k, n=2 * length)
+        uf = torch.fft.rfft(u, n=2 * length)
+        kf = torch.fft.rfft(k, n=2 * length) if kf is None else kf
         # Broadcast product summed over C_in: a complex einsum here becomes a bmm batched over frequencies,
         # whose per-frequency copies dominated a training step on CPU.
         yf = (uf.unsqueeze(1) * kf.unsqueeze(0)).sum(dim=2)

@@ -56,18 +56,19 @@ def selective_scan(x, dt, a, b, c, d, h0=None, chunk: int = CHUNK):
     """
     bsz, length, di = x.shape
     pad = (-length) % chunk
+    x_in = x
+    if pad:  # padded steps have Δ = 0: no decay and no input, so the real steps' values are unchanged
+        dt, x, b = F.pad(dt, (0, 0, 0, pad)), F.pad(x, (0, 0, 0, pad)), F.pad(b, (0, 0, 0, pad))
     log_a = (dt.unsqueeze(-1) * a).clamp(min=-MAX_LOG_DECAY)  # (B, L, Di, N)
     d_bx = (dt * x).unsqueeze(-1) * b.unsqueeze(2)
-    if pad:
-        log_a = F.pad(log_a, (0, 0, 0, 0, 0, pad))
-        d_bx = F.pad(d_bx, (0, 0, 0, 0, 0, pad))
     shape = (bsz, -1, chunk, di, a.shape[-1])
     cum = torch.cumsum(log_a.reshape(shape), dim=2)
-    intra = torch.exp(cum) * torch.cumsum(torch.exp(-cum) * d_bx.reshape(shape), dim=2)
-    ends = linear_scan(torch.exp(cum[:, :, -1]), intra[:, :, -1], dim=1, h0=h0)  # state at each chunk end
+    growth = torch.exp(cum)  # computed once: the (B, L, Di, N) tensors are what this scan's time goes into
+    intra = growth * torch.cumsum(torch.exp(-cum) * d_bx.reshape(shape), dim=2)
+    ends = linear_scan(growth[:, :, -1], intra[:, :, -1], dim=1, h0=h0)  # state at each chunk end
     start = torch.cat([ends[:, :1] * 0 if h0 is None else h0.unsqueeze(1), ends[:, :-1]], dim=1)
-    states = (intra + torch.exp(cum) * start.unsqueeze(2)).reshape(bsz, -1, di, a.shape[-1])[:, :length]
-    y = torch.einsum("bldn,bln->bld", states, c) + d * x
+    states = (intra + growth * start.unsqueeze(2)).reshape(bsz, -1, di, a.shape[-1])[:, :length]
+    y = torch.einsum("bldn,bln->bld", states, c) + d * x_in
     return y, states[:, -1]
 
 

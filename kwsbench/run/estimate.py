@@ -1,16 +1,24 @@
 """How long a run will take, said before it starts: cells to compute and a rough wall time.
 
-A model's speed (clips per second) comes from the store where it can: the median speed of that model's
-earlier cells on the same kind of device. A model with no history gets MACs per clip (kwsbench.cost)
-divided by a MAC rate: the median rate of the store's earlier cells on that device, else DEFAULT_MAC_RATE.
-The note says which models were estimated which way, so nobody takes the figure for a measurement.
+A model's speed (clips per second) comes, in this order, from:
+1. the store: the median speed of that model's earlier cells on the same kind of device;
+2. on a CPU, the speed table shipped beside this module (cpu_speeds.json: every model's clips/s in a
+   `kwsbench run --quick` on a 2-core machine, written by `benchmarks/main_job.py --write-speeds`), scaled by
+   this machine's matrix-multiply rate measured at start-up against the rate measured with the table;
+3. MACs per clip (kwsbench.cost) divided by a MAC rate: from the store's earlier cells on that device, else
+   from the table's models (scaled as above), else DEFAULT_MAC_RATE.
+The note says which models were estimated which way, so nobody takes the figure for a measurement. No model
+is built for the estimate unless it falls through to 3 (counting MACs builds conv nets and runs them).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kwsbench.models.registry import ModelCard
 from kwsbench.results.store import CellKey, Store
@@ -19,8 +27,11 @@ from kwsbench.results.store import CellKey, Store
 # default run (`kwsbench run --noise babble --snr -5`, 26 models x 2 cells x 480 clips) did 1.8 GMAC/s in
 # aggregate on the shared 2-core machine (per model 0.3-15 GMAC/s: SSM scans cost more than their MACs)
 DEFAULT_MAC_RATE = 2e9
-# loading weights, the first forward, scoring and storing: seconds a cell costs beyond its clips
-CELL_OVERHEAD_S = 0.3
+# loading weights, the first forward, scoring and storing: seconds a cell costs beyond its clips. On a CPU the
+# table's speeds include the first forward; what is left is measured in the quick run: model build ~25 ms per
+# model (2 cells) + store ~7 ms per cell. On CUDA graph capture and warm-up take longer.
+CELL_OVERHEAD_S = {"cpu": 0.02, "cuda": 0.3}
+SPEED_TABLE = Path(__file__).with_name("cpu_speeds.json")
 
 
 @dataclass
@@ -31,8 +42,12 @@ class Estimate:
     measured: list[str] = field(default_factory=list)  # models timed from the store's earlier cells
     from_macs: list[str] = field(default_factory=list)  # models estimated from their MACs
     unknown: list[str] = field(default_factory=list)  # no history and no cost function
+    from_table: list[str] = field(default_factory=list)  # models from the CPU speed table, scaled
     mac_rate: float = DEFAULT_MAC_RATE
     mac_rate_measured: bool = False
+    mac_rate_basis: str = "assumed, no earlier runs here"
+    matmul_here: float | None = None  # GFLOP/s measured at start-up (CPU)
+    matmul_table: float | None = None  # GFLOP/s measured with the speed table
 
     @property
     def to_compute(self) -> int:
@@ -42,9 +57,11 @@ class Estimate:
         basis = []
         if self.measured:
             basis.append(f"{len(self.measured)} models from their speed in earlier runs on this device")
+        if self.from_table:
+            basis.append(f"{len(self.from_table)} from a speed table measured on a 2-core CPU, scaled by this "
+                         f"machine's matmul rate ({self.matmul_here:.0f} GFLOP/s here, {self.matmul_table:.0f} there)")
         if self.from_macs:
-            how = "measured in earlier runs" if self.mac_rate_measured else "assumed, no earlier runs here"
-            basis.append(f"{len(self.from_macs)} from MACs at {self.mac_rate / 1e9:.1f} GMAC/s ({how})")
+            basis.append(f"{len(self.from_macs)} from MACs at {self.mac_rate / 1e9:.1f} GMAC/s ({self.mac_rate_basis})")
         if self.unknown:
             basis.append(f"{len(self.unknown)} with no basis, not counted ({', '.join(self.unknown)})")
         stored = f", {self.stored} already stored (reused)" if self.stored else ""
@@ -91,6 +108,60 @@ def _macs(card: ModelCard) -> int | None:
 
 
 CALIBRATION_MODELS = 3  # models with history whose MACs calibrate the MAC rate (each costs a model build)
+MATMUL_N = 384  # square fp32 matmul timed at start-up: ~113 MFLOP, a few ms on a 2-core CPU
+
+
+def matmul_gflops(repeats: int = 7) -> float:
+    """fp32 matrix-multiply rate of this machine now (torch's threads), GFLOP/s: the median of `repeats` timed
+    products after one warm-up, so a machine busy with other work reads slower, as its runs will be."""
+    import torch
+
+    a = torch.rand(MATMUL_N, MATMUL_N)
+    b = torch.rand(MATMUL_N, MATMUL_N)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return 2 * MATMUL_N**3 / statistics.median(times) / 1e9
+
+
+@dataclass(frozen=True)
+class SpeedTable:
+    """Clips/s per model measured in one CPU run, the matmul rate measured beside it, and MACs per clip."""
+
+    matmul_gflops: float
+    clips_per_s: dict[str, float]
+    macs: dict[str, int]
+    measured: str = ""  # where and when
+
+    @classmethod
+    def load(cls, path: Path = SPEED_TABLE) -> SpeedTable | None:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(float(raw["matmul_gflops"]), {k: float(v) for k, v in raw["clips_per_s"].items()},
+                       {k: int(v) for k, v in raw.get("macs", {}).items()}, str(raw.get("measured", "")))
+        except (OSError, ValueError, KeyError, TypeError):  # no table (or a damaged one): estimate without it
+            return None
+
+    def mac_rate(self) -> float | None:
+        """MACs/s of the table's models (median), for models the table does not list."""
+        rates = [self.clips_per_s[m] * macs for m, macs in self.macs.items() if m in self.clips_per_s and macs]
+        return statistics.median(rates) if rates else None
+
+
+def _calibrate_macs(est: Estimate, cards: list[ModelCard], speeds: dict[str, list[float]],
+                    table: SpeedTable | None, scale: Callable[[], float]) -> None:
+    """The MAC rate for models with neither history nor a table entry: earlier cells, else the table."""
+    known = [c for c in cards if c.name in speeds and c.cost is not None][:CALIBRATION_MODELS]
+    rates = [statistics.median(speeds[c.name]) * m for c in known for m in [_macs(c)] if m]
+    if rates:
+        est.mac_rate, est.mac_rate_measured, est.mac_rate_basis = statistics.median(rates), True, \
+            "measured in earlier runs"
+    elif table is not None and table.mac_rate():
+        est.mac_rate, est.mac_rate_measured = table.mac_rate() * scale(), True
+        est.mac_rate_basis = "the speed table's models, scaled by this machine's matmul rate"
 
 
 def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKey | None]], clips: int,
@@ -99,6 +170,14 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
     loads); a key already stored ok is not counted as work."""
     est = Estimate()
     speeds = history(store, device)
+    kind = _device_kind(device)
+    table = SpeedTable.load() if kind == "cpu" else None
+
+    def scale() -> float:  # this machine's matmul rate over the table's, measured once, when first needed
+        if est.matmul_here is None:
+            est.matmul_here, est.matmul_table = matmul_gflops(), table.matmul_gflops
+        return est.matmul_here / est.matmul_table
+
     todo: dict[str, int] = {}
     for card in cards:
         keys = cells_of(card)
@@ -107,24 +186,25 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
         est.stored += stored
         if len(keys) > stored:
             todo[card.name] = len(keys) - stored
-    unmeasured = [c for c in cards if c.name in todo and c.name not in speeds]
+    in_table = table.clips_per_s if table is not None else {}
+    unmeasured = [c for c in cards if c.name in todo and c.name not in speeds and c.name not in in_table]
     macs = {c.name: _macs(c) for c in unmeasured}
     if unmeasured:
-        known = [c for c in cards if c.name in speeds and c.cost is not None][:CALIBRATION_MODELS]
-        rates = [statistics.median(speeds[c.name]) * m for c in known for m in [_macs(c)] if m]
-        if rates:
-            est.mac_rate, est.mac_rate_measured = statistics.median(rates), True
+        _calibrate_macs(est, cards, speeds, table, scale)
     for card in cards:
         if card.name not in todo:
             continue
         if card.name in speeds:
             est.measured.append(card.name)
             per_clip = 1.0 / statistics.median(speeds[card.name])
+        elif card.name in in_table:
+            est.from_table.append(card.name)
+            per_clip = 1.0 / (in_table[card.name] * scale())
         elif macs.get(card.name):
             est.from_macs.append(card.name)
             per_clip = macs[card.name] / est.mac_rate
         else:
             est.unknown.append(card.name)
             continue
-        est.seconds += todo[card.name] * (clips * per_clip + CELL_OVERHEAD_S)
+        est.seconds += todo[card.name] * (clips * per_clip + CELL_OVERHEAD_S.get(kind, CELL_OVERHEAD_S["cuda"]))
     return est

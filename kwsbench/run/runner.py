@@ -223,14 +223,18 @@ def _score(labels: np.ndarray, preds: np.ndarray, speakers: tuple[str, ...], num
 
 FIRST_BATCH = 32  # clips in a model's first CPU batch, before its speed is known
 BATCH_TARGET_S = 2.0  # a slow model's CPU batches last about this long
+# Largest CPU batch. In the quick run (27 models, 2 threads) batches of 64 ran as fast as 240 in total, while the
+# scan tensors of the SSMs grow with the batch (mamba-kws holds several (batch, frames, 128, 16) floats per layer):
+# peak RSS 4.3 GB at 240 clips a batch against 1.5 GB at 64, and the allocator keeps that peak (allocator.py).
+CPU_MAX_BATCH = 64
 
 
 @dataclass
 class Pace:
     """Batch sizes for one model. On a CPU a slow model gets batches of about BATCH_TARGET_S seconds, so the
-    progress inside its cells moves and Ctrl-C is answered soon; a fast model keeps --batch-size. On CUDA the
-    batch is always --batch-size (one captured graph per batch shape). Each clip's logits do not depend on
-    the batch it is in (eval mode), so this changes timing only."""
+    progress inside its cells moves and Ctrl-C is answered soon; a fast model gets --batch-size, at most
+    CPU_MAX_BATCH. On CUDA the batch is always --batch-size (one captured graph per batch shape). Each clip's
+    logits do not depend on the batch it is in (eval mode), so this changes timing and memory only."""
 
     limit: int
     adaptive: bool
@@ -239,9 +243,10 @@ class Pace:
     def size(self) -> int:
         if not self.adaptive:
             return self.limit
+        limit = min(self.limit, CPU_MAX_BATCH)
         if self.clips_per_s is None:
-            return min(self.limit, FIRST_BATCH)
-        return max(min(self.limit, FIRST_BATCH), min(self.limit, int(self.clips_per_s * BATCH_TARGET_S)))
+            return min(limit, FIRST_BATCH)
+        return max(min(limit, FIRST_BATCH), min(limit, int(self.clips_per_s * BATCH_TARGET_S)))
 
     def record(self, clips: int, seconds: float) -> None:
         if seconds > 0:

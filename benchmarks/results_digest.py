@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""sha256 over every stored cell of a results store: key, counts and prediction blob. Equal digests =
+identical results (used to show a speed change left the numbers alone).
+
+    python benchmarks/results_digest.py runs/kwsbench.sqlite [other.sqlite ...]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+
+def digest(store: str | Path) -> tuple[str, int]:
+    """(sha256 hex, number of cells) over the store's cells sorted by key."""
+    from kwsbench.results.store import Store
+
+    h = hashlib.sha256()
+    with Store(store) as st:
+        cells = sorted(st.cells(), key=lambda c: c.cell_key)
+        for c in cells:
+            h.update(f"{c.cell_key} {c.correct} {c.n}".encode())
+            h.update(st.predictions(c.cell_key).tobytes())
+    return h.hexdigest(), len(cells)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for path in argv:
+        sha, n = digest(path)
+        print(f"{sha} {n} cells {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
