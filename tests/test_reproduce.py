@@ -320,3 +320,19 @@ def test_default_set_leaves_out_kwt_without_weights_and_its_advice_works(tmp_pat
     command, = [c for c in _advice(why, "kwsbench checkpoints import") if "DIR" not in c]
     assert _run_advice(command) == 0
     assert _check_weights(cards, "cpu", {}, optional=True) == []
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_kwt_rows_are_judged_as_tf_pipeline_numbers(gsc_dev_dir, tmp_path, monkeypatch, capsys):
+    """KWT's published figures (97.7 in its README, 97.505 of the TFLite file) are TF input-pipeline numbers: on the
+    canonical clips they are judged through the bridge, and the converted KWT-1 weights agree with both."""
+    kwt = require_shared("checkpoints", "kwt")
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    assert main(["checkpoints", "import", str(kwt)]) == 0
+    code = main(["reproduce", "--quick", "--models", "kwt-1", "--data-dir", str(gsc_dev_dir),
+                 "--store", str(tmp_path / "s.sqlite")])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("│ kwt-1")]
+    assert code == 0 and len(rows) == 2 and all("CONSISTENT*" in r for r in rows), out
+    assert "97.70" in out and "97.50" in out and "v2-12-official (test)" not in out
