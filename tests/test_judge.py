@@ -4,6 +4,7 @@ seeds give the mean, the seed spread and the tolerance it sets; noisy all-unknow
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import shutil
@@ -158,9 +159,11 @@ def test_report_and_reproduce_give_the_same_verdicts_with_seeds_and_noisy_bridge
     bl, store = _baselines(tmp_path, rows), str(tmp_path / "s.sqlite")
     args = ["reproduce", "--models", tiny_card, "--data-dir", str(data), "--noise-dir", str(noise), "--noise-type",
             "white", "--snr", "0", "--seeds", "0,1", "--store", store, "--baselines", bl]
-    assert main(args) == 1  # the planted clean row is far from the estimate
+    assert main([*args, "--out", str(tmp_path / "v.txt")]) == 5  # refused before any work
+    assert main([*args, "--out", str(tmp_path / "v.csv")]) == 1  # the planted clean row is far from the estimate
     out = capsys.readouterr().out
     assert "seed spread" in out and "2 seeds" in out and "DEVIATES*" in out
+    exported = {(r["noise"], r["split"]): r for r in csv.DictReader((tmp_path / "v.csv").open())}
     rep = reproduce(models=[tiny_card], data_dir=str(data), noise_dir=str(noise), noise_type="white", snr=[0.0],
                     seeds=[0, 1], store=store, baselines=bl)
     by_cond = {(v.reported.condition_label(), v.reported.split): v for _, v in rep.comparisons}
@@ -174,6 +177,10 @@ def test_report_and_reproduce_give_the_same_verdicts_with_seeds_and_noisy_bridge
     assert noisy.measured == pytest.approx(statistics.fmean(values))
     assert noisy.seeds.range == pytest.approx(abs(values[0] - values[1]))
     assert noisy.tol == pytest.approx(max(2.0, 2.33, noisy.seeds.range))
+    row = exported[("white", "test")]
+    assert (row["n_seeds"], row["seeds"], row["bridged"], row["verdict"]) == ("2", "0,1", "True", noisy.verdict)
+    assert float(row["seed_range_pp"]) == pytest.approx(noisy.seeds.range)
+    assert float(row["measured_pct"]) == pytest.approx(noisy.measured)
     result = build_report(ReportOptions(store=Path(store), out=tmp_path / "report", baselines=Path(bl)))
     html_rows = _report_verdicts(result.index)
     want = sorted((v.reported.model, v.reported.condition_label(), round(v.measured, 2),
