@@ -145,11 +145,11 @@ def _peaks(device: str) -> dict:
     """Peak host RSS of this process so far and peak GPU memory allocated by torch in this pass."""
     import resource
 
-    out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
     if device.startswith("cuda"):
         import torch
 
-        out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
 
 

@@ -64,7 +64,7 @@ def test_grid_throughput_clip_count_and_peaks(gsc_dev_dir, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     (cold,) = json.loads(out.read_text())["passes"]
     assert (cold["clips"], cold["cells"], cold["failed"]) == (30, 2, 0)
-    assert cold["peak_rss_gb"] > 0.1 and "peak_gpu_gb" not in cold
+    assert cold["peak_rss_gib"] > 0.1 and "peak_gpu_gib" not in cold
 
 
 def test_sedge_rate_benchmark_on_cpu(tmp_path):
