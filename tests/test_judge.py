@@ -4,6 +4,8 @@ seeds give the mean, the seed spread and the tolerance it sets; noisy all-unknow
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import re
 import shutil
@@ -158,9 +160,11 @@ def test_report_and_reproduce_give_the_same_verdicts_with_seeds_and_noisy_bridge
     bl, store = _baselines(tmp_path, rows), str(tmp_path / "s.sqlite")
     args = ["reproduce", "--models", tiny_card, "--data-dir", str(data), "--noise-dir", str(noise), "--noise-type",
             "white", "--snr", "0", "--seeds", "0,1", "--store", store, "--baselines", bl]
-    assert main(args) == 1  # the planted clean row is far from the estimate
+    assert main([*args, "--out", str(tmp_path / "v.txt")]) == 5  # refused before any work
+    assert main([*args, "--out", str(tmp_path / "v.csv")]) == 1  # the planted clean row is far from the estimate
     out = capsys.readouterr().out
     assert "seed spread" in out and "2 seeds" in out and "DEVIATES*" in out
+    exported = {(r["noise"], r["split"]): r for r in csv.DictReader((tmp_path / "v.csv").open())}
     rep = reproduce(models=[tiny_card], data_dir=str(data), noise_dir=str(noise), noise_type="white", snr=[0.0],
                     seeds=[0, 1], store=store, baselines=bl)
     by_cond = {(v.reported.condition_label(), v.reported.split): v for _, v in rep.comparisons}
@@ -174,6 +178,10 @@ def test_report_and_reproduce_give_the_same_verdicts_with_seeds_and_noisy_bridge
     assert noisy.measured == pytest.approx(statistics.fmean(values))
     assert noisy.seeds.range == pytest.approx(abs(values[0] - values[1]))
     assert noisy.tol == pytest.approx(max(2.0, 2.33, noisy.seeds.range))
+    row = exported[("white", "test")]
+    assert (row["n_seeds"], row["seeds"], row["bridged"], row["verdict"]) == ("2", "0,1", "True", noisy.verdict)
+    assert float(row["seed_range_pp"]) == pytest.approx(noisy.seeds.range)
+    assert float(row["measured_pct"]) == pytest.approx(noisy.measured)
     result = build_report(ReportOptions(store=Path(store), out=tmp_path / "report", baselines=Path(bl)))
     html_rows = _report_verdicts(result.index)
     want = sorted((v.reported.model, v.reported.condition_label(), round(v.measured, 2),
@@ -205,3 +213,20 @@ def test_seed_spread_sets_the_tolerance_when_largest():
     # one seed: no spread, and a row 5.5 pp off with a 2 pp tolerance and a +-1 pp interval deviates
     single = verdict_over_seeds(_row(88.5), cells[1:2], 2.0, [None])
     assert single.seeds is None and single.verdict == DEVIATES
+
+
+@pytest.mark.slow
+def test_full_measures_noisy_rows_over_three_seeds(tmp_path, tiny_card, capsys):
+    """`reproduce --full`: every noisy condition of a model a noisy row judges runs under the default seeds, and
+    the printed row carries the spread over them."""
+    data, noise = _canonical_set(tmp_path / "canon"), _noise_dir(tmp_path / "bg")
+    row = ("  - {model: test-judge, protocol: v2-12-all-unknown, condition: {noise: street-ncssm, snr_db: 5},"
+           " value: 40.0}\n")
+    args = ["reproduce", "--full", "--models", tiny_card, "--data-dir", str(data), "--noise-dir", str(noise),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row),
+            "--out", str(tmp_path / "v.json")]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code in (0, 1) and "(SD " in out and "3 seeds)" in out, out
+    (exported,) = json.loads((tmp_path / "v.json").read_text())
+    assert exported["seeds"] == "0,1,2" and exported["n_seeds"] == 3 and exported["bridged"] is True

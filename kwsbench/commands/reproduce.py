@@ -1,12 +1,14 @@
 """`kwsbench reproduce` (= `python reproduce.py`): published checkpoints vs published tables.
 
 Exit codes: 0 rows were judged and none DEVIATES, 1 some row deviates or a cell failed, 2 missing dependency,
-3 no checkpoint, 4 no dataset, 9 INCONCLUSIVE (no published row could be judged on this data).
+3 no checkpoint, 4 no dataset, 5 bad input (e.g. --out not .csv/.md/.json), 9 INCONCLUSIVE (no published row could be
+judged on this data).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kwsbench.commands.args import add_device, add_models, add_store, console, ints
 
@@ -53,12 +55,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", help="folder of baseline YAML files to use instead (default: the packaged "
                                        "baselines/ plus $KWSBENCH_BASELINES)")
     p.add_argument("--all-rows", action="store_true", help="also list NOT_COMPARABLE rows one by one")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="also write the verdict table, seed spread included, to FILE (.csv, .md or .json)")
 
 
 def run(args: argparse.Namespace) -> int:
     from kwsbench import api
     from kwsbench.commands.args import store_path
 
+    fmt = out_format(args.out) if args.out else None  # a bad --out is refused before any work
     report = api.reproduce(
         models=args.models, data_dir=args.data_dir, protocol=args.protocol, noise_type=args.noise_type,
         snr=args.snr, full=args.full, quick=args.quick, tol=args.tol, seed=args.seed, seeds=args.seeds,
@@ -67,7 +72,34 @@ def run(args: argparse.Namespace) -> int:
         noise_dir=args.noise_dir, weights=args.weights, show_progress=True,
     )
     print_report(report, args.all_rows)
+    if fmt:
+        write_verdicts(report, args.out, fmt)
     return report.exit_code()
+
+
+def out_format(path: Path) -> str:
+    from kwsbench.errors import BadInputError
+
+    fmt = {".csv": "csv", ".md": "md", ".json": "json"}.get(path.suffix.lower())
+    if fmt is None:
+        raise BadInputError(f"reproduce --out {path}: name a .csv, .md or .json file, e.g. {path.with_suffix('.csv')}")
+    if not path.parent.is_dir() or path.is_dir():
+        raise BadInputError(f"reproduce --out {path}: {path.parent} is not a folder or {path} is one; pass a file "
+                            "path in an existing folder")
+    return fmt
+
+
+def write_verdicts(report, path: Path, fmt: str) -> None:
+    from kwsbench.errors import BadInputError
+    from kwsbench.results.judge import verdict_rows
+    from kwsbench.results.leaderboard import render
+
+    try:
+        path.write_text(render(verdict_rows(report.comparisons), fmt), encoding="utf-8")
+    except OSError as err:
+        raise BadInputError(f"reproduce --out {path}: cannot write ({err.strerror}); pass a path you can write "
+                            "to") from err
+    console().print(f"wrote {len(report.comparisons)} verdict rows to {path}", highlight=False)
 
 
 def seed_spread_text(v) -> str:

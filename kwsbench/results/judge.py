@@ -103,3 +103,24 @@ def judge(store: Store, cells: list[StoredCell], baselines: list[Reported], prio
                                                           bridged=r.protocol != first.protocol)))
     comparisons.sort(key=lambda cv: (cv[1].verdict not in DEVIATING, cv[1].verdict == NOT_COMPARABLE))
     return comparisons, unmatched
+
+
+VERDICT_COLUMNS = ("model", "checkpoint", "fingerprint", "noise", "snr_db", "rate_hz", "reported_protocol", "split",
+                   "paper", "source", "reported_pct", "measured_pct", "ci_low_pct", "ci_high_pct", "delta_pp",
+                   "bridged", "n_seeds", "seeds", "seed_range_pp", "seed_sd_pp", "tol_pp", "tol_basis", "verdict",
+                   "why_not_comparable")
+
+
+def verdict_rows(comparisons: list[tuple[StoredCell, Comparison]]) -> list[dict]:
+    """The verdict table as export rows (VERDICT_COLUMNS): one per condition and published row, with the seed
+    spread beside each (empty with one seed)."""
+    out = []
+    for cell, v in comparisons:
+        r, s = v.reported, v.seeds
+        out.append(dict(zip(VERDICT_COLUMNS, (
+            cell.model, cell.checkpoint_sha256, cell.fingerprint, cell.noise, cell.snr_db, cell.rate_hz, r.protocol,
+            r.split, r.paper, r.source, r.value, v.measured, v.ci[0] if v.ci else None, v.ci[1] if v.ci else None,
+            v.delta, v.bridged, s.n if s else 1, ",".join(map(str, s.seeds)) if s else str(cell.seed),
+            s.range if s else None, s.sd if s else None, None if v.verdict == NOT_COMPARABLE else v.tol,
+            "" if v.verdict == NOT_COMPARABLE else v.tol_basis, v.verdict, "; ".join(v.reasons)), strict=True)))
+    return out
