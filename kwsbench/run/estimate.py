@@ -6,7 +6,7 @@ A model's speed (clips per second) comes, in this order, from:
    `kwsbench run --quick` on a 2-core machine, written by `benchmarks/main_job.py --write-speeds`), scaled by
    this machine's matrix-multiply rate measured at start-up against the rate measured with the table;
 3. MACs per clip (kwsbench.cost) divided by a MAC rate: from the store's earlier cells on that device, else
-   from the table's models (scaled as above), else DEFAULT_MAC_RATE.
+   from the table's models (scaled as above), else DEFAULT_MAC_RATE (GPU_MAC_RATE on CUDA).
 The note says which models were estimated which way, so nobody takes the figure for a measurement. No model
 is built for the estimate unless it falls through to 3 (counting MACs builds conv nets and runs them).
 """
@@ -29,9 +29,16 @@ from kwsbench.results.store import CellKey, Store
 DEFAULT_MAC_RATE = 2e9
 # loading weights, the first forward, scoring and storing: seconds a cell costs beyond its clips. On a CPU the
 # table's speeds include the first forward; what is left is measured in the quick run: model build ~25 ms per
-# model (2 cells) + store ~7 ms per cell. On CUDA graph capture and warm-up take longer.
-CELL_OVERHEAD_S = {"cpu": 0.02, "cuda": 0.3}
+# model (2 cells) + store ~7 ms per cell.
+CELL_OVERHEAD_S = 0.02
 SPEED_TABLE = Path(__file__).with_name("cpu_speeds.json")
+# The same two on a CUDA device, from one H200 (2026-12-04): the public grid, 12 models x 36 conditions x
+# 1,245 clips (7.5 T MACs), took 9.6 s; most cells took ~10 ms whatever their MACs (the first cell of a model,
+# with its warm-up and graph capture, ~0.5 s), so a cell's fixed cost dominates and the MAC rate matters only
+# for the large models (s-edge-full, 2.2 G MACs a clip, ran at 1.35k clips/s = 3 T MAC/s). Without these the
+# CPU figures announced "roughly 64 min" for that 12-s run.
+GPU_MAC_RATE = 2e12
+GPU_CELL_OVERHEAD_S = 0.015
 
 
 @dataclass
@@ -168,9 +175,11 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
              store: Store, device: str) -> Estimate:
     """`cells_of(card)`: the keys of the card's cells (None where the key cannot be known before the model
     loads); a key already stored ok is not counted as work."""
-    est = Estimate()
-    speeds = history(store, device)
     kind = _device_kind(device)
+    gpu = kind == "cuda"
+    est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE)
+    overhead = GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S
+    speeds = history(store, device)
     table = SpeedTable.load() if kind == "cpu" else None
 
     def scale() -> float:  # this machine's matmul rate over the table's, measured once, when first needed
@@ -206,5 +215,5 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
         else:
             est.unknown.append(card.name)
             continue
-        est.seconds += todo[card.name] * (clips * per_clip + CELL_OVERHEAD_S.get(kind, CELL_OVERHEAD_S["cuda"]))
+        est.seconds += todo[card.name] * (clips * per_clip + overhead)
     return est
