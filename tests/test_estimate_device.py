@@ -15,7 +15,8 @@ from kwsbench.run import estimate as est_mod
     ("cuda:1", est_mod.GPU_MAC_RATE, est_mod.GPU_CELL_OVERHEAD_S),
     ("cpu", est_mod.DEFAULT_MAC_RATE, est_mod.CELL_OVERHEAD_S),
 ])
-def test_estimate_without_history_uses_the_device_kinds_rates(tmp_path, device, rate, overhead):
+def test_estimate_without_history_uses_the_device_kinds_rates(tmp_path, monkeypatch, device, rate, overhead):
+    monkeypatch.setattr(est_mod, "SPEED_TABLE", tmp_path / "none.json")  # no CPU speed table: MACs alone
     card = get_card("ds-cnn-s")
     macs = int(model_cost(card, card.native_rate).total_macs)
     with Store(tmp_path / "s.sqlite") as store:

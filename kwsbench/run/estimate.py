@@ -144,9 +144,9 @@ class SpeedTable:
     measured: str = ""  # where and when
 
     @classmethod
-    def load(cls, path: Path = SPEED_TABLE) -> SpeedTable | None:
+    def load(cls, path: Path | None = None) -> SpeedTable | None:
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads((path or SPEED_TABLE).read_text())
             return cls(float(raw["matmul_gflops"]), {k: float(v) for k, v in raw["clips_per_s"].items()},
                        {k: int(v) for k, v in raw.get("macs", {}).items()}, str(raw.get("measured", "")))
         except (OSError, ValueError, KeyError, TypeError):  # no table (or a damaged one): estimate without it
