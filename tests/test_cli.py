@@ -123,7 +123,7 @@ def test_one_device_default():
 def test_constants_beside_the_parsers_equal_the_librarys():
     from kwsbench import api
     from kwsbench import checkpoints as ck
-    from kwsbench.commands import checkpoints, cost, data, leaderboard, run
+    from kwsbench.commands import checkpoints, cost, data, leaderboard, reproduce, run
     from kwsbench.data.download import ARCHIVES
     from kwsbench.data.speech_commands import PROTOCOLS, SPLITS
     from kwsbench.data.synth import DEFAULT_PER_CLASS
@@ -136,6 +136,9 @@ def test_constants_beside_the_parsers_equal_the_librarys():
     assert (run.RATE_MODES, run.DECIMATIONS, run.ON_BAD_FILE) == (tuple(RATE_MODES), tuple(DECIMATIONS),
                                                                   tuple(ON_BAD_FILE))
     assert checkpoints.URL_BASE == ck.DEFAULT_URL_BASE
+    from kwsbench.run.reproduce import FULL_SEEDS
+
+    assert reproduce.FULL_SEEDS == FULL_SEEDS
     assert cargs.ints("--rates")(cost.DEFAULT_RATES) == list(api.DEFAULT_RATES)
 
 

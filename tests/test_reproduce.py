@@ -191,7 +191,7 @@ def _run_advice(command: str, extra: list[str] | None = None) -> int:
 
 @pytest.mark.slow
 def test_inconclusive_advice_commands_work(tmp_path, monkeypatch, file_card, capsys):
-    """A protocol with no bridge gives INCONCLUSIVE (exit 8); the download command and the next command it
+    """A protocol with no bridge gives INCONCLUSIVE (exit 9); the download command and the next command it
     advises both work as written (the download served from 127.0.0.1)."""
     monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
     row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
@@ -320,3 +320,43 @@ def test_default_set_leaves_out_kwt_without_weights_and_its_advice_works(tmp_pat
     command, = [c for c in _advice(why, "kwsbench checkpoints import") if "DIR" not in c]
     assert _run_advice(command) == 0
     assert _check_weights(cards, "cpu", {}, optional=True) == []
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_kwt_rows_are_judged_as_tf_pipeline_numbers(gsc_dev_dir, tmp_path, monkeypatch, capsys):
+    """KWT's published figures (97.7 in its README, 97.505 of the TFLite file) are TF input-pipeline numbers: on the
+    canonical clips they are judged through the bridge, and the converted KWT-1 weights agree with both."""
+    kwt = require_shared("checkpoints", "kwt")
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    assert main(["checkpoints", "import", str(kwt)]) == 0
+    code = main(["reproduce", "--quick", "--models", "kwt-1", "--data-dir", str(gsc_dev_dir),
+                 "--store", str(tmp_path / "s.sqlite")])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("│ kwt-1")]
+    assert code == 0 and len(rows) == 2 and all("CONSISTENT*" in r for r in rows), out
+    assert "97.70" in out and "97.50" in out and "v2-12-official (test)" not in out
+
+
+@pytest.mark.slow
+def test_empty_noise_dir_advice_works(tmp_path, monkeypatch, file_card, capsys):
+    """--noise-dir without recordings: exit 4 naming the download that holds them; after that download (served
+    from 127.0.0.1) its _background_noise_ folder measures the silence term."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    (tmp_path / "empty").mkdir()
+    row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
+    args = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(_canonical_set(tmp_path / "canon")),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row, protocols=True)]
+    assert main([*args, "--noise-dir", str(tmp_path / "empty")]) == 4
+    download, = _advice(capsys.readouterr().err, "kwsbench data download")
+    data = _full_tarball()
+    a = dl.ARCHIVES["gsc-v2"]
+    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
+                                                          len(data), a.subdir))
+    with Server() as srv:
+        srv.files[a.filename] = data
+        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    recordings = dl.default_dest("gsc-v2") / "_background_noise_"
+    code = main([*args, "--noise-dir", str(recordings)])
+    out = capsys.readouterr().out
+    assert code == _verdict_exit(out) and f"crops of the background-noise recordings in {recordings}" in out, out

@@ -23,7 +23,7 @@ from kwsbench.results.clipsets import ClipSetKey, Labels, Selection, group, sele
 from kwsbench.results.leaderboard import TidyRow, store_labels_of, store_rows
 from kwsbench.results.store import Store, StoredCell, condition_label
 
-VERDICT_ORDER = ("DEVIATES", "WITHIN_CI", "MATCH", "NOT_COMPARABLE")
+VERDICT_ORDER = ("DEVIATES", "DEVIATES*", "WITHIN_CI", "MATCH", "CONSISTENT*", "NOT_COMPARABLE")
 
 
 @dataclass
@@ -194,7 +194,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-botto
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f2f2f2}
 td.l,th.l{text-align:left}figure{margin:.6em 0}img{max-width:100%;border:1px solid #eee}
-.MATCH{background:#c8ecc8}.WITHIN_CI{background:#e6f2b8}.DEVIATES{background:#f6c4c4}
+.MATCH{background:#c8ecc8}.CONSISTENT{background:#c8ecc8}.WITHIN_CI{background:#e6f2b8}.DEVIATES{background:#f6c4c4}
 .NOT_COMPARABLE{background:#e4e4e4;color:#555}.note{color:#7a4b00}small{color:#666}
 code,pre{font-size:.85em;background:#f7f7f7}pre{padding:.5em;overflow-x:auto}
 .swatch{display:inline-block;width:1.1em;margin-right:.2em}small.grp{color:#555}
@@ -362,27 +362,45 @@ def _class_section(store: Store, cells: list[StoredCell], cs: _Set, styles: dict
     page.sections.append(text + "</div>")
 
 
-def reproduce_comparisons(cells: list[StoredCell], baselines: Path | None, tol: float) -> tuple[list[tuple], str]:
-    """(cell, Comparison) for every published row matching a stored cell; ('', why) when none can be made."""
-    from kwsbench.results.baselines import load_baselines
-    from kwsbench.results.verdicts import matching_rows, verdict
+def reproduce_comparisons(store: Store, cells: list[StoredCell], baselines: Path | None,
+                          tol: float) -> tuple[list[tuple], str]:
+    """(cell, Comparison) for every published row matching a stored condition, judged by the function `reproduce`
+    uses (`results.judge`: bridged estimates, seed spreads); ('', why) when none can be made."""
+    from kwsbench.models.registry import all_cards
+    from kwsbench.results.baselines import load_baselines, load_protocol_priors
+    from kwsbench.results.judge import judge
 
     try:
-        rows = load_baselines(baselines)
+        rows, priors = load_baselines(baselines), load_protocol_priors(baselines)
     except BadInputError as err:
         return [], str(err)
-    from kwsbench.models.registry import all_cards
-
     aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
-    out = []
-    for cell in cells:
-        for rep in matching_rows(rows, aliases.get(cell.model, {cell.model}), cell):
-            out.append((cell, verdict(rep, cell, tol)))
-    return out, ""
+    comps, _ = judge(store, cells, rows, priors, tol, aliases)
+    return comps, ""
 
 
-def _verdict_section(cells: list[StoredCell], opts: ReportOptions, page: _Page) -> None:
-    comps, why = reproduce_comparisons(cells, opts.baselines, opts.tol)
+def _verdict_row(cell: StoredCell, v) -> str:
+    r = v.reported
+    css = v.verdict.rstrip("*") + (" bridged" if v.bridged else "")
+    seeds = "" if v.seeds is None else f"{v.seeds.range:.2f} (SD {v.seeds.sd:.2f}, {v.seeds.n} seeds)"
+    tol = "" if v.verdict == "NOT_COMPARABLE" else f"{v.tol:.2f} ({v.tol_basis})"
+    how = "; ".join(v.reasons)
+    if v.bridged and v.estimate is not None:
+        counts = ", ".join(f"{k} {n}" for k, n in v.estimate.counts.items())
+        how = f"bridged estimate of {r.protocol} (items: {counts})"
+        if v.estimate.missing:
+            how += f"; {', '.join(v.estimate.missing)} term not measured, bounded"
+    return (f'<tr class="verdict {css}" data-key="{_e(cell.cell_key)}"><td class="l">{_e(cell.model)}'
+            f'</td><td class="l">{_e(condition_label(cell.noise, cell.snr_db))}</td><td>{cell.rate_hz}</td>'
+            f'<td class="measured">{v.measured:.2f}</td><td>{"" if not v.ci else f"{v.ci[0]:.2f}–{v.ci[1]:.2f}"}'
+            f'</td><td class="seeds">{_e(seeds)}</td><td class="reported">{r.value:.2f}</td>'
+            f'<td>{round(v.delta, 2) + 0.0:+.2f}</td><td class="tol">{_e(tol)}</td><td class="l v">{v.verdict}</td>'
+            f'<td class="l">{_e(r.paper)}<br><small>{_e(r.source)}; {_e(r.protocol)} ({_e(r.split)}), verification '
+            f'{_e(r.verification)}</small></td><td class="l"><small>{_e(how)}</small></td></tr>')
+
+
+def _verdict_section(store: Store, cells: list[StoredCell], opts: ReportOptions, page: _Page) -> None:
+    comps, why = reproduce_comparisons(store, cells, opts.baselines, opts.tol)
     text = f"<h2>Reproduce: measured vs published (tolerance {opts.tol:g} pp)</h2>"
     if not comps:
         page.sections.append(text + f"<p class=note>No published row matches a stored cell. {_e(why)}</p>")
@@ -391,21 +409,19 @@ def _verdict_section(cells: list[StoredCell], opts: ReportOptions, page: _Page) 
     counts = Counter(v.verdict for _, v in comps)
     rows: dict[bool, list[str]] = {True: [], False: []}  # comparable or not
     for cell, v in comps:
-        r = v.reported
-        rows[v.verdict != "NOT_COMPARABLE"].append(
-            f'<tr class="verdict {v.verdict}" data-key="{_e(cell.cell_key)}"><td class="l">{_e(cell.model)}'
-            f'</td><td class="l">{_e(condition_label(cell.noise, cell.snr_db))}</td><td>{cell.rate_hz}</td>'
-            f'<td class="measured">{v.measured:.2f}</td><td>{"" if not v.ci else f"{v.ci[0]:.2f}–{v.ci[1]:.2f}"}'
-            f'</td><td class="reported">{r.value:.2f}</td><td>{round(v.delta, 2) + 0.0:+.2f}</td>'
-            f'<td class="l v">{v.verdict}</td><td class="l">{_e(r.paper)}<br><small>{_e(r.source)}; '
-            f'{_e(r.protocol)} ({_e(r.split)}), verification {_e(r.verification)}</small></td>'
-            f'<td class="l"><small>{_e("; ".join(v.reasons))}</small></td></tr>')
-    summary = ", ".join(f'<span class="{k}">{k}: {counts[k]}</span>' for k in VERDICT_ORDER if counts[k])
-    text += (f"<p>{summary}</p><p><small>MATCH: |Δ| ≤ tolerance; WITHIN_CI: the published value lies in the "
-             "measured interval (Wilson ∪ speaker bootstrap); DEVIATES: neither; NOT_COMPARABLE: protocol, "
-             "class set, split, SNR definition, rate or verification differ (shown side by side).</small></p>")
-    headers = ["model", "condition", "rate Hz", "measured %", "measured 95% interval (Wilson ∪ bootstrap)",
-               "published %", "Δ pp", "verdict", "source", "why not comparable"]
+        rows[v.verdict != "NOT_COMPARABLE"].append(_verdict_row(cell, v))
+    summary = ", ".join(f'<span class="{k.rstrip("*")}">{k}: {counts[k]}</span>' for k in VERDICT_ORDER if counts[k])
+    text += (f"<p>{summary}</p><p><small>The same verdicts as `python reproduce.py` on this store (one function, "
+             "kwsbench.results.judge). MATCH: |Δ| ≤ tolerance; WITHIN_CI: the published value lies in the measured "
+             "interval (Wilson ∪ speaker bootstrap) widened by the tolerance; DEVIATES: neither; CONSISTENT* / "
+             "DEVIATES*: the same tests on the bridged (post-stratified) estimate of the published protocol's "
+             "accuracy, with its speaker-cluster interval; NOT_COMPARABLE: protocol (with no bridge), class set, "
+             "split, SNR definition, rate or verification differ (shown side by side). The tolerance is the largest "
+             "of --tol, the row's protocol spread and the measured seed spread (range over the seeds; then the "
+             "measured value is the mean over the seeds).</small></p>")
+    headers = ["model", "condition", "rate Hz", "measured % (* bridged estimate)", "measured 95% interval",
+               "seed spread pp", "published %", "Δ pp", "tolerance pp (basis)", "verdict", "source",
+               "bridge / why not comparable"]
     if rows[True]:
         text += _table(headers, rows[True], "verdicts")
     if rows[False]:
@@ -609,7 +625,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
             if cs is not None:
                 sets.append((i, cs))
                 _clip_set_sections(store, i, cs, mine, styles, out, page)
-        _verdict_section(cells, opts, page)
+        _verdict_section(store, cells, opts, page)
         page.sections.append(_cells_section(cells, labels))
         page.sections.append(_failed_section(failed))
         _provenance_section(store, cells + failed, page)

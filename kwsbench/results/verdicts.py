@@ -12,10 +12,16 @@ show (a row's `spread`, with its source); the measured interval widens it:
 A row of another protocol that a post-stratified bridge reaches (`results.bridge`) is judged the same way
 on the bridged estimate, labelled CONSISTENT* (MATCH or WITHIN_CI) or DEVIATES*, never plain MATCH. No
 bridge crosses a split.
+
+Several noise seeds (`verdict_over_seeds`): the measured value is the mean over the seeds, its interval the mean
+of the seeds' interval bounds (every seed scores the same clips), and the measured seed spread (the range of the
+seeds' values) is a spread like the row's own: the tolerance is the largest of `--tol`, the row's spread and the
+measured seed spread, and `tol_basis` says which.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +37,29 @@ JUDGED = (MATCH, WITHIN_CI, DEVIATES, CONSISTENT_BRIDGED, DEVIATES_BRIDGED)
 DEVIATING = (DEVIATES, DEVIATES_BRIDGED)
 
 
+@dataclass(frozen=True)
+class SeedSpread:
+    """The measured value (pp) of one condition under each noise seed."""
+
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def range(self) -> float:
+        return max(self.values) - min(self.values)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.values)
+
+    def text(self) -> str:
+        return f"range {self.range:.2f}, SD {self.sd:.2f} pp over {self.n} seeds"
+
+
 @dataclass
 class Comparison:
     reported: Reported
@@ -42,6 +71,7 @@ class Comparison:
     tol_basis: str = "--tol"  # "--tol" or "spread (source)"
     estimate: BridgeEstimate | None = None  # set when the measured value is post-stratified
     bridged: bool = False  # the estimate crosses protocols
+    seeds: SeedSpread | None = None  # several noise seeds: measured is their mean
 
     @property
     def delta(self) -> float | None:
@@ -67,11 +97,14 @@ def comparability(rep: Reported, cell: StoredCell, bridged: bool = False) -> lis
     return reasons
 
 
-def tolerance(rep: Reported, tol: float) -> tuple[float, str]:
-    """max(--tol, the row's protocol spread) and what it came from."""
-    if rep.spread is not None and rep.spread > tol:
-        return rep.spread, f"spread ({rep.spread_source})"
-    return tol, "--tol"
+def tolerance(rep: Reported, tol: float, seeds: SeedSpread | None = None) -> tuple[float, str]:
+    """max(--tol, the row's protocol spread, the measured seed spread) and what it came from."""
+    best = (tol, "--tol")
+    if rep.spread is not None and rep.spread > best[0]:
+        best = (rep.spread, f"spread ({rep.spread_source})")
+    if seeds is not None and seeds.range > best[0]:
+        best = (seeds.range, f"measured seed spread (range over {seeds.n} seeds)")
+    return best
 
 
 def cell_interval(cell: StoredCell) -> tuple[float, float] | None:
@@ -107,6 +140,22 @@ def verdict(rep: Reported, cell: StoredCell, tol: float = 2.0, estimate: BridgeE
     used_bridge = bridged and estimate is not None
     return Comparison(rep, measured, ci, decide(measured, ci, rep.value, tol_used, used_bridge), [], tol_used, basis,
                       estimate, used_bridge)
+
+
+def verdict_over_seeds(rep: Reported, cells: list[StoredCell], tol: float,
+                       estimates: list[BridgeEstimate | None], bridged: bool = False) -> Comparison:
+    """One row against the cells of one condition that differ only in the noise seed (`estimates`: per cell, as
+    for `verdict`). One cell: `verdict` itself."""
+    single = [verdict(rep, c, tol, e, bridged) for c, e in zip(cells, estimates, strict=True)]
+    if len(single) == 1 or any(s.verdict == NOT_COMPARABLE or s.ci is None for s in single):
+        return single[0]
+    spread = SeedSpread(tuple(c.seed for c in cells), tuple(s.measured for s in single))
+    measured = statistics.fmean(spread.values)
+    ci = (statistics.fmean(s.ci[0] for s in single), statistics.fmean(s.ci[1] for s in single))
+    tol_used, basis = tolerance(rep, tol, spread)
+    used_bridge = single[0].bridged
+    return Comparison(rep, measured, ci, decide(measured, ci, rep.value, tol_used, used_bridge), [], tol_used,
+                      basis, single[0].estimate, used_bridge, spread)
 
 
 def matching_rows(baselines: list[Reported], model_names: set[str], cell: StoredCell) -> list[Reported]:

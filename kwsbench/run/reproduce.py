@@ -1,7 +1,8 @@
 """Reproduce: run the published checkpoints, then judge every stored cell against the papers' rows.
 
-Running is the runner's; judging is `results.verdicts` (pure functions of stored cells and baseline rows)
-and `results.bridge` (the post-stratified estimate of another protocol's accuracy). A row of a protocol
+Running is the runner's; judging is `results.judge` (the same function the HTML report calls), built on
+`results.verdicts` (pure functions of stored cells and baseline rows) and `results.bridge` (the post-stratified
+estimate of another protocol's accuracy). A row of a protocol
 the measured data does not hold is bridged where `baselines/protocols/` records both compositions: the
 runner then also evaluates the silence items the reported protocol builds (background-noise crops, or
 all-zero audio) so that every stratum's recall is measured.
@@ -14,15 +15,13 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from kwsbench.data.clipset import KEYWORDS_10, ClipSet
 from kwsbench.errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, DatasetError
 from kwsbench.paths import default_store
-from kwsbench.results.baselines import ProtocolPrior, Reported, load_baselines, load_protocol_priors
-from kwsbench.results.bridge import BridgeEstimate, Stratum, post_stratified
+from kwsbench.results.baselines import ProtocolPrior, load_baselines, load_protocol_priors
+from kwsbench.results.judge import judge
 from kwsbench.results.store import StoredCell
-from kwsbench.results.verdicts import DEVIATING, JUDGED, NOT_COMPARABLE, Comparison, matching_rows, verdict
+from kwsbench.results.verdicts import DEVIATING, JUDGED, NOT_COMPARABLE, Comparison, matching_rows
 
 NCSSM_NOISES = ("factory-ncssm", "white-ncssm", "babble-synthetic-ncssm", "street-ncssm", "pink-ncssm")
 PUBLIC_MANIFESTS = ("nc-ssm", "kwt")  # manifests of published checkpoints (the project's own synth weights are not)
@@ -35,6 +34,8 @@ QUICK_MODELS = ("ds-cnn-s", "bc-resnet-1-ncssm", "nc-ssm", "nc-ssm-20k")
 QUICK_CAPS = {**{k: 40 for k in KEYWORDS_10}, "silence": 40, "unknown": 408}
 QUICK_SILENCE_CROPS = 50  # the first crops of the all-unknown rule (its silence weight is 4 %)
 DEFAULT_NOISE = "factory-ncssm"
+# --full: every noisy condition under these noise seeds, so each cell shows its seed spread (README: the cost)
+FULL_SEEDS = (0, 1, 2)
 DATASETS = ("gsc-v2", "gsc-v2-test")  # the downloads reproduce looks for in the data home, in this order
 # the archive that holds each published protocol as files (`kwsbench data download NAME`)
 PROTOCOL_ARCHIVES = {"v2-12-official": "gsc-v2-test", "v2-12-all-unknown": "gsc-v2", "v2-35": "gsc-v2",
@@ -52,6 +53,7 @@ class ReproduceOptions:
     quick: bool = False
     tol: float = 2.0
     seed: int = 0
+    seeds: list[int] | None = None  # noise seeds of every noisy condition (None: FULL_SEEDS under --full, else seed)
     batch_size: int = 256
     device: str = "cpu"
     store: str = field(default_factory=lambda: str(default_store()))  # $KWSBENCH_STORE or runs/kwsbench.sqlite
@@ -131,6 +133,8 @@ def command_line(opts: ReproduceOptions, data_dir: str | None = None, protocol: 
     for flag, name in pairs:
         if getattr(opts, name) != getattr(base, name):
             words += [flag, str(getattr(opts, name))]
+    if opts.seeds:
+        words += ["--seeds", ",".join(str(s) for s in opts.seeds)]
     if not opts.full and list(opts.snr) != base.snr:
         words += ["--snr", *[f"{s:g}" for s in opts.snr]]
     if data_dir:
@@ -225,7 +229,8 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     else:
         noises, snrs = [opts.noise_type or DEFAULT_NOISE], [float(s) for s in opts.snr]
     plan = apply_weights(Plan(models=[c.name for c in cards], noise=noises, snr=snrs, data_dir=data_dir,
-                              protocol=opts.protocol, seed=opts.seed, batch_size=opts.batch_size, device=opts.device,
+                              protocol=opts.protocol, seed=opts.seed, seeds=run_seeds(opts),
+                              batch_size=opts.batch_size, device=opts.device,
                               quick=opts.quick, store=opts.store, force=opts.force, weights=opts.weights,
                               noise_dir=opts.noise_dir).validate())
     skipped = _check_weights(cards, opts.device, plan.checkpoints, optional=not opts.models and not opts.weights)
@@ -241,35 +246,35 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     with Store(plan.store) as store:
         wanted = set(summary.cell_keys)
         cells = [c for c in store.cells() if c.cell_key in wanted]
-    rows = {c.cell_key: matching_rows(baselines, aliases.get(c.model, {c.model}), c) for c in cells}
-    targets = sorted({r.protocol for rs in rows.values() for r in rs
+    rows = [r for c in cells for r in matching_rows(baselines, aliases.get(c.model, {c.model}), c)]
+    targets = sorted({r.protocol for r in rows
                       if r.protocol != clipset.protocol and r.protocol in priors and r.split == "test"})
     crops = QUICK_SILENCE_CROPS if opts.quick else None
-    silence, how = _silence_cells(plan, clipset, priors, targets, data_dir, run_plan, show_progress, crops)
-    comparisons, unmatched = [], []
+    how = _silence_cells(plan, clipset, priors, targets, data_dir, run_plan, show_progress, crops)
     with Store(plan.store) as store:
-        for cell in cells:
-            if not rows[cell.cell_key]:
-                unmatched.append(cell)
-            for r in rows[cell.cell_key]:
-                est = _estimate(store, cell, r, priors, silence) if r.split == "test" else None
-                comparisons.append((cell, verdict(r, cell, opts.tol, est, bridged=r.protocol != cell.protocol)))
-    comparisons.sort(key=lambda cv: (cv[1].verdict not in DEVIATING, cv[1].verdict == NOT_COMPARABLE))
+        comparisons, unmatched = judge(store, cells, baselines, priors, opts.tol, aliases)
     report = ReproduceReport(comparisons, unmatched, summary.failed, summary.clips, summary.seconds,
                              clipset.protocol, data_dir, how)
     report.advice = advice(report, opts, priors) + [f"{n} left out: {why}" for n, why in skipped]
     return report
 
 
+def run_seeds(opts: ReproduceOptions) -> list[int] | None:
+    """The noise seeds of the run: --seeds, else FULL_SEEDS under --full, else None (--seed alone)."""
+    if opts.seeds:
+        return list(opts.seeds)
+    return list(FULL_SEEDS) if opts.full else None
+
+
 def _silence_cells(plan, clipset: ClipSet, priors: dict[str, ProtocolPrior], targets: list[str], data_dir: str,
-                   run_plan, show_progress: bool, crops: int | None) -> tuple[dict, dict[str, str]]:
-    """Evaluate the silence items each bridged protocol builds by its own rule, with the same models and
-    conditions. Returns {(protocol, model, noise, snr, rate): cell} and, per protocol, how silence was measured."""
+                   run_plan, show_progress: bool, crops: int | None) -> dict[str, str]:
+    """Evaluate the silence items each bridged protocol builds by its own rule, with the same models, conditions
+    and seeds (stored as cells of `<protocol>:silence...`, where `results.judge` finds them). Returns, per
+    protocol, how its silence was measured."""
     from kwsbench.data.speech_commands import silence_clipset, zero_silence_clipset
-    from kwsbench.results.store import Store
 
     measured = priors.get(clipset.protocol)
-    out, how = {}, {}
+    how = {}
     for target in targets:
         rule = priors[target].silence
         if measured is not None and rule == measured.silence:
@@ -286,12 +291,8 @@ def _silence_cells(plan, clipset: ClipSet, priors: dict[str, ProtocolPrior], tar
             continue
         # the run's provenance names where the silence items came from, not the user's clips
         source = str(items.meta.get("root", "")) or plan.data_dir
-        done = run_plan(dataclasses.replace(plan, data_dir=source), clipset=items, show_progress=show_progress)
-        with Store(plan.store) as store:
-            for c in store.cells():
-                if c.cell_key in set(done.cell_keys):
-                    out[(target, c.model, c.noise, c.snr_db, c.rate_hz)] = c
-    return out, how
+        run_plan(dataclasses.replace(plan, data_dir=source), clipset=items, show_progress=show_progress)
+    return how
 
 
 def _missing_silence(rule: str) -> str:
@@ -316,38 +317,6 @@ def background_dir(noise_dir: str | None, data_dir: str) -> Path | None:
         raise DatasetError(f"--noise-dir {noise_dir} holds no .wav or .flac recordings; pass the folder of the six "
                            "Speech Commands _background_noise_ recordings (`kwsbench data download gsc-v2` has them)")
     return None
-
-
-def _estimate(store, cell: StoredCell, rep: Reported, priors: dict[str, ProtocolPrior],
-              silence: dict) -> BridgeEstimate | None:
-    """The reported protocol's accuracy, post-stratified from the cell's per-clip predictions (None when either
-    protocol's composition is not recorded)."""
-    prior, measured = priors.get(rep.protocol), priors.get(str(cell.protocol))
-    if prior is None or measured is None:
-        return None
-    _, speakers, labels = store.clips(cell.fingerprint)
-    correct = (store.predictions(cell.cell_key) == labels).astype(np.float64)
-    names = list(cell.label_names)
-    if not {"silence", "unknown", *KEYWORDS_10} <= set(names):
-        return None
-    keyword = np.isin(labels, [names.index(k) for k in KEYWORDS_10])
-    weights = prior.weights()
-    strata, missing = [], {}
-    for name, mask in (("keyword", keyword), ("unknown", labels == names.index("unknown"))):
-        strata.append(Stratum(name, weights[name], correct[mask], tuple(np.asarray(speakers, dtype=object)[mask])))
-    if prior.silence == measured.silence:
-        mask = labels == names.index("silence")
-        strata.append(Stratum("silence", weights["silence"], correct[mask], ("",) * int(mask.sum())))
-    elif (sil := silence.get((rep.protocol, cell.model, cell.noise, cell.snr_db, cell.rate_hz))):
-        sil_correct = (store.predictions(sil.cell_key) == names.index("silence")).astype(np.float64)
-        # identical all-zero items: their recall is known exactly once the predictions agree
-        exact = prior.silence == "zeros" and len(set(sil_correct.tolist())) == 1
-        strata.append(Stratum("silence", weights["silence"], sil_correct, ("",) * len(sil_correct), exact=exact))
-    else:
-        missing["silence"] = weights["silence"]
-    if any(len(s.correct) == 0 for s in strata):
-        return None
-    return post_stratified(strata, missing)
 
 
 def advice(report: ReproduceReport, opts: ReproduceOptions, priors: dict[str, ProtocolPrior]) -> list[str]:
