@@ -39,6 +39,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--bank-workers", type=int, help="noise-bank worker processes (default: CPUs, max 16)")
     p.add_argument("--per-class", type=int, help="class-stratified subset (short CPU runs)")
+    p.add_argument("--clips", type=int, help="tile the clip set (copies keyed apart) and keep the first N clips: "
+                   "cost per clip against clip count")
     p.add_argument("--passes", default="cold,warm", help="cold (fresh cache), warm (same cache again), or both")
     p.add_argument("--no-cuda-graphs", action="store_true", help="eager forwards (default: CUDA-graph replay)")
     p.add_argument("--reference", action="store_true", help="also time a one-clip-at-a-time loop (first model)")
@@ -92,7 +94,13 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
                 cuda_graphs=not args.no_cuda_graphs).validate()
     t0 = time.perf_counter()
     clips = load_clips(plan)
+    if args.clips:
+        clips = _tiled(clips, args.clips)
     t_decode = time.perf_counter() - t0
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     provider = NoiseProvider(plan.noise_dir)
     t = time.perf_counter()
     provider.prepare(clips, [provider.resolve(name) for name in plan.noise], plan.seed)  # one pool for all
@@ -117,8 +125,32 @@ def one_pass(args: argparse.Namespace, models: list[str], device: str, label: st
         "store_s": round(summary.timings["store"], 2), "cells": summary.computed, "failed": len(summary.failed),
         "failed_examples": [f"{m} | {c}: {e[:160]}" for m, c, e in summary.failed[:5]],
         "wall_s": round(t_decode + t_banks + t_grid, 2), "per_model": per_model,
-        "results_sha256": digest,
+        "results_sha256": digest, **_peaks(device),
     }
+
+
+def _tiled(clips, n: int):
+    """The clip set repeated until it holds n clips (copy k of a clip gets the id `<id>#k`), cut to n."""
+    import numpy as np
+
+    from kwsbench.data.clipset import ClipSet
+
+    reps = -(-n // len(clips))
+    ids = tuple(f"{u}#{k}" for k in range(reps) for u in clips.utterance_ids)[:n]
+    return ClipSet(np.tile(clips.audio, (reps, 1))[:n], np.tile(clips.labels, reps)[:n], clips.label_names, ids,
+                   (clips.speaker_ids * reps)[:n], clips.protocol)
+
+
+def _peaks(device: str) -> dict:
+    """Peak host RSS of this process so far and peak GPU memory allocated by torch in this pass."""
+    import resource
+
+    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    if device.startswith("cuda"):
+        import torch
+
+        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def _results_digest(store: Path) -> str:

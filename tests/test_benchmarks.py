@@ -29,3 +29,53 @@ def test_grid_throughput_with_random_weights_for_cards_of_other_protocols(gsc_de
     assert sorted(warm["per_model"]) == ["liquid-s4-kws", "nc-ssm", "s4d-kws"]
     assert figures["reference"]["clips"] == 12 and figures["reference"]["same_predictions"] == 1.0
     assert "reference loop (liquid-s4-kws, 12 clips)" in res.stdout
+
+
+def _bench_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiled_clip_set_repeats_every_clip_under_its_own_id():
+    import numpy as np
+
+    from kwsbench.data.clipset import CLIP_SAMPLES, ClipSet
+
+    rng = np.random.default_rng(0)
+    clips = ClipSet(rng.standard_normal((3, CLIP_SAMPLES)).astype(np.float32), np.array([0, 1, 0]), ("a", "b"),
+                    ("a/1.wav", "b/2.wav", "a/3.wav"), ("s1", "s2", "s3"), "test")
+    tiled = _bench_module("grid_throughput")._tiled(clips, 7)
+    assert len(tiled) == 7 and len(set(tiled.utterance_ids)) == 7
+    assert tiled.utterance_ids[3] == "a/1.wav#1" and tiled.speaker_ids[6] == "s1"
+    assert np.array_equal(tiled.audio[6], clips.audio[0]) and list(tiled.labels) == [0, 1, 0, 0, 1, 0, 0]
+    assert tiled.fingerprint != clips.fingerprint
+
+
+def test_grid_throughput_clip_count_and_peaks(gsc_dev_dir, tmp_path):
+    out = tmp_path / "grid.json"
+    cmd = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "grid_throughput.py"), "--data-dir", str(gsc_dev_dir),
+           "--models", "nc-ssm", "--untrained", "--per-class", "1", "--clips", "30", "--noise", "white-ncssm",
+           "--snr", "0", "--passes", "cold", "--device", "cpu", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (cold,) = json.loads(out.read_text())["passes"]
+    assert (cold["clips"], cold["cells"], cold["failed"]) == (30, 2, 0)
+    assert cold["peak_rss_gib"] > 0.1 and "peak_gpu_gib" not in cold
+
+
+def test_sedge_rate_benchmark_on_cpu(tmp_path):
+    from kwsbench.models.registry import get_card
+
+    out = tmp_path / "sedge.json"
+    cmd = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "sedge_gpu.py"), "--device", "cpu", "--sizes", "tiny",
+           "--batch", "2", "--reps", "1", "--gemm", "128", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (row,) = json.loads(out.read_text())["sizes"]
+    card = get_card("s-edge-tiny")
+    assert row["gmac_per_clip"] == round(card.cost(card, 16000).body_macs / 1e9, 4)
+    assert row["clips_per_s"] > 0 and row["tflops"] > 0

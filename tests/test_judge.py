@@ -5,6 +5,7 @@ seeds give the mean, the seed spread and the tolerance it sets; noisy all-unknow
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import shutil
@@ -212,3 +213,20 @@ def test_seed_spread_sets_the_tolerance_when_largest():
     # one seed: no spread, and a row 5.5 pp off with a 2 pp tolerance and a +-1 pp interval deviates
     single = verdict_over_seeds(_row(88.5), cells[1:2], 2.0, [None])
     assert single.seeds is None and single.verdict == DEVIATES
+
+
+@pytest.mark.slow
+def test_full_measures_noisy_rows_over_three_seeds(tmp_path, tiny_card, capsys):
+    """`reproduce --full`: every noisy condition of a model a noisy row judges runs under the default seeds, and
+    the printed row carries the spread over them."""
+    data, noise = _canonical_set(tmp_path / "canon"), _noise_dir(tmp_path / "bg")
+    row = ("  - {model: test-judge, protocol: v2-12-all-unknown, condition: {noise: street-ncssm, snr_db: 5},"
+           " value: 40.0}\n")
+    args = ["reproduce", "--full", "--models", tiny_card, "--data-dir", str(data), "--noise-dir", str(noise),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row),
+            "--out", str(tmp_path / "v.json")]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code in (0, 1) and "(SD " in out and "3 seeds)" in out, out
+    (exported,) = json.loads((tmp_path / "v.json").read_text())
+    assert exported["seeds"] == "0,1,2" and exported["n_seeds"] == 3 and exported["bridged"] is True

@@ -360,3 +360,20 @@ def test_empty_noise_dir_advice_works(tmp_path, monkeypatch, file_card, capsys):
     code = main([*args, "--noise-dir", str(recordings)])
     out = capsys.readouterr().out
     assert code == _verdict_exit(out) and f"crops of the background-noise recordings in {recordings}" in out, out
+
+
+def test_full_gives_the_extra_seeds_only_to_models_a_noisy_row_judges():
+    from kwsbench.results.baselines import load_baseline_file
+    from kwsbench.run.plan import Plan
+    from kwsbench.run.reproduce import FULL_SEEDS, ReproduceOptions, run_seeds, seed_plans
+
+    rows = load_baseline_file(baselines_dir() / "nc-ssm-eval-results.yaml")
+    opts = ReproduceOptions(full=True)
+    plan = Plan(models=["ds-cnn-s", "kwt-1"], noise=["white-ncssm"], snr=[0.0], seeds=run_seeds(opts)).validate()
+    seeded, single = seed_plans(plan, opts, rows, {})
+    assert (seeded.models, seeded.noise_seeds()) == (["ds-cnn-s"], list(FULL_SEEDS))
+    assert (single.models, single.noise_seeds()) == (["kwt-1"], [0])
+    # --seeds given: every model gets them
+    opts = ReproduceOptions(full=True, seeds=[3, 4])
+    (both,) = seed_plans(Plan(models=["ds-cnn-s", "kwt-1"], seeds=run_seeds(opts)).validate(), opts, rows, {})
+    assert both.noise_seeds() == [3, 4] and both.models == ["ds-cnn-s", "kwt-1"]

@@ -21,6 +21,13 @@ from kwsbench.results.store import CellKey, Store
 DEFAULT_MAC_RATE = 2e9
 # loading weights, the first forward, scoring and storing: seconds a cell costs beyond its clips
 CELL_OVERHEAD_S = 0.3
+# The same two on a CUDA device, from one H200 (2026-12-04): the public grid, 12 models x 36 conditions x
+# 1,245 clips (7.5 T MACs), took 9.6 s; most cells took ~10 ms whatever their MACs (the first cell of a model,
+# with its warm-up and graph capture, ~0.5 s), so a cell's fixed cost dominates and the MAC rate matters only
+# for the large models (s-edge-full, 2.2 G MACs a clip, ran at 1.35k clips/s = 3 T MAC/s). Without these the
+# CPU figures announced "roughly 64 min" for that 12-s run.
+GPU_MAC_RATE = 2e12
+GPU_CELL_OVERHEAD_S = 0.015
 
 
 @dataclass
@@ -97,7 +104,9 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
              store: Store, device: str) -> Estimate:
     """`cells_of(card)`: the keys of the card's cells (None where the key cannot be known before the model
     loads); a key already stored ok is not counted as work."""
-    est = Estimate()
+    gpu = _device_kind(device) == "cuda"
+    est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE)
+    overhead = GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S
     speeds = history(store, device)
     todo: dict[str, int] = {}
     for card in cards:
@@ -126,5 +135,5 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
         else:
             est.unknown.append(card.name)
             continue
-        est.seconds += todo[card.name] * (clips * per_clip + CELL_OVERHEAD_S)
+        est.seconds += todo[card.name] * (clips * per_clip + overhead)
     return est

@@ -18,7 +18,7 @@ from pathlib import Path
 from kwsbench.data.clipset import KEYWORDS_10, ClipSet
 from kwsbench.errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, DatasetError
 from kwsbench.paths import default_store
-from kwsbench.results.baselines import ProtocolPrior, load_baselines, load_protocol_priors
+from kwsbench.results.baselines import ProtocolPrior, Reported, load_baselines, load_protocol_priors
 from kwsbench.results.judge import judge
 from kwsbench.results.store import StoredCell
 from kwsbench.results.verdicts import DEVIATING, JUDGED, NOT_COMPARABLE, Comparison, matching_rows
@@ -239,24 +239,42 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
         cards = [c for c in cards if c.name not in left]
         plan.models = [c.name for c in cards]
     clipset = _clipset(opts, data_dir)
-    summary = run_plan(plan, clipset=clipset, show_progress=show_progress)
     folder = Path(opts.baselines) if opts.baselines else None
     baselines, priors = load_baselines(folder), load_protocol_priors(folder)
     aliases = {c.name: {c.name, *c.aliases} for c in all_cards()}
+    plans = seed_plans(plan, opts, baselines, aliases)
+    summaries = [run_plan(p, clipset=clipset, show_progress=show_progress) for p in plans]
+    wanted = {k for s in summaries for k in s.cell_keys}
     with Store(plan.store) as store:
-        wanted = set(summary.cell_keys)
         cells = [c for c in store.cells() if c.cell_key in wanted]
     rows = [r for c in cells for r in matching_rows(baselines, aliases.get(c.model, {c.model}), c)]
     targets = sorted({r.protocol for r in rows
                       if r.protocol != clipset.protocol and r.protocol in priors and r.split == "test"})
     crops = QUICK_SILENCE_CROPS if opts.quick else None
-    how = _silence_cells(plan, clipset, priors, targets, data_dir, run_plan, show_progress, crops)
+    how = {}
+    for p in plans:
+        how |= _silence_cells(p, clipset, priors, targets, data_dir, run_plan, show_progress, crops)
     with Store(plan.store) as store:
         comparisons, unmatched = judge(store, cells, baselines, priors, opts.tol, aliases)
-    report = ReproduceReport(comparisons, unmatched, summary.failed, summary.clips, summary.seconds,
+    failed = [f for s in summaries for f in s.failed]
+    report = ReproduceReport(comparisons, unmatched, failed, summaries[0].clips, sum(s.seconds for s in summaries),
                              clipset.protocol, data_dir, how)
     report.advice = advice(report, opts, priors) + [f"{n} left out: {why}" for n, why in skipped]
     return report
+
+
+def seed_plans(plan, opts: ReproduceOptions, baselines: list[Reported], aliases: dict[str, set[str]]) -> list:
+    """--full without --seeds: the extra seeds only for the models a published noisy row judges (their seed spread
+    serves a verdict); the others run their noisy conditions once, under --seed. Otherwise the plan as it is."""
+    if not (opts.full and not opts.seeds and plan.seeds):
+        return [plan]
+    noisy = {r.model for r in baselines if r.noise != "clean"}
+    seeded = [m for m in plan.models if aliases.get(m, {m}) & noisy]
+    single = [m for m in plan.models if m not in seeded]
+    out = [dataclasses.replace(plan, models=seeded)] if seeded else []
+    if single:
+        out.append(dataclasses.replace(plan, models=single, seeds=None, seed=opts.seed))
+    return out
 
 
 def run_seeds(opts: ReproduceOptions) -> list[int] | None:
