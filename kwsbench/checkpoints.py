@@ -87,6 +87,28 @@ class CheckpointEntry:
 
 
 @dataclass(frozen=True)
+class UnshippedRun:
+    """A training the project ran and measured whose weights file is not shipped (too large for the package):
+    what it reached, how to make it again, and the sha256 of the file that run wrote (its metadata holds the
+    run's own paths, so a rerun gives a file with another sha256)."""
+
+    model: str = field(metadata=limits(nonempty=True))
+    protocol: str = field(metadata=limits(nonempty=True))
+    recipe: str = field(metadata=limits(nonempty=True))
+    command: str = field(metadata=limits(check=lambda v: "" if v.startswith("kwsbench train ")
+                                         else "must be the `kwsbench train ...` command that makes the file"))
+    epoch: int = field(metadata=limits(lo=1))  # the best validation epoch, the one the file holds
+    epochs: int = field(metadata=limits(lo=1))  # epochs the run completed
+    val_acc: float = field(metadata=limits(lo=0, hi=100))
+    sha256: str = field(metadata=limits(check=lambda v: "" if re.fullmatch(r"[0-9a-fA-F]{64}", v)
+                                        else "must be 64 hex digits"))
+    size: int = field(metadata=limits(lo=1))
+    train_seconds: float = field(metadata=limits(lo=0))
+    schedule_vs_paper: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     path: Path  # the YAML file
@@ -96,6 +118,7 @@ class Manifest:
     commit: str | None = None
     licence: str = ""
     description: str = ""
+    unshipped: tuple[UnshippedRun, ...] = ()  # measured trainings whose files are not shipped
 
     def folder(self) -> Path:
         """Where this manifest's files live."""
@@ -174,6 +197,7 @@ class ManifestFile:
     source: dict[str, str | int | None] = field(default_factory=dict)
     licence: str | None = None
     description: str | None = None
+    unshipped: list[Any] = field(default_factory=list)
 
 
 def _entry_from_dict(raw: Any, where: Path, index: int = 0) -> CheckpointEntry:
@@ -217,6 +241,8 @@ def read_manifest(path: str | Path) -> Manifest:
         repository=None if m.source.get("repository") is None else str(m.source["repository"]),
         commit=None if m.source.get("commit") is None else str(m.source["commit"]),
         licence=m.licence or "", description=m.description or "",
+        unshipped=tuple(build(UnshippedRun, u, f"checkpoint manifest {path} unshipped run {i + 1}")
+                        for i, u in enumerate(m.unshipped)),
     )
 
 

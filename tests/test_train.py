@@ -358,3 +358,20 @@ def test_s_edge_recipes_name_parameters_every_size_has(recipe):
     for size in CONFIGS:
         names = dict(build_sedge(size, num_classes=12).named_parameters())
         assert rec.orthogonality.param in names, (recipe, size)
+
+
+def test_stop_after_flag_reaches_the_loop_and_is_checked(monkeypatch):
+    import kwsbench.train.loop as loop
+    from kwsbench.cli import main
+    from kwsbench.train.loop import TrainResult
+
+    seen = {}
+
+    def fake_train(cfg, card=None):
+        seen["cfg"] = cfg
+        return TrainResult(Path("best.pt"), Path("last.pt"), Path("history.csv"), 2, 50.0)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    assert main(["train", "ds-cnn-s", "--epochs", "5", "--stop-after", "2", "--quiet"]) == 0
+    assert seen["cfg"].stop_after == 2 and seen["cfg"].epochs == 5
+    assert main(["train", "ds-cnn-s", "--stop-after", "0", "--quiet"]) == 5

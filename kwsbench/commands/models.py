@@ -62,11 +62,13 @@ def model_rows() -> list[ModelRow]:
 
 
 def _weights_cell(name: str) -> str:
-    """Manifest names, one per checkpoint: '*' = the file is not here yet, '!' = it did not learn."""
-    from kwsbench.checkpoints import weights_by_model
+    """Manifest names, one per checkpoint: '*' = the file is not here yet, '!' = it did not learn, '~' = trained and
+    measured but not shipped (the manifest's `unshipped` record gives the command that makes it)."""
+    from kwsbench.checkpoints import manifests, weights_by_model
 
     marks = [w.manifest + ("" if w.present else "*") + ("" if w.learned else "!")
              for w in weights_by_model().get(name, [])]
+    marks += [f"{m.name}~" for m in manifests().values() for u in m.unshipped if u.model == name]
     return " ".join(dict.fromkeys(marks)) or "-"
 
 
@@ -99,8 +101,9 @@ def _list(args: argparse.Namespace) -> int:
     out.print(table)
     out.print("weights: manifests with a checkpoint for the model (nc-ssm = public, synth = embedded "
               "synthetic set, gsc-mini = real-speech mini split); * = not imported here yet "
-              "(`kwsbench checkpoints import`), ! = did not learn. `kwsbench models show NAME` for the "
-              "full card, --format csv|json for every field.", highlight=False)
+              "(`kwsbench checkpoints import`), ! = did not learn, ~ = trained, not shipped (the manifest's "
+              "`unshipped` record has the command). `kwsbench models show NAME` for the full card, --format "
+              "csv|json for every field.", highlight=False)
     return 0
 
 

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", help="Speech Commands folder (default: the synthetic set, seed --synth-seed)")
     p.add_argument("--protocol", help="label protocol of --data-dir (default: detected from the layout)")
     p.add_argument("--epochs", type=int, help="override the recipe's number of epochs (default: the recipe's)")
+    p.add_argument("--stop-after", type=int, metavar="K", help="stop after epoch K as if interrupted; the "
+                   "learning-rate schedule still spans --epochs (reproduces a run cut short at K; default: all epochs)")
     p.add_argument("--out", help="output folder (default runs/train/MODEL): best.pt, last.pt, history.csv")
     add_device(p)
     p.add_argument("--batch-size", type=int, help="overrides the recipe's batch size (default: the recipe's)")
@@ -69,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe or default_recipe(card, args.data_dir))
     if args.epochs is not None and args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise BadInputError(f"--stop-after must be >= 1, got {args.stop_after}")
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise BadInputError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -77,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         model=card.name, recipe=recipe, data_dir=args.data_dir, protocol=args.protocol, epochs=args.epochs,
         out=Path(args.out or f"runs/train/{card.name}"), device=args.device, seed=args.seed, resume=args.resume,
         amp=args.amp, compile=args.compile, noise_dir=args.noise_dir, synth_seed=args.synth_seed,
-        max_per_class=args.max_per_class, show_progress=not args.quiet,
+        max_per_class=args.max_per_class, stop_after=args.stop_after, show_progress=not args.quiet,
         command="kwsbench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else f"kwsbench train {card.name}",
     )
     result = train(cfg, card=card)

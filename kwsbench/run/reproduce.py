@@ -221,6 +221,8 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     cards = resolve(_model_names(opts))
     data_dir = opts.data_dir or default_data_dir(opts)
     resolve_root(data_dir, opts.protocol)  # DatasetError (exit 4) before any model work
+    if opts.noise_dir:
+        background_dir(opts.noise_dir, data_dir)  # the same for recordings that are not there
     if opts.full:
         noises, snrs = list(NCSSM_NOISES), [-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0]
     elif opts.quick and opts.noise_type is None:
