@@ -81,3 +81,24 @@ def test_ensure_default_dataset_generates_once(tmp_path, monkeypatch):
     assert (path / ".kwsbench-synth").stat().st_mtime_ns == stamp_mtime  # not regenerated
     assert [p.name for p in path.parent.iterdir()] == ["synth"]  # no temporary folder left behind
     assert tree(path) == before
+
+
+def test_a_set_another_process_finished_meanwhile_is_kept_not_replaced(tmp_path, monkeypatch):
+    """Two torchrun ranks on a fresh home both synthesise; the later one must not delete the set the earlier
+    one already finished (and may be reading)."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    monkeypatch.setattr(synth, "DEFAULT_PER_CLASS", 1)
+    real_generate = synth.generate
+
+    def generate_while_another_rank_finishes(out, **kw):
+        real_generate(out, **kw)
+        other = tmp_path / "home" / "synth"  # the other rank's set lands while this one is still writing
+        real_generate(other, **kw)
+        (other / "marker").write_text("the other rank's files")
+        (other / ".kwsbench-synth").write_text(
+            f"version={synth.SYNTH_VERSION} seed=0 per_class={synth.DEFAULT_PER_CLASS}\n")
+
+    monkeypatch.setattr(synth, "generate", generate_while_another_rank_finishes)
+    path = synth.ensure_default_dataset(seed=0)
+    assert (path / "marker").is_file()  # kept, not replaced under the other rank
+    assert [p.name for p in path.parent.iterdir()] == ["synth"]  # this rank's copy removed

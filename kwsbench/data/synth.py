@@ -287,6 +287,8 @@ def ensure_default_dataset(seed: int = 0) -> Path:
     try:
         generate(tmp, seed=seed, per_class=DEFAULT_PER_CLASS)
         (tmp / ".kwsbench-synth").write_text(expected)
+        if stamp.is_file() and stamp.read_text() == expected:
+            return target  # another process (a torchrun rank) finished first and may be reading it: keep it
         if target.exists():
             shutil.rmtree(target)  # an older version or an incomplete copy
         try:
