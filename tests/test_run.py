@@ -217,3 +217,34 @@ def test_compare_cli_mcnemar_over_shared_conditions(tmp_path, capsys):
     assert main(["compare", "test-tiny", "test-tiny-fixed", "--store", plan.store]) == 0
     assert "McNemar" in capsys.readouterr().out
     assert main(["compare", "test-tiny", "test-broken", "--store", plan.store]) == 5
+
+
+class _RecordsTf32(torch.nn.Module):
+    """Wraps the tiny model and notes the TF32 switches in force at each forward."""
+
+    def __init__(self, inner, seen: list):
+        super().__init__()
+        self.inner, self.seen = inner, seen
+
+    def forward(self, x):
+        self.seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return self.inner(x)
+
+
+def test_cells_are_computed_in_fp32_and_the_callers_tf32_settings_come_back(tmp_path):
+    # torch's default runs cuDNN convolutions in TF32; a cell must be fp32 on every device
+    seen: list = []
+
+    def loader(card, checkpoint, device):
+        inner = tiny_loader(card, checkpoint, device)
+        return LoadedModel(_RecordsTf32(inner.module, seen).eval(), inner.sha256, inner.labels)
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # a caller that chose TF32
+    try:
+        summary = run_plan(make_plan(tmp_path), loader=loader, noise=RmsNoise(), clipset=make_clipset(),
+                           show_progress=False)
+        assert summary.ok and seen and set(seen) == {(False, False)}
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

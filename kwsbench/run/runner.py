@@ -39,6 +39,7 @@ from kwsbench.run import distributed as dist_
 from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan
+from kwsbench.run.precision import exact_fp32
 
 CLEAN = "clean"
 CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
@@ -336,8 +337,9 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             progress.note(_announce(plan, cards, conds, clipset, provider, store, loader, shard))
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
-            _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
-                        progress, shard)
+            with exact_fp32():
+                _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
+                            progress, shard)
         except BaseException as err:  # the run's status is final whatever stopped it
             if shard.rank == 0:
                 _finish_quietly(store, summary.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
