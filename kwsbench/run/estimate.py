@@ -119,8 +119,10 @@ MATMUL_N = 384  # square fp32 matmul timed at start-up: ~113 MFLOP, a few ms on 
 
 
 def matmul_gflops(repeats: int = 7) -> float:
-    """fp32 matrix-multiply rate of this machine now (torch's threads), GFLOP/s: the median of `repeats` timed
-    products after one warm-up, so a machine busy with other work reads slower, as its runs will be."""
+    """fp32 matrix-multiply rate of this machine now (torch's threads), GFLOP/s: the fastest of `repeats` timed
+    products after one warm-up. A machine busy with other work still reads slower (every product is slowed),
+    while one product delayed by the thread pool waking up does not halve the estimate (the median
+    read 58 instead of ~125 GFLOP/s once, on a fresh home right after data synthesis)."""
     import torch
 
     a = torch.rand(MATMUL_N, MATMUL_N)
@@ -131,7 +133,7 @@ def matmul_gflops(repeats: int = 7) -> float:
         t = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - t)
-    return 2 * MATMUL_N**3 / statistics.median(times) / 1e9
+    return 2 * MATMUL_N**3 / min(times) / 1e9
 
 
 @dataclass(frozen=True)
