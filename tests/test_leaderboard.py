@@ -283,3 +283,24 @@ def test_sign_flip_test_is_mcnemar_for_one_seed_and_exact_for_several():
                                                                                                   repeat=len(d))]
     brute = sum(1 for v in sums if v >= abs(d.sum())) / len(sums)
     assert abs(sign_flip_test(ca, cb, k=3).p_value - brute) < 1e-9
+
+
+def test_a_bridges_silence_items_are_left_out_unless_their_protocol_is_asked_for(tmp_path, capsys):
+    """reproduce stores the silence items of a bridge as cells of '<protocol>:silence-<split>'; they feed the
+    verdicts' silence term and are not a data set: leaderboard and report leave them out by default."""
+    good = "test-board-good"
+    with registered(*(c for c in BOARD_CARDS if c.name == good)):
+        plan = make_plan(tmp_path, models=[good], data_dir="/data/set-a")
+        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=4), show_progress=False)
+        items = dataclasses.replace(make_clipset(per_class=2, seed=3), protocol="v2-12-all-unknown:silence-test")
+        run_plan(make_plan(tmp_path, models=[good], noise=[], snr=[], data_dir="/data/_background_noise_"),
+                 loader=tiny_loader, noise=RmsNoise(), clipset=items, show_progress=False)
+    with Store(plan.store) as st:
+        assert {c.protocol for c in st.cells()} == {"test-12", "v2-12-all-unknown:silence-test"}
+    assert {r["protocol"] for r in _csv(capsys, "--store", plan.store)} == {"test-12"}
+    asked = _csv(capsys, "--store", plan.store, "--protocol", "v2-12-all-unknown:silence-test")
+    assert {r["protocol"] for r in asked} == {"v2-12-all-unknown:silence-test"} and len(asked) == 1
+    out = tmp_path / "report"
+    assert main(["report", "--store", plan.store, "--out", str(out)]) == 0
+    html = (out / "index.html").read_text()
+    assert "set-a" in html and "_background_noise_" not in html and "silence-test" not in html

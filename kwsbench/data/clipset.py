@@ -14,6 +14,15 @@ SAMPLE_RATE = 16000
 LABELS_12 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "silence", "unknown")
 KEYWORDS_10 = LABELS_12[:10]
 
+# Protocol suffix of the silence items a reproduce bridge builds for a reported protocol ("<reported>:silence-test",
+# crops of the background-noise recordings or all-zero audio). Their cells feed the bridge's silence term; they
+# are not a data set of their own, so leaderboard, compare and report leave them out unless asked for by protocol.
+BRIDGE_ITEMS_MARK = ":silence"
+
+
+def is_bridge_items(protocol: str) -> bool:
+    return BRIDGE_ITEMS_MARK in str(protocol)
+
 
 @dataclass
 class ClipSet:

@@ -20,7 +20,7 @@ import numpy as np
 
 from kwsbench.audio import fix_length, read_audio_raw, resample
 from kwsbench.data import cache
-from kwsbench.data.clipset import CLIP_SAMPLES, KEYWORDS_10, LABELS_12, SAMPLE_RATE, ClipSet
+from kwsbench.data.clipset import BRIDGE_ITEMS_MARK, CLIP_SAMPLES, KEYWORDS_10, LABELS_12, SAMPLE_RATE, ClipSet
 from kwsbench.errors import BadInputError, DatasetError, KwsbenchError
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aif", ".aiff"})
@@ -245,7 +245,8 @@ def silence_clipset(background_dir: str | Path, split: str = "test", count: int 
     labels as inside the full protocol, so a bridged estimate measures silence by the protocol's own rule.
     `count`: only the first crops (default: all of the split's)."""
     bg = Path(background_dir).expanduser()
-    cs = _decode(bg, _silence_items(bg, split, bg, count), LABELS_12, f"v2-12-all-unknown:silence-{split}", "error")
+    cs = _decode(bg, _silence_items(bg, split, bg, count), LABELS_12, f"v2-12-all-unknown{BRIDGE_ITEMS_MARK}-{split}",
+                 "error")
     cs.meta.update({"root": str(bg), "split": split})
     return cs
 
@@ -256,7 +257,7 @@ def zero_silence_clipset(n: int = 4) -> ClipSet:
         audio=np.zeros((n, CLIP_SAMPLES), dtype=np.float32),
         labels=np.full(n, LABELS_12.index("silence"), dtype=np.int64), label_names=LABELS_12,
         utterance_ids=tuple(f"_silence_/zero-{i:04d}" for i in range(n)), speaker_ids=("",) * n,
-        protocol="v2-12-tf-pipeline:silence",
+        protocol=f"v2-12-tf-pipeline{BRIDGE_ITEMS_MARK}",
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
+from kwsbench.data.clipset import is_bridge_items
 from kwsbench.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ class Selection:
     run: int | None = None
 
     def keeps(self, cell: StoredCell, key: ClipSetKey) -> bool:
+        if is_bridge_items(key.protocol) and self.protocol != key.protocol:
+            return False  # a bridge's silence items: shown only when their protocol is asked for
         return ((self.data is None or self.data in (key.data,) or key.fingerprint.startswith(self.data))
                 and (self.protocol is None or key.protocol == self.protocol)
                 and (self.weights is None or key.weights == self.weights)

@@ -17,17 +17,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from kwsbench.data.clipset import KEYWORDS_10
+from kwsbench.data.clipset import BRIDGE_ITEMS_MARK, KEYWORDS_10, is_bridge_items
 from kwsbench.results.baselines import ProtocolPrior, Reported
 from kwsbench.results.bridge import BridgeEstimate, Stratum, post_stratified
 from kwsbench.results.store import Store, StoredCell
 from kwsbench.results.verdicts import DEVIATING, NOT_COMPARABLE, Comparison, matching_rows, verdict_over_seeds
 
-SILENCE_MARK = ":silence"  # protocol of a bridge's silence items: "<reported protocol>:silence[-split]"
-
 
 def is_silence_items(cell: StoredCell) -> bool:
-    return SILENCE_MARK in str(cell.protocol)
+    return is_bridge_items(cell.protocol)
 
 
 def _condition(cell: StoredCell, seed: bool = False) -> tuple:
@@ -41,7 +39,7 @@ def silence_index(cells: Iterable[StoredCell]) -> dict[tuple, StoredCell]:
     for c in cells:
         if not is_silence_items(c):
             continue
-        key = (str(c.protocol).split(SILENCE_MARK, 1)[0], *_condition(c, seed=True))
+        key = (str(c.protocol).split(BRIDGE_ITEMS_MARK, 1)[0], *_condition(c, seed=True))
         if key not in out or (c.n or 0) > (out[key].n or 0):
             out[key] = c
     return out
