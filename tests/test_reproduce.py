@@ -134,6 +134,17 @@ def _canonical_set(root: Path) -> Path:
     return root
 
 
+def _run_download_advice(download: str, monkeypatch) -> None:
+    """Run the advised `kwsbench data download` command against a 127.0.0.1 server holding `_full_tarball()`."""
+    data = _full_tarball()
+    a = dl.ARCHIVES["gsc-v2"]
+    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
+                                                          len(data), a.subdir))
+    with Server() as srv:
+        srv.files[a.filename] = data
+        assert _run_advice(download, ["--url-base", srv.url]) == 0
+
+
 def _noise_dir(root: Path) -> Path:
     for i, name in enumerate(("white_noise", "pink_noise")):
         _wav(root / f"{name}.wav", 900 + i, seconds=3.0)
@@ -203,13 +214,7 @@ def test_inconclusive_advice_commands_work(tmp_path, monkeypatch, file_card, cap
     assert "INCONCLUSIVE" in out and "1 rows need protocol v2-12-all-unknown" in out
     download, = _advice(out, "kwsbench data download")
     nxt, = _advice(out, "python reproduce.py")
-    data = _full_tarball()
-    a = dl.ARCHIVES["gsc-v2"]
-    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
-                                                          len(data), a.subdir))
-    with Server() as srv:
-        srv.files[a.filename] = data
-        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    _run_download_advice(download, monkeypatch)
     code = _run_advice(nxt)
     out = capsys.readouterr().out
     assert code == _verdict_exit(out) and ("MATCH" in out or "WITHIN_CI" in out or "DEVIATES" in out), out
@@ -293,13 +298,7 @@ def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
     assert "silence term not measured, bounded" in out and "MISSING" in out
     download, = set(_advice(out, "kwsbench data download"))  # named twice: the silence line and the advice
     nxt, = _advice(out, "python reproduce.py")
-    data = _full_tarball()
-    a = dl.ARCHIVES["gsc-v2"]
-    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
-                                                          len(data), a.subdir))
-    with Server() as srv:
-        srv.files[a.filename] = data
-        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    _run_download_advice(download, monkeypatch)
     code = _run_advice(nxt)
     out = capsys.readouterr().out
     assert code == _verdict_exit(out)
@@ -349,13 +348,7 @@ def test_empty_noise_dir_advice_works(tmp_path, monkeypatch, file_card, capsys):
             "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row, protocols=True)]
     assert main([*args, "--noise-dir", str(tmp_path / "empty")]) == 4
     download, = _advice(capsys.readouterr().err, "kwsbench data download")
-    data = _full_tarball()
-    a = dl.ARCHIVES["gsc-v2"]
-    monkeypatch.setitem(dl.ARCHIVES, "gsc-v2", dl.Archive(a.name, a.filename, hashlib.sha256(data).hexdigest(),
-                                                          len(data), a.subdir))
-    with Server() as srv:
-        srv.files[a.filename] = data
-        assert _run_advice(download, ["--url-base", srv.url]) == 0
+    _run_download_advice(download, monkeypatch)
     recordings = dl.default_dest("gsc-v2") / "_background_noise_"
     code = main([*args, "--noise-dir", str(recordings)])
     out = capsys.readouterr().out
