@@ -47,14 +47,29 @@ def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False,
     """Evaluate a grid into its store (= `kwsbench run`); e.g. `run(quick=True)` or `run(models=['nc-ssm'],
     noise=['babble'], snr=[-5.0, 0.0], data_dir='~/gsc')`. Returns the run's summary (cells computed, reused,
     failed, `cell_keys`); read the numbers with `results()`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from kwsbench.run.plan import Plan
-    from kwsbench.run.runner import run_plan
 
     if isinstance(plan_or_config, Plan):
         resolved = plan_or_config.validate()
     else:
         resolved = plan(plan_or_config, quick=quick, **fields)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The embedded set, when it must be made, is spoken by espeak-ng in a child process: started before
+        # torch is imported, it runs on another core while the import takes this one (~1 s of a cold main job).
+        data = pool.submit(_default_data) if resolved.data_dir is None else None
+        from kwsbench.run.runner import run_plan
+
+        if data is not None:
+            data.result()  # its error, if any, is raised here as it would be in the run
     return run_plan(resolved, shard=shard, show_progress=show_progress)
+
+
+def _default_data() -> None:
+    from kwsbench.data.synth import ensure_default_dataset
+
+    ensure_default_dataset(seed=0)
 
 
 def reproduce(*, show_progress: bool = False, **fields: Any) -> ReproduceReport:

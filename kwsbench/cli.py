@@ -45,6 +45,7 @@ ENVIRONMENT = f"""\
   KWSBENCH_NOISE_DIR    your noise recordings and extra noise definitions (*.yaml), beside the packaged ones
   KWSBENCH_BASELINES    your extra published-result files (*.yaml), beside the packaged ones
   KWSBENCH_MANIFESTS    your extra checkpoint manifests (*.yaml), beside the packaged ones
+  KWSBENCH_CPU_WORKERS  models a CPU run evaluates at once, one thread each (default: torch's thread count)
   KWSBENCH_SHARED       the team's shared data folder (tests; default ../shared)"""
 
 EXIT_CODES = f"""\

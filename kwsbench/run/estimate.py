@@ -174,9 +174,10 @@ def _calibrate_macs(est: Estimate, cards: list[ModelCard], speeds: dict[str, lis
 
 
 def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKey | None]], clips: int,
-             store: Store, device: str) -> Estimate:
+             store: Store, device: str, workers: int = 1) -> Estimate:
     """`cells_of(card)`: the keys of the card's cells (None where the key cannot be known before the model
-    loads); a key already stored ok is not counted as work."""
+    loads); a key already stored ok is not counted as work. `workers`: models evaluated at once (CPU runs,
+    kwsbench.run.workers); speeds, in the store as in the table, are each worker's own."""
     kind = _device_kind(device)
     gpu = kind == "cuda"
     est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE)
@@ -218,4 +219,5 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
             est.unknown.append(card.name)
             continue
         est.seconds += todo[card.name] * (clips * per_clip + overhead)
+    est.seconds /= max(1, min(workers, len(todo)))
     return est

@@ -15,6 +15,7 @@ Decimation is `sinc` (torchaudio's anti-aliased resampler) or `drop` (every k-th
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan
 from kwsbench.run.precision import exact_fp32
+from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
 
 CLEAN = "clean"
 CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
@@ -378,12 +380,16 @@ class _Sink:
 
     def __init__(self, store: Store, out: Store):
         self.store, self.out = store, out
+        self.calls = MainThreadCalls()  # model workers' store calls run on the thread that owns the connection
 
     def has_ok(self, key: CellKey) -> bool:
+        return self.calls.call(self._has_ok, key)
+
+    def _has_ok(self, key: CellKey) -> bool:
         return self.store.has_ok(key) or (self.out is not self.store and self.out.has_ok(key))
 
     def put_cell(self, run_id: int, cell: CellResult) -> None:
-        self.out.put_cell(run_id, cell)
+        self.calls.call(self.out.put_cell, run_id, cell)
 
 
 def _merge_shards(store: Store, path: str) -> None:
@@ -426,7 +432,8 @@ def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipse
         sha = None if plan.force else _known_sha(loader, card, plan)
         return [key(card, sha, c) for c in owned if not _cannot_run(plan, card, c)]
 
-    est = estimate(cards, cells_of, len(clipset), store, plan.device)
+    workers = cpu_workers(len(cards)) if plan.device == "cpu" and not shard.sharded else 1
+    est = estimate(cards, cells_of, len(clipset), store, plan.device, workers=workers)
     seeds = plan.noise_seeds()
     grid = (f"{len(cards)} models x {len(conds)} conditions ({len(plan.noise)} noise x {len(plan.snr)} SNR"
             f"{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''} + clean, {len(plan.rates)} rate(s)) on "
@@ -466,6 +473,9 @@ class RunContext:
     noise_names: list[tuple[str, int]]
     # (name, seed) -> (bank on device, version)
     banks: dict[tuple[str, int], tuple[torch.Tensor, str]] = field(default_factory=dict)
+    # CPU model workers (kwsbench.run.workers): the summary and progress are updated under this lock
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -481,6 +491,7 @@ class ModelState:
     load_error: str
     rate: int
     pace: Pace
+    keys: list[str] = field(default_factory=list)  # its cells' key digests, in the plan's order
 
 
 def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
@@ -493,25 +504,57 @@ def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[
         provider=provider, store=store, summary=summary, progress=progress,
         noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
-    for card, my_conds in zip(cards, owned, strict=True):
-        if not my_conds:
-            continue
-        state = _load(ctx, card, loader, explicit)
-        if state is None:
-            progress.done += len(my_conds)
-            continue
-        for cond in my_conds:
-            if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
-                _load_banks(ctx)
-            _run_cell(ctx, state, cond)
-            if stop_after is not None and summary.computed >= stop_after:
-                os._exit(17)  # test hook: a worker that dies without any clean-up
-        forward = state.forward
-        if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
-            progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
-        del state, forward
-        if plan.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+    jobs = [(card, my_conds) for card, my_conds in zip(cards, owned, strict=True) if my_conds]
+    workers = cpu_workers(len(jobs)) if plan.device == "cpu" and not shard.sharded else 1
+    if workers == 1:
+        for card, my_conds in jobs:
+            summary.cell_keys += _run_model(ctx, card, my_conds, loader, explicit, stop_after)
+        return
+    if ctx.noise_names:
+        _load_banks(ctx)  # before the workers: every model reads the same banks
+    # longest models first, so the last one to finish does not run alone for long (order of results unchanged)
+    speeds = _table_speeds()
+    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) / speeds.get(jobs[i][0].name, float("inf")))
+    keys = run_in_workers([lambda i=i: _run_model(ctx, *jobs[i], loader, explicit, stop_after) for i in order],
+                          workers, store.calls, ctx.stop)
+    by_job = dict(zip(order, keys, strict=True))
+    for i in range(len(jobs)):
+        summary.cell_keys += by_job[i]
+
+
+def _run_model(ctx: RunContext, card: ModelCard, conds: list[Condition], loader: ModelLoader, explicit: bool,
+               stop_after: int | None) -> list[str]:
+    """Every condition of one model; returns its cells' key digests."""
+    plan, summary, progress = ctx.plan, ctx.summary, ctx.progress
+    state = _load(ctx, card, loader, explicit)
+    if state is None:
+        with ctx.lock:
+            progress.done += len(conds)
+        return []
+    for cond in conds:
+        if ctx.stop.is_set():
+            raise RunStopped
+        if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
+            _load_banks(ctx)
+        _run_cell(ctx, state, cond)
+        if stop_after is not None and summary.computed >= stop_after:
+            os._exit(17)  # test hook: a worker that dies without any clean-up
+    forward = state.forward
+    if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
+        progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
+    keys = state.keys
+    del state, forward
+    if plan.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return keys
+
+
+def _table_speeds() -> dict[str, float]:
+    """Clips/s per model in the CPU speed table (kwsbench.run.estimate); {} without one."""
+    from kwsbench.run.estimate import SpeedTable
+
+    table = SpeedTable.load()
+    return table.clips_per_s if table is not None else {}
 
 
 def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool) -> ModelState | None:
@@ -522,7 +565,8 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
         loaded = loader(card, plan.checkpoints.get(card.name), plan.device)
     except CheckpointError as err:
         if not explicit:
-            summary.skipped_models.append((card.name, str(err)))
+            with ctx.lock:
+                summary.skipped_models.append((card.name, str(err)))
             return None
         loaded, load_error = None, f"{type(err).__name__}: {err}"
     except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
@@ -530,11 +574,13 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
     else:
         load_error = ""
     finally:
-        summary.timings["load"] += time.perf_counter() - t_load
+        with ctx.lock:
+            summary.timings["load"] += time.perf_counter() - t_load
     contaminated = trained_on_this_set(plan.checkpoints.get(card.name), ctx.clipset.protocol)
     if contaminated:
-        summary.warnings.append(f"{card.name}: {contaminated}")
-        ctx.progress.note(f"WARNING {card.name}: {contaminated}")
+        with ctx.lock:
+            summary.warnings.append(f"{card.name}: {contaminated}")
+            ctx.progress.note(f"WARNING {card.name}: {contaminated}")
     if loaded is None:
         return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
                           load_error=load_error, rate=card.native_rate, pace=Pace(plan.batch_size, adaptive=False))
@@ -595,15 +641,17 @@ def _load_banks(ctx: RunContext) -> None:
 def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
     plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
     if _cannot_run(plan, card, cond):
-        summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
-        progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
+        with ctx.lock:
+            summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
+            progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
     noise_t, version = ctx.banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, state.sha, clipset, cond, version)
-    summary.cell_keys.append(key.digest())
+    state.keys.append(key.digest())
     if state.model is not None and not plan.force and ctx.store.has_ok(key):
-        summary.reused += 1
-        progress.cell(card.name, cond.label(), "stored", None)
+        with ctx.lock:
+            summary.reused += 1
+            progress.cell(card.name, cond.label(), "stored", None)
         return
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
                         error=state.load_error)
@@ -615,7 +663,7 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
                 state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
                 preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
-                                 progress.within(card.name, cond.label(), ctx.clean.shape[0]), state.pace)
+                                 _on_batch(ctx, card.name, cond.label()), state.pace)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
@@ -626,11 +674,25 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
     t_store = time.perf_counter()
     with record_function("kwsbench.results.store"):
         ctx.store.put_cell(summary.run_id, result)
-    summary.timings["store"] += time.perf_counter() - t_store
-    if result.status == "ok":
-        summary.computed += 1
-        summary.clip_evals += result.n
-    else:
-        summary.failed.append((card.name, cond.label(), result.error))
     speed = result.n / result.seconds if result.status == "ok" and result.seconds > 0 else None
-    progress.cell(card.name, cond.label(), result.status if result.status == "ok" else "FAILED", speed)
+    with ctx.lock:
+        summary.timings["store"] += time.perf_counter() - t_store
+        if result.status == "ok":
+            summary.computed += 1
+            summary.clip_evals += result.n
+        else:
+            summary.failed.append((card.name, cond.label(), result.error))
+        progress.cell(card.name, cond.label(), result.status if result.status == "ok" else "FAILED", speed)
+
+
+def _on_batch(ctx: RunContext, model: str, condition: str) -> Callable[[int], None]:
+    """Progress inside a cell; where the run is being stopped, the model's worker stops here (RunStopped)."""
+    inner = ctx.progress.within(model, condition, ctx.clean.shape[0])
+
+    def on_batch(done: int) -> None:
+        if ctx.stop.is_set():
+            raise RunStopped
+        with ctx.lock:
+            inner(done)
+
+    return on_batch
