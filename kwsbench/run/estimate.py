@@ -39,6 +39,11 @@ SPEED_TABLE = Path(__file__).with_name("cpu_speeds.json")
 # CPU figures announced "roughly 64 min" for that 12-s run.
 GPU_MAC_RATE = 2e12
 GPU_CELL_OVERHEAD_S = 0.015
+# What a model costs a process once, whatever its cells: building it and loading its weights (~25 ms on a
+# 2-core CPU, see CELL_OVERHEAD_S); on a GPU also the first forward and CUDA graph capture (0.04-0.17 s for
+# every model after the process's first on one H200, 2026-12-04). Used to deal cells out to torchrun ranks.
+MODEL_OVERHEAD_S = 0.03
+GPU_MODEL_OVERHEAD_S = 0.15
 
 
 @dataclass
@@ -55,6 +60,17 @@ class Estimate:
     mac_rate_basis: str = "assumed, no earlier runs here"
     matmul_here: float | None = None  # GFLOP/s measured at start-up (CPU)
     matmul_table: float | None = None  # GFLOP/s measured with the speed table
+    per_clip: dict[str, float] = field(default_factory=dict)  # expected seconds per clip, per model with a basis
+    cell_overhead: float = CELL_OVERHEAD_S
+    model_overhead: float = MODEL_OVERHEAD_S
+
+    def cell_seconds(self, model: str, clips: int) -> float:
+        """Expected seconds of one cell still to compute; a model without any basis counts as the median
+        model (only used to deal cells out, never added to the announced total)."""
+        per_clip = self.per_clip.get(model)
+        if per_clip is None:
+            per_clip = statistics.median(self.per_clip.values()) if self.per_clip else 0.0
+        return clips * per_clip + self.cell_overhead
 
     @property
     def to_compute(self) -> int:
@@ -72,11 +88,11 @@ class Estimate:
         if self.unknown:
             basis.append(f"{len(self.unknown)} with no basis, not counted ({', '.join(self.unknown)})")
         stored = f", {self.stored} already stored (reused)" if self.stored else ""
-        return (f"{self.to_compute} cells to compute{stored}; roughly {_duration(self.seconds)} "
+        return (f"{self.to_compute} cells to compute{stored}; roughly {duration(self.seconds)} "
                 f"(estimate: {'; '.join(basis) or 'nothing to compute'})")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(1, round(seconds))} s"
     if seconds < 5400:
@@ -179,8 +195,9 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
     loads); a key already stored ok is not counted as work."""
     kind = _device_kind(device)
     gpu = kind == "cuda"
-    est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE)
-    overhead = GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S
+    est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE,
+                   cell_overhead=GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S,
+                   model_overhead=GPU_MODEL_OVERHEAD_S if gpu else MODEL_OVERHEAD_S)
     speeds = history(store, device)
     table = SpeedTable.load() if kind == "cpu" else None
 
@@ -217,5 +234,6 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
         else:
             est.unknown.append(card.name)
             continue
-        est.seconds += todo[card.name] * (clips * per_clip + overhead)
+        est.per_clip[card.name] = per_clip
+        est.seconds += todo[card.name] * est.cell_seconds(card.name, clips)
     return est
