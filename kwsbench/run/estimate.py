@@ -8,7 +8,8 @@ A model's speed (clips per second) comes, in this order, from:
 3. MACs per clip (kwsbench.cost) divided by a MAC rate: from the store's earlier cells on that device, else
    from the table's models (scaled as above), else DEFAULT_MAC_RATE (GPU_MAC_RATE on CUDA).
 The note says which models were estimated which way, so nobody takes the figure for a measurement. No model
-is built for the estimate unless it falls through to 3 (counting MACs builds conv nets and runs them).
+is built for the estimate unless it falls through to 3 and the table does not list its MACs (counting MACs
+builds conv nets and runs them).
 """
 
 from __future__ import annotations
@@ -177,10 +178,10 @@ class SpeedTable:
 
 
 def _calibrate_macs(est: Estimate, cards: list[ModelCard], speeds: dict[str, list[float]],
-                    table: SpeedTable | None, scale: Callable[[], float]) -> None:
+                    table: SpeedTable | None, scale: Callable[[], float], known_macs: dict[str, int]) -> None:
     """The MAC rate for models with neither history nor a table entry: earlier cells, else the table."""
     known = [c for c in cards if c.name in speeds and c.cost is not None][:CALIBRATION_MODELS]
-    rates = [statistics.median(speeds[c.name]) * m for c in known for m in [_macs(c)] if m]
+    rates = [statistics.median(speeds[c.name]) * m for c in known for m in [known_macs.get(c.name) or _macs(c)] if m]
     if rates:
         est.mac_rate, est.mac_rate_measured, est.mac_rate_basis = statistics.median(rates), True, \
             "measured in earlier runs"
@@ -199,7 +200,9 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
                    cell_overhead=GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S,
                    model_overhead=GPU_MODEL_OVERHEAD_S if gpu else MODEL_OVERHEAD_S)
     speeds = history(store, device)
-    table = SpeedTable.load() if kind == "cpu" else None
+    shipped = SpeedTable.load()
+    table = shipped if kind == "cpu" else None  # its speeds are a CPU's; its MAC counts hold on any device
+    known_macs = shipped.macs if shipped is not None else {}
 
     def scale() -> float:  # this machine's matmul rate over the table's, measured once, when first needed
         if est.matmul_here is None:
@@ -216,9 +219,10 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
             todo[card.name] = len(keys) - stored
     in_table = table.clips_per_s if table is not None else {}
     unmeasured = [c for c in cards if c.name in todo and c.name not in speeds and c.name not in in_table]
-    macs = {c.name: _macs(c) for c in unmeasured}
+    # counting MACs builds a model (and runs conv nets): ~0.1-0.4 s each, so the table's counts come first
+    macs = {c.name: known_macs.get(c.name) or _macs(c) for c in unmeasured}
     if unmeasured:
-        _calibrate_macs(est, cards, speeds, table, scale)
+        _calibrate_macs(est, cards, speeds, table, scale, known_macs)
     for card in cards:
         if card.name not in todo:
             continue
