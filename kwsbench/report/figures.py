@@ -51,11 +51,6 @@ def model_styles(models: Iterable[str]) -> dict[str, Style]:
             for i, name in enumerate(names)}
 
 
-def model_colors(models: Iterable[str]) -> dict[str, Colour]:
-    """The colour of each model's style (HTML swatches)."""
-    return {m: st.colour for m, st in model_styles(models).items()}
-
-
 _FALLBACK = Style((0.3, 0.3, 0.3, 1.0), "o", "-")
 
 

@@ -293,7 +293,7 @@ class Store:
         try:
             yield
         except sqlite3.Error as err:
-            raise StoreError(_explain(err, self.path, self.read_only)) from err
+            raise StoreError(_explain(err, self.path)) from err
 
     def close(self) -> None:
         self.conn.close()
@@ -494,7 +494,7 @@ def _row_checksum(row: dict, preds_sha256: str | None) -> str:
     return _sha256(json.dumps([row[c] for c in CELL_COLUMNS] + [preds_sha256]).encode())
 
 
-def _explain(err: sqlite3.Error, path: Path, read_only: bool) -> str:
+def _explain(err: sqlite3.Error, path: Path) -> str:
     """What an SQLite error means for the user, and what to do; a healthy store that is locked, read-only or on
     a full disk is never called corrupt."""
     text = str(err).lower()
