@@ -593,14 +593,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
 
     One section per clip set and weights manifest (or the one `opts.selection` picks), each with its own
     figures; results of different clip sets never share a table or a figure."""
-    store_path = Path(opts.store)
-    if not store_path.is_file():
-        raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
-                                "--store PATH (or set KWSBENCH_STORE)")
-    out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise BadInputError(f"report --out {out} is a file; the report is a folder (index.html, figures, tables): "
-                            "pass a folder path")
+    store_path, out = _checked_paths(opts)
     with Store(store_path, read_only=True) as store:
         cells, failed = _filter_models(store.cells(), store.cells(status="failed"), opts.models)
         if not cells:
@@ -611,12 +604,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
         failed = [c for c in failed if opts.selection.keeps(c, labels.key(c))]
         condition = parse_condition(opts.condition) if opts.condition else None
         _check_request(cells, condition, opts.rate)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise BadInputError(f"report --out {out}: cannot create the folder ({err.strerror}); pass a folder "
-                                "you can write to") from err
-        _clear_previous(out)
+        _prepare_folder(out)
         styles = figures.model_styles(c.model for c in cells)
         page = _Page()
         sets = []
@@ -634,6 +622,29 @@ def build_report(opts: ReportOptions) -> ReportResult:
     index.write_text(_page_html(page, sets, store_path, cells))
     return ReportResult(index=index, files=[index, *page.files], notes=page.notes,
                         cells=sum(len(cs.view.cells) for _, cs in sets))
+
+
+def _checked_paths(opts: ReportOptions) -> tuple[Path, Path]:
+    """The store (it must exist: a report never creates one) and the report folder (it must not be a file)."""
+    store_path = Path(opts.store)
+    if not store_path.is_file():
+        raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
+                                "--store PATH (or set KWSBENCH_STORE)")
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"report --out {out} is a file; the report is a folder (index.html, figures, tables): "
+                            "pass a folder path")
+    return store_path, out
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create the report folder, without an earlier report's figures; made only once the request is known good."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"report --out {out}: cannot create the folder ({err.strerror}); pass a folder "
+                            "you can write to") from err
+    _clear_previous(out)
 
 
 def _check_request(cells: list[StoredCell], condition: tuple[str, float | None] | None, rate: int | None) -> None:
