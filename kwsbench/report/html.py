@@ -432,22 +432,8 @@ def _verdict_section(store: Store, cells: list[StoredCell], opts: ReportOptions,
 
 
 def _provenance_section(store: Store, cells: list[StoredCell], page: _Page) -> None:
-    run_ids = sorted({c.run_id for c in cells})
-    rows = []
-    for run in (r for r in store.runs() if r["run_id"] in run_ids):
-        try:
-            versions = json.loads(run["versions"] or "{}")
-        except json.JSONDecodeError:
-            versions = {"raw": run["versions"]}
-        vtext = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
-        rows.append(
-            f'<tr class="run" data-run="{run["run_id"]}"><td>{run["run_id"]}</td><td class="l">{_e(run["created"])}'
-            f'<br>{_e(run["finished"])}</td><td class="l">{_e(run["status"])}</td><td class="l"><code>'
-            f'{_e(run["git_commit"]) or "(not a git checkout)"}</code></td><td class="l">{_e(run["device"])}</td>'
-            f'<td class="l">torch {_e(run["torch"])}, CUDA {_e(run["cuda"]) or "none"}<br><small>{_e(vtext)}'
-            f'</small></td><td>{_e(run["seed"])}</td><td class="l"><code>{_e(run["fingerprint"])}</code><br>'
-            f'{_e(run["protocol"])}</td><td class="l"><details><summary>plan</summary><pre>'
-            f'{_e(_pretty(run["plan"]))}</pre></details></td></tr>')
+    run_ids = {c.run_id for c in cells}
+    rows = [_run_row(run) for run in store.runs() if run["run_id"] in run_ids]
     text = "<h2>Provenance</h2><h3>Runs</h3>" + _table(
         ["run", "started / finished (UTC)", "status", "commit", "device", "versions", "seed", "clip set", "plan"],
         rows, "runs")
@@ -467,6 +453,23 @@ def _provenance_section(store: Store, cells: list[StoredCell], page: _Page) -> N
         ["noise", "version / definition key"],
         [f'<tr><td class="l">{_e(n)}</td><td class="l"><code>{_e(v)}</code></td></tr>' for n, v in noise_rows])
     page.sections.append(text)
+
+
+def _run_row(run: dict) -> str:
+    """A run's provenance as a table row: when, status, commit, device, versions, seed, clip set and plan."""
+    try:
+        versions = json.loads(run["versions"] or "{}")
+    except json.JSONDecodeError:  # plain text where JSON was expected: shown as it is, not lost
+        versions = {"raw": run["versions"]}
+    vtext = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    return (
+        f'<tr class="run" data-run="{run["run_id"]}"><td>{run["run_id"]}</td><td class="l">{_e(run["created"])}'
+        f'<br>{_e(run["finished"])}</td><td class="l">{_e(run["status"])}</td><td class="l"><code>'
+        f'{_e(run["git_commit"]) or "(not a git checkout)"}</code></td><td class="l">{_e(run["device"])}</td>'
+        f'<td class="l">torch {_e(run["torch"])}, CUDA {_e(run["cuda"]) or "none"}<br><small>{_e(vtext)}'
+        f'</small></td><td>{_e(run["seed"])}</td><td class="l"><code>{_e(run["fingerprint"])}</code><br>'
+        f'{_e(run["protocol"])}</td><td class="l"><details><summary>plan</summary><pre>'
+        f'{_e(_pretty(run["plan"]))}</pre></details></td></tr>')
 
 
 def _pretty(plan_json: str | None) -> str:
