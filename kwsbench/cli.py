@@ -45,6 +45,7 @@ ENVIRONMENT = f"""\
   KWSBENCH_NOISE_DIR    your noise recordings and extra noise definitions (*.yaml), beside the packaged ones
   KWSBENCH_BASELINES    your extra published-result files (*.yaml), beside the packaged ones
   KWSBENCH_MANIFESTS    your extra checkpoint manifests (*.yaml), beside the packaged ones
+  KWSBENCH_NOISE_DEFS   a folder that replaces the packaged noise definitions
   KWSBENCH_SHARED       the team's shared data folder (tests; default ../shared)"""
 
 EXIT_CODES = f"""\
@@ -57,7 +58,6 @@ EXIT_CODES = f"""\
   {EXIT_STORE}    results store damaged, locked, unwritable or of another schema version (left untouched)
   {EXIT_DOWNLOAD}    a download failed or did not verify
   {EXIT_NO_STORE}    no results store at the path looked at
-  {EXIT_INCONCLUSIVE}    reproduce was inconclusive: no published row could be judged on this data
   {EXIT_INCONCLUSIVE}    reproduce: INCONCLUSIVE, no published row could be judged on this data
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); cells already stored are kept"""
 

@@ -173,8 +173,44 @@ def _check_weights(cards, device: str, checkpoints: dict[str, str], optional: bo
             entry = (card.name, f"{str(err).rstrip('.')}{_import_hint(manifest)}")
             (skipped if optional and manifest in OPTIONAL_MANIFESTS else missing).append(entry)
     if missing:
-        raise CheckpointError("no usable checkpoint for " + "; ".join(f"{n}: {e}" for n, e in missing))
+        raise CheckpointError(_missing_weights_message(cards, checkpoints, missing))
     return skipped
+
+
+def _missing_weights_message(cards, checkpoints: dict[str, str], missing: list[tuple[str, str]]) -> str:
+    """One sentence per public manifest whose files are simply not there yet (the usual first-run case: one
+    import or fetch command for all of them), one line per model for any other fault (wrong sha256, keys...)."""
+    from kwsbench import checkpoints as ck
+
+    absent: dict[str, list[tuple[str, str]]] = {}  # manifest -> [(model, file id)]
+    others = []
+    for name, why in missing:
+        ref = checkpoints.get(name) or next(c.checkpoint for c in cards if c.name == name) or ""
+        manifest, _, file_id = str(ref).partition(":")
+        found = ck.manifests().get(manifest) if file_id else None
+        if found and found.location != "project" and not found.file_path(found.entry(file_id)).is_file():
+            absent.setdefault(manifest, []).append((name, file_id))
+        else:
+            others.append(f"  {name}: {why}")
+    lines = [f"no usable checkpoint for {len(missing)} model(s):"]
+    lines += [f"  {_absent_advice(ck.manifests()[manifest], entries)}" for manifest, entries in absent.items()]
+    return "\n".join(lines + others)
+
+
+def _absent_advice(manifest, entries: list[tuple[str, str]]) -> str:
+    from kwsbench.paths import shared_dir
+
+    models = ", ".join(n for n, _ in entries)
+    where = (f"{models}: the {manifest.name} weights are not in {manifest.folder()} (KWSBENCH_CHECKPOINTS sets "
+             "the folder).")
+    shared = shared_dir() / "checkpoints" / manifest.name
+    if shared.is_dir():  # named only where it is there, so the command works as written
+        return f"{where} Import them: `kwsbench checkpoints import {shared}`."
+    source = manifest.repository or "the source"
+    flag = "" if manifest.name == "nc-ssm" else f" --manifest {manifest.name}"  # fetch's default manifest
+    ids = " ".join(shlex.quote(i) for _, i in entries)
+    return (f"{where} Download them: `kwsbench checkpoints fetch{flag} {ids}` (from {source}), or import a "
+            f"local copy of {source}: `kwsbench checkpoints import DIR`.")
 
 
 def _import_hint(manifest: str) -> str:
