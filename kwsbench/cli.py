@@ -31,7 +31,7 @@ from kwsbench.paths import DEFAULT_STORE
 
 EXAMPLES = """\
   kwsbench run --quick                                   the main job on the embedded synthetic set
-  kwsbench run --models nc-ssm,bc-resnet-1 --noise babble --snr -5 0 --data-dir ~/gsc
+  kwsbench run --models nc-ssm,ds-cnn-s --noise babble --snr -5 0 --data-dir ~/gsc
   kwsbench leaderboard --format csv --out board.csv      the stored results as a table
   kwsbench reproduce --quick                             published checkpoints vs published tables
   kwsbench cost --rates 16000,8000,4000                  parameters and MACs per model and rate
