@@ -397,3 +397,18 @@ def test_missing_weights_give_one_fetch_command_that_works(tmp_path, monkeypatch
                 shared / entry.id).read_bytes()
         assert _run_advice(command, ["--url-base", srv.url]) == 0
     assert _check_weights(resolve(["ds-cnn-s", "nc-ssm"]), "cpu", {}, optional=False) == []
+
+
+def test_no_data_and_no_weights_are_said_together(tmp_path, monkeypatch, capsys):
+    """A fresh user (no data, no weights, no shared folder) learns both downloads from the first attempt, not the
+    weights only after the 112 MB data download; exit 4 as documented."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("KWSBENCH_SHARED", str(tmp_path / "no-shared"))
+    assert main(["reproduce", "--quick", "--store", str(tmp_path / "s.sqlite")]) == 4
+    err = capsys.readouterr().err
+    assert _advice(err, "kwsbench data download") == ["kwsbench data download gsc-v2-test"]
+    fetch, = _advice(err, "kwsbench checkpoints fetch")
+    assert fetch.split()[3:] == ["BC-ResNet-1/best.pt", "DS-CNN-S/best.pt", "NC-SSM/best.pt",
+                                 "NanoMamba-NC-20K/best.pt"], err
+    assert not (tmp_path / "s.sqlite").exists()

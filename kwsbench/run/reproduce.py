@@ -144,7 +144,7 @@ def command_line(opts: ReproduceOptions, data_dir: str | None = None, protocol: 
     return shlex.join(words)
 
 
-def default_data_dir(opts: ReproduceOptions) -> str:
+def default_data_dir(opts: ReproduceOptions, cards=()) -> str:
     """The first Speech Commands set `kwsbench data download` put in the data home."""
     from kwsbench.data.download import COMPLETE_MARKER, default_dest
 
@@ -155,7 +155,21 @@ def default_data_dir(opts: ReproduceOptions) -> str:
     raise DatasetError(
         f"no data set given and none downloaded in the kwsbench data home ({dest.parent}). Download the canonical "
         f"12-class test set (112 MB): `kwsbench data download gsc-v2-test`, then run `{command_line(opts, str(dest))}`"
+        + _weights_too(opts, cards)
     )
+
+
+def _weights_too(opts: ReproduceOptions, cards) -> str:
+    """A fresh user lacks the weights as well as the data: say both at once, not one per attempt."""
+    from kwsbench.errors import CheckpointError
+
+    if opts.weights:  # a project manifest's weights: checked once the plan is built
+        return ""
+    try:
+        _check_weights(cards, opts.device, {}, optional=not opts.models)
+    except CheckpointError as err:
+        return f"\nBefore that run, get the weights: {err}"
+    return ""
 
 
 def _check_weights(cards, device: str, checkpoints: dict[str, str], optional: bool) -> list[tuple[str, str]]:
@@ -255,7 +269,7 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     from kwsbench.run.runner import run_plan
 
     cards = resolve(_model_names(opts))
-    data_dir = opts.data_dir or default_data_dir(opts)
+    data_dir = opts.data_dir or default_data_dir(opts, cards)
     resolve_root(data_dir, opts.protocol)  # DatasetError (exit 4) before any model work
     if opts.noise_dir:
         background_dir(opts.noise_dir, data_dir)  # the same for recordings that are not there
