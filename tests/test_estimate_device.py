@@ -32,3 +32,25 @@ def test_gpu_estimate_of_the_measured_public_grid_is_within_a_factor_two():
     macs = sum(int(model_cost(c, c.native_rate).total_macs) for c in map(get_card, names))
     seconds = 36 * (1245 * macs / est_mod.GPU_MAC_RATE) + 432 * est_mod.GPU_CELL_OVERHEAD_S
     assert 9.6 / 2 < seconds < 9.6 * 2
+
+
+def test_the_shipped_tables_mac_counts_equal_the_models(monkeypatch):
+    # the GPU estimate reads MACs from the CPU speed table instead of building the model: they must be current
+    table = est_mod.SpeedTable.load()
+    assert table is not None and table.macs
+    counted = {m: est_mod._macs(get_card(m)) for m in table.macs}
+    assert counted == table.macs
+
+
+def test_gpu_estimate_builds_no_model_the_table_counts(tmp_path, monkeypatch):
+    def no_build(card):
+        raise AssertionError(f"{card.name} was built for its MACs although the table lists them")
+
+    monkeypatch.setattr(est_mod, "_macs", no_build)
+    table = est_mod.SpeedTable.load()
+    card = get_card("ds-cnn-s")
+    with Store(tmp_path / "s.sqlite") as store:
+        est = est_mod.estimate([card], lambda c: [None] * 36, 1245, store, "cuda")
+    assert est.from_macs == ["ds-cnn-s"]
+    assert est.seconds == pytest.approx(36 * (1245 * table.macs["ds-cnn-s"] / est_mod.GPU_MAC_RATE
+                                              + est_mod.GPU_CELL_OVERHEAD_S))

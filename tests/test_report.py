@@ -199,10 +199,10 @@ def test_pareto_front_is_exactly_the_undominated_points():
     assert [p.model for p in figures.pareto_front(small)] == ["d", "a", "c"]
 
 
-def test_colours_are_stable_and_distinct():
-    a = figures.model_colors(["z", "a", "m"])
-    b = figures.model_colors(["m", "z", "a", "a"])
-    assert a == b and len(set(a.values())) == 3
+def test_styles_are_stable_and_distinct():
+    a = figures.model_styles(["z", "a", "m"])
+    b = figures.model_styles(["m", "z", "a", "a"])
+    assert a == b and len({st.colour for st in a.values()}) == 3
 
 
 def test_confusion_matrix_counts():

@@ -194,3 +194,51 @@ def test_sigterm_in_a_forked_worker_ends_it_as_without_the_handler():
                 os._exit(3)  # reached only if the handler raised instead of ending the process
         _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def _tiny_speech_commands(root: Path) -> Path:
+    """Two noise clips per folder of the canonical layout: enough for a model to run on, not to learn from."""
+    import numpy as np
+    import soundfile as sf
+
+    from kwsbench.data.speech_commands import CANONICAL_FOLDERS
+
+    for c, folder in enumerate(CANONICAL_FOLDERS):
+        for i in range(2):
+            name = f"{i}.wav" if folder == "_silence_" else f"{c:04x}{i:04x}_nohash_0.wav"
+            path = root / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, np.random.default_rng(10 * c + i).uniform(-0.3, 0.3, 16000), 16000, subtype="PCM_16")
+    return root
+
+
+def test_a_model_without_public_weights_names_the_flag_that_runs_it(tmp_path, capsys):
+    """bc-resnet-1 has no public weights: its failed cells name the project's weights for it, and the run with the
+    named flag, or with a file given in a plan, works."""
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    args = ["run", "--models", "bc-resnet-1", "--data-dir", str(data), "--store", str(tmp_path / "s.sqlite")]
+    assert main(args) == 1
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err and "`--weights gsc-mini`" in said.out + said.err, said
+    assert main([*args, "--weights", "gsc-mini"]) == 0
+    from kwsbench.checkpoints import get_manifest  # the other advice: a file given in a plan YAML
+
+    mini = get_manifest("gsc-mini")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"checkpoints: {{bc-resnet-1: {mini.file_path(mini.entry('bc-resnet-1.pt'))}}}\n")
+    assert main([*args, "--config", str(plan), "--force"]) == 0
+
+
+def test_the_help_examples_name_models_that_have_default_weights(capsys):
+    """`kwsbench --help`'s real-data example runs as written: every model it names has a default checkpoint."""
+    import re
+
+    from kwsbench.models.registry import get_card
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    examples = capsys.readouterr().out.split("examples:")[1].split("environment variables:")[0]
+    named = [m for line in re.findall(r"--models (\S+)", examples) for m in line.split(",")]
+    assert named
+    for model in named:
+        assert get_card(model).checkpoint, f"--help example names {model}, which has no default checkpoint"

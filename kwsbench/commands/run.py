@@ -103,6 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     _print_results(plan.store, summary.cell_keys)
     print(f"run {summary.run_id}: {summary.computed} cells computed, {summary.reused} reused from the store, "
           f"{len(summary.failed)} failed, {summary.clips} clips, {summary.seconds:.1f} s")
+    if summary.ranks:  # a sharded run: how evenly the ranks shared it (each rank's cells and time to its last)
+        print("ranks: " + ", ".join(f"{r}: {cells} cells in {seconds:.1f} s"
+                                    for r, (cells, seconds) in enumerate(summary.ranks)))
     for warning in summary.warnings:
         print(f"WARNING {warning}", file=sys.stderr)
     if summary.skipped_models:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ class RunSummary:
     seconds: float = 0.0
     clip_evals: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "noise_banks": 0.0, "store": 0.0})
+    ranks: list[tuple[int, float]] = field(default_factory=list)  # sharded run: (cells, seconds) of each rank
 
     @property
     def ok(self) -> bool:
@@ -302,7 +303,8 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     """
     from kwsbench.noise.bank import noise_workers
 
-    noise_workers()  # its environment variable is checked before anything is opened or decoded
+    noise_workers()  # environment variables are checked before anything is opened or decoded
+    deal = dist_.deal_from_env()
     loader = loader or default_loader
     provider = noise or NoiseProvider(plan.noise_dir)
     shard = shard or Shard()
@@ -333,10 +335,18 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             summary.warnings.append(f"{clipset.skipped} clips could not be read and were left out "
                                     "(--on-bad-file skip); the accuracies are over the others")
         dist_.barrier(shard)
+        forecast = None
+        if shard.rank == 0 and (show_progress or shard.sharded):
+            workers = cpu_workers(len(cards)) if plan.device == "cpu" and not shard.sharded else 1
+            forecast = _forecast(plan, cards, conds, clipset, provider, store, loader, workers)
+        if shard.sharded:  # rank 0 deals the cells out by their expected cost; every rank gets the same owners
+            owners = forecast.deal(shard.world) if forecast is not None and deal == "cost" else None
+            owners = dist_.broadcast(shard, owners)
+            shard = replace(shard, owners=tuple(owners) if owners is not None else None)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
-        if shard.rank == 0 and show_progress:
-            progress.note(_announce(plan, cards, conds, clipset, provider, store, loader, shard))
+        if forecast is not None and show_progress:
+            progress.note(_announce(plan, cards, conds, clipset, forecast, shard))
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
             with exact_fp32():
@@ -354,6 +364,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             if out is not store:
                 out.close()
         if shard.sharded:
+            summary.ranks = [(mine, time.perf_counter() - t0)]
             dist_.barrier(shard)
             parts = dist_.gather(shard, summary)
             if shard.rank == 0:
@@ -406,6 +417,7 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
         total.clip_evals += p.clip_evals
         total.failed += p.failed
         total.skipped_cells += p.skipped_cells
+        total.ranks += p.ranks
         total.cell_keys += p.cell_keys
         total.skipped_models += [m for m in p.skipped_models if m not in total.skipped_models]
         total.warnings += [w for w in p.warnings if w not in total.warnings]
@@ -414,9 +426,31 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
     return total
 
 
-def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
-              provider: NoiseProvider, store: Store, loader: ModelLoader, shard: Shard) -> str:
-    """What the run will do and roughly how long it takes (see kwsbench.run.estimate)."""
+@dataclass
+class Forecast:
+    """The whole plan's time estimate and every cell's expected seconds (0 for a cell stored or not run)."""
+
+    estimate: Any  # kwsbench.run.estimate.Estimate (imported lazily: the estimate is only made when needed)
+    costs: list[list[float]]  # [model][condition]
+
+    def deal(self, world: int) -> list[int]:
+        return dist_.balance(self.costs, self.estimate.model_overhead, world)
+
+    def rank_seconds(self, owners: tuple[int, ...], world: int) -> list[float]:
+        """Expected seconds of each rank: its cells, plus the model overhead once per model it runs."""
+        seconds = [0.0] * world
+        flat = [(m, c) for m, row in enumerate(self.costs) for c in row]
+        for r in range(world):
+            models = {m for i, (m, _) in enumerate(flat) if owners[i] == r}
+            seconds[r] = sum(c for i, (_, c) in enumerate(flat) if owners[i] == r) + \
+                len(models) * self.estimate.model_overhead
+        return seconds
+
+
+def _forecast(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
+              provider: NoiseProvider, store: Store, loader: ModelLoader, workers: int = 1) -> Forecast:
+    """What every cell of the plan will cost (see kwsbench.run.estimate), from keys known before any model
+    is loaded: a cell already stored ok costs nothing."""
     from kwsbench.run.estimate import estimate
 
     versions: dict[str, str | None] = {}
@@ -427,18 +461,34 @@ def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipse
         version = "" if cond.noise == CLEAN else versions[cond.noise]
         return None if sha is None or version is None else _cell_key(plan, card, sha, clipset, cond, version)
 
-    def cells_of(card: ModelCard) -> list[CellKey | None]:
-        owned = [c for j, c in enumerate(conds) if shard.owns(cards.index(card) * len(conds) + j)]
+    keys: dict[str, list[CellKey | None | bool]] = {}  # per condition: the key, or False where it cannot run
+    for card in cards:
         sha = None if plan.force else _known_sha(loader, card, plan)
-        return [key(card, sha, c) for c in owned if not _cannot_run(plan, card, c)]
+        keys[card.name] = [False if _cannot_run(plan, card, c) else key(card, sha, c) for c in conds]
+    est = estimate(cards, lambda card: [k for k in keys[card.name] if k is not False], len(clipset), store,
+                   plan.device, workers=workers)
+    costs = [[0.0 if k is False or (k is not None and store.has_ok(k)) else est.cell_seconds(card.name, len(clipset))
+              for k in keys[card.name]] for card in cards]
+    return Forecast(est, costs)
 
-    workers = cpu_workers(len(cards)) if plan.device == "cpu" and not shard.sharded else 1
-    est = estimate(cards, cells_of, len(clipset), store, plan.device, workers=workers)
+
+def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet, forecast: Forecast,
+              shard: Shard) -> str:
+    """What the run will do and roughly how long it takes; in a sharded run, how the ranks share it."""
+    from kwsbench.run.estimate import duration
+
     seeds = plan.noise_seeds()
     grid = (f"{len(cards)} models x {len(conds)} conditions ({len(plan.noise)} noise x {len(plan.snr)} SNR"
             f"{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''} + clean, {len(plan.rates)} rate(s)) on "
             f"{len(clipset):,} clips")
-    return f"{grid}: {est.describe()}"
+    text = f"{grid}: {forecast.estimate.describe()}"
+    if shard.sharded:
+        cells = len(cards) * len(conds)
+        owners = shard.owners or tuple(i % shard.world for i in range(cells))
+        per_rank = forecast.rank_seconds(owners, shard.world)
+        text += (f"; over {shard.world} ranks dealt {'by expected cost' if shard.owners else 'round-robin'}: "
+                 + ", ".join(f"rank {r} {owners.count(r)} cells ~{duration(t)}" for r, t in enumerate(per_rank)))
+    return text
 
 
 def _known_sha(loader: ModelLoader, card: ModelCard, plan: Plan) -> str | None:
