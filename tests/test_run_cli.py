@@ -242,3 +242,16 @@ def test_the_help_examples_name_models_that_have_default_weights(capsys):
     assert named
     for model in named:
         assert get_card(model).checkpoint, f"--help example names {model}, which has no default checkpoint"
+
+
+def test_babble_on_too_few_clips_says_what_to_do_and_the_advice_runs(tmp_path, capsys):
+    """Continuous babble is built from the clip set's non-target words: two `_unknown_` clips are too few. The error
+    (exit 5, no traceback) says how many there are and what to run instead; `--noise babble-tts` then works."""
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    args = ["run", "--models", "bc-resnet-1", "--weights", "gsc-mini", "--data-dir", str(data), "--snr", "-5",
+            "--store", str(tmp_path / "s.sqlite")]
+    assert main([*args, "--noise", "babble"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "this clip set has 2" in err and "speaker ''" not in err, err
+    assert "--per-class" in err and "`--noise babble-tts`" in err, err
+    assert main([*args, "--noise", "babble-tts"]) == 0

@@ -129,7 +129,11 @@ def accuracy_vs_snr(cells: list[StoredCell], styles: dict[str, Style], path: Pat
         ax.set_ylabel("accuracy (%)")
     handles = _legend_handles(models, styles) + _chance_handle(chance_pct)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize="small")
-    what = "bands / bars: Wilson 95 %" if bands else f"no Wilson bands above {MAX_BANDS} models: see the tables"
+    # a model with one SNR in a panel gets error bars whatever the model count: the caption says what is drawn
+    lone = any(len({c.snr_db for c in cells if c.noise == n and c.model == m}) == 1 for n in noises for m in models)
+    what = ("bands / bars: Wilson 95 %" if bands else
+            f"bars: Wilson 95 %; no bands above {MAX_BANDS} models" if lone else
+            f"no Wilson bands above {MAX_BANDS} models: see the tables")
     fig.suptitle(f"Accuracy vs SNR: {caption}\n({what})", fontsize="medium")
     return _save(fig, path)
 
@@ -159,7 +163,7 @@ def _snr_panel(ax, noise: str, mine: list[StoredCell], clean: dict[str, float | 
             ax.plot([xs[-1] + 0.1 * span], [100.0 * value], marker=st.marker, color=st.colour, ms=5,
                     mfc="none", ls="none")
     ticks = sorted(pos)
-    ax.set_xticks([pos[t] for t in ticks], [f"{t:g}" for t in ticks])
+    ax.set_xticks([pos[t] for t in ticks] + [xs[-1] + 0.1 * span], [f"{t:g}" for t in ticks] + ["clean"])
     ax.set_title(noise, fontsize="medium")
     ax.set_xlabel("SNR (dB)" + (", evenly spaced" if categorical else "") + "; open marks: clean")
     ax.set_ylim(0, 100)
