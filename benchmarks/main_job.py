@@ -147,6 +147,19 @@ def profile_main(args: argparse.Namespace) -> int:
         return estimates[-1]
 
     estimate_mod.estimate = spy
+    import kwsbench.run.runner as runner_mod
+
+    cpu: dict[str, float] = {}  # each model's CPU seconds on its worker thread (one torch thread per worker)
+    plain_run_model = runner_mod._run_model
+
+    def timed_model(ctx, card, *a, **kw):
+        t = time.thread_time()
+        try:
+            return plain_run_model(ctx, card, *a, **kw)
+        finally:
+            cpu[card.name] = time.thread_time() - t
+
+    runner_mod._run_model = timed_model
     matmul = [estimate_mod.matmul_gflops()]
     t = time.perf_counter()
     summary = run_plan(plan, loader=loader, clipset=clips, show_progress=True)
@@ -190,12 +203,17 @@ def profile_main(args: argparse.Namespace) -> int:
         print(f"the run's estimate {estimates[0].seconds:.1f} s, its cells took {run_s:.1f} s (ratio "
               f"{estimates[0].seconds / run_s:.2f}); matmul {matmul[0]:.0f} / {matmul[1]:.0f} GFLOP/s before / after")
     print(f"\nper model, each on its worker's {'one thread' if workers > 1 else 'threads'}:")
-    print(f"{'model':26} {'build s':>8} {'infer s':>8} {'clips/s':>8}")
+    print(f"{'model':26} {'build s':>8} {'infer s':>8} {'clips/s':>8} {'CPU s':>6} {'clips/CPU-s':>11}")
     for model in sorted(infer, key=infer.get, reverse=True):
         cells_n = sum(1 for m, _ in cells if m == model)
-        print(f"{model:26} {builds.get(model, 0):8.2f} {infer[model]:8.2f} {cells_n * len(clips) / infer[model]:8.0f}")
+        own = cpu.get(model, 0.0) if workers > 1 else 0.0  # thread time counts one thread: with workers only
+        print(f"{model:26} {builds.get(model, 0):8.2f} {infer[model]:8.2f} {cells_n * len(clips) / infer[model]:8.0f} "
+              f"{own:6.2f} {cells_n * len(clips) / own if own else 0:11.0f}")
     if args.write_speeds:
-        write_speeds(Path(args.write_speeds), cells, infer, len(clips), statistics.median(matmul), workers)
+        # with model workers, a model's speed on a core of its own: its thread's CPU time, which other jobs on
+        # a shared machine do not inflate as they do its wall time
+        per_model = {m: cpu[m] - builds.get(m, 0.0) for m in infer} if workers > 1 else infer
+        write_speeds(Path(args.write_speeds), cells, per_model, len(clips), statistics.median(matmul), workers)
     return 0
 
 
@@ -216,7 +234,8 @@ def write_speeds(path: Path, cells: list[tuple[str, float]], infer: dict[str, fl
 
     table = {"measured": f"{time.strftime('%Y-%m-%d')}, benchmarks/main_job.py --profile, {os.cpu_count()} CPUs "
                          f"({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
-                         f"{workers} model worker(s) of {1 if workers > 1 else torch.get_num_threads()} thread(s), "
+                         f"{workers} model worker(s) of {1 if workers > 1 else torch.get_num_threads()} thread(s)"
+                         f"{', speeds from each model thread CPU time' if workers > 1 else ''}; matmul on 1 thread, "
                          f"load average {os.getloadavg()[0]:.1f}",
              "matmul_gflops": round(matmul, 1), "clips_per_s": speeds, "macs": {m: v for m, v in macs.items() if v}}
     path.write_text(json.dumps(table, indent=1) + "\n")

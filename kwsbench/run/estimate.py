@@ -136,20 +136,27 @@ MATMUL_N = 384  # square fp32 matmul timed at start-up: ~113 MFLOP, a few ms on 
 
 
 def matmul_gflops(repeats: int = 7) -> float:
-    """fp32 matrix-multiply rate of this machine now (torch's threads), GFLOP/s: the fastest of `repeats` timed
+    """fp32 matrix-multiply rate of one core of this machine now, GFLOP/s: the fastest of `repeats` timed
     products after one warm-up. A machine busy with other work still reads slower (every product is slowed),
-    while one product delayed by the thread pool waking up does not halve the estimate (the median
-    read 58 instead of ~125 GFLOP/s once, on a fresh home right after data synthesis)."""
+    while one product delayed does not halve the estimate (the median read 58 instead of ~125 GFLOP/s once,
+    on a fresh home right after data synthesis). One thread, as each CPU model worker runs
+    (kwsbench.run.workers): on two threads a product waits for a descheduled thread whenever another job holds
+    a core, and read 3-9 instead of ~145 GFLOP/s under a load of 4, announcing minutes for a 40-s run."""
     import torch
 
-    a = torch.rand(MATMUL_N, MATMUL_N)
-    b = torch.rand(MATMUL_N, MATMUL_N)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.rand(MATMUL_N, MATMUL_N)
+        b = torch.rand(MATMUL_N, MATMUL_N)
         torch.mm(a, b)
-        times.append(time.perf_counter() - t)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
     return 2 * MATMUL_N**3 / min(times) / 1e9
 
 
