@@ -61,7 +61,7 @@ def test_checkpointed_optimiser_state_is_the_eager_form():
     assert fresh.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5)  # the peak travels with the state
 
 
-def test_cpu_training_says_why_it_is_eager(synth_set, tmp_path, monkeypatch):
+def test_cpu_training_says_why_it_is_eager(gsc_dev_dir, tmp_path, monkeypatch):
     import kwsbench.train.loop as loop
 
     seen = []
@@ -71,7 +71,7 @@ def test_cpu_training_says_why_it_is_eager(synth_set, tmp_path, monkeypatch):
         return 0.0, 0.0, 0.0
 
     monkeypatch.setattr(loop, "_train_epoch", no_steps)
-    cfg = _config(synth_set, "cpu", epochs=1, out=tmp_path / "cpu")
+    cfg = _config(gsc_dev_dir, "cpu", epochs=1, out=tmp_path / "cpu", max_per_class=2)
     cfg.model = "s-edge-tiny"
     res = train(cfg, card=get_card("s-edge-tiny"))
     assert seen == [None]
@@ -84,23 +84,16 @@ def _config(data: Path, device: str, **kw) -> TrainConfig:
                        show_progress=False, **kw)
 
 
-@pytest.fixture(scope="module")
-def synth_set(tmp_path_factory) -> Path:
-    """144 synthetic clips: about 108 to train on, 6 full batches of 16 and a short one per epoch."""
-    from kwsbench.data.synth import generate
-
-    return generate(tmp_path_factory.mktemp("synth") / "set", seed=3, per_class=12)
-
-
 @cuda
 @pytest.mark.parametrize("size", ["s-edge-naive-small", "s-edge-tiny"])
-def test_graphed_training_takes_the_eager_steps(synth_set, tmp_path, size):
-    """Two epochs (3 eager warm-up steps, 9 replays, 2 short eager batches) against the same run launched
-    op by op: same per-epoch losses and weights within float tolerance. A stale replayed input, dropout
-    mask or learning rate (the warm-up schedule changes it every step) would move them far apart."""
+def test_graphed_training_takes_the_eager_steps(gsc_dev_dir, tmp_path, size):
+    """Two epochs on 144 real clips (about 115 to train on: 3 eager warm-up steps, 11 replays, 2 short eager
+    batches) against the same run launched op by op: same per-epoch losses and weights within float
+    tolerance. A stale replayed input, dropout mask or learning rate (the warm-up schedule changes it every
+    step) would move them far apart."""
     runs = {}
     for graphs in (False, True):
-        cfg = _config(synth_set, "cuda", epochs=2, out=tmp_path / str(graphs), cuda_graphs=graphs)
+        cfg = _config(gsc_dev_dir, "cuda", epochs=2, out=tmp_path / str(graphs), cuda_graphs=graphs, max_per_class=12)
         cfg.model = size
         res = train(cfg, card=get_card(size))
         runs[graphs] = (res, read_checkpoint(res.last_path))
@@ -121,13 +114,14 @@ def test_graphed_training_takes_the_eager_steps(synth_set, tmp_path, size):
 
 
 @cuda
-def test_graphed_training_resumes_like_an_uninterrupted_run(synth_set, tmp_path):
+def test_graphed_training_resumes_like_an_uninterrupted_run(gsc_dev_dir, tmp_path):
     """The checkpointed optimiser state (eager form) goes back onto the device for the captured step."""
-    full = train(_config(synth_set, "cuda", epochs=3, out=tmp_path / "full"), card=get_card("s-edge-naive-small"))
-    part = _config(synth_set, "cuda", epochs=3, out=tmp_path / "part", stop_after=2)
-    train(part, card=get_card("s-edge-naive-small"))
+    card = get_card("s-edge-naive-small")
+    full = train(_config(gsc_dev_dir, "cuda", epochs=3, out=tmp_path / "full", max_per_class=12), card=card)
+    part = _config(gsc_dev_dir, "cuda", epochs=3, out=tmp_path / "part", stop_after=2, max_per_class=12)
+    train(part, card=card)
     part.stop_after, part.resume = None, True
-    resumed = train(part, card=get_card("s-edge-naive-small"))
+    resumed = train(part, card=card)
     assert resumed.history[-1].train_loss == pytest.approx(full.history[-1].train_loss, rel=1e-3)
     a = read_checkpoint(full.last_path)["model_state_dict"]
     b = read_checkpoint(resumed.last_path)["model_state_dict"]

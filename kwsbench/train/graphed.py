@@ -103,7 +103,10 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         try:
             with self.model.randomness_slots(self.x.shape[0], self.x.device), torch.cuda.graph(graph):
-                self.out = self.body(self.x, self.y, self.scale)
+                out = self.body(self.x, self.y, self.scale)
+            # detached: holding the captured autograd graph would keep its gradient-accumulation nodes, bound to
+            # the capture stream, alive for the eager steps on another stream (torch warns of a stream mismatch)
+            self.out = tuple(t.detach() for t in out)
         except RuntimeError as exc:  # an op that cannot be captured: train on eagerly rather than stop
             self.failed = str(exc).splitlines()[0]
             warnings.warn(f"CUDA graph capture of the training step failed ({self.failed}); training eagerly",
