@@ -78,6 +78,31 @@ def test_cpu_training_says_why_it_is_eager(gsc_dev_dir, tmp_path, monkeypatch):
     assert read_checkpoint(res.last_path)["metadata"]["training_step"] == "eager (not on CUDA)"
 
 
+def test_s_edge_resumes_with_its_generators_where_they_stood(gsc_dev_dir, tmp_path):
+    """S-Edge draws dropout masks and RZOH holds from generators seeded at build time: last.pt keeps their
+    states, so a run stopped after epoch 1 and resumed takes the uninterrupted run's steps (it did not before:
+    the resumed epoch drew the first epoch's masks again)."""
+    import dataclasses
+
+    card = get_card("s-edge-naive-small")
+    recipe = dataclasses.replace(load_recipe("s-edge-high-lr"), batch_size=4)  # small steps for the CPU
+
+    def config(out, **kw):
+        return TrainConfig(model=card.name, recipe=recipe, data_dir=str(gsc_dev_dir), epochs=2, out=tmp_path / out,
+                           max_per_class=1, show_progress=False, **kw)
+
+    full = train(config("full"), card=card)
+    part = config("part", stop_after=1)
+    train(part, card=card)
+    assert "generator_states" in read_checkpoint(part.out / "last.pt")
+    part.stop_after, part.resume = None, True
+    resumed = train(part, card=card)
+    assert resumed.history[-1].train_loss == pytest.approx(full.history[-1].train_loss, rel=1e-6)
+    a, b = (read_checkpoint(r.last_path)["model_state_dict"] for r in (full, resumed))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
 def _config(data: Path, device: str, **kw) -> TrainConfig:
     recipe = load_recipe("s-edge-high-lr")  # AdamW groups, warm-up and cosine, orthogonality term, batch 16
     return TrainConfig(model="s-edge-naive-small", recipe=recipe, data_dir=str(data), device=device,

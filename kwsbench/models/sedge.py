@@ -639,6 +639,23 @@ class SEdgeClassifier(nn.Module):
         self.input_mean.fill_(mean)
         self.input_std.fill_(std)
 
+    # -- the model's own generators (dropout masks, RZOH holds) ----------------------------------------
+    def _generators(self) -> dict[str, torch.Generator]:
+        gens = {f"layers.{i}": layer._gen for i, layer in enumerate(self.layers)}
+        return gens | {f"rzoh.{i}": hold.gen for i, hold in enumerate(self.rzoh) if isinstance(hold, RZOH)}
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        """Where each generator stands: a training checkpoint keeps them, so a resumed run draws what an
+        uninterrupted one would (they are seeded once, at build time)."""
+        return {name: gen.get_state() for name, gen in self._generators().items()}
+
+    def set_generator_states(self, states: dict[str, torch.Tensor]) -> None:
+        gens = self._generators()
+        if set(states) != set(gens):
+            raise BadInputError(f"generator states for {sorted(states)} do not fit this model's {sorted(gens)}")
+        for name, state in states.items():
+            gens[name].set_state(state)
+
     # -- a training step captured in a CUDA graph ---------------------------------------------------
     @contextlib.contextmanager
     def randomness_slots(self, batch: int, device: torch.device | str) -> Iterator[None]:

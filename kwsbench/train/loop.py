@@ -327,7 +327,7 @@ def _build_overrides(card: Any, recipe: Recipe) -> dict[str, Any]:
 # -- checkpoints -------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any],
-                    optimizer: dict[str, Any] | None = None) -> None:
+                    optimizer: dict[str, Any] | None = None, generators: dict[str, torch.Tensor] | None = None) -> None:
     """Tensors + JSON-able metadata only, written to a temporary name and renamed (never half a file)."""
     # a JSON round trip fails here, not at load time, on anything not JSON-able, and turns str subclasses
     # (torch.__version__) into plain str, which weights_only unpickling accepts
@@ -336,6 +336,8 @@ def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
                                "metadata": metadata}
     if optimizer is not None:
         payload["optimizer_state_dict"] = optimizer
+    if generators:  # the model's own random generators (S-Edge dropout, RZOH), for an exact --resume
+        payload["generator_states"] = generators
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     torch.save(payload, tmp)
@@ -454,6 +456,8 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
         saved = _check_resume(last_path, meta)
         model.load_state_dict(saved["model_state_dict"], strict=True)
         opt.load_state_dict(saved["optimizer_state_dict"])
+        if "generator_states" in saved:
+            model.set_generator_states(saved["generator_states"])
         start = int(saved["metadata"]["epoch"])
         best = (int(saved["metadata"]["best_epoch"]), float(saved["metadata"]["best_val_acc"]))
         history = [r for r in read_history(hist_path) if r.epoch <= start] if hist_path.is_file() else []
@@ -494,7 +498,8 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
         if dist.main:
             save_checkpoint(last_path, _unwrap(model).state_dict(),
                             {**meta, "epoch": epoch + 1, "val_acc": val_acc, "best_epoch": best[0],
-                             "best_val_acc": best[1]}, optimizer=gs.portable_optimizer_state(opt))
+                             "best_val_acc": best[1]}, optimizer=gs.portable_optimizer_state(opt),
+                            generators=model.generator_states() if hasattr(model, "generator_states") else None)
             _write_history(hist_path, history)
         say(f"{card.name} epoch {epoch + 1}/{epochs}: loss {loss:.4f} acc {acc:.1f} % | val loss {val_loss:.4f} "
             f"acc {val_acc:.2f} % | lr {lr:.2e} | {rec.seconds:.1f} s")
