@@ -586,7 +586,7 @@ def _train_epoch(body, graphed, opt, recipe, augment, x, y, epoch, steps, total,
             body(_to_rate(xb.numpy(), model_rate, cfg.device), yb.to(cfg.device), dist.world / len(idx))
         seen += len(yb)
         # the running loss costs a host synchronisation: read it now and then only
-        progress(step + 1, float(body.loss_total) / seen if (step + 1) % 25 == 0 else None)
+        progress(step + 1, float(body.loss_total) / seen if cfg.show_progress and (step + 1) % 25 == 0 else None)
     progress(None, None)
     return float(body.loss_total) / max(seen, 1), 100.0 * int(body.correct) / max(seen, 1), lr
 
