@@ -1,24 +1,40 @@
 #!/usr/bin/env python
 """CPU evaluation of the public checkpoints on real clips: clips/s per model and a roofline line (achieved GFLOP/s
-against this machine's measured fp32 matrix-product rate), clean forward with the front end.
+against this machine's measured fp32 matrix-product rate), clean forward with the front end; and, side by side in
+the same process on the same clips, what each inference lever brings per model against the reference path.
 
     KWSBENCH_SHARED=../shared python benchmarks/cpu_eval.py --data-dir ../shared/data/gsc_v2_test_dev
+    python benchmarks/cpu_eval.py --data-dir ../shared/data/gsc_v2_test_dev --models mamba-kws,centaurus-kws \\
+        --weights synth --levers scan-steps,centaurus-pieces
 
-Passes alternate over the models (`--passes`, medians reported) so a shared machine's load falls on all of
-them alike; the load average is printed. Rate = 2 FLOP per MAC of `kwsbench cost` (front end included). The
-correct count is printed beside the authors' own code's count on the same clips (tests/test_ports_parity.py).
-The authors' evaluation code itself is not in this repository or in ../shared, so no side-by-side with it.
+Passes alternate over the models and, inside a model, over its paths (`--passes`, medians reported), so a shared
+machine's load falls on all of them alike; the load average is printed. Rate = 2 FLOP per MAC of `kwsbench cost`
+(front end included). The correct count is printed beside the authors' own code's count on the same clips
+(tests/test_ports_parity.py). The authors' evaluation code itself is not in this repository or in ../shared, so no
+side-by-side with it.
+
+Levers (`--levers`; each against the path the run takes, on the same clips, predictions compared clip by clip):
+- bn-folded: each eval-mode BatchNorm2d that follows a Conv2d folded into the convolution's weights and bias;
+- channels-last: convolutions on NHWC activations;
+- scan-steps / scan-chunked: mamba-kws' selective scan frame by frame (the CPU inference path) or chunked
+  (the previous CPU path, still the training and GPU path), kwsbench/models/mamba.py;
+- centaurus-pieces: Centaurus' full-layer spectral product a few clips at a time, one-channel layers without the
+  sum, pooling by reshape (the CPU inference path) against the previous code, kwsbench/models/centaurus.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 
-PUBLIC = ("ds-cnn-s", "bc-resnet-1-ncssm", "nc-ssm", "nc-ssm-20k")
+PUBLIC = ("ds-cnn-s", "bc-resnet-1-ncssm", "nc-ssm", "nc-ssm-12k", "nc-ssm-15k", "nc-ssm-20k", "nc-ssm-large",
+          "nc-ssm-matched", "nanomamba-tiny", "nanomamba-tiny-final", "nanomamba-small", "kwt-1")
 AUTHORS_CORRECT = {"ds-cnn-s": 2251, "bc-resnet-1-ncssm": 2174, "nc-ssm": 2192, "nc-ssm-20k": 2264}
 
 
@@ -36,10 +52,140 @@ def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+# -- levers: (name, applies to this module?, context that puts the module on the lever's path) ------------------
+
+def _conv_bn_pairs(model) -> list[tuple[object, str, str]]:
+    """(parent, conv name, bn name) for every Conv2d directly followed by a BatchNorm2d: inside an nn.Sequential,
+    or as the attribute pairs conv1/bn1 and head_conv/head_bn (bc-resnet-1-ncssm's forward applies them so)."""
+    from torch import nn
+
+    pairs = []
+    for parent in model.modules():
+        names = list(parent._modules)
+        if isinstance(parent, nn.Sequential):
+            candidates = zip(names, names[1:], strict=False)
+        else:
+            candidates = [(c, b) for c, b in (("conv1", "bn1"), ("head_conv", "head_bn")) if c in names and b in names]
+        for c, b in candidates:
+            if isinstance(parent._modules[c], nn.Conv2d) and isinstance(parent._modules[b], nn.BatchNorm2d):
+                pairs.append((parent, c, b))
+    return pairs
+
+
+def fold_batchnorm(model):
+    """A copy of `model` with each (Conv2d, BatchNorm2d) pair of _conv_bn_pairs folded: w' = w g / sqrt(v + eps),
+    b' = (b - mean) g / sqrt(v + eps) + beta, the BatchNorm replaced by an identity."""
+    import torch
+    from torch import nn
+
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for parent, c, b in _conv_bn_pairs(model):
+            conv, bn = parent._modules[c], parent._modules[b]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1))
+            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+            parent._modules[b] = nn.Identity()
+    return model
+
+
+@contextlib.contextmanager
+def _folded(model) -> Iterator[Callable]:
+    yield fold_batchnorm(model)
+
+
+@contextlib.contextmanager
+def _channels_last(model) -> Iterator[Callable]:
+    import torch
+
+    clone = copy.deepcopy(model)
+    hooks = []
+    for m in clone.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+            hooks.append(m.register_forward_pre_hook(
+                lambda _m, args: (args[0].contiguous(memory_format=torch.channels_last),)))
+    yield clone
+
+
+@contextlib.contextmanager
+def _scan(model, method: str) -> Iterator[Callable]:
+    import kwsbench.models.mamba as mamba
+
+    plain = mamba.selective_scan
+    mamba.selective_scan = lambda *a, **kw: plain(*a, **{**kw, "method": method})
+    try:
+        yield model
+    finally:
+        mamba.selective_scan = plain
+
+
+def _previous_full_conv(u, k=None, kf=None):
+    """CentaurusSSM._full_conv before this change (one broadcast product over the whole batch)."""
+    import torch
+
+    length = u.shape[-1]
+    uf = torch.fft.rfft(u, n=2 * length)
+    kf = torch.fft.rfft(k, n=2 * length) if kf is None else kf
+    return torch.fft.irfft((uf.unsqueeze(1) * kf.unsqueeze(0)).sum(dim=2), n=2 * length)[..., :length]
+
+
+def _previous_post(self, y):
+    import torch.nn.functional as F
+
+    y = F.relu(self.norm(y))
+    return F.avg_pool1d(y, self.pool) if self.pool > 1 else y
+
+
+@contextlib.contextmanager
+def _centaurus_previous(model) -> Iterator[Callable]:
+    from kwsbench.models import centaurus
+
+    saved = centaurus.CentaurusSSM._full_conv, centaurus.CentaurusBlock._post
+    centaurus.CentaurusSSM._full_conv = staticmethod(_previous_full_conv)
+    centaurus.CentaurusBlock._post = _previous_post
+    try:
+        yield model
+    finally:
+        centaurus.CentaurusSSM._full_conv = staticmethod(saved[0])
+        centaurus.CentaurusBlock._post = saved[1]
+
+
+def _has(kind: str) -> Callable:
+    def check(model) -> bool:
+        return any(type(m).__name__ == kind for m in model.modules())
+    return check
+
+
+# lever -> (applies?, reference path, lever path)
+LEVERS: dict[str, tuple[Callable, Callable, Callable]] = {
+    "bn-folded": (lambda m: bool(_conv_bn_pairs(m)), contextlib.nullcontext, _folded),
+    "channels-last": (_has("Conv2d"), contextlib.nullcontext, _channels_last),
+    "scan-steps": (_has("MambaMixer"), lambda m: _scan(m, "chunked"), lambda m: _scan(m, "steps")),
+    "centaurus-pieces": (_has("CentaurusSSM"), _centaurus_previous, contextlib.nullcontext),
+}
+
+
+def _predict(model, audio, batch: int):
+    import torch
+
+    return torch.cat([model(audio[i:i + batch]).argmax(-1) for i in range(0, len(audio), batch)]).numpy()
+
+
+def _timed(model, audio, batch: int):
+    t = time.perf_counter()
+    preds = _predict(model, audio, batch)
+    return time.perf_counter() - t, preds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--models", default=",".join(PUBLIC))
+    p.add_argument("--weights", default=None, help="'synth': the project's synth weights (synth:<model>.pt) "
+                   "instead of each model's default checkpoint")
+    p.add_argument("--levers", default="", help=f"comma list of {', '.join(LEVERS)} (default: none)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--passes", type=int, default=3)
@@ -59,32 +205,55 @@ def main(argv: list[str] | None = None) -> int:
     clips = load_clipset(args.data_dir)
     audio = torch.from_numpy(np.ascontiguousarray(clips.audio, dtype=np.float32))
     names = args.models.split(",")
-    models = {n: load_model(n).module for n in names}
+    levers = [x for x in args.levers.split(",") if x]
+    unknown = [x for x in levers if x not in LEVERS]
+    if unknown:
+        p.error(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
+    models = {n: load_model(n, checkpoint=f"synth:{n}.pt" if args.weights == "synth" else None).module
+              for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
+    side: dict[tuple[str, str], dict[str, list[float]]] = {}
+    preds_of: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     correct: dict[str, int] = {}
     peaks = [matmul_peak()]
     with torch.inference_mode():
         for m in models.values():
             m(audio[:8])  # warm-up: lazy initialisation is not part of the timing
-        for _ in range(args.passes):
+        for i in range(args.passes):
             for n, m in models.items():
-                t = time.perf_counter()
-                preds = torch.cat([m(audio[i:i + args.batch_size]).argmax(-1)
-                                   for i in range(0, len(audio), args.batch_size)]).numpy()
-                times[n].append(time.perf_counter() - t)
+                seconds, preds = _timed(m, audio, args.batch_size)
+                times[n].append(seconds)
                 correct[n] = int((preds == clips.labels).sum())
+                for lever in levers:
+                    applies, reference, new = LEVERS[lever]
+                    if not applies(m):
+                        continue
+                    paths = [("reference", reference), ("lever", new)]
+                    for which, ctx in paths if i % 2 == 0 else paths[::-1]:  # alternate which goes first
+                        with ctx(m) as model:
+                            seconds, preds = _timed(model, audio, args.batch_size)
+                        side.setdefault((n, lever), {}).setdefault(which, []).append(seconds)
+                        preds_of.setdefault((n, lever), {})[which] = preds
             peaks.append(matmul_peak())
     peak = max(peaks)
     print(f"{len(audio)} clips, {args.threads} threads, batch {args.batch_size}, {args.passes} passes; matmul peak "
           f"{peak:.0f} GFLOP/s (1024^3 fp32, best); load average {os.getloadavg()[0]:.2f}")
-    print(f"{'model':20} {'clips/s':>8} {'M MAC/clip':>10} {'GFLOP/s':>8} {'% of peak':>9} correct (authors' code)")
+    print(f"{'model':22} {'clips/s':>8} {'M MAC/clip':>10} {'GFLOP/s':>8} {'% of peak':>9} correct (authors' code)")
     for n in names:
         card = get_card(n)
         macs = model_cost(card, card.native_rate).total_macs
         rate = len(audio) / statistics.median(times[n])
         gflops = 2 * macs * rate / 1e9
-        print(f"{n:20} {rate:8.0f} {macs / 1e6:10.2f} {gflops:8.1f} {100 * gflops / peak:8.1f}% "
+        print(f"{n:22} {rate:8.0f} {macs / 1e6:10.2f} {gflops:8.1f} {100 * gflops / peak:8.1f}% "
               f"{correct[n]} ({AUTHORS_CORRECT.get(n, '-')})")
+    if side:
+        print(f"\n{'model':22} {'lever':17} {'reference clips/s':>17} {'lever clips/s':>13} {'speed-up':>8}  "
+              "predictions")
+        for (n, lever), t in side.items():
+            ref, new = (len(audio) / statistics.median(t[w]) for w in ("reference", "lever"))
+            flips = int((preds_of[(n, lever)]["reference"] != preds_of[(n, lever)]["lever"]).sum())
+            print(f"{n:22} {lever:17} {ref:17.0f} {new:13.0f} {new / ref:7.2f}x  "
+                  f"{'identical' if flips == 0 else f'{flips} of {len(audio)} differ'}")
     return 0
 
 

@@ -8,8 +8,9 @@ homes (synthesis included) and no shared folder. Wall time, peak RSS and the dig
     python benchmarks/main_job.py --args "--noise babble --snr -5" --runs 1
 
 `--profile` times, in one process: import (torch and kwsbench), synthesis of the embedded set, decoding, the
-run's announcement (cell count and estimate), model build + weights per model, noise banks, inference per
-model, scoring + store, and the results table. The CLI runs measure what the user waits for (process start to
+run's announcement (cell count and estimate), noise banks, the models (build + weights, inference, scoring,
+store: on a CPU several models at once, one thread each, kwsbench/run/workers.py) with each model's own build
+and inference seconds, and the results table. The CLI runs measure what the user waits for (process start to
 exit); peak RSS is the child's maximum resident size (getrusage).
 """
 
@@ -141,7 +142,8 @@ def profile_main(args: argparse.Namespace) -> int:
     estimates, estimate = [], estimate_mod.estimate
 
     def spy(*a, **kw):  # the run's own estimate, kept to compare with what the run then took
-        estimates.append(estimate(*a, **kw))
+        with clock.span("announce (cell count + estimate)"):
+            estimates.append(estimate(*a, **kw))
         return estimates[-1]
 
     estimate_mod.estimate = spy
@@ -163,12 +165,12 @@ def profile_main(args: argparse.Namespace) -> int:
     infer = {}
     for model, seconds in cells:
         infer[model] = infer.get(model, 0.0) + seconds
-    clock.add("model build + weights", sum(builds.values()))
+    from kwsbench.run.workers import cpu_workers
+
+    workers = cpu_workers(len(infer)) if plan.device == "cpu" else 1
     clock.add("noise banks", summary.timings["noise_banks"])
-    clock.add("inference + scoring", sum(infer.values()))
-    clock.add("store", summary.timings["store"])
-    accounted = sum(builds.values()) + summary.timings["noise_banks"] + sum(infer.values()) + summary.timings["store"]
-    clock.add("run, other (announce/estimate, clip upload)", run_s - accounted)
+    models_s = run_s - summary.timings["noise_banks"] - clock.spans.get("announce (cell count + estimate)", 0.0)
+    clock.add(f"models: build, inference, scoring, store ({workers} at once)", models_s)
     total = time.perf_counter() - clock.t0
     import resource
 
@@ -177,27 +179,31 @@ def profile_main(args: argparse.Namespace) -> int:
     from results_digest import digest
 
     sha, n = digest(plan.store)
-    print(f"\n{'phase':46} {'s':>6}")
+    print(f"\n{'phase':56} {'s':>6}")
     for name, s in clock.spans.items():
-        print(f"{name:46} {s:6.2f}")
-    print(f"{'total (in-process, interpreter start excluded)':46} {total:6.2f}")
+        print(f"{name:56} {s:6.2f}")
+    print(f"{'total (in-process, interpreter start excluded)':56} {total:6.2f}")
+    print(f"inside the models' span, summed over the workers: build {sum(builds.values()):.2f} s, cells (inference "
+          f"+ scoring) {sum(infer.values()):.2f} s, store {summary.timings['store']:.2f} s")
     print(f"peak RSS {rss:.2f} GB; {n} cells, digest {sha}; load average {os.getloadavg()[0]:.2f}")
     if estimates:
         print(f"the run's estimate {estimates[0].seconds:.1f} s, its cells took {run_s:.1f} s (ratio "
               f"{estimates[0].seconds / run_s:.2f}); matmul {matmul[0]:.0f} / {matmul[1]:.0f} GFLOP/s before / after")
-    print(f"\n{'model':26} {'build s':>8} {'infer s':>8} {'clips/s':>8}")
+    print(f"\nper model, each on its worker's {'one thread' if workers > 1 else 'threads'}:")
+    print(f"{'model':26} {'build s':>8} {'infer s':>8} {'clips/s':>8}")
     for model in sorted(infer, key=infer.get, reverse=True):
         cells_n = sum(1 for m, _ in cells if m == model)
         print(f"{model:26} {builds.get(model, 0):8.2f} {infer[model]:8.2f} {cells_n * len(clips) / infer[model]:8.0f}")
     if args.write_speeds:
-        write_speeds(Path(args.write_speeds), cells, infer, len(clips), statistics.median(matmul))
+        write_speeds(Path(args.write_speeds), cells, infer, len(clips), statistics.median(matmul), workers)
     return 0
 
 
 def write_speeds(path: Path, cells: list[tuple[str, float]], infer: dict[str, float], clips: int,
-                 matmul: float) -> None:
+                 matmul: float, workers: int) -> None:
     """The CPU speed table the run's estimate reads (kwsbench/run/estimate.py): clips/s per model including its
-    first forward, the matmul rate measured beside it, and MACs per clip."""
+    first forward (each on its model worker: the estimate divides the total by the workers), the matmul rate
+    measured beside it, and MACs per clip."""
     import json
     import platform
 
@@ -210,6 +216,7 @@ def write_speeds(path: Path, cells: list[tuple[str, float]], infer: dict[str, fl
 
     table = {"measured": f"{time.strftime('%Y-%m-%d')}, benchmarks/main_job.py --profile, {os.cpu_count()} CPUs "
                          f"({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
+                         f"{workers} model worker(s) of {1 if workers > 1 else torch.get_num_threads()} thread(s), "
                          f"load average {os.getloadavg()[0]:.1f}",
              "matmul_gflops": round(matmul, 1), "clips_per_s": speeds, "macs": {m: v for m, v in macs.items() if v}}
     path.write_text(json.dumps(table, indent=1) + "\n")

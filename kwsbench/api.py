@@ -35,11 +35,20 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
                       **fields: Any) -> tuple[Plan, list[LeftOut]]:
     """`plan(...)` and the default models it leaves out, each with why (weights that did not learn; on a CPU
     or with `quick`, the models too slow for it). SNRs given without a noise source are refused."""
-    from kwsbench.run.plan import QUICK_DEFAULTS, check_noise_and_snr, embedded_defaults, given_keys, resolve_plan
+    from kwsbench.run.plan import (
+        QUICK_DEFAULTS,
+        check_noise_and_snr,
+        embedded_defaults,
+        given_keys,
+        models_with_weights,
+        resolve_plan,
+    )
 
     resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
     check_noise_and_snr(resolved, given_keys(config, fields))
-    return embedded_defaults(resolved, quick=quick)
+    resolved, left = embedded_defaults(resolved, quick=quick)
+    resolved, without_weights = models_with_weights(resolved)
+    return resolved, left + without_weights
 
 
 def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False, show_progress: bool = False,
@@ -47,14 +56,29 @@ def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False,
     """Evaluate a grid into its store (= `kwsbench run`); e.g. `run(quick=True)` or `run(models=['nc-ssm'],
     noise=['babble'], snr=[-5.0, 0.0], data_dir='~/gsc')`. Returns the run's summary (cells computed, reused,
     failed, `cell_keys`); read the numbers with `results()`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from kwsbench.run.plan import Plan
-    from kwsbench.run.runner import run_plan
 
     if isinstance(plan_or_config, Plan):
         resolved = plan_or_config.validate()
     else:
         resolved = plan(plan_or_config, quick=quick, **fields)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The embedded set, when it must be made, is spoken by espeak-ng in a child process: started before
+        # torch is imported, it runs on another core while the import takes this one (~1 s of a cold main job).
+        data = pool.submit(_default_data) if resolved.data_dir is None else None
+        from kwsbench.run.runner import run_plan
+
+        if data is not None:
+            data.result()  # its error, if any, is raised here as it would be in the run
     return run_plan(resolved, shard=shard, show_progress=show_progress)
+
+
+def _default_data() -> None:
+    from kwsbench.data.synth import ensure_default_dataset
+
+    ensure_default_dataset(seed=0)
 
 
 def reproduce(*, show_progress: bool = False, **fields: Any) -> ReproduceReport:

@@ -318,8 +318,9 @@ def _missing_message(manifest: Manifest, entry: CheckpointEntry, path: Path) -> 
         return (f"checkpoint {manifest.name}:{entry.id} not found at {path}. It is trained by the project: "
                 f"run `kwsbench train {entry.model}` (or restore the file).")
     return (f"checkpoint {manifest.name}:{entry.id} not found at {path}. Run `kwsbench checkpoints import DIR` "
-            f"(DIR = a local copy of {manifest.repository or 'the source'}) or `kwsbench checkpoints fetch "
-            f"{entry.id}`; set KWSBENCH_CHECKPOINTS to use another folder.")
+            f"(DIR = a local copy of {manifest.repository or 'the source'}) or `kwsbench checkpoints fetch"
+            f"{'' if manifest.name == 'nc-ssm' else ' --manifest ' + manifest.name} {entry.id}`; set "
+            "KWSBENCH_CHECKPOINTS to use another folder.")
 
 
 def _entry_by_sha(sha: str) -> tuple[Manifest, CheckpointEntry] | None:
@@ -363,9 +364,21 @@ def _default_reference(card: Any, checkpoint: str | Path | None) -> str | Path:
         return checkpoint
     if not card.checkpoint:
         raise CheckpointError(
-            f"model {card.name!r} has no default checkpoint (no public weights). Train it with "
-            f"`kwsbench train {card.name}` or pass a checkpoint file.")
+            f"model {card.name!r} has no default checkpoint (no public weights). {_project_weights_hint(card.name)}"
+            f"Train it with `kwsbench train {card.name}`, or give a file in a plan YAML "
+            f"(`checkpoints: {{{card.name}: FILE}}`, `kwsbench run --config PLAN`).")
     return card.checkpoint
+
+
+def _project_weights_hint(model: str) -> str:
+    """The project manifests that ship weights for `model`, as the `kwsbench run` flag that uses them: the user who
+    named a model without public weights is usually one flag away from a run."""
+    names = [m.name for m in manifests().values()
+             if m.location == "project" and any(e.model == model and e.learned for e in m.entries)]
+    if not names:
+        return ""
+    flags = " or ".join(f"`--weights {n}`" for n in names)
+    return f"The project ships weights for it: run with {flags}. "
 
 
 def checkpoint_sha256(name_or_card: Any, checkpoint: str | Path | None = None) -> str:

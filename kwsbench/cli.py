@@ -31,7 +31,7 @@ from kwsbench.paths import DEFAULT_STORE
 
 EXAMPLES = """\
   kwsbench run --quick                                   the main job on the embedded synthetic set
-  kwsbench run --models nc-ssm,bc-resnet-1 --noise babble --snr -5 0 --data-dir ~/gsc
+  kwsbench run --models nc-ssm,ds-cnn-s --noise babble --snr -5 0 --data-dir ~/gsc
   kwsbench leaderboard --format csv --out board.csv      the stored results as a table
   kwsbench reproduce --quick                             published checkpoints vs published tables
   kwsbench cost --rates 16000,8000,4000                  parameters and MACs per model and rate
@@ -45,6 +45,8 @@ ENVIRONMENT = f"""\
   KWSBENCH_NOISE_DIR    your noise recordings and extra noise definitions (*.yaml), beside the packaged ones
   KWSBENCH_BASELINES    your extra published-result files (*.yaml), beside the packaged ones
   KWSBENCH_MANIFESTS    your extra checkpoint manifests (*.yaml), beside the packaged ones
+  KWSBENCH_NOISE_DEFS   a folder that replaces the packaged noise definitions
+  KWSBENCH_CPU_WORKERS  models a CPU run evaluates at once, one thread each (default: torch's thread count)
   KWSBENCH_SHARED       the team's shared data folder (tests; default ../shared)"""
 
 EXIT_CODES = f"""\
@@ -57,7 +59,6 @@ EXIT_CODES = f"""\
   {EXIT_STORE}    results store damaged, locked, unwritable or of another schema version (left untouched)
   {EXIT_DOWNLOAD}    a download failed or did not verify
   {EXIT_NO_STORE}    no results store at the path looked at
-  {EXIT_INCONCLUSIVE}    reproduce was inconclusive: no published row could be judged on this data
   {EXIT_INCONCLUSIVE}    reproduce: INCONCLUSIVE, no published row could be judged on this data
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); cells already stored are kept"""
 

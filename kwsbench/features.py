@@ -221,25 +221,6 @@ def pcen(
     return (x * gain + delta).pow(r) - delta.pow(r)
 
 
-class PCEN(nn.Module):
-    """Trainable per-band PCEN with an EMA smoother of fixed coefficient s (log-parametrised like Wang et al.)."""
-
-    def __init__(
-        self, n_bands: int, s: float = 0.025, alpha: float = 0.98, delta: float = 2.0, r: float = 0.5, eps: float = 1e-6
-    ) -> None:
-        super().__init__()
-        self.s, self.eps = s, eps
-        self.log_alpha = nn.Parameter(torch.full((n_bands,), math.log(alpha)))
-        self.log_delta = nn.Parameter(torch.full((n_bands,), math.log(delta)))
-        self.log_r = nn.Parameter(torch.full((n_bands,), math.log(r)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, bands, T) non-negative energies."""
-        m = ema_smoother(x, self.s)
-        col = (slice(None), None)
-        return pcen(x, m, self.log_alpha.exp()[col], self.log_delta.exp()[col], self.log_r.exp()[col], self.eps)
-
-
 # Hello Edge MFCC: 40 ms window, 20 ms stride, 40 HTK mel bands 20-4000 Hz, 10 coefficients
 MFCC_WINDOW_S, MFCC_HOP_S, MFCC_N_MELS, MFCC_N_COEFFS, MFCC_F_LOW, MFCC_F_HIGH = 0.040, 0.020, 40, 10, 20.0, 4000.0
 

@@ -476,6 +476,8 @@ CASES: list[Case] = [
     Case("noise-workers-text", _run(), 5, ("KWSBENCH_NOISE_WORKERS", "'two'", "whole number"),
          env={"KWSBENCH_NOISE_WORKERS": "two"}),
     Case("noise-workers-zero", _run(), 5, ("KWSBENCH_NOISE_WORKERS", "'0'"), env={"KWSBENCH_NOISE_WORKERS": "0"}),
+    Case("shard-deal-unknown", _run(), 5, ("KWSBENCH_SHARD_DEAL", "'random'", "round-robin"),
+         env={"KWSBENCH_SHARD_DEAL": "random"}),
     Case("seed-negative-subprocess", _run("--seed", "-1"), 5, ("--seed", ">= 0"), subprocess="module"),
     # data folders and audio files
     Case("data-dir-missing", _run("--data-dir", "{tmp}/nowhere"), 4, ("{tmp}/nowhere",)),

@@ -68,8 +68,22 @@ def test_every_exit_code_is_in_the_help_and_the_readme(capsys):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme.split("## Exit codes")[1].split("\n## ")[0]
     for code in codes:
-        assert re.search(rf"^\s*{code}\s", listed, re.M), f"exit {code} missing from --help"
+        lines = re.findall(rf"^\s*{code}\s", listed, re.M)
+        assert len(lines) == 1, f"exit {code} is listed {len(lines)} times in --help, not once"
         assert f"| {code} |" in table, f"exit {code} missing from the README's table"
+
+
+def test_every_environment_variable_of_the_readme_is_in_the_help(capsys):
+    import re
+    from pathlib import Path
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out.split("environment variables:")[1].split("exit codes:")[0]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Environment variables")[1].split("\n## ")[0]
+    for name in re.findall(r"^\| `(KWSBENCH_\w+)`", table, re.M):
+        assert re.search(rf"^\s*{name}\s", listed, re.M), f"{name} is in the README but not in --help"
 
 
 def test_version(capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from kwsbench.cost import model_cost
@@ -32,3 +33,47 @@ def test_gpu_estimate_of_the_measured_public_grid_is_within_a_factor_two():
     macs = sum(int(model_cost(c, c.native_rate).total_macs) for c in map(get_card, names))
     seconds = 36 * (1245 * macs / est_mod.GPU_MAC_RATE) + 432 * est_mod.GPU_CELL_OVERHEAD_S
     assert 9.6 / 2 < seconds < 9.6 * 2
+
+
+def test_the_shipped_tables_mac_counts_equal_the_models(monkeypatch):
+    # the GPU estimate reads MACs from the CPU speed table instead of building the model: they must be current
+    table = est_mod.SpeedTable.load()
+    assert table is not None and table.macs
+    counted = {m: est_mod._macs(get_card(m)) for m in table.macs}
+    assert counted == table.macs
+
+
+def test_gpu_estimate_builds_no_model_the_table_counts(tmp_path, monkeypatch):
+    def no_build(card):
+        raise AssertionError(f"{card.name} was built for its MACs although the table lists them")
+
+    monkeypatch.setattr(est_mod, "_macs", no_build)
+    table = est_mod.SpeedTable.load()
+    card = get_card("ds-cnn-s")
+    with Store(tmp_path / "s.sqlite") as store:
+        est = est_mod.estimate([card], lambda c: [None] * 36, 1245, store, "cuda")
+    assert est.from_macs == ["ds-cnn-s"]
+    assert est.seconds == pytest.approx(36 * (1245 * table.macs["ds-cnn-s"] / est_mod.GPU_MAC_RATE
+                                              + est_mod.GPU_CELL_OVERHEAD_S))
+
+
+def test_history_leaves_out_a_models_first_cell_of_a_run(tmp_path):
+    # the first cell of a model in a run also pays its warm-up: 100 clips in 2 s, then 100 in 0.1 s
+    from kwsbench.results.store import CellKey, CellResult
+
+    def cell(snr: float, seconds: float, model: str = "m") -> CellResult:
+        key = CellKey(model=model, checkpoint_sha256="a" * 64, fingerprint="f" * 64, noise="white",
+                      noise_version="v1", snr_db=snr, snr_def="rms", rate_hz=16000, rate_mode="native",
+                      decimation="", seed=0)
+        return CellResult(key=key, protocol="p", label_names=("a", "b"), status="ok", accuracy=0.5, n=100,
+                          correct=50, seconds=seconds, predictions=np.zeros(100, dtype=np.int64))
+
+    with Store(tmp_path / "s.sqlite") as store:
+        run = store.begin_run({"device": "cuda (H200)"})
+        store.put_cell(run, cell(0.0, 2.0))
+        store.put_cell(run, cell(5.0, 0.1))
+        store.put_cell(run, cell(10.0, 0.1))
+        store.put_cell(run, cell(0.0, 0.5, model="alone"))  # a model with one cell keeps it
+        speeds = est_mod.history(store, "cuda")
+        assert speeds == {"m": [pytest.approx(1000.0)] * 2, "alone": [pytest.approx(200.0)]}
+        assert est_mod.history(store, "cpu") == {}

@@ -183,6 +183,20 @@ def test_rank_groups_equal_pairwise_tests(store_path, capsys):
     assert seen_tie and seen_split  # the store holds both kinds of pair, so both directions were checked
 
 
+def test_models_ranks_among_the_listed_models_and_the_help_says_so(store_path, capsys):
+    """`--models` picks the models that are ranked, not only the rows shown: the fair model is behind the good one
+    on the whole board but first among the fair and poor ones. A reader comparing the two tables is told."""
+    def fair_ranks(*args):
+        return {(r["fingerprint"], r["noise"], r["snr_db"]): int(r["rank"])
+                for r in _csv(capsys, "--store", store_path, *args) if r["model"] == "test-board-fair"}
+
+    whole, listed = fair_ranks(), fair_ranks("--models", "test-board-fair,test-board-poor")
+    assert set(listed.values()) == {1} and max(whole.values()) > 1
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--help"])
+    assert "ranks and rank groups are among the listed models" in " ".join(capsys.readouterr().out.split())
+
+
 def test_letter_groups_handle_non_transitive_ties():
     # a ~ b, b ~ c, but a differs from c: b belongs to both groups
     groups = letter_groups(["a", "b", "c"], lambda x, y: {x, y} == {"a", "c"})

@@ -199,10 +199,10 @@ def test_pareto_front_is_exactly_the_undominated_points():
     assert [p.model for p in figures.pareto_front(small)] == ["d", "a", "c"]
 
 
-def test_colours_are_stable_and_distinct():
-    a = figures.model_colors(["z", "a", "m"])
-    b = figures.model_colors(["m", "z", "a", "a"])
-    assert a == b and len(set(a.values())) == 3
+def test_styles_are_stable_and_distinct():
+    a = figures.model_styles(["z", "a", "m"])
+    b = figures.model_styles(["m", "z", "a", "a"])
+    assert a == b and len({st.colour for st in a.values()}) == 3
 
 
 def test_confusion_matrix_counts():
@@ -266,3 +266,24 @@ def test_verdict_measured_column_is_the_cell_accuracy(built):
     assert rows
     for attrs, tds in rows:
         assert abs(float(tds["measured"]) - 100 * cells[attrs["data-key"]].accuracy) <= 0.005 + 1e-9
+
+
+def test_snr_figure_caption_says_what_is_drawn(tmp_path, monkeypatch):
+    """Many models at one SNR (as `kwsbench run --quick` stores): each gets Wilson error bars, so the caption must
+    not say that no intervals are drawn; the clean marks sit at a tick labelled 'clean'."""
+    from helpers import stored_cell
+
+    from kwsbench.report import figures
+
+    models = [f"m{i}" for i in range(figures.MAX_BANDS + 2)]
+    cells = [stored_cell(model=m, cell_key=f"{m}{noise}".ljust(64, "k"), noise=noise,
+                         snr_db=None if noise == "clean" else 0.0, accuracy=0.5 + 0.01 * i, ci_low=0.4, ci_high=0.7)
+             for i, m in enumerate(models) for noise in ("clean", "factory")]
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    figures.accuracy_vs_snr(cells, figures.model_styles(models), tmp_path / "snr.png")
+    fig = drawn["fig"]
+    assert "bars: Wilson 95 %" in fig._suptitle.get_text()
+    ax = fig.axes[0]
+    assert len(ax.containers) == len(models)  # one error bar per model
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "clean"]

@@ -370,3 +370,45 @@ def test_full_gives_the_extra_seeds_only_to_models_a_noisy_row_judges():
     opts = ReproduceOptions(full=True, seeds=[3, 4])
     (both,) = seed_plans(Plan(models=["ds-cnn-s", "kwt-1"], seeds=run_seeds(opts)).validate(), opts, rows, {})
     assert both.noise_seeds() == [3, 4] and both.models == ["ds-cnn-s", "kwt-1"]
+
+
+@pytest.mark.data
+def test_missing_weights_give_one_fetch_command_that_works(tmp_path, monkeypatch, capsys):
+    """A fresh home without the shared folder: exit 3 names each model without weights once and gives one fetch
+    command for all of them (not one paragraph per model); that command, served from 127.0.0.1, gets them."""
+    from kwsbench import checkpoints as ck
+    from kwsbench.models.registry import resolve
+    from kwsbench.run.reproduce import _check_weights
+
+    shared = require_shared("checkpoints", "nc-ssm")
+    monkeypatch.setenv("KWSBENCH_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    data = _canonical_set(tmp_path / "gsc")
+    assert main(["reproduce", "--quick", "--models", "ds-cnn-s,nc-ssm", "--data-dir", str(data),
+                 "--store", str(tmp_path / "s.sqlite")]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("ds-cnn-s") == 1 and "not found at" not in err, err
+    assert str(tmp_path / "ckpt" / "nc-ssm") in err  # where it looked
+    command, = _advice(err, "kwsbench checkpoints fetch")
+    manifest = ck.get_manifest("nc-ssm")
+    with Server() as srv:
+        for entry in manifest.entries:
+            srv.files[manifest.source_url(entry, srv.url).removeprefix(srv.url).lstrip("/")] = (
+                shared / entry.id).read_bytes()
+        assert _run_advice(command, ["--url-base", srv.url]) == 0
+    assert _check_weights(resolve(["ds-cnn-s", "nc-ssm"]), "cpu", {}, optional=False) == []
+
+
+def test_no_data_and_no_weights_are_said_together(tmp_path, monkeypatch, capsys):
+    """A fresh user (no data, no weights, no shared folder) learns both downloads from the first attempt, not the
+    weights only after the 112 MB data download; exit 4 as documented."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("KWSBENCH_SHARED", str(tmp_path / "no-shared"))
+    assert main(["reproduce", "--quick", "--store", str(tmp_path / "s.sqlite")]) == 4
+    err = capsys.readouterr().err
+    assert _advice(err, "kwsbench data download") == ["kwsbench data download gsc-v2-test"]
+    fetch, = _advice(err, "kwsbench checkpoints fetch")
+    assert fetch.split()[3:] == ["BC-ResNet-1/best.pt", "DS-CNN-S/best.pt", "NC-SSM/best.pt",
+                                 "NanoMamba-NC-20K/best.pt"], err
+    assert not (tmp_path / "s.sqlite").exists()

@@ -19,7 +19,7 @@ from kwsbench.cli import build_parser, main
 from kwsbench.commands.run import plan_from_args
 from kwsbench.errors import EXIT_BAD_INPUT
 from kwsbench.results.store import Store
-from kwsbench.run.plan import Plan
+from kwsbench.run.plan import NO_PUBLIC_WEIGHTS, Plan
 from kwsbench.run.runner import run_plan
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +82,8 @@ def test_default_run_names_the_models_it_leaves_out_and_why(monkeypatch, capsys)
     assert main(["run", "--noise", "babble", "--snr", "-5", "--store", "unused.sqlite"]) == 130
     err = capsys.readouterr().err
     assert "left out" in err and "s-edge-full: its weights did not learn" in err
-    assert "bc-resnet-8: slow on a CPU" in err
+    slow, = [line for line in err.splitlines() if "slow on a CPU" in line]  # one line per reason
+    assert "bc-resnet-8" in slow and "s-edge-tiny" in slow
 
 
 def test_seeds_store_one_cell_per_seed_and_clean_once(tmp_path):
@@ -194,3 +195,89 @@ def test_sigterm_in_a_forked_worker_ends_it_as_without_the_handler():
                 os._exit(3)  # reached only if the handler raised instead of ending the process
         _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def _tiny_speech_commands(root: Path) -> Path:
+    """Two noise clips per folder of the canonical layout: enough for a model to run on, not to learn from."""
+    import numpy as np
+    import soundfile as sf
+
+    from kwsbench.data.speech_commands import CANONICAL_FOLDERS
+
+    for c, folder in enumerate(CANONICAL_FOLDERS):
+        for i in range(2):
+            name = f"{i}.wav" if folder == "_silence_" else f"{c:04x}{i:04x}_nohash_0.wav"
+            path = root / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, np.random.default_rng(10 * c + i).uniform(-0.3, 0.3, 16000), 16000, subtype="PCM_16")
+    return root
+
+
+def test_a_model_without_public_weights_names_the_flag_that_runs_it(tmp_path, capsys):
+    """bc-resnet-1 has no public weights: its failed cells name the project's weights for it, and the run with the
+    named flag, or with a file given in a plan, works."""
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    args = ["run", "--models", "bc-resnet-1", "--data-dir", str(data), "--store", str(tmp_path / "s.sqlite")]
+    assert main(args) == 1
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err and "`--weights gsc-mini`" in said.out + said.err, said
+    assert main([*args, "--weights", "gsc-mini"]) == 0
+    from kwsbench.checkpoints import get_manifest  # the other advice: a file given in a plan YAML
+
+    mini = get_manifest("gsc-mini")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"checkpoints: {{bc-resnet-1: {mini.file_path(mini.entry('bc-resnet-1.pt'))}}}\n")
+    assert main([*args, "--config", str(plan), "--force"]) == 0
+
+
+def test_the_help_examples_name_models_that_have_default_weights(capsys):
+    """`kwsbench --help`'s real-data example runs as written: every model it names has a default checkpoint."""
+    import re
+
+    from kwsbench.models.registry import get_card
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    examples = capsys.readouterr().out.split("examples:")[1].split("environment variables:")[0]
+    named = [m for line in re.findall(r"--models (\S+)", examples) for m in line.split(",")]
+    assert named
+    for model in named:
+        assert get_card(model).checkpoint, f"--help example names {model}, which has no default checkpoint"
+
+
+def test_babble_on_too_few_clips_says_what_to_do_and_the_advice_runs(tmp_path, capsys):
+    """Continuous babble is built from the clip set's non-target words: two `_unknown_` clips are too few. The error
+    (exit 5, no traceback) says how many there are and what to run instead; `--noise babble-tts` then works."""
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    args = ["run", "--models", "bc-resnet-1", "--weights", "gsc-mini", "--data-dir", str(data), "--snr", "-5",
+            "--store", str(tmp_path / "s.sqlite")]
+    assert main([*args, "--noise", "babble"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "this clip set has 2" in err and "speaker ''" not in err, err
+    assert "--per-class" in err and "`--noise babble-tts`" in err, err
+    assert main([*args, "--noise", "babble-tts"]) == 0
+
+
+def test_a_data_folder_run_announces_only_the_models_whose_weights_are_here(tmp_path, monkeypatch, capsys):
+    """--data-dir without --models: the models without weights here are left out before the run (one line per
+    reason), so the cells announced, and the time estimated, are those of the models that run."""
+    import torch
+    from helpers import TinyKws
+
+    from kwsbench.models.registry import ModelCard, registered
+
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))  # nothing imported
+    weights = tmp_path / "tiny.pt"
+    torch.save(TinyKws(seed=5).state_dict(), weights)
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    card = ModelCard(name="test-with-file", family="test", builder=TinyKws, checkpoint=str(weights))
+    with registered(card):
+        assert main(["run", "--data-dir", str(data), "--store", str(tmp_path / "s.sqlite")]) == 0
+    said = capsys.readouterr()
+    err = said.err
+    assert "1 models x 1 conditions" in err and "1 cells to compute" in err, err
+    not_imported, = [line for line in err.splitlines() if "public nc-ssm weights not imported" in line]
+    assert "`kwsbench checkpoints fetch --manifest kwt`" in err  # fetch's default manifest is nc-ssm
+    no_weights, = [line for line in err.splitlines() if line.endswith(NO_PUBLIC_WEIGHTS)]
+    assert "nc-ssm" in not_imported and "bc-resnet-1," in no_weights and "test-tiny" in no_weights
+    assert "skipped" not in said.out  # nothing is left to skip at load time

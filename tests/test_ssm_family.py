@@ -106,17 +106,18 @@ def test_s4_cauchy_kernel_equals_krylov_powers():
     torch.testing.assert_close(layer.kernel(24), torch.stack(ks, -1), rtol=1e-4, atol=1e-5)
 
 
-def test_chunked_selective_scan_matches_reference_scan():
+def test_chunked_and_step_selective_scans_match_reference_scan():
     g = torch.Generator().manual_seed(4)
     x, dt = torch.randn(2, 29, 6, generator=g), torch.rand(2, 29, 6, generator=g)
     a = -torch.rand(6, 4, generator=g) * 8
     b, c = torch.randn(2, 29, 4, generator=g), torch.randn(2, 29, 4, generator=g)
     d, h0 = torch.randn(6, generator=g), torch.randn(2, 6, 4, generator=g)
     for init in (None, h0):
-        y1, s1 = selective_scan(x, dt, a, b, c, d, init)
         y2, s2 = selective_scan_ref(x, dt, a, b, c, d, init)
-        torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-4)
+        for method in ("chunked", "steps"):  # training / GPU form and the CPU inference form
+            y1, s1 = selective_scan(x, dt, a, b, c, d, init, method=method)
+            torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("cls", [S4DLayer, S5Layer])

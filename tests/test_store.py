@@ -45,6 +45,7 @@ def test_roundtrip_and_replace(tmp_path):
         assert st.has_ok(_key()) and not st.has_ok(_key(seed=3))
         [c] = st.cells()
         assert c.per_class == (0.5, None) and c.label_names == ("a", "b")
+        assert c.key == _key() and c.digest() == c.cell_key == _key().digest()
         assert st.predictions(c.cell_key).tolist() == [1, 1]
         assert st.clips("f" * 64)[0] == ["u1", "u2"]
         st.finish_run(run, "ok")

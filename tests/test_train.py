@@ -111,6 +111,14 @@ def test_missing_required_key_and_unknown_recipe(tmp_path):
         load_recipe("no-such-recipe")
 
 
+def test_recipe_metadata_keeps_its_flat_val_fraction_and_empty_sections_mean_defaults():
+    meta = recipe_from_dict(SMALL_RECIPE).to_dict()  # the shape the checkpoints already written hold
+    assert meta["val_fraction"] == 0.25 and "split" not in meta
+    assert list(meta)[-2:] == ["val_fraction", "augment"]
+    empty = recipe_from_dict({**SMALL_RECIPE, "split": None, "augment": None})
+    assert empty.val_fraction == 0.2 and not empty.augment.rzoh and empty.augment.gain is None
+
+
 # -- pieces ------------------------------------------------------------------------------------
 
 def test_lr_schedule_warmup_then_cosine():

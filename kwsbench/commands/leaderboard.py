@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                         "mean, seed SD, 95%% t interval over seeds)")
     add_store(p)
     p.add_argument("--out", type=Path, help="write to this file (default: standard output)")
-    add_models(p, "every stored model")
+    add_models(p, "every stored model; with a list, ranks and rank groups are among the listed models")
     add_selection(p)
     p.set_defaults(func=_run)
 

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
                                           "picks), each with its own figures.")
     add_store(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s/)")
-    add_models(p, "every stored model")
+    add_models(p, "every stored model; with a list, ranks and rank groups are among the listed models")
     add_selection(p)
     p.add_argument("--condition", help="NOISE:SNR (or clean) for the per-class, confusion and noisy Pareto "
                                        "figures (default: the noisy condition most models have, nearest 0 dB)")

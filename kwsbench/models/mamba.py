@@ -2,10 +2,11 @@
 
 Input projection in place of the token embedding (the family's stride-160 front: 10 ms frames of raw 16 kHz
 audio -> Linear), n x (x + Mamba1(RMSNorm(x))), final norm, mean pool, Linear head (reported.md §6).
-The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, y_t = <h_t, C_t> + D x_t runs as a log-depth
-parallel scan (no Python loop over time). The `mamba-ssm` CUDA kernel is used only when importable, the input
-is on a GPU and `use_kernel=True`. Protocol v2-12 (the Keyword-Mamba V2-12 setup); sizes are a small KWS
-configuration, not Keyword-Mamba-T (5.19 M parameters on log-mel features).
+The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, y_t = <h_t, C_t> + D x_t runs as a chunked
+log-depth parallel scan for training and on GPUs, frame by frame for CPU inference (`selective_scan`). The
+`mamba-ssm` CUDA kernel is used only when importable, the input is on a GPU and `use_kernel=True`. Protocol
+v2-12 (the Keyword-Mamba V2-12 setup); sizes are a small KWS configuration, not Keyword-Mamba-T (5.19 M
+parameters on log-mel features).
 """
 
 from __future__ import annotations
@@ -47,13 +48,21 @@ def selective_scan_ref(x, dt, a, b, c, d, h0=None):
     return torch.einsum("bldn,bln->bld", states, c) + d * x, states[:, -1]
 
 
-def selective_scan(x, dt, a, b, c, d, h0=None, chunk: int = CHUNK):
-    """Chunked selective scan. x, dt (B, L, Di); a (Di, N); b, c (B, L, N); d (Di). Returns (y, last state).
+def selective_scan(x, dt, a, b, c, d, h0=None, chunk: int = CHUNK, method: str = "auto"):
+    """Selective scan. x, dt (B, L, Di); a (Di, N); b, c (B, L, N); d (Di). Returns (y, last state).
 
-    Inside a chunk of `chunk` steps the states are exp(S_t) * cumsum(exp(-S_s) Δ_s B_s x_s) with S the running
-    sum of log decays (bounded by chunk * MAX_LOG_DECAY = 80, so exp stays finite in float32); the state carried
-    between chunks is a short log-depth scan over chunks. No Python loop over time steps.
+    method "steps": the recurrence frame by frame (`_step_scan`); "chunked": the form below; "auto" takes the
+    steps for CPU inference, where they measured 2.5x faster than the chunks (quick run's batches of 64 clips)
+    and agree with the reference to float rounding, and the chunks elsewhere (autograd; few large GPU kernels).
+
+    Chunked: inside a chunk of `chunk` steps the states are exp(S_t) * cumsum(exp(-S_s) Δ_s B_s x_s) with S the
+    running sum of log decays (bounded by chunk * MAX_LOG_DECAY = 80, so exp stays finite in float32); the state carried
+    between chunks is a short log-depth scan over chunks.
     """
+    if method == "auto":
+        method = "steps" if x.device.type == "cpu" and not torch.is_grad_enabled() else "chunked"
+    if method == "steps":
+        return _step_scan(x, dt, a, b, c, d, h0)
     bsz, length, di = x.shape
     pad = (-length) % chunk
     x_in = x
@@ -70,6 +79,23 @@ def selective_scan(x, dt, a, b, c, d, h0=None, chunk: int = CHUNK):
     states = (intra + growth * start.unsqueeze(2)).reshape(bsz, -1, di, a.shape[-1])[:, :length]
     y = torch.einsum("bldn,bln->bld", states, c) + d * x_in
     return y, states[:, -1]
+
+
+def _step_scan(x, dt, a, b, c, d, h0=None):
+    """h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t one frame at a time, in place in the (L, B, Di, N) input terms: two
+    passes over those tensors plus one small multiply-add per frame, where the chunked form streams about ten
+    (on a CPU its time goes into memory traffic, not arithmetic). Same clamped decay as the other forms."""
+    dt_t = dt.transpose(0, 1)
+    decay = (dt_t.unsqueeze(-1) * a).clamp_(min=-MAX_LOG_DECAY).exp_()  # (L, B, Di, N), time-major
+    states = (dt_t * x.transpose(0, 1)).unsqueeze(-1) * b.transpose(0, 1).unsqueeze(2)
+    h = h0
+    for t in range(states.shape[0]):
+        if h is not None:
+            states[t].addcmul_(decay[t], h)
+        h = states[t]
+    # <h_t, C_t> as a product and a sum over N: half the time of einsum's batched (Di x N) @ (N x 1) products
+    y = (states * c.transpose(0, 1).unsqueeze(2)).sum(-1).transpose(0, 1) + d * x
+    return y, states[-1]
 
 
 class MambaMixer(nn.Module):

@@ -296,8 +296,10 @@ def gen_babble_streams(rng: np.random.Generator, p: dict[str, Any], ctx: RenderC
     lo, hi = p["talker_count"]
     k = int(rng.integers(lo, hi + 1))
     if len(rows) < MIN_SEGMENTS:  # streams may share words, but a pool of one word is no babble
-        raise ValueError(f"babble needs at least {MIN_SEGMENTS} speech segments not of speaker {target_speaker!r}; "
-                         f"the pool has {len(rows)}")
+        who = f"speaker {target_speaker!r}" if target_speaker else "the target clip's speaker"
+        raise ValueError(f"babble needs at least {MIN_SEGMENTS} speech segments (non-target words) not spoken by "
+                         f"{who}; this clip set has {len(rows)}. Run it on more clips (a larger --per-class, or "
+                         "without it), or use `--noise babble-tts`, which needs none of the clip set's words")
     voices = sorted(set(speakers[rows]))
     if p["stream_voice"] == "one" and len(voices) < k:
         raise ValueError(f"babble needs {k} voices other than {target_speaker!r}; the pool has {len(voices)}")

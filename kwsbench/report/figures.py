@@ -51,11 +51,6 @@ def model_styles(models: Iterable[str]) -> dict[str, Style]:
             for i, name in enumerate(names)}
 
 
-def model_colors(models: Iterable[str]) -> dict[str, Colour]:
-    """The colour of each model's style (HTML swatches)."""
-    return {m: st.colour for m, st in model_styles(models).items()}
-
-
 _FALLBACK = Style((0.3, 0.3, 0.3, 1.0), "o", "-")
 
 
@@ -126,44 +121,53 @@ def accuracy_vs_snr(cells: list[StoredCell], styles: dict[str, Style], path: Pat
     clean = {c.model: c.accuracy for c in cells if c.noise == "clean"}
     bands = len(models) <= MAX_BANDS
     for ax, noise in zip(axes, noises, strict=False):
-        mine = [c for c in cells if c.noise == noise]
-        pos, categorical = _snr_positions(sorted({c.snr_db for c in mine}))
-        for model in sorted({c.model for c in mine}):
-            pts = sorted((c for c in mine if c.model == model), key=lambda c: c.snr_db)
-            x = np.array([pos[c.snr_db] for c in pts], dtype=np.float64)
-            st = _style(styles, model)
-            acc, lo, hi = _pct([c.accuracy for c in pts]), _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts])
-            if len(pts) > 1:
-                if bands:
-                    ax.fill_between(x, lo, hi, color=st.colour, alpha=0.12, linewidth=0)
-                ax.plot(x, acc, marker=st.marker, ms=4, color=st.colour, ls=st.line, lw=1.3, label=model)
-            else:
-                ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], marker=st.marker, ms=5, color=st.colour, ls="none",
-                            capsize=3, label=model)
-        xs = sorted(pos.values())
-        span = max(xs[-1] - xs[0], 1.0)
-        ax.set_xlim(xs[0] - 0.08 * span, xs[-1] + 0.16 * span)
-        for model, value in clean.items():  # clean: a short tick right of the noisy points, not a full-width line
-            if any(c.model == model for c in mine) and value is not None:
-                st = _style(styles, model)
-                ax.plot([xs[-1] + 0.1 * span], [100.0 * value], marker=st.marker, color=st.colour, ms=5,
-                        mfc="none", ls="none")
-        ticks = sorted(pos)
-        ax.set_xticks([pos[t] for t in ticks], [f"{t:g}" for t in ticks])
+        _snr_panel(ax, noise, [c for c in cells if c.noise == noise], clean, styles, bands)
         _chance(ax, chance_pct)
-        ax.set_title(noise, fontsize="medium")
-        ax.set_xlabel("SNR (dB)" + (", evenly spaced" if categorical else "") + "; open marks: clean")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
     for ax in axes[len(noises):]:
         ax.set_visible(False)
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy (%)")
     handles = _legend_handles(models, styles) + _chance_handle(chance_pct)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize="small")
-    what = "bands / bars: Wilson 95 %" if bands else f"no Wilson bands above {MAX_BANDS} models: see the tables"
+    # a model with one SNR in a panel gets error bars whatever the model count: the caption says what is drawn
+    lone = any(len({c.snr_db for c in cells if c.noise == n and c.model == m}) == 1 for n in noises for m in models)
+    what = ("bands / bars: Wilson 95 %" if bands else
+            f"bars: Wilson 95 %; no bands above {MAX_BANDS} models" if lone else
+            f"no Wilson bands above {MAX_BANDS} models: see the tables")
     fig.suptitle(f"Accuracy vs SNR: {caption}\n({what})", fontsize="medium")
     return _save(fig, path)
+
+
+def _snr_panel(ax, noise: str, mine: list[StoredCell], clean: dict[str, float | None], styles: dict[str, Style],
+               bands: bool) -> None:
+    """One noise source's panel: a line (with its band) or an error bar per model, and each model's clean mark."""
+    pos, categorical = _snr_positions(sorted({c.snr_db for c in mine}))
+    for model in sorted({c.model for c in mine}):
+        pts = sorted((c for c in mine if c.model == model), key=lambda c: c.snr_db)
+        x = np.array([pos[c.snr_db] for c in pts], dtype=np.float64)
+        st = _style(styles, model)
+        acc, lo, hi = _pct([c.accuracy for c in pts]), _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts])
+        if len(pts) > 1:
+            if bands:
+                ax.fill_between(x, lo, hi, color=st.colour, alpha=0.12, linewidth=0)
+            ax.plot(x, acc, marker=st.marker, ms=4, color=st.colour, ls=st.line, lw=1.3, label=model)
+        else:
+            ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], marker=st.marker, ms=5, color=st.colour, ls="none",
+                        capsize=3, label=model)
+    xs = sorted(pos.values())
+    span = max(xs[-1] - xs[0], 1.0)
+    ax.set_xlim(xs[0] - 0.08 * span, xs[-1] + 0.16 * span)
+    for model, value in clean.items():  # clean: a short tick right of the noisy points, not a full-width line
+        if any(c.model == model for c in mine) and value is not None:
+            st = _style(styles, model)
+            ax.plot([xs[-1] + 0.1 * span], [100.0 * value], marker=st.marker, color=st.colour, ms=5,
+                    mfc="none", ls="none")
+    ticks = sorted(pos)
+    ax.set_xticks([pos[t] for t in ticks] + [xs[-1] + 0.1 * span], [f"{t:g}" for t in ticks] + ["clean"])
+    ax.set_title(noise, fontsize="medium")
+    ax.set_xlabel("SNR (dB)" + (", evenly spaced" if categorical else "") + "; open marks: clean")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
 
 
 # -- accuracy vs MACs (Pareto) -----------------------------------------------------------------
@@ -206,31 +210,8 @@ def accuracy_vs_macs(panels: list[tuple[str, list[CostPoint]]], styles: dict[str
     fig = _new_figure(max(4.6 * len(panels) + 2.4, 9.0), max(4.2, 0.9 + 0.2 * len(models)))
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False, sharey=True)).ravel()
     for ax, (title, pts) in zip(axes, panels, strict=True):
-        for p in pts:
-            st = _style(styles, p.model)
-            acc = 100.0 * p.accuracy
-            yerr = None
-            if p.ci_low is not None and p.ci_high is not None:
-                yerr = [[acc - 100.0 * p.ci_low], [100.0 * p.ci_high - acc]]
-            ax.errorbar([p.macs], [acc], yerr=yerr, color=st.colour, marker=st.marker, ms=6, capsize=2.5,
-                        ls="none", zorder=3)
-        front = pareto_front(pts)
-        # rings mark the front's members, so a one-point front is still visible
-        ax.step([p.macs for p in front], [100.0 * p.accuracy for p in front], where="post", color="black",
-                lw=1.0, ls="--", alpha=0.7, marker="o", ms=12, mfc="none", zorder=2)
+        _macs_panel(ax, title, pts, styles)
         _chance(ax, chance_pct)
-        ax.set_xscale("log")
-        # ticks written as 2M / 500k; 1-2-5 steps when the span is short, so one decade still gets labels
-        decades = math.log10(max(p.macs for p in pts) / min(p.macs for p in pts))
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
-        ax.xaxis.set_major_formatter(FuncFormatter(_si))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        lo, hi = min(p.macs for p in pts), max(p.macs for p in pts)
-        ax.set_xlim(lo / 1.6, hi * 1.6)
-        ax.set_ylim(0, 100)
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel("MACs per 1-s clip (log)")
-        ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("accuracy (%)")
     from matplotlib.lines import Line2D
 
@@ -240,6 +221,34 @@ def accuracy_vs_macs(panels: list[tuple[str, list[CostPoint]]], styles: dict[str
     fig.legend(handles=handles, loc="outside right center", fontsize="small", ncol=1 if len(handles) <= 24 else 2)
     fig.suptitle(f"Accuracy vs MACs: {caption}\n(bars: Wilson 95 %)", fontsize="medium")
     return _save(fig, path)
+
+
+def _macs_panel(ax, title: str, pts: list[CostPoint], styles: dict[str, Style]) -> None:
+    """One condition's panel: each model's point with its Wilson bar, and the Pareto front."""
+    for p in pts:
+        st = _style(styles, p.model)
+        acc = 100.0 * p.accuracy
+        yerr = None
+        if p.ci_low is not None and p.ci_high is not None:
+            yerr = [[acc - 100.0 * p.ci_low], [100.0 * p.ci_high - acc]]
+        ax.errorbar([p.macs], [acc], yerr=yerr, color=st.colour, marker=st.marker, ms=6, capsize=2.5,
+                    ls="none", zorder=3)
+    front = pareto_front(pts)
+    # rings mark the front's members, so a one-point front is still visible
+    ax.step([p.macs for p in front], [100.0 * p.accuracy for p in front], where="post", color="black",
+            lw=1.0, ls="--", alpha=0.7, marker="o", ms=12, mfc="none", zorder=2)
+    ax.set_xscale("log")
+    # ticks written as 2M / 500k; 1-2-5 steps when the span is short, so one decade still gets labels
+    decades = math.log10(max(p.macs for p in pts) / min(p.macs for p in pts))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(_si))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = min(p.macs for p in pts), max(p.macs for p in pts)
+    ax.set_xlim(lo / 1.6, hi * 1.6)
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel("MACs per 1-s clip (log)")
+    ax.grid(alpha=0.3, which="both")
 
 
 # -- accuracy vs rate --------------------------------------------------------------------------
@@ -254,33 +263,8 @@ def accuracy_vs_rate(panels: list[tuple[str, list[StoredCell]]], styles: dict[st
     fig = _new_figure(max(4.8 * len(panels) + 2.4, 9.0), max(3.8, 0.9 + 0.2 * len(models)))
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False, sharey=True)).ravel()
     for ax, (title, cs) in zip(axes, panels, strict=True):
-        for model in sorted({c.model for c in cs}):
-            mine = [c for c in cs if c.model == model]
-            top = max(c.rate_hz for c in mine)
-            # the model at its own rate is one measurement shared by both series
-            anchor = [c for c in mine if c.rate_hz == top and c.rate_mode == "native"]
-            st = _style(styles, model)
-            for mode, style in (("native", "-"), ("bandlimit", "--")):
-                own = [c for c in mine if c.rate_mode == mode and c not in anchor]
-                banded = any(c.rate_mode == "bandlimit" for c in mine)
-                # a series needs points of its own; the lone anchor is drawn only when no band-limited line is
-                if not own and (mode == "bandlimit" or banded):
-                    continue
-                pts = sorted(own + anchor, key=lambda c: c.rate_hz)
-                if not pts:
-                    continue
-                x = np.array([c.rate_hz / 1000.0 for c in pts])
-                acc = _pct([c.accuracy for c in pts])
-                err = np.vstack([acc - _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts]) - acc])
-                ax.errorbar(x, acc, yerr=err, color=st.colour, ls=style, marker=st.marker, ms=4,
-                            mfc=st.colour if mode == "native" else "white", capsize=2)
-        rates = sorted({c.rate_hz / 1000.0 for c in cs})
-        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        _rate_panel(ax, title, cs, styles)
         _chance(ax, chance_pct)
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("sample rate (kHz)")
-        ax.set_title(title, fontsize="medium")
-        ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     from matplotlib.lines import Line2D
 
@@ -291,6 +275,36 @@ def accuracy_vs_rate(panels: list[tuple[str, list[StoredCell]]], styles: dict[st
     fig.legend(handles=handles, loc="outside right center", fontsize="small", ncol=1 if len(handles) <= 24 else 2)
     fig.suptitle(f"Accuracy vs sample rate: {caption}\n(bars: Wilson 95 %)", fontsize="medium")
     return _save(fig, path)
+
+
+def _rate_panel(ax, title: str, cs: list[StoredCell], styles: dict[str, Style]) -> None:
+    """One panel of accuracy vs rate: per model a native series and, where measured, a band-limited one."""
+    for model in sorted({c.model for c in cs}):
+        mine = [c for c in cs if c.model == model]
+        top = max(c.rate_hz for c in mine)
+        # the model at its own rate is one measurement shared by both series
+        anchor = [c for c in mine if c.rate_hz == top and c.rate_mode == "native"]
+        st = _style(styles, model)
+        for mode, style in (("native", "-"), ("bandlimit", "--")):
+            own = [c for c in mine if c.rate_mode == mode and c not in anchor]
+            banded = any(c.rate_mode == "bandlimit" for c in mine)
+            # a series needs points of its own; the lone anchor is drawn only when no band-limited line is
+            if not own and (mode == "bandlimit" or banded):
+                continue
+            pts = sorted(own + anchor, key=lambda c: c.rate_hz)
+            if not pts:
+                continue
+            x = np.array([c.rate_hz / 1000.0 for c in pts])
+            acc = _pct([c.accuracy for c in pts])
+            err = np.vstack([acc - _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts]) - acc])
+            ax.errorbar(x, acc, yerr=err, color=st.colour, ls=style, marker=st.marker, ms=4,
+                        mfc=st.colour if mode == "native" else "white", capsize=2)
+    rates = sorted({c.rate_hz / 1000.0 for c in cs})
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("sample rate (kHz)")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
 
 
 # -- per-class heatmap and confusion matrices --------------------------------------------------

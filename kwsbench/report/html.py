@@ -432,22 +432,8 @@ def _verdict_section(store: Store, cells: list[StoredCell], opts: ReportOptions,
 
 
 def _provenance_section(store: Store, cells: list[StoredCell], page: _Page) -> None:
-    run_ids = sorted({c.run_id for c in cells})
-    rows = []
-    for run in (r for r in store.runs() if r["run_id"] in run_ids):
-        try:
-            versions = json.loads(run["versions"] or "{}")
-        except json.JSONDecodeError:
-            versions = {"raw": run["versions"]}
-        vtext = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
-        rows.append(
-            f'<tr class="run" data-run="{run["run_id"]}"><td>{run["run_id"]}</td><td class="l">{_e(run["created"])}'
-            f'<br>{_e(run["finished"])}</td><td class="l">{_e(run["status"])}</td><td class="l"><code>'
-            f'{_e(run["git_commit"]) or "(not a git checkout)"}</code></td><td class="l">{_e(run["device"])}</td>'
-            f'<td class="l">torch {_e(run["torch"])}, CUDA {_e(run["cuda"]) or "none"}<br><small>{_e(vtext)}'
-            f'</small></td><td>{_e(run["seed"])}</td><td class="l"><code>{_e(run["fingerprint"])}</code><br>'
-            f'{_e(run["protocol"])}</td><td class="l"><details><summary>plan</summary><pre>'
-            f'{_e(_pretty(run["plan"]))}</pre></details></td></tr>')
+    run_ids = {c.run_id for c in cells}
+    rows = [_run_row(run) for run in store.runs() if run["run_id"] in run_ids]
     text = "<h2>Provenance</h2><h3>Runs</h3>" + _table(
         ["run", "started / finished (UTC)", "status", "commit", "device", "versions", "seed", "clip set", "plan"],
         rows, "runs")
@@ -467,6 +453,23 @@ def _provenance_section(store: Store, cells: list[StoredCell], page: _Page) -> N
         ["noise", "version / definition key"],
         [f'<tr><td class="l">{_e(n)}</td><td class="l"><code>{_e(v)}</code></td></tr>' for n, v in noise_rows])
     page.sections.append(text)
+
+
+def _run_row(run: dict) -> str:
+    """A run's provenance as a table row: when, status, commit, device, versions, seed, clip set and plan."""
+    try:
+        versions = json.loads(run["versions"] or "{}")
+    except json.JSONDecodeError:  # plain text where JSON was expected: shown as it is, not lost
+        versions = {"raw": run["versions"]}
+    vtext = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    return (
+        f'<tr class="run" data-run="{run["run_id"]}"><td>{run["run_id"]}</td><td class="l">{_e(run["created"])}'
+        f'<br>{_e(run["finished"])}</td><td class="l">{_e(run["status"])}</td><td class="l"><code>'
+        f'{_e(run["git_commit"]) or "(not a git checkout)"}</code></td><td class="l">{_e(run["device"])}</td>'
+        f'<td class="l">torch {_e(run["torch"])}, CUDA {_e(run["cuda"]) or "none"}<br><small>{_e(vtext)}'
+        f'</small></td><td>{_e(run["seed"])}</td><td class="l"><code>{_e(run["fingerprint"])}</code><br>'
+        f'{_e(run["protocol"])}</td><td class="l"><details><summary>plan</summary><pre>'
+        f'{_e(_pretty(run["plan"]))}</pre></details></td></tr>')
 
 
 def _pretty(plan_json: str | None) -> str:
@@ -593,14 +596,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
 
     One section per clip set and weights manifest (or the one `opts.selection` picks), each with its own
     figures; results of different clip sets never share a table or a figure."""
-    store_path = Path(opts.store)
-    if not store_path.is_file():
-        raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
-                                "--store PATH (or set KWSBENCH_STORE)")
-    out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise BadInputError(f"report --out {out} is a file; the report is a folder (index.html, figures, tables): "
-                            "pass a folder path")
+    store_path, out = _checked_paths(opts)
     with Store(store_path, read_only=True) as store:
         cells, failed = _filter_models(store.cells(), store.cells(status="failed"), opts.models)
         if not cells:
@@ -611,12 +607,7 @@ def build_report(opts: ReportOptions) -> ReportResult:
         failed = [c for c in failed if opts.selection.keeps(c, labels.key(c))]
         condition = parse_condition(opts.condition) if opts.condition else None
         _check_request(cells, condition, opts.rate)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise BadInputError(f"report --out {out}: cannot create the folder ({err.strerror}); pass a folder "
-                                "you can write to") from err
-        _clear_previous(out)
+        _prepare_folder(out)
         styles = figures.model_styles(c.model for c in cells)
         page = _Page()
         sets = []
@@ -634,6 +625,29 @@ def build_report(opts: ReportOptions) -> ReportResult:
     index.write_text(_page_html(page, sets, store_path, cells))
     return ReportResult(index=index, files=[index, *page.files], notes=page.notes,
                         cells=sum(len(cs.view.cells) for _, cs in sets))
+
+
+def _checked_paths(opts: ReportOptions) -> tuple[Path, Path]:
+    """The store (it must exist: a report never creates one) and the report folder (it must not be a file)."""
+    store_path = Path(opts.store)
+    if not store_path.is_file():
+        raise StoreMissingError(f"no results store at {store_path.resolve()}: run `kwsbench run` first, or pass "
+                                "--store PATH (or set KWSBENCH_STORE)")
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"report --out {out} is a file; the report is a folder (index.html, figures, tables): "
+                            "pass a folder path")
+    return store_path, out
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create the report folder, without an earlier report's figures; made only once the request is known good."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"report --out {out}: cannot create the folder ({err.strerror}); pass a folder "
+                            "you can write to") from err
+    _clear_previous(out)
 
 
 def _check_request(cells: list[StoredCell], condition: tuple[str, float | None] | None, rate: int | None) -> None:

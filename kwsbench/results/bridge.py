@@ -28,8 +28,6 @@ import numpy as np
 
 from kwsbench.results.stats import Z95, wilson_interval
 
-STRATA = ("keyword", "unknown", "silence")
-
 
 @dataclass(frozen=True)
 class Stratum:

@@ -15,7 +15,7 @@ from kwsbench.data.clipset import is_bridge_items
 from kwsbench.errors import BadInputError
 
 if TYPE_CHECKING:
-    from kwsbench.results.store import Store, StoredCell
+    from kwsbench.results.store import StoredCell
 
 EMBEDDED = "embedded synthetic"  # a run without --data-dir evaluates the embedded synthetic keyword set
 UNLISTED = "unlisted"  # a checkpoint no manifest names (a file passed by path, a test model)
@@ -99,10 +99,6 @@ def labels_for(runs: list[dict], cells: Iterable[StoredCell]) -> Labels:
             weights[key] = (by_sha.get(c.checkpoint_sha256) or _weights_from_plan(plans.get(c.run_id, {}), c.model)
                             or UNLISTED)
     return Labels(names, weights)
-
-
-def store_labels(store: Store, cells: Iterable[StoredCell]) -> Labels:
-    return labels_for(store.runs(), cells)
 
 
 @dataclass(frozen=True)

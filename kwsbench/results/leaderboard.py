@@ -225,52 +225,81 @@ def _snr_text(snrs: list[float]) -> str:
     return "_".join(f"{s:g}" for s in snrs)
 
 
+# the columns that make one table of the wide view: models are compared (and means taken) only within one
+WIDE_GROUP = ("data", "protocol", "fingerprint", "weights", "rate_hz", "rate_mode", "decimation")
+
+
+@dataclass(frozen=True)
+class _NoisyConditions:
+    """The noisy (noise, SNR, seed) conditions that any model of one wide table has: a model's mean is given only
+    where it has them all, so every mean in a column averages the same conditions."""
+
+    union: frozenset[tuple[str, float | None, str]]
+    noises: list[str]
+    snrs: dict[str, list[float]]
+    seeds: list[str]
+
+    @classmethod
+    def of(cls, rows: list[TidyRow]) -> _NoisyConditions:
+        union = frozenset((r.noise, r.snr_db, r.seed) for r in rows if r.noise != "clean")
+        noises = sorted({n for n, _, _ in union})
+        snrs = {n: sorted({s for m, s, _ in union if m == n}) for n in noises}
+        return cls(union, noises, snrs, sorted({sd for _, _, sd in union}))
+
+    def described(self) -> str:
+        if not self.union:
+            return ""
+        snr_sets = " / ".join(sorted({", ".join(f"{x:g}" for x in v) for v in self.snrs.values()}))
+        return (f"{len(self.union)} conditions: {', '.join(self.noises)} at SNR {snr_sets} dB, seeds "
+                f"{' / '.join(self.seeds)}")
+
+
 def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:
     """One row per model and clip set (and weights, rate): clean, the mean over SNRs per noise, the mean over all
     noisy conditions. A mean is only given where the model has every condition (and the same seeds) that another
     model of its clip set has; otherwise it is empty, so every mean in a column averages the same conditions."""
     groups: dict[tuple, dict[tuple, list[TidyRow]]] = {}
     for r in tidy:
-        g = (r.data, r.protocol, r.fingerprint, r.weights, r.rate_hz, r.rate_mode, r.decimation)
+        g = tuple(getattr(r, k) for k in WIDE_GROUP)
         groups.setdefault(g, {}).setdefault((r.model, r.checkpoint), []).append(r)
     out = []
     for g, models in groups.items():
-        union = {(r.noise, r.snr_db, r.seed) for rs in models.values() for r in rs if r.noise != "clean"}
-        noises = sorted({n for n, _, _ in union})
-        snrs = {n: sorted({s for m, s, _ in union if m == n}) for n in noises}
-        seeds = sorted({sd for _, _, sd in union})
-        for (model, ckpt), rs in models.items():
-            row: dict[str, Any] = dict(zip(("data", "protocol", "fingerprint", "weights", "rate_hz", "rate_mode",
-                                            "decimation"), g, strict=True))
-            row.update(model=model, checkpoint=ckpt, seed=";".join(sorted({r.seed for r in rs})))
-            have = {(r.noise, r.snr_db, r.seed): r.accuracy_pct for r in rs}
-            clean = [r.accuracy_pct for r in rs if r.noise == "clean"]
-            row["clean_pct"] = clean[0] if len(clean) == 1 else None
-            for n in noises:
-                want = [(n, s, sd) for s in snrs[n] for sd in seeds if (n, s, sd) in union]
-                vals = [have.get(k) for k in want]
-                row[f"{n}_pct_mean_over_snr_{_snr_text(snrs[n])}"] = _mean(vals)
-            vals = [have.get(k) for k in sorted(union, key=str)]
-            row["noisy_pct_mean"] = _mean(vals) if union else None
-            snr_sets = " / ".join(sorted({", ".join(f"{x:g}" for x in v) for v in snrs.values()}))
-            row["noisy_mean_over"] = (f"{len(union)} conditions: {', '.join(noises)} at SNR {snr_sets} dB, seeds "
-                                      f"{' / '.join(seeds)}") if union else ""
-            row["params"], row["macs"] = rs[0].params, rs[0].macs
-            out.append(row)
+        conditions = _NoisyConditions.of([r for rs in models.values() for r in rs])
+        out += [_wide_row(g, model, ckpt, rs, conditions) for (model, ckpt), rs in models.items()]
     columns: dict[str, None] = {}
     for r in out:
         columns.update(dict.fromkeys(r))
-    full = [{c: r.get(c) for c in columns} for r in out]
-    # order within each clip set by the noisy mean (then clean); a model without a complete mean goes last
+    return _ranked([{c: r.get(c) for c in columns} for r in out])
+
+
+def _wide_row(group: tuple, model: str, ckpt: str, rows: list[TidyRow], cond: _NoisyConditions) -> dict[str, Any]:
+    """One model's row of a wide table: its clean accuracy and its means over `cond`."""
+    row: dict[str, Any] = dict(zip(WIDE_GROUP, group, strict=True))
+    row.update(model=model, checkpoint=ckpt, seed=";".join(sorted({r.seed for r in rows})))
+    have = {(r.noise, r.snr_db, r.seed): r.accuracy_pct for r in rows}
+    clean = [r.accuracy_pct for r in rows if r.noise == "clean"]
+    row["clean_pct"] = clean[0] if len(clean) == 1 else None
+    for n in cond.noises:
+        want = [(n, s, sd) for s in cond.snrs[n] for sd in cond.seeds if (n, s, sd) in cond.union]
+        row[f"{n}_pct_mean_over_snr_{_snr_text(cond.snrs[n])}"] = _mean([have.get(k) for k in want])
+    row["noisy_pct_mean"] = _mean([have.get(k) for k in sorted(cond.union, key=str)]) if cond.union else None
+    row["noisy_mean_over"] = cond.described()
+    row["params"], row["macs"] = rows[0].params, rows[0].macs
+    return row
+
+
+def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows table by table, each ordered by the noisy mean (then clean), with its `position`; a model without a
+    complete mean goes last, unplaced."""
     def score(r: dict) -> tuple:
         return (r["noisy_pct_mean"] is not None, r["noisy_pct_mean"] or 0.0, r["clean_pct"] or 0.0)
 
+    def group_of(r: dict) -> tuple:
+        return tuple(r[k] for k in WIDE_GROUP)
+
     ordered = []
-    for g in sorted({tuple(r[k] for k in ("data", "protocol", "fingerprint", "weights", "rate_hz", "rate_mode",
-                                          "decimation")) for r in full}, key=str):
-        members = [r for r in full if tuple(r[k] for k in ("data", "protocol", "fingerprint", "weights", "rate_hz",
-                                                            "rate_mode", "decimation")) == g]
-        members.sort(key=score, reverse=True)
+    for g in sorted({group_of(r) for r in rows}, key=str):
+        members = sorted((r for r in rows if group_of(r) == g), key=score, reverse=True)
         ranked = any(r["noisy_pct_mean"] is not None for r in members)
         for i, r in enumerate(members, 1):
             # a model without the full set of conditions has no place in an order by their mean

@@ -15,7 +15,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,24 +96,14 @@ class CellResult:
 
 
 @dataclass(frozen=True)
-class StoredCell:
-    """One row of the cells table, typed: the key's fields, the results and the run that stored it."""
+class StoredCell(CellKey):
+    """One row of the cells table, typed: its key's fields (inherited, so the key is declared once), the results
+    and the run that stored it."""
 
-    cell_key: str
+    cell_key: str  # the key's digest: the table's primary key
     run_id: int
-    model: str
-    checkpoint_sha256: str
-    fingerprint: str
     protocol: str
     label_names: tuple[str, ...]
-    noise: str
-    noise_version: str
-    snr_db: float | None
-    snr_def: str
-    rate_hz: int
-    rate_mode: str
-    decimation: str
-    seed: int
     status: str
     accuracy: float | None
     n: int | None
@@ -130,8 +120,11 @@ class StoredCell:
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.model, self.checkpoint_sha256, self.fingerprint, self.noise, self.noise_version,
-                       self.snr_db, self.snr_def, self.rate_hz, self.rate_mode, self.decimation, self.seed)
+        return CellKey(**{f.name: getattr(self, f.name) for f in fields(CellKey)})
+
+    def digest(self) -> str:
+        """The key's digest (the inherited one would hash the results as well)."""
+        return self.key.digest()
 
     def condition_label(self) -> str:
         return condition_label(self.noise, self.snr_db)
@@ -300,7 +293,7 @@ class Store:
         try:
             yield
         except sqlite3.Error as err:
-            raise StoreError(_explain(err, self.path, self.read_only)) from err
+            raise StoreError(_explain(err, self.path)) from err
 
     def close(self) -> None:
         self.conn.close()
@@ -501,7 +494,7 @@ def _row_checksum(row: dict, preds_sha256: str | None) -> str:
     return _sha256(json.dumps([row[c] for c in CELL_COLUMNS] + [preds_sha256]).encode())
 
 
-def _explain(err: sqlite3.Error, path: Path, read_only: bool) -> str:
+def _explain(err: sqlite3.Error, path: Path) -> str:
     """What an SQLite error means for the user, and what to do; a healthy store that is locked, read-only or on
     a full disk is never called corrupt."""
     text = str(err).lower()

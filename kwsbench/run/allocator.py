@@ -18,8 +18,11 @@ import os
 OPT_OUT_ENV = "KWSBENCH_MALLOC"
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 # mallopt parameter numbers (malloc.h) and values; mallopt takes a C int, hence at most 2**31 - 1
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_SETTINGS = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 1 << 28))
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+# One arena: a thread other than the main one otherwise gets its own arena, whose heaps are at most 64 MB, so
+# each larger block it frees goes back to the OS whatever the thresholds (kwsbench.run.workers evaluates
+# models in threads: sys time 1.0 -> 3.1 s in the quick run with per-thread arenas).
+_SETTINGS = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 1 << 28), (_M_ARENA_MAX, 1))
 
 
 def keep_freed_memory() -> bool:

@@ -8,7 +8,8 @@ A model's speed (clips per second) comes, in this order, from:
 3. MACs per clip (kwsbench.cost) divided by a MAC rate: from the store's earlier cells on that device, else
    from the table's models (scaled as above), else DEFAULT_MAC_RATE (GPU_MAC_RATE on CUDA).
 The note says which models were estimated which way, so nobody takes the figure for a measurement. No model
-is built for the estimate unless it falls through to 3 (counting MACs builds conv nets and runs them).
+is built for the estimate unless it falls through to 3 and the table does not list its MACs (counting MACs
+builds conv nets and runs them).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ SPEED_TABLE = Path(__file__).with_name("cpu_speeds.json")
 # CPU figures announced "roughly 64 min" for that 12-s run.
 GPU_MAC_RATE = 2e12
 GPU_CELL_OVERHEAD_S = 0.015
+# What a model costs a process once, whatever its cells: building it and loading its weights (~25 ms on a
+# 2-core CPU, see CELL_OVERHEAD_S); on a GPU also the first forward and CUDA graph capture (0.04-0.17 s for
+# every model after the process's first on one H200, 2026-12-04). Used to deal cells out to torchrun ranks.
+MODEL_OVERHEAD_S = 0.03
+GPU_MODEL_OVERHEAD_S = 0.15
 
 
 @dataclass
@@ -55,6 +61,17 @@ class Estimate:
     mac_rate_basis: str = "assumed, no earlier runs here"
     matmul_here: float | None = None  # GFLOP/s measured at start-up (CPU)
     matmul_table: float | None = None  # GFLOP/s measured with the speed table
+    per_clip: dict[str, float] = field(default_factory=dict)  # expected seconds per clip, per model with a basis
+    cell_overhead: float = CELL_OVERHEAD_S
+    model_overhead: float = MODEL_OVERHEAD_S
+
+    def cell_seconds(self, model: str, clips: int) -> float:
+        """Expected seconds of one cell still to compute; a model without any basis counts as the median
+        model (only used to deal cells out, never added to the announced total)."""
+        per_clip = self.per_clip.get(model)
+        if per_clip is None:
+            per_clip = statistics.median(self.per_clip.values()) if self.per_clip else 0.0
+        return clips * per_clip + self.cell_overhead
 
     @property
     def to_compute(self) -> int:
@@ -72,11 +89,11 @@ class Estimate:
         if self.unknown:
             basis.append(f"{len(self.unknown)} with no basis, not counted ({', '.join(self.unknown)})")
         stored = f", {self.stored} already stored (reused)" if self.stored else ""
-        return (f"{self.to_compute} cells to compute{stored}; roughly {_duration(self.seconds)} "
+        return (f"{self.to_compute} cells to compute{stored}; roughly {duration(self.seconds)} "
                 f"(estimate: {'; '.join(basis) or 'nothing to compute'})")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(1, round(seconds))} s"
     if seconds < 5400:
@@ -91,15 +108,22 @@ def _device_kind(device: str) -> str:
 
 
 def history(store: Store, device: str) -> dict[str, list[float]]:
-    """clips/s of every earlier ok cell, per model, from runs on the same kind of device."""
+    """clips/s of earlier ok cells, per model, from runs on the same kind of device. A model's first cell in a
+    run also paid its one-off costs (first forward, kernel selection: bc-resnet-1's clean cell of a quick run
+    read 15-46 clips/s where its next read 313-1,177), so it is left out wherever that run has later cells of
+    the model."""
     kind = _device_kind(device)
     runs = {run_id for run_id, dev in store.conn.execute("SELECT run_id, device FROM runs")
             if _device_kind(dev or "") == kind}
-    rows = store.conn.execute("SELECT model, run_id, n, seconds FROM cells WHERE status = 'ok' AND seconds > 0")
-    speeds: dict[str, list[float]] = {}
+    rows = store.conn.execute("SELECT model, run_id, n, seconds FROM cells WHERE status = 'ok' AND seconds > 0 "
+                              "AND n > 0 ORDER BY model, run_id, created, rowid")
+    per_run: dict[tuple[str, int], list[float]] = {}
     for model, run_id, n, seconds in rows:
-        if run_id in runs and n:
-            speeds.setdefault(model, []).append(n / seconds)
+        if run_id in runs:
+            per_run.setdefault((model, run_id), []).append(n / seconds)
+    speeds: dict[str, list[float]] = {}
+    for (model, _), cells in per_run.items():
+        speeds.setdefault(model, []).extend(cells[1:] or cells)
     return speeds
 
 
@@ -161,10 +185,10 @@ class SpeedTable:
 
 
 def _calibrate_macs(est: Estimate, cards: list[ModelCard], speeds: dict[str, list[float]],
-                    table: SpeedTable | None, scale: Callable[[], float]) -> None:
+                    table: SpeedTable | None, scale: Callable[[], float], known_macs: dict[str, int]) -> None:
     """The MAC rate for models with neither history nor a table entry: earlier cells, else the table."""
     known = [c for c in cards if c.name in speeds and c.cost is not None][:CALIBRATION_MODELS]
-    rates = [statistics.median(speeds[c.name]) * m for c in known for m in [_macs(c)] if m]
+    rates = [statistics.median(speeds[c.name]) * m for c in known for m in [known_macs.get(c.name) or _macs(c)] if m]
     if rates:
         est.mac_rate, est.mac_rate_measured, est.mac_rate_basis = statistics.median(rates), True, \
             "measured in earlier runs"
@@ -174,15 +198,19 @@ def _calibrate_macs(est: Estimate, cards: list[ModelCard], speeds: dict[str, lis
 
 
 def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKey | None]], clips: int,
-             store: Store, device: str) -> Estimate:
+             store: Store, device: str, workers: int = 1) -> Estimate:
     """`cells_of(card)`: the keys of the card's cells (None where the key cannot be known before the model
-    loads); a key already stored ok is not counted as work."""
+    loads); a key already stored ok is not counted as work. `workers`: models evaluated at once (CPU runs,
+    kwsbench.run.workers); speeds, in the store as in the table, are each worker's own."""
     kind = _device_kind(device)
     gpu = kind == "cuda"
-    est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE)
-    overhead = GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S
+    est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE,
+                   cell_overhead=GPU_CELL_OVERHEAD_S if gpu else CELL_OVERHEAD_S,
+                   model_overhead=GPU_MODEL_OVERHEAD_S if gpu else MODEL_OVERHEAD_S)
     speeds = history(store, device)
-    table = SpeedTable.load() if kind == "cpu" else None
+    shipped = SpeedTable.load()
+    table = shipped if kind == "cpu" else None  # its speeds are a CPU's; its MAC counts hold on any device
+    known_macs = shipped.macs if shipped is not None else {}
 
     def scale() -> float:  # this machine's matmul rate over the table's, measured once, when first needed
         if est.matmul_here is None:
@@ -199,9 +227,10 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
             todo[card.name] = len(keys) - stored
     in_table = table.clips_per_s if table is not None else {}
     unmeasured = [c for c in cards if c.name in todo and c.name not in speeds and c.name not in in_table]
-    macs = {c.name: _macs(c) for c in unmeasured}
+    # counting MACs builds a model (and runs conv nets): ~0.1-0.4 s each, so the table's counts come first
+    macs = {c.name: known_macs.get(c.name) or _macs(c) for c in unmeasured}
     if unmeasured:
-        _calibrate_macs(est, cards, speeds, table, scale)
+        _calibrate_macs(est, cards, speeds, table, scale, known_macs)
     for card in cards:
         if card.name not in todo:
             continue
@@ -217,5 +246,7 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
         else:
             est.unknown.append(card.name)
             continue
-        est.seconds += todo[card.name] * (clips * per_clip + overhead)
+        est.per_clip[card.name] = per_clip
+        est.seconds += todo[card.name] * est.cell_seconds(card.name, clips)
+    est.seconds /= max(1, min(workers, len(todo)))
     return est

@@ -144,7 +144,7 @@ def command_line(opts: ReproduceOptions, data_dir: str | None = None, protocol: 
     return shlex.join(words)
 
 
-def default_data_dir(opts: ReproduceOptions) -> str:
+def default_data_dir(opts: ReproduceOptions, cards=()) -> str:
     """The first Speech Commands set `kwsbench data download` put in the data home."""
     from kwsbench.data.download import COMPLETE_MARKER, default_dest
 
@@ -155,7 +155,21 @@ def default_data_dir(opts: ReproduceOptions) -> str:
     raise DatasetError(
         f"no data set given and none downloaded in the kwsbench data home ({dest.parent}). Download the canonical "
         f"12-class test set (112 MB): `kwsbench data download gsc-v2-test`, then run `{command_line(opts, str(dest))}`"
+        + _weights_too(opts, cards)
     )
+
+
+def _weights_too(opts: ReproduceOptions, cards) -> str:
+    """A fresh user lacks the weights as well as the data: say both at once, not one per attempt."""
+    from kwsbench.errors import CheckpointError
+
+    if opts.weights:  # a project manifest's weights: checked once the plan is built
+        return ""
+    try:
+        _check_weights(cards, opts.device, {}, optional=not opts.models)
+    except CheckpointError as err:
+        return f"\nBefore that run, get the weights: {err}"
+    return ""
 
 
 def _check_weights(cards, device: str, checkpoints: dict[str, str], optional: bool) -> list[tuple[str, str]]:
@@ -173,8 +187,44 @@ def _check_weights(cards, device: str, checkpoints: dict[str, str], optional: bo
             entry = (card.name, f"{str(err).rstrip('.')}{_import_hint(manifest)}")
             (skipped if optional and manifest in OPTIONAL_MANIFESTS else missing).append(entry)
     if missing:
-        raise CheckpointError("no usable checkpoint for " + "; ".join(f"{n}: {e}" for n, e in missing))
+        raise CheckpointError(_missing_weights_message(cards, checkpoints, missing))
     return skipped
+
+
+def _missing_weights_message(cards, checkpoints: dict[str, str], missing: list[tuple[str, str]]) -> str:
+    """One sentence per public manifest whose files are simply not there yet (the usual first-run case: one
+    import or fetch command for all of them), one line per model for any other fault (wrong sha256, keys...)."""
+    from kwsbench import checkpoints as ck
+
+    absent: dict[str, list[tuple[str, str]]] = {}  # manifest -> [(model, file id)]
+    others = []
+    for name, why in missing:
+        ref = checkpoints.get(name) or next(c.checkpoint for c in cards if c.name == name) or ""
+        manifest, _, file_id = str(ref).partition(":")
+        found = ck.manifests().get(manifest) if file_id else None
+        if found and found.location != "project" and not found.file_path(found.entry(file_id)).is_file():
+            absent.setdefault(manifest, []).append((name, file_id))
+        else:
+            others.append(f"  {name}: {why}")
+    lines = [f"no usable checkpoint for {len(missing)} model(s):"]
+    lines += [f"  {_absent_advice(ck.manifests()[manifest], entries)}" for manifest, entries in absent.items()]
+    return "\n".join(lines + others)
+
+
+def _absent_advice(manifest, entries: list[tuple[str, str]]) -> str:
+    from kwsbench.paths import shared_dir
+
+    models = ", ".join(n for n, _ in entries)
+    where = (f"{models}: the {manifest.name} weights are not in {manifest.folder()} (KWSBENCH_CHECKPOINTS sets "
+             "the folder).")
+    shared = shared_dir() / "checkpoints" / manifest.name
+    if shared.is_dir():  # named only where it is there, so the command works as written
+        return f"{where} Import them: `kwsbench checkpoints import {shared}`."
+    source = manifest.repository or "the source"
+    flag = "" if manifest.name == "nc-ssm" else f" --manifest {manifest.name}"  # fetch's default manifest
+    ids = " ".join(shlex.quote(i) for _, i in entries)
+    return (f"{where} Download them: `kwsbench checkpoints fetch{flag} {ids}` (from {source}), or import a "
+            f"local copy of {source}: `kwsbench checkpoints import DIR`.")
 
 
 def _import_hint(manifest: str) -> str:
@@ -219,7 +269,7 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     from kwsbench.run.runner import run_plan
 
     cards = resolve(_model_names(opts))
-    data_dir = opts.data_dir or default_data_dir(opts)
+    data_dir = opts.data_dir or default_data_dir(opts, cards)
     resolve_root(data_dir, opts.protocol)  # DatasetError (exit 4) before any model work
     if opts.noise_dir:
         background_dir(opts.noise_dir, data_dir)  # the same for recordings that are not there

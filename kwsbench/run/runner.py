@@ -15,9 +15,10 @@ Decimation is `sinc` (torchaudio's anti-aliased resampler) or `drop` (every k-th
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan
 from kwsbench.run.precision import exact_fp32
+from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
 
 CLEAN = "clean"
 CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
@@ -142,6 +144,7 @@ class RunSummary:
     seconds: float = 0.0
     clip_evals: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "noise_banks": 0.0, "store": 0.0})
+    ranks: list[tuple[int, float]] = field(default_factory=list)  # sharded run: (cells, seconds) of each rank
 
     @property
     def ok(self) -> bool:
@@ -300,7 +303,8 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     """
     from kwsbench.noise.bank import noise_workers
 
-    noise_workers()  # its environment variable is checked before anything is opened or decoded
+    noise_workers()  # environment variables are checked before anything is opened or decoded
+    deal = dist_.deal_from_env()
     loader = loader or default_loader
     provider = noise or NoiseProvider(plan.noise_dir)
     shard = shard or Shard()
@@ -331,10 +335,18 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             summary.warnings.append(f"{clipset.skipped} clips could not be read and were left out "
                                     "(--on-bad-file skip); the accuracies are over the others")
         dist_.barrier(shard)
+        forecast = None
+        if shard.rank == 0 and (show_progress or shard.sharded):
+            workers = cpu_workers(len(cards)) if plan.device == "cpu" and not shard.sharded else 1
+            forecast = _forecast(plan, cards, conds, clipset, provider, store, loader, workers)
+        if shard.sharded:  # rank 0 deals the cells out by their expected cost; every rank gets the same owners
+            owners = forecast.deal(shard.world) if forecast is not None and deal == "cost" else None
+            owners = dist_.broadcast(shard, owners)
+            shard = replace(shard, owners=tuple(owners) if owners is not None else None)
         mine = sum(shard.owns(i) for i in range(len(cards) * len(conds)))
         progress = Progress(mine, enabled=show_progress)
-        if shard.rank == 0 and show_progress:
-            progress.note(_announce(plan, cards, conds, clipset, provider, store, loader, shard))
+        if forecast is not None and show_progress:
+            progress.note(_announce(plan, cards, conds, clipset, forecast, shard))
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
             with exact_fp32():
@@ -352,6 +364,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             if out is not store:
                 out.close()
         if shard.sharded:
+            summary.ranks = [(mine, time.perf_counter() - t0)]
             dist_.barrier(shard)
             parts = dist_.gather(shard, summary)
             if shard.rank == 0:
@@ -378,12 +391,16 @@ class _Sink:
 
     def __init__(self, store: Store, out: Store):
         self.store, self.out = store, out
+        self.calls = MainThreadCalls()  # model workers' store calls run on the thread that owns the connection
 
     def has_ok(self, key: CellKey) -> bool:
+        return self.calls.call(self._has_ok, key)
+
+    def _has_ok(self, key: CellKey) -> bool:
         return self.store.has_ok(key) or (self.out is not self.store and self.out.has_ok(key))
 
     def put_cell(self, run_id: int, cell: CellResult) -> None:
-        self.out.put_cell(run_id, cell)
+        self.calls.call(self.out.put_cell, run_id, cell)
 
 
 def _merge_shards(store: Store, path: str) -> None:
@@ -400,6 +417,7 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
         total.clip_evals += p.clip_evals
         total.failed += p.failed
         total.skipped_cells += p.skipped_cells
+        total.ranks += p.ranks
         total.cell_keys += p.cell_keys
         total.skipped_models += [m for m in p.skipped_models if m not in total.skipped_models]
         total.warnings += [w for w in p.warnings if w not in total.warnings]
@@ -408,9 +426,31 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
     return total
 
 
-def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
-              provider: NoiseProvider, store: Store, loader: ModelLoader, shard: Shard) -> str:
-    """What the run will do and roughly how long it takes (see kwsbench.run.estimate)."""
+@dataclass
+class Forecast:
+    """The whole plan's time estimate and every cell's expected seconds (0 for a cell stored or not run)."""
+
+    estimate: Any  # kwsbench.run.estimate.Estimate (imported lazily: the estimate is only made when needed)
+    costs: list[list[float]]  # [model][condition]
+
+    def deal(self, world: int) -> list[int]:
+        return dist_.balance(self.costs, self.estimate.model_overhead, world)
+
+    def rank_seconds(self, owners: tuple[int, ...], world: int) -> list[float]:
+        """Expected seconds of each rank: its cells, plus the model overhead once per model it runs."""
+        seconds = [0.0] * world
+        flat = [(m, c) for m, row in enumerate(self.costs) for c in row]
+        for r in range(world):
+            models = {m for i, (m, _) in enumerate(flat) if owners[i] == r}
+            seconds[r] = sum(c for i, (_, c) in enumerate(flat) if owners[i] == r) + \
+                len(models) * self.estimate.model_overhead
+        return seconds
+
+
+def _forecast(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
+              provider: NoiseProvider, store: Store, loader: ModelLoader, workers: int = 1) -> Forecast:
+    """What every cell of the plan will cost (see kwsbench.run.estimate), from keys known before any model
+    is loaded: a cell already stored ok costs nothing."""
     from kwsbench.run.estimate import estimate
 
     versions: dict[str, str | None] = {}
@@ -421,17 +461,34 @@ def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipse
         version = "" if cond.noise == CLEAN else versions[cond.noise]
         return None if sha is None or version is None else _cell_key(plan, card, sha, clipset, cond, version)
 
-    def cells_of(card: ModelCard) -> list[CellKey | None]:
-        owned = [c for j, c in enumerate(conds) if shard.owns(cards.index(card) * len(conds) + j)]
+    keys: dict[str, list[CellKey | None | bool]] = {}  # per condition: the key, or False where it cannot run
+    for card in cards:
         sha = None if plan.force else _known_sha(loader, card, plan)
-        return [key(card, sha, c) for c in owned if not _cannot_run(plan, card, c)]
+        keys[card.name] = [False if _cannot_run(plan, card, c) else key(card, sha, c) for c in conds]
+    est = estimate(cards, lambda card: [k for k in keys[card.name] if k is not False], len(clipset), store,
+                   plan.device, workers=workers)
+    costs = [[0.0 if k is False or (k is not None and store.has_ok(k)) else est.cell_seconds(card.name, len(clipset))
+              for k in keys[card.name]] for card in cards]
+    return Forecast(est, costs)
 
-    est = estimate(cards, cells_of, len(clipset), store, plan.device)
+
+def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet, forecast: Forecast,
+              shard: Shard) -> str:
+    """What the run will do and roughly how long it takes; in a sharded run, how the ranks share it."""
+    from kwsbench.run.estimate import duration
+
     seeds = plan.noise_seeds()
     grid = (f"{len(cards)} models x {len(conds)} conditions ({len(plan.noise)} noise x {len(plan.snr)} SNR"
             f"{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''} + clean, {len(plan.rates)} rate(s)) on "
             f"{len(clipset):,} clips")
-    return f"{grid}: {est.describe()}"
+    text = f"{grid}: {forecast.estimate.describe()}"
+    if shard.sharded:
+        cells = len(cards) * len(conds)
+        owners = shard.owners or tuple(i % shard.world for i in range(cells))
+        per_rank = forecast.rank_seconds(owners, shard.world)
+        text += (f"; over {shard.world} ranks dealt {'by expected cost' if shard.owners else 'round-robin'}: "
+                 + ", ".join(f"rank {r} {owners.count(r)} cells ~{duration(t)}" for r, t in enumerate(per_rank)))
+    return text
 
 
 def _known_sha(loader: ModelLoader, card: ModelCard, plan: Plan) -> str | None:
@@ -466,6 +523,9 @@ class RunContext:
     noise_names: list[tuple[str, int]]
     # (name, seed) -> (bank on device, version)
     banks: dict[tuple[str, int], tuple[torch.Tensor, str]] = field(default_factory=dict)
+    # CPU model workers (kwsbench.run.workers): the summary and progress are updated under this lock
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -481,6 +541,7 @@ class ModelState:
     load_error: str
     rate: int
     pace: Pace
+    keys: list[str] = field(default_factory=list)  # its cells' key digests, in the plan's order
 
 
 def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
@@ -493,25 +554,57 @@ def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[
         provider=provider, store=store, summary=summary, progress=progress,
         noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
-    for card, my_conds in zip(cards, owned, strict=True):
-        if not my_conds:
-            continue
-        state = _load(ctx, card, loader, explicit)
-        if state is None:
-            progress.done += len(my_conds)
-            continue
-        for cond in my_conds:
-            if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
-                _load_banks(ctx)
-            _run_cell(ctx, state, cond)
-            if stop_after is not None and summary.computed >= stop_after:
-                os._exit(17)  # test hook: a worker that dies without any clean-up
-        forward = state.forward
-        if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
-            progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
-        del state, forward
-        if plan.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+    jobs = [(card, my_conds) for card, my_conds in zip(cards, owned, strict=True) if my_conds]
+    workers = cpu_workers(len(jobs)) if plan.device == "cpu" and not shard.sharded else 1
+    if workers == 1:
+        for card, my_conds in jobs:
+            summary.cell_keys += _run_model(ctx, card, my_conds, loader, explicit, stop_after)
+        return
+    if ctx.noise_names:
+        _load_banks(ctx)  # before the workers: every model reads the same banks
+    # longest models first, so the last one to finish does not run alone for long (order of results unchanged)
+    speeds = _table_speeds()
+    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) / speeds.get(jobs[i][0].name, float("inf")))
+    keys = run_in_workers([lambda i=i: _run_model(ctx, *jobs[i], loader, explicit, stop_after) for i in order],
+                          workers, store.calls, ctx.stop)
+    by_job = dict(zip(order, keys, strict=True))
+    for i in range(len(jobs)):
+        summary.cell_keys += by_job[i]
+
+
+def _run_model(ctx: RunContext, card: ModelCard, conds: list[Condition], loader: ModelLoader, explicit: bool,
+               stop_after: int | None) -> list[str]:
+    """Every condition of one model; returns its cells' key digests."""
+    plan, summary, progress = ctx.plan, ctx.summary, ctx.progress
+    state = _load(ctx, card, loader, explicit)
+    if state is None:
+        with ctx.lock:
+            progress.done += len(conds)
+        return []
+    for cond in conds:
+        if ctx.stop.is_set():
+            raise RunStopped
+        if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
+            _load_banks(ctx)
+        _run_cell(ctx, state, cond)
+        if stop_after is not None and summary.computed >= stop_after:
+            os._exit(17)  # test hook: a worker that dies without any clean-up
+    forward = state.forward
+    if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
+        progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
+    keys = state.keys
+    del state, forward
+    if plan.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return keys
+
+
+def _table_speeds() -> dict[str, float]:
+    """Clips/s per model in the CPU speed table (kwsbench.run.estimate); {} without one."""
+    from kwsbench.run.estimate import SpeedTable
+
+    table = SpeedTable.load()
+    return table.clips_per_s if table is not None else {}
 
 
 def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool) -> ModelState | None:
@@ -522,7 +615,8 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
         loaded = loader(card, plan.checkpoints.get(card.name), plan.device)
     except CheckpointError as err:
         if not explicit:
-            summary.skipped_models.append((card.name, str(err)))
+            with ctx.lock:
+                summary.skipped_models.append((card.name, str(err)))
             return None
         loaded, load_error = None, f"{type(err).__name__}: {err}"
     except Exception as err:  # noqa: BLE001 - any load failure becomes failed cells, the run goes on
@@ -530,11 +624,13 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
     else:
         load_error = ""
     finally:
-        summary.timings["load"] += time.perf_counter() - t_load
+        with ctx.lock:
+            summary.timings["load"] += time.perf_counter() - t_load
     contaminated = trained_on_this_set(plan.checkpoints.get(card.name), ctx.clipset.protocol)
     if contaminated:
-        summary.warnings.append(f"{card.name}: {contaminated}")
-        ctx.progress.note(f"WARNING {card.name}: {contaminated}")
+        with ctx.lock:
+            summary.warnings.append(f"{card.name}: {contaminated}")
+            ctx.progress.note(f"WARNING {card.name}: {contaminated}")
     if loaded is None:
         return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
                           load_error=load_error, rate=card.native_rate, pace=Pace(plan.batch_size, adaptive=False))
@@ -595,15 +691,17 @@ def _load_banks(ctx: RunContext) -> None:
 def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
     plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
     if _cannot_run(plan, card, cond):
-        summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
-        progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
+        with ctx.lock:
+            summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
+            progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
         return
     noise_t, version = ctx.banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, state.sha, clipset, cond, version)
-    summary.cell_keys.append(key.digest())
+    state.keys.append(key.digest())
     if state.model is not None and not plan.force and ctx.store.has_ok(key):
-        summary.reused += 1
-        progress.cell(card.name, cond.label(), "stored", None)
+        with ctx.lock:
+            summary.reused += 1
+            progress.cell(card.name, cond.label(), "stored", None)
         return
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
                         error=state.load_error)
@@ -615,7 +713,7 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
                 state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
                 preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
-                                 progress.within(card.name, cond.label(), ctx.clean.shape[0]), state.pace)
+                                 _on_batch(ctx, card.name, cond.label()), state.pace)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
@@ -626,11 +724,25 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
     t_store = time.perf_counter()
     with record_function("kwsbench.results.store"):
         ctx.store.put_cell(summary.run_id, result)
-    summary.timings["store"] += time.perf_counter() - t_store
-    if result.status == "ok":
-        summary.computed += 1
-        summary.clip_evals += result.n
-    else:
-        summary.failed.append((card.name, cond.label(), result.error))
     speed = result.n / result.seconds if result.status == "ok" and result.seconds > 0 else None
-    progress.cell(card.name, cond.label(), result.status if result.status == "ok" else "FAILED", speed)
+    with ctx.lock:
+        summary.timings["store"] += time.perf_counter() - t_store
+        if result.status == "ok":
+            summary.computed += 1
+            summary.clip_evals += result.n
+        else:
+            summary.failed.append((card.name, cond.label(), result.error))
+        progress.cell(card.name, cond.label(), result.status if result.status == "ok" else "FAILED", speed)
+
+
+def _on_batch(ctx: RunContext, model: str, condition: str) -> Callable[[int], None]:
+    """Progress inside a cell; where the run is being stopped, the model's worker stops here (RunStopped)."""
+    inner = ctx.progress.within(model, condition, ctx.clean.shape[0])
+
+    def on_batch(done: int) -> None:
+        if ctx.stop.is_set():
+            raise RunStopped
+        with ctx.lock:
+            inner(done)
+
+    return on_batch

@@ -73,7 +73,14 @@ class Augment:
 
 
 @dataclass(frozen=True)
+class Split:
+    val_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
 class Recipe:
+    """A recipe as written in its file (checked by kwsbench.records)."""
+
     name: str
     source: str
     optimizer: str
@@ -91,12 +98,20 @@ class Recipe:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     orthogonality: Orthogonality | None = None
-    val_fraction: float = 0.2
+    split: Split = field(default_factory=Split)
     augment: Augment = field(default_factory=Augment)
 
+    @property
+    def val_fraction(self) -> float:
+        return self.split.val_fraction
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, stored in every checkpoint's metadata."""
-        return _plain(dataclasses.asdict(self))
+        """JSON-able form, stored in every checkpoint's metadata. There `val_fraction` is a key of its own, not a
+        `split` mapping: the checkpoints written so far hold it so, and one shape serves readers of both."""
+        flat: dict[str, Any] = {}
+        for key, value in _plain(dataclasses.asdict(self)).items():
+            flat.update(value if key == "split" else {key: value})
+        return flat
 
 
 def _plain(obj: Any) -> Any:
@@ -105,36 +120,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
-
-
-@dataclass(frozen=True)
-class Split:
-    val_fraction: float = 0.2
-
-
-@dataclass(frozen=True)
-class RecipeFile:
-    """A recipe as written: Recipe's fields with the split as its own mapping (checked by kwsbench.records)."""
-
-    name: str
-    source: str
-    optimizer: str
-    lr: float
-    epochs: int
-    batch_size: int
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    nesterov: bool = False
-    default_lr_scale: float = 1.0
-    param_groups: tuple[ParamGroup, ...] = ()
-    warmup_steps: int = 0
-    warmup_epochs: int = 0
-    min_lr_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    orthogonality: Orthogonality | None = None
-    split: Split | None = None
-    augment: Augment | None = None
 
 
 def _check_values(r: Recipe, where: str) -> None:
@@ -157,10 +142,9 @@ def _check_values(r: Recipe, where: str) -> None:
 
 
 def recipe_from_dict(raw: Any, where: str = "recipe") -> Recipe:
-    r = build(RecipeFile, raw, where)
-    fields = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
-    split = fields.pop("split") or Split()
-    recipe = Recipe(**fields | {"augment": r.augment or Augment()}, val_fraction=split.val_fraction)
+    if isinstance(raw, dict):  # a section with every line commented out reads as null: it means the defaults
+        raw = {k: v for k, v in raw.items() if not (k in ("split", "augment") and v is None)}
+    recipe = build(Recipe, raw, where)
     _check_values(recipe, where)
     return recipe
 
