@@ -35,11 +35,20 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
                       **fields: Any) -> tuple[Plan, list[LeftOut]]:
     """`plan(...)` and the default models it leaves out, each with why (weights that did not learn; on a CPU
     or with `quick`, the models too slow for it). SNRs given without a noise source are refused."""
-    from kwsbench.run.plan import QUICK_DEFAULTS, check_noise_and_snr, embedded_defaults, given_keys, resolve_plan
+    from kwsbench.run.plan import (
+        QUICK_DEFAULTS,
+        check_noise_and_snr,
+        embedded_defaults,
+        given_keys,
+        models_with_weights,
+        resolve_plan,
+    )
 
     resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
     check_noise_and_snr(resolved, given_keys(config, fields))
-    return embedded_defaults(resolved, quick=quick)
+    resolved, left = embedded_defaults(resolved, quick=quick)
+    resolved, without_weights = models_with_weights(resolved)
+    return resolved, left + without_weights
 
 
 def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False, show_progress: bool = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from kwsbench.cost import model_cost
@@ -54,3 +55,25 @@ def test_gpu_estimate_builds_no_model_the_table_counts(tmp_path, monkeypatch):
     assert est.from_macs == ["ds-cnn-s"]
     assert est.seconds == pytest.approx(36 * (1245 * table.macs["ds-cnn-s"] / est_mod.GPU_MAC_RATE
                                               + est_mod.GPU_CELL_OVERHEAD_S))
+
+
+def test_history_leaves_out_a_models_first_cell_of_a_run(tmp_path):
+    # the first cell of a model in a run also pays its warm-up: 100 clips in 2 s, then 100 in 0.1 s
+    from kwsbench.results.store import CellKey, CellResult
+
+    def cell(snr: float, seconds: float, model: str = "m") -> CellResult:
+        key = CellKey(model=model, checkpoint_sha256="a" * 64, fingerprint="f" * 64, noise="white",
+                      noise_version="v1", snr_db=snr, snr_def="rms", rate_hz=16000, rate_mode="native",
+                      decimation="", seed=0)
+        return CellResult(key=key, protocol="p", label_names=("a", "b"), status="ok", accuracy=0.5, n=100,
+                          correct=50, seconds=seconds, predictions=np.zeros(100, dtype=np.int64))
+
+    with Store(tmp_path / "s.sqlite") as store:
+        run = store.begin_run({"device": "cuda (H200)"})
+        store.put_cell(run, cell(0.0, 2.0))
+        store.put_cell(run, cell(5.0, 0.1))
+        store.put_cell(run, cell(10.0, 0.1))
+        store.put_cell(run, cell(0.0, 0.5, model="alone"))  # a model with one cell keeps it
+        speeds = est_mod.history(store, "cuda")
+        assert speeds == {"m": [pytest.approx(1000.0)] * 2, "alone": [pytest.approx(200.0)]}
+        assert est_mod.history(store, "cpu") == {}

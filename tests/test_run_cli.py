@@ -19,7 +19,7 @@ from kwsbench.cli import build_parser, main
 from kwsbench.commands.run import plan_from_args
 from kwsbench.errors import EXIT_BAD_INPUT
 from kwsbench.results.store import Store
-from kwsbench.run.plan import Plan
+from kwsbench.run.plan import NO_PUBLIC_WEIGHTS, Plan
 from kwsbench.run.runner import run_plan
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +82,8 @@ def test_default_run_names_the_models_it_leaves_out_and_why(monkeypatch, capsys)
     assert main(["run", "--noise", "babble", "--snr", "-5", "--store", "unused.sqlite"]) == 130
     err = capsys.readouterr().err
     assert "left out" in err and "s-edge-full: its weights did not learn" in err
-    assert "bc-resnet-8: slow on a CPU" in err
+    slow, = [line for line in err.splitlines() if "slow on a CPU" in line]  # one line per reason
+    assert "bc-resnet-8" in slow and "s-edge-tiny" in slow
 
 
 def test_seeds_store_one_cell_per_seed_and_clean_once(tmp_path):
@@ -255,3 +256,28 @@ def test_babble_on_too_few_clips_says_what_to_do_and_the_advice_runs(tmp_path, c
     assert "Traceback" not in err and "this clip set has 2" in err and "speaker ''" not in err, err
     assert "--per-class" in err and "`--noise babble-tts`" in err, err
     assert main([*args, "--noise", "babble-tts"]) == 0
+
+
+def test_a_data_folder_run_announces_only_the_models_whose_weights_are_here(tmp_path, monkeypatch, capsys):
+    """--data-dir without --models: the models without weights here are left out before the run (one line per
+    reason), so the cells announced, and the time estimated, are those of the models that run."""
+    import torch
+    from helpers import TinyKws
+
+    from kwsbench.models.registry import ModelCard, registered
+
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))  # nothing imported
+    weights = tmp_path / "tiny.pt"
+    torch.save(TinyKws(seed=5).state_dict(), weights)
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    card = ModelCard(name="test-with-file", family="test", builder=TinyKws, checkpoint=str(weights))
+    with registered(card):
+        assert main(["run", "--data-dir", str(data), "--store", str(tmp_path / "s.sqlite")]) == 0
+    said = capsys.readouterr()
+    err = said.err
+    assert "1 models x 1 conditions" in err and "1 cells to compute" in err, err
+    not_imported, = [line for line in err.splitlines() if "public nc-ssm weights not imported" in line]
+    assert "`kwsbench checkpoints fetch --manifest kwt`" in err  # fetch's default manifest is nc-ssm
+    no_weights, = [line for line in err.splitlines() if line.endswith(NO_PUBLIC_WEIGHTS)]
+    assert "nc-ssm" in not_imported and "bc-resnet-1," in no_weights and "test-tiny" in no_weights
+    assert "skipped" not in said.out  # nothing is left to skip at load time

@@ -89,10 +89,12 @@ def _run(args: argparse.Namespace) -> int:
     # under torchrun (WORLD_SIZE > 1) each rank computes its share of the cells; rank 0 reports
     shard, plan.device = distributed.init_from_env(plan.device)
     if left_out and shard.rank == 0:
-        print(f"left out {len(left_out)} of the default models (name them with --models to run them):",
-              file=sys.stderr)
+        print(f"left out {len(left_out)} of the default models:", file=sys.stderr)
+        by_reason: dict[str, list[str]] = {}
         for item in left_out:
-            print(f"  {item.model}: {item.reason}", file=sys.stderr)
+            by_reason.setdefault(item.reason, []).append(item.model)
+        for reason, models in by_reason.items():  # one line per reason: 29 models without weights are one line
+            print(f"  {', '.join(models)}: {reason}", file=sys.stderr)
     try:
         with interrupt_on_sigterm():
             summary = api.run(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)

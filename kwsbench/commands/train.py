@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last epoch")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="launch every kernel of the training step from "
+                   "Python (default: on CUDA, a model that allows it, e.g. S-Edge, has its whole step captured in a "
+                   "CUDA graph and replayed: same steps, many times faster)")
     p.add_argument("--noise-dir", help="folder with noise recordings for recording-based noise augmentation "
                    "(default: $KWSBENCH_NOISE_DIR)")
     p.add_argument("--synth-seed", type=int, default=1, help="seed of the synthetic training set (default: "
@@ -81,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         model=card.name, recipe=recipe, data_dir=args.data_dir, protocol=args.protocol, epochs=args.epochs,
         out=Path(args.out or f"runs/train/{card.name}"), device=args.device, seed=args.seed, resume=args.resume,
         amp=args.amp, compile=args.compile, noise_dir=args.noise_dir, synth_seed=args.synth_seed,
-        max_per_class=args.max_per_class, stop_after=args.stop_after, show_progress=not args.quiet,
+        max_per_class=args.max_per_class, stop_after=args.stop_after, cuda_graphs=not args.no_cuda_graphs,
+        show_progress=not args.quiet,
         command="kwsbench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else f"kwsbench train {card.name}",
     )
     result = train(cfg, card=card)

@@ -12,7 +12,9 @@ the authors' C++ engine runs, including layer-wise decimation chains.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -462,6 +464,7 @@ class SEdgeLayer(nn.Module):
         else:
             self.register_parameter("skip", None)
         self.norm = nn.BatchNorm1d(h_in, momentum=0.1) if norm else None
+        self.mask_slot: torch.Tensor | None = None  # see SEdgeClassifier.randomness_slots
 
     # -- discretisation --------------------------------------------------------------------------
     def project_stable(self) -> None:
@@ -534,9 +537,14 @@ class SEdgeLayer(nn.Module):
         """Channel-dropout factor (B, 1, H_out), kept/(1-p): one mask per clip and channel, own generator."""
         if not self.training or self.dropout <= 0:
             return None
-        gen = getattr(self, "_gen", None)
-        keep = torch.rand(bsz, 1, self.h_out, generator=gen) >= self.dropout
-        return keep.to(device, dtype) / (1.0 - self.dropout)
+        if self.mask_slot is not None:  # a captured training step: the mask drawn before each replay
+            return self.mask_slot
+        return self.draw_mask(bsz).to(device, dtype)
+
+    def draw_mask(self, bsz: int) -> torch.Tensor:
+        """The next channel-dropout factor on the host (float32): the only draw of this layer's generator."""
+        keep = torch.rand(bsz, 1, self.h_out, generator=getattr(self, "_gen", None)) >= self.dropout
+        return keep.to(torch.float32) / (1.0 - self.dropout)
 
     # -- streaming ---------------------------------------------------------------------------------
     def stream_matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -568,6 +576,7 @@ class RZOH(nn.Module):
         super().__init__()
         self.p = p
         self.gen = torch.Generator().manual_seed(seed)
+        self.hold_slot: torch.Tensor | None = None  # see SEdgeClassifier.randomness_slots
 
     def hold_factor(self) -> int:
         r = torch.rand((), generator=self.gen).item() / self.p
@@ -578,6 +587,9 @@ class RZOH(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
+        if self.hold_slot is not None:  # a captured training step: k drawn before each replay, on the device
+            t = torch.arange(x.shape[1], device=x.device)  # k = 1 gives the identity, as the branch below does
+            return x.index_select(1, t - t.remainder(self.hold_slot))
         k = self.hold_factor()
         if k <= 1:
             return x
@@ -626,6 +638,63 @@ class SEdgeClassifier(nn.Module):
             raise BadInputError(f"input standardisation needs a finite mean and a positive std, got {mean}, {std}")
         self.input_mean.fill_(mean)
         self.input_std.fill_(std)
+
+    # -- the model's own generators (dropout masks, RZOH holds) ----------------------------------------
+    def _generators(self) -> dict[str, torch.Generator]:
+        gens = {f"layers.{i}": layer._gen for i, layer in enumerate(self.layers)}
+        return gens | {f"rzoh.{i}": hold.gen for i, hold in enumerate(self.rzoh) if isinstance(hold, RZOH)}
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        """Where each generator stands: a training checkpoint keeps them, so a resumed run draws what an
+        uninterrupted one would (they are seeded once, at build time)."""
+        return {name: gen.get_state() for name, gen in self._generators().items()}
+
+    def set_generator_states(self, states: dict[str, torch.Tensor]) -> None:
+        gens = self._generators()
+        if set(states) != set(gens):
+            raise BadInputError(f"generator states for {sorted(states)} do not fit this model's {sorted(gens)}")
+        for name, state in states.items():
+            gens[name].set_state(state)
+
+    # -- a training step captured in a CUDA graph ---------------------------------------------------
+    @contextlib.contextmanager
+    def randomness_slots(self, batch: int, device: torch.device | str) -> Iterator[None]:
+        """While open, the training forward reads its random draws (channel-dropout masks, RZOH holds) from
+        fixed device tensors instead of drawing them on the host, so the whole step can be captured in a CUDA
+        graph; `fill_randomness_slots` puts the next step's draws there before each replay. The tensors stay
+        after the block (the graph reads them); outside it the forward draws as usual.
+        """
+        layers = [layer for layer in self.layers if layer.dropout > 0]
+        holds = [hold for hold in self.rzoh if isinstance(hold, RZOH)]
+        if getattr(self, "_slots", None) is None or self._slots[0].shape[0] != batch:
+            masks = torch.zeros(batch, 1, sum(layer.h_out for layer in layers), device=device)
+            self._slots = (masks, torch.ones(len(holds), dtype=torch.long, device=device))
+        masks, ks = self._slots
+        views = masks.split([layer.h_out for layer in layers], dim=2) if layers else ()
+        try:
+            for layer, view in zip(layers, views, strict=True):
+                layer.mask_slot = view
+            for i, hold in enumerate(holds):
+                hold.hold_slot = ks[i]
+            yield
+        finally:
+            for layer in layers:
+                layer.mask_slot = None
+            for hold in holds:
+                hold.hold_slot = None
+
+    def fill_randomness_slots(self) -> None:
+        """Draw the next step's dropout masks and RZOH holds into the slots: the same generators and values
+        an eager step draws, each slot set in one copy from pinned host memory (no synchronisation)."""
+        masks, ks = self._slots
+        drawn = [layer.draw_mask(masks.shape[0]) for layer in self.layers if layer.dropout > 0]
+        holds = [hold.hold_factor() for hold in self.rzoh if isinstance(hold, RZOH)]
+        if drawn:
+            masks.copy_(torch.cat(drawn, dim=2).pin_memory() if masks.is_cuda else torch.cat(drawn, dim=2),
+                        non_blocking=True)
+        if holds:
+            host = torch.tensor(holds, dtype=torch.long)
+            ks.copy_(host.pin_memory() if ks.is_cuda else host, non_blocking=True)
 
     # -- rate / step scale -------------------------------------------------------------------------
     def set_step_scale(self, scales: list[int], previous: list[int] | None = None) -> None:

@@ -145,6 +145,10 @@ class LeftOut:
     reason: str
 
 
+DID_NOT_LEARN = "its weights did not learn (at chance; manifest: learned: false); --models runs them anyway"
+SLOW_ON_CPU = "slow on a CPU (over 7 s a cell; manifest: quick: false); --models runs them"
+
+
 def embedded_defaults(plan: Plan, quick: bool = False) -> tuple[Plan, list[LeftOut]]:
     """No --data-dir and no --models: the embedded synthetic set, evaluated with the weights the project trained
     on it (checkpoints/synth.yaml), so the main job needs nothing downloaded or imported. Left out (and
@@ -157,12 +161,53 @@ def embedded_defaults(plan: Plan, quick: bool = False) -> tuple[Plan, list[LeftO
         plan.models = []
         for e in _weight_entries(plan.weights):
             if not e.learned:
-                left.append(LeftOut(e.model, "its weights did not learn (at chance; manifest: learned: false)"))
+                left.append(LeftOut(e.model, DID_NOT_LEARN))
             elif not e.quick and (quick or plan.device == "cpu"):
-                left.append(LeftOut(e.model, "slow on a CPU (over 7 s a cell; manifest: quick: false)"))
+                left.append(LeftOut(e.model, SLOW_ON_CPU))
             else:
                 plan.models.append(e.model)
     return apply_weights(plan), left
+
+
+def models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
+    """--data-dir without --models and --weights: every registered model whose checkpoint file is here. The others
+    are left out before the run, with why, so the cells announced and the time estimated are those of the models
+    that run (counting all of them announced 80 cells and 18 min for a 22-cell, 12-s run)."""
+    from kwsbench.checkpoints import resolve_checkpoint
+    from kwsbench.errors import CheckpointError
+    from kwsbench.models.registry import all_cards
+
+    left: list[LeftOut] = []
+    if plan.models is not None or plan.weights is not None:
+        return plan, left
+    plan.models = []
+    for card in all_cards():
+        reference = plan.checkpoints.get(card.name) or card.checkpoint
+        if not reference:
+            left.append(LeftOut(card.name, NO_PUBLIC_WEIGHTS))
+            continue
+        try:
+            resolve_checkpoint(reference)  # is the file there (its sha256 is checked when it is loaded)
+        except CheckpointError:
+            manifest = str(reference).split(":", 1)[0] if ":" in str(reference) else ""
+            left.append(LeftOut(card.name, not_imported(manifest)))
+            continue
+        plan.models.append(card.name)
+    if not plan.models:  # nothing to run: the run says so ("no model had weights available", exit 1)
+        plan.models = None
+    return plan, left
+
+
+NO_PUBLIC_WEIGHTS = ("no public weights (the project's own: --weights synth or gsc-mini, see `kwsbench models list`; "
+                     "or `kwsbench train MODEL`)")
+
+
+def not_imported(manifest: str) -> str:
+    if not manifest:  # a checkpoint file named in the plan or the card that is not there
+        return "checkpoint file not found (`kwsbench checkpoints list` shows what is present)"
+    fetch = "fetch" if manifest == "nc-ssm" else f"fetch --manifest {manifest}"  # fetch's default manifest
+    return (f"public {manifest} weights not imported here (`kwsbench checkpoints import DIR` or "
+            f"`kwsbench checkpoints {fetch}`)")
 
 
 def apply_weights(plan: Plan) -> Plan:

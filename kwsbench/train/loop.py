@@ -36,6 +36,7 @@ from kwsbench.data.subsets import cap_per_class, derive_seed, speaker_split
 from kwsbench.errors import BadInputError, CheckpointError
 from kwsbench.provenance import git_commit
 from kwsbench.run.distributed import Shard, init_from_env
+from kwsbench.train import graphed as gs
 from kwsbench.train.recipes import Recipe, SpecAugment
 
 # Training noise comes from banks seeded at or above this base; evaluation seeds are small integers, so the
@@ -62,6 +63,7 @@ class TrainConfig:
     synth_seed: int = 1  # the evaluation default set is seed 0: train on another draw of voices
     max_per_class: int | None = None  # cap clips per class (tests, smoke runs)
     stop_after: int | None = None  # stop after this epoch as if interrupted (the schedule still spans all epochs)
+    cuda_graphs: bool = True  # capture the training step in a CUDA graph where the model allows it (graphed.py)
     show_progress: bool = True
     command: str = ""  # recorded in the metadata
 
@@ -325,7 +327,7 @@ def _build_overrides(card: Any, recipe: Recipe) -> dict[str, Any]:
 # -- checkpoints -------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any],
-                    optimizer: dict[str, Any] | None = None) -> None:
+                    optimizer: dict[str, Any] | None = None, generators: dict[str, torch.Tensor] | None = None) -> None:
     """Tensors + JSON-able metadata only, written to a temporary name and renamed (never half a file)."""
     # a JSON round trip fails here, not at load time, on anything not JSON-able, and turns str subclasses
     # (torch.__version__) into plain str, which weights_only unpickling accepts
@@ -334,6 +336,8 @@ def save_checkpoint(path: Path, state: dict[str, torch.Tensor], metadata: dict[s
                                "metadata": metadata}
     if optimizer is not None:
         payload["optimizer_state_dict"] = optimizer
+    if generators:  # the model's own random generators (S-Edge dropout, RZOH), for an exact --resume
+        payload["generator_states"] = generators
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     torch.save(payload, tmp)
@@ -452,11 +456,18 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
         saved = _check_resume(last_path, meta)
         model.load_state_dict(saved["model_state_dict"], strict=True)
         opt.load_state_dict(saved["optimizer_state_dict"])
+        if "generator_states" in saved:
+            model.set_generator_states(saved["generator_states"])
         start = int(saved["metadata"]["epoch"])
         best = (int(saved["metadata"]["best_epoch"]), float(saved["metadata"]["best_val_acc"]))
         history = [r for r in read_history(hist_path) if r.epoch <= start] if hist_path.is_file() else []
         say(f"resuming {card.name} after epoch {start} (best {best[1]:.2f} % at epoch {best[0]})")
     net = _wrap(model, cfg, dist)
+    why_eager = _why_eager(cfg, model, recipe, dist, card.native_rate)
+    meta["training_step"] = f"eager ({why_eager})" if why_eager else "CUDA graph"
+    say(f"training step: {meta['training_step']}")
+    if not why_eager:
+        gs.make_capturable(opt, cfg.device)
     xs_train = _to_rate(train_set.audio, 16000, "cpu")  # augmented at 16 kHz, then brought to the model's rate
     x_val = _to_rate(val_set.audio, card.native_rate, cfg.device)
     y_train = torch.from_numpy(train_set.labels.astype(np.int64))
@@ -465,12 +476,17 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
     steps_per_epoch = len(_batches(len(y_train), recipe.batch_size, 0, cfg.seed, dist.world))
     total = steps_per_epoch * epochs
     warmup = recipe.warmup_steps or recipe.warmup_epochs * steps_per_epoch
+    body = StepBody(net, model, opt, recipe, cfg)
+    graphed = None if why_eager else gs.GraphedStep(body, model, recipe.batch_size, tuple(xs_train.shape[1:]),
+                                                 cfg.device, 1.0 / recipe.batch_size)
     for epoch in range(start, min(epochs, cfg.stop_after or epochs)):
         t0 = time.perf_counter()
         with _forked_rng(cfg.device):
             torch.manual_seed(derive_seed(cfg.seed, 0xD20, epoch))  # dropout and other in-model draws
-            loss, acc, lr = _train_epoch(net, model, opt, recipe, augment, xs_train, y_train, epoch,
+            loss, acc, lr = _train_epoch(body, graphed, opt, recipe, augment, xs_train, y_train, epoch,
                                          steps_per_epoch, total, warmup, cfg, dist, card.native_rate)
+        if graphed is not None and graphed.failed:
+            meta["training_step"] = f"eager (capture failed: {graphed.failed})"
         val_loss, val_acc = evaluate(model, x_val, y_val)
         rec = EpochRecord(epoch + 1, loss, acc, val_loss, val_acc, lr, time.perf_counter() - t0)
         history.append(rec)
@@ -482,7 +498,8 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
         if dist.main:
             save_checkpoint(last_path, _unwrap(model).state_dict(),
                             {**meta, "epoch": epoch + 1, "val_acc": val_acc, "best_epoch": best[0],
-                             "best_val_acc": best[1]}, optimizer=opt.state_dict())
+                             "best_val_acc": best[1]}, optimizer=gs.portable_optimizer_state(opt),
+                            generators=model.generator_states() if hasattr(model, "generator_states") else None)
             _write_history(hist_path, history)
         say(f"{card.name} epoch {epoch + 1}/{epochs}: loss {loss:.4f} acc {acc:.1f} % | val loss {val_loss:.4f} "
             f"acc {val_acc:.2f} % | lr {lr:.2e} | {rec.seconds:.1f} s")
@@ -504,45 +521,74 @@ def _wrap(model: nn.Module, cfg: TrainConfig, dist: Shard) -> nn.Module:
     return net
 
 
-def _train_epoch(net, model, opt, recipe, augment, x, y, epoch, steps, total, warmup, cfg, dist, model_rate):
-    net.train()
-    ortho = None
-    if recipe.orthogonality is not None:
-        ortho = dict(model.named_parameters()).get(recipe.orthogonality.param)
-        if ortho is None:  # silently training without the term is how the S-Edge recipe once lost it
-            raise BadInputError(f"recipe {recipe.name!r} puts an orthogonality term on parameter "
-                                f"{recipe.orthogonality.param!r}, which this model does not have; use a recipe "
-                                "without the term or one that names one of the model's parameters")
-    loss_sum, correct, seen, lr = 0.0, 0, 0, 0.0
-    progress = _progress(dist, cfg.show_progress, steps, f"epoch {epoch + 1}")
-    for step, idx in enumerate(_batches(len(y), recipe.batch_size, epoch, cfg.seed, dist.world)):
-        global_step = epoch * steps + step
-        factor = lr_factor(global_step, total, warmup, recipe.min_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = g["peak_lr"] * factor
-        lr = opt.param_groups[-1]["lr"]
-        xb = augment(x[idx], epoch, step)[dist.rank::dist.world]
-        xb = _to_rate(xb.numpy(), model_rate, cfg.device)
-        yb = y[idx][dist.rank::dist.world].to(cfg.device)
+def _why_eager(cfg: TrainConfig, model: nn.Module, recipe: Recipe, dist: Shard, rate: int) -> str:
+    """Why the step cannot be a CUDA graph here ('' when it can)."""
+    reasons = [(not cfg.cuda_graphs, "--no-cuda-graphs"), (not cfg.device.startswith("cuda"), "not on CUDA"),
+               (rate != 16000, "resampled input"),
+               (dist.world > 1, "data-parallel"), (cfg.amp, "--amp"), (cfg.compile, "--compile"),
+               (not gs.supports_graphed_step(model), "the model draws on the host during training"),
+               (recipe.augment.specaugment is not None, "SpecAugment draws on the host")]
+    return next((why for hit, why in reasons if hit), "")
+
+
+class StepBody:
+    """One optimisation step on a device batch, without host synchronisation: forward, loss, backward,
+    optimiser; the loss and correct count of the epoch add up on the device (read once per epoch)."""
+
+    def __init__(self, net: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe,
+                 cfg: TrainConfig) -> None:
+        self.net, self.model, self.opt, self.recipe, self.cfg = net, model, opt, recipe, cfg
+        self.ortho = None
+        if recipe.orthogonality is not None:
+            self.ortho = dict(model.named_parameters()).get(recipe.orthogonality.param)
+            if self.ortho is None:  # silently training without the term is how the S-Edge recipe once lost it
+                raise BadInputError(f"recipe {recipe.name!r} puts an orthogonality term on parameter "
+                                    f"{recipe.orthogonality.param!r}, which this model does not have; use a recipe "
+                                    "without the term or one that names one of the model's parameters")
+        device = cfg.device if cfg.device.startswith("cuda") else "cpu"
+        self.loss_total = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        recipe, cfg = self.recipe, self.cfg
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cfg.device.startswith("cuda")):
-            logits = net(xb)
+            logits = self.net(xb)
         # sum over this rank's clips / global batch size, times world: DDP's gradient mean over ranks then
         # equals the gradient of the mean loss over the whole global batch, however unevenly it was sliced
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing, reduction="sum")
-        loss = loss * (dist.world / len(idx))
-        if ortho is not None:
-            loss = loss + recipe.orthogonality.weight * orthogonality_penalty(ortho)
-        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing, reduction="sum") * scale
+        if self.ortho is not None:
+            loss = loss + recipe.orthogonality.weight * orthogonality_penalty(self.ortho)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
-        loss_sum += loss.item() * len(idx) / dist.world
-        correct += int((logits.argmax(-1) == yb).sum())
+            nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
+        self.opt.step()
+        self.loss_total.add_(loss.detach().double() / scale)  # / scale: per-clip losses summed, as reported
+        self.correct.add_((logits.argmax(-1) == yb).sum())
+        return loss, logits
+
+
+def _train_epoch(body, graphed, opt, recipe, augment, x, y, epoch, steps, total, warmup, cfg, dist, model_rate):
+    body.net.train()
+    body.loss_total.zero_()
+    body.correct.zero_()
+    seen, lr = 0, 0.0
+    progress = _progress(dist, cfg.show_progress, steps, f"epoch {epoch + 1}")
+    for step, idx in enumerate(_batches(len(y), recipe.batch_size, epoch, cfg.seed, dist.world)):
+        factor = lr_factor(epoch * steps + step, total, warmup, recipe.min_lr_ratio)
+        gs.set_lr(opt, factor)
+        lr = opt.param_groups[-1]["peak_lr"] * factor
+        xb = augment(x[idx], epoch, step)[dist.rank::dist.world]
+        yb = y[idx][dist.rank::dist.world]
+        if graphed is not None and len(idx) == recipe.batch_size:
+            graphed(xb, yb)
+        else:  # eager: no graph, or the short last batch of an epoch (another shape than the captured one)
+            body(_to_rate(xb.numpy(), model_rate, cfg.device), yb.to(cfg.device), dist.world / len(idx))
         seen += len(yb)
-        progress(step + 1, loss.item())
+        # the running loss costs a host synchronisation: read it now and then only
+        progress(step + 1, float(body.loss_total) / seen if cfg.show_progress and (step + 1) % 25 == 0 else None)
     progress(None, None)
-    return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), lr
+    return float(body.loss_total) / max(seen, 1), 100.0 * int(body.correct) / max(seen, 1), lr
 
 
 def _printer(dist: Shard, enabled: bool) -> Callable[[str], None]:
@@ -571,6 +617,8 @@ def _progress(dist: Shard, enabled: bool, total: int, label: str) -> Callable:
     def update(done: int | None, loss: float | None) -> None:
         if done is None:
             bar.stop()
+        elif loss is None:
+            bar.update(task, completed=done)
         else:
             bar.update(task, completed=done, loss=f"loss {loss:.4f}")
 
