@@ -330,3 +330,19 @@ def test_mix_on_gpu_matches_cpu(definition):
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-6)
     err = achieved_snr(torch.from_numpy(clean).cuda(), gpu, definition).cpu() - snrs.double()
     assert err.abs().max() < 0.01
+
+
+def test_the_noise_figure_labels_its_spectrogram_colours_in_db():
+    import matplotlib.pyplot as plt
+
+    from kwsbench.noise.plot import noise_figure
+
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    fig = noise_figure(audio, 16000, "white")
+    try:
+        colorbars = [ax for ax in fig.axes if ax.get_ylabel() == "power (dB/Hz)"]
+        assert len(fig.axes) == 3 and len(colorbars) == 1
+        low, high = fig.axes[1].images[0].get_clim()
+        assert high - low == 80.0
+    finally:
+        plt.close(fig)
