@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan
 from kwsbench.run.precision import exact_fp32
 from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
+
+if TYPE_CHECKING:  # imported lazily at run time: the estimate is only made when a run announces itself
+    from kwsbench.run.estimate import Estimate
 
 CLEAN = "clean"
 CLEAN_SEED = 0  # the seed in every clean cell's key (and of its speaker bootstrap)
@@ -430,7 +433,7 @@ def _combine(parts: list[RunSummary]) -> RunSummary:
 class Forecast:
     """The whole plan's time estimate and every cell's expected seconds (0 for a cell stored or not run)."""
 
-    estimate: Any  # kwsbench.run.estimate.Estimate (imported lazily: the estimate is only made when needed)
+    estimate: Estimate
     costs: list[list[float]]  # [model][condition]
 
     def deal(self, world: int) -> list[int]:
