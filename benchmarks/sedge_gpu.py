@@ -6,9 +6,16 @@ clips/s, and the model's own arithmetic (body MACs of `kwsbench cost`, 2 FLOP pe
 fraction of a measured fp32 matrix-product rate (an N³ product, TF32 off) and of --peak-tflops (the data
 sheet's fp32 rate: 67 TFLOP/s for an H200 SXM). BatchNorm running statistics are drawn at random (seeded),
 so the folding the forward does is exercised; weights are the seeded initialisation (the rate does not
-depend on them).
+depend on them), or a manifest's trained weights (--weights gsc-mini); clips random, or real clips
+(--data-dir, the first --batch clips of a Speech Commands folder).
+
+--compare times the GPU eval path (two GEMMs around a Triton scan, `kwsbench/models/sedge_eval.py`) against
+the chunked training path side by side (alternating, same inputs) and gives their logits' largest difference
+relative to the largest logit, each path's distance to a float64 forward, and the clips whose predicted class
+differs. --profile writes torch.profiler's per-kernel CUDA time of one forward of each path per size.
 
     python benchmarks/sedge_gpu.py --batch 1024 --out sedge.json            # on a GPU
+    python benchmarks/sedge_gpu.py --compare --data-dir DEV --weights gsc-mini --sizes full,naive-extra-large
     python benchmarks/sedge_gpu.py --device cpu --sizes tiny --batch 4 --gemm 512
 """
 
@@ -33,6 +40,11 @@ def _args(argv):
     p.add_argument("--gemm", type=int, default=8192, help="side of the fp32 matrix product that sets the rate")
     p.add_argument("--peak-tflops", type=float, default=67.0)
     p.add_argument("--out")
+    p.add_argument("--compare", action="store_true", help="time and compare the scan path and the chunked path")
+    p.add_argument("--profile", help="write per-kernel CUDA times of both paths to this text file")
+    p.add_argument("--profile-sizes", default="full,naive-extra-large")
+    p.add_argument("--data-dir", help="real clips: a Speech Commands folder (the first --batch clips)")
+    p.add_argument("--weights", help="a manifest whose s-edge-<size>.pt to load (default: seeded initialisation)")
     return p.parse_args(argv)
 
 
@@ -63,11 +75,15 @@ def _gemm_tflops(n: int, device: str) -> float:
     return 2 * n**3 / _time(lambda: a @ a, 5, device) / 1e12
 
 
-def _model(size: str, device: str):
+def _model(size: str, device: str, weights: str | None = None):
     import torch
 
     from kwsbench.models.sedge import build_sedge
 
+    if weights:
+        from kwsbench.checkpoints import load_model
+
+        return load_model(f"s-edge-{size}", f"{weights}:s-edge-{size}.pt", device=device).module
     m = build_sedge(size, seed=0)
     g = torch.Generator().manual_seed(1)
     for layer in m.layers:
@@ -84,25 +100,106 @@ def one_size(size: str, x, args, gemm: float) -> dict:
 
     card = get_card(f"s-edge-{size}")
     macs = card.cost(card, 16000).body_macs
-    model = _model(size, args.device)
+    model = _model(size, args.device, args.weights)
     with torch.no_grad():
         t = _time(lambda: model(x), args.reps, args.device)
-    tflops = 2 * macs * x.shape[0] / t / 1e12
-    row = {"size": size, "gmac_per_clip": round(macs / 1e9, 4), "batch": x.shape[0], "s": round(t, 5),
-           "clips_per_s": round(x.shape[0] / t, 1), "tflops": round(tflops, 3),
-           "pct_of_gemm": round(100 * tflops / gemm, 1), "pct_of_peak": round(100 * tflops / args.peak_tflops, 1)}
+    row = {"size": size, "gmac_per_clip": round(macs / 1e9, 4), "batch": x.shape[0]} | _rate(t, macs, x, args, gemm)
+    if args.compare:
+        row |= _compare(model, x, args, macs, gemm)
     print(json.dumps(row), flush=True)
     return row
 
 
-def main(argv=None) -> int:
-    args = _args(argv)
+def _rate(t: float, macs: int, x, args, gemm: float, tag: str = "") -> dict:
+    tflops = 2 * macs * x.shape[0] / t / 1e12
+    return {f"{tag}s": round(t, 5), f"{tag}clips_per_s": round(x.shape[0] / t, 1), f"{tag}tflops": round(tflops, 3),
+            f"{tag}pct_of_gemm": round(100 * tflops / gemm, 1),
+            f"{tag}pct_of_peak": round(100 * tflops / args.peak_tflops, 1)}
+
+
+def _compare(model, x, args, macs: int, gemm: float) -> dict:
+    """The chunked path timed again after the scan path (alternation), memory of each, logits against float64."""
     import torch
 
+    from kwsbench.models.sedge_eval import scan_eval
+
+    with torch.no_grad():
+        with scan_eval(False):
+            t_old = _time(lambda: model(x), args.reps, args.device)
+        t_new = _time(lambda: model(x), args.reps, args.device)
+        mem = {}
+        for name, on in (("new", True), ("old", False)):
+            torch.cuda.reset_peak_memory_stats() if args.device.startswith("cuda") else None
+            with scan_eval(on):
+                out = model(x)
+            mem[name] = out
+            if args.device.startswith("cuda"):
+                mem[f"{name}_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        new, old = mem["new"], mem["old"]
+        exact = _float64_logits(model, x)
+    scale = exact.abs().max()
+    return {"speedup": round(t_old / t_new, 2), **_rate(t_old, macs, x, args, gemm, "old_"),
+            "new_s_again": round(t_new, 5), "peak_gib_new": mem.get("new_gib"), "peak_gib_old": mem.get("old_gib"),
+            "rel_diff": float((new - old).abs().max() / old.abs().max()),
+            "new_vs_f64": float((new.double() - exact).abs().max() / scale),
+            "old_vs_f64": float((old.double() - exact).abs().max() / scale),
+            "flips": int((new.argmax(1) != old.argmax(1)).sum()), "clips": int(x.shape[0])}
+
+
+def _float64_logits(model, x):
+    """The chunked path in float64, in slices of 128 clips (the reference both fp32 paths are measured against)."""
+    import copy
+
+    import torch
+
+    m64 = copy.deepcopy(model).double()
+    return torch.cat([m64(x[i:i + 128].double()) for i in range(0, x.shape[0], 128)])
+
+
+def _profile(sizes: list[str], x, args, path: str) -> None:
+    """torch.profiler over one forward of each path per size: the CUDA kernels by total time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from kwsbench.models.sedge_eval import scan_eval
+
+    lines = []
+    for size in sizes:
+        model = _model(size, args.device, args.weights)
+        for name, on in (("chunked", False), ("scan", True)):
+            with torch.no_grad(), scan_eval(on):
+                model(x)
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    model(x)
+                    torch.cuda.synchronize()
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70)
+            lines += [f"== s-edge-{size}, {name} path, batch {x.shape[0]}", table]
+    Path(path).write_text("\n".join(lines))
+    print(f"profile written to {path}", flush=True)
+
+
+def _clips(args):
+    import numpy as np
+    import torch
+
+    if args.data_dir:
+        from kwsbench.data.speech_commands import load_clipset
+
+        audio = load_clipset(args.data_dir).audio
+        reps = -(-args.batch // len(audio))  # tile a small folder up to the batch
+        return torch.from_numpy(np.concatenate([audio] * reps)[: args.batch]).to(args.device)
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(args.batch, 16000, generator=g) * 0.1).to(args.device)
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
     gemm = _gemm_tflops(args.gemm, args.device)
     print(f"fp32 matrix product {args.gemm}^3 (TF32 off): {gemm:.2f} TFLOP/s", flush=True)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.randn(args.batch, 16000, generator=g) * 0.1).to(args.device)
+    x = _clips(args)
+    if args.profile:
+        _profile(args.profile_sizes.split(","), x, args, args.profile)
     rows = [one_size(s, x, args, gemm) for s in args.sizes.split(",")]
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
            "gemm_tflops": round(gemm, 2), "peak_tflops": args.peak_tflops, "sizes": rows}

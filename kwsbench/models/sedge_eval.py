@@ -1,0 +1,238 @@
+"""S-Edge's eval forward on a GPU: the layer as two GEMMs around one Triton scan.
+
+The training path (`sedge._LayerCore`) folds input projection, recurrence and read-out of a chunk of k steps
+into one block-Toeplitz GEMM, which costs k·H_in·H_out MACs a step plus a recursive scan over the chunk ends:
+for the 96- and 64-wide layers of the large sizes that is ~2x the model's own MACs in skinny, many-kernel
+form (9-10 % of the H200's fp32 rate in eval). Inference needs no gradient, so here each layer does exactly
+the model's arithmetic:
+
+    v = u_n B̄ᵀ + b̄      one GEMM (BatchNorm folded into B̄ and b̄), (B·L, H_in) x (H_in, 2N)
+    x_t = λ̄ x_{t-1} + v_t   the diagonal complex recurrence, in place: a Triton kernel, one program per
+                         (clip, block of states), walking time in tiles with an associative scan inside a
+                         tile and the carried state between tiles (memory-bound: one read, one write);
+                         the carry is multiplied by a table of λ̄^(j+1), each power rounded once, which
+                         keeps slow states (|λ̄| near 1) as exact as the chunked path keeps them
+    y = Re(C x) + c      one GEMM, (B·L, 2N) x (2N, H_out)
+    z = LeakyReLU(y) + skip(u)   one fused elementwise kernel for the identity residual (the last layer
+                         returns z's mean over time)
+
+Real planes throughout: a row of v and x holds (Re x_1..x_N, Im x_1..x_N). For a one-channel input (the
+first layer) the projection is an outer product, done inside the scan kernel. Clips run in tiles, so the
+temporaries stay a few GB whatever the batch. fp32 only; the result equals the chunked path to rounding
+(tests/test_sedge_eval.py). Without CUDA or Triton the model keeps the chunked path; the kernel also runs under
+Triton's interpreter (TRITON_INTERPRET=1) on CPU tensors, which is how the CPU test checks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton ships with torch's CUDA wheels on Linux; a CPU-only install has none and keeps the chunked path
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+if TYPE_CHECKING:
+    from kwsbench.models.sedge import SEdgeClassifier, SEdgeLayer
+
+_ROWS_PER_TILE = 1 << 22  # clip-time rows per tile of clips: ~2 GB per 128-wide fp32 temporary
+_SCAN_T = 64  # time steps per scan tile
+_SCAN_CB = 32  # complex states per program
+_SCAN_WARPS = 4
+_EW_BLOCK = 2048  # elements per program of the LeakyReLU + residual kernel
+_ENABLED = [True]  # `scan_eval(False)` switches the GPU eval path off (benchmarks compare the two)
+
+
+@contextlib.contextmanager
+def scan_eval(enabled: bool) -> Iterator[None]:
+    """Within the block, the eval forward on a GPU uses this path (True) or the chunked training path (False)."""
+    old = _ENABLED[0]
+    _ENABLED[0] = enabled
+    try:
+        yield
+    finally:
+        _ENABLED[0] = old
+
+
+def applies(model: SEdgeClassifier, audio: torch.Tensor) -> bool:
+    """This path runs an eval forward without gradients of float32 audio on a CUDA device, Triton present."""
+    if triton is None or not _ENABLED[0] or model.training or audio.dtype != torch.float32 or not audio.is_cuda:
+        return False
+    return not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _combine(ar, ai, xr, xi, br, bi, yr, yi):
+        # (a, x) earlier, (b, y) later: the later step applied after the earlier one is (b·a, b·x + y)
+        return br * ar - bi * ai, br * ai + bi * ar, br * xr - bi * xi + yr, br * xi + bi * xr + yi
+
+    @triton.jit
+    def _scan_kernel(src, dst, w, bias, lam_re, lam_im, pw, length: tl.constexpr,
+                     N: tl.constexpr, CB: tl.constexpr, T: tl.constexpr, FROM_SCALAR: tl.constexpr):
+        """dst[b, t] = λ̄ dst[b, t-1] + v[b, t] over one clip and CB states; v = src (B, L, 2N), or, with
+        FROM_SCALAR, src (B, L) times w plus bias (the one-channel input projection). pw (2, T, N): λ̄^(j+1),
+        each power rounded once (see `scan`). The length is a compile-time constant (one compilation per clip
+        length; Triton's interpreter needs it so)."""
+        b = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * CB + tl.arange(0, CB)
+        cok = c < N
+        r = tl.arange(0, T)
+        lr = tl.load(lam_re + c, mask=cok, other=0.0)
+        li = tl.load(lam_im + c, mask=cok, other=0.0)
+        a_re = tl.zeros((T, CB), tl.float32) + lr[None, :]
+        a_im = tl.zeros((T, CB), tl.float32) + li[None, :]
+        pw_off = r[:, None] * N + c[None, :]
+        pw_ok = (r[:, None] < T) & cok[None, :]
+        p_re = tl.load(pw + pw_off, mask=pw_ok, other=0.0)
+        p_im = tl.load(pw + T * N + pw_off, mask=pw_ok, other=0.0)
+        if FROM_SCALAR:
+            w_re = tl.load(w + c, mask=cok, other=0.0)[None, :]
+            w_im = tl.load(w + N + c, mask=cok, other=0.0)[None, :]
+            b_re = tl.load(bias + c, mask=cok, other=0.0)[None, :]
+            b_im = tl.load(bias + N + c, mask=cok, other=0.0)[None, :]
+        c_re = tl.zeros((CB,), tl.float32)
+        c_im = tl.zeros((CB,), tl.float32)
+        last = (r == T - 1)[:, None]
+        row0 = b * length
+        for t0 in range(0, length, T):
+            t = t0 + r
+            ok = (t < length)[:, None] & cok[None, :]
+            off = (row0 + t)[:, None] * (2 * N) + c[None, :]
+            if FROM_SCALAR:
+                s = tl.load(src + row0 + t, mask=t < length, other=0.0)[:, None]
+                x_re = s * w_re + b_re
+                x_im = s * w_im + b_im
+            else:
+                x_re = tl.load(src + off, mask=ok, other=0.0)
+                x_im = tl.load(src + off + N, mask=ok, other=0.0)
+            _, _, x_re, x_im = tl.associative_scan((a_re, a_im, x_re, x_im), 0, _combine)
+            # add the state carried in from the previous tile, times λ̄^(j+1) from the table: the scan's own
+            # products of the rounded λ̄ would make the carry's multiplier off by ~T ulps, and for slow states
+            # (|λ̄| ~ 0.9995) that error grows by 1/(1 - |λ̄|^T) along the clip (4e-4 of the logits measured)
+            y_re = x_re + p_re * c_re[None, :] - p_im * c_im[None, :]
+            y_im = x_im + p_re * c_im[None, :] + p_im * c_re[None, :]
+            tl.store(dst + off, y_re, mask=ok)
+            tl.store(dst + off + N, y_im, mask=ok)
+            c_re = tl.sum(tl.where(last, y_re, 0.0), axis=0)
+            c_im = tl.sum(tl.where(last, y_im, 0.0), axis=0)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _leaky_residual_kernel(y, u, total, H: tl.constexpr, BROADCAST: tl.constexpr, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        ok = i < total
+        a = tl.load(y + i, mask=ok, other=0.0)
+        res = tl.load(u + (i // H if BROADCAST else i), mask=ok, other=0.0)
+        tl.store(y + i, tl.where(a >= 0, a, a * 0.01) + res, mask=ok)
+
+
+def scan_tables(log_lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(λ̄ as (2, N) planes, λ̄^(j+1) for j < T as (2, T, N)) from log λ̄ (N,) complex; the powers are taken in
+    float64 and rounded once each."""
+    lam = torch.exp(log_lam)
+    planes = torch.stack([lam.real, lam.imag]).float().contiguous()
+    j = torch.arange(1, _SCAN_T + 1, device=log_lam.device, dtype=torch.float64)[:, None]
+    pw = torch.exp(j * log_lam.to(torch.complex128)[None, :])
+    return planes, torch.stack([pw.real, pw.imag]).float().contiguous()
+
+
+def scan(src: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,
+         w: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x_t = λ̄ x_{t-1} + v_t from x_{-1} = 0 on real planes: src (B, L, 2N) = v (may be `out` itself), or
+    src (B, L) with v = src·w + bias (w, bias (2N,)); tables from `scan_tables`; out (B, L, 2N)."""
+    bsz, length, n2 = out.shape
+    n = n2 // 2
+    planes, pw = tables
+    cb = min(_SCAN_CB, triton.next_power_of_2(n))
+    scalar = w is not None
+    dummy = planes[0]
+    _scan_kernel[(bsz, triton.cdiv(n, cb))](src, out, w if scalar else dummy, bias if scalar else dummy, planes[0],
+                                            planes[1], pw, length, N=n, CB=cb, T=pw.shape[1],
+                                            FROM_SCALAR=scalar, num_warps=_SCAN_WARPS)
+    return out
+
+
+def leaky_residual(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """y <- LeakyReLU(y) + u in place, y (R, H) and u (R, H) or (R, 1): one pass instead of torch's two."""
+    rows, h = y.shape
+    total = rows * h
+    _leaky_residual_kernel[(triton.cdiv(total, _EW_BLOCK),)](y, u, total, H=h, BROADCAST=u.shape[1] == 1,
+                                                            BLOCK=_EW_BLOCK)
+    return y
+
+
+def _layer_operators(layer: SEdgeLayer) -> dict:
+    """The layer's real operators: scan tables, W_B (H_in, 2N) and bias with BatchNorm folded, W_C (2N, H_out), c."""
+    log_lam, b_bar, bias_bar, c = layer.discretise()
+    w_b = torch.cat([b_bar.real, b_bar.imag]).T  # (H_in, 2N)
+    b_v = torch.cat([bias_bar.real, bias_bar.imag])
+    if layer.norm is not None:  # eval BatchNorm is u_n = sc u + sh per channel
+        bn = layer.norm
+        sc = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            sc = sc * bn.weight
+        sh = -bn.running_mean * sc
+        if bn.bias is not None:
+            sh = sh + bn.bias
+        b_v = b_v + sh @ w_b
+        w_b = w_b * sc[:, None]
+    w_c = torch.cat([c.real, -c.imag], 1).T  # Re(C x) = C_re x_re - C_im x_im
+    return {"scan": scan_tables(log_lam), "w_b": w_b.contiguous(),
+            "b_v": b_v.contiguous(), "w_c": w_c.contiguous(), "c": layer.C_bias[:, 0].contiguous()}
+
+
+def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.Tensor:
+    """One layer on a tile of clips u (B, L, H_in) -> (B, L', H_out), or its mean over time (B, H_out)."""
+    if layer.decimation > 1:
+        u = u[:, :: layer.decimation]
+    u = u.contiguous()
+    bsz, length, h_in = u.shape
+    n2 = ops["scan"][0].shape[1] * 2
+    rows = bsz * length
+    x = u.new_empty(bsz, length, n2)
+    if h_in == 1:
+        scan(u.view(bsz, length), ops["scan"], x, ops["w_b"][0].contiguous(), ops["b_v"])
+    else:
+        torch.addmm(ops["b_v"], u.view(rows, h_in), ops["w_b"], out=x.view(rows, n2))
+        scan(x, ops["scan"], x)
+    y = torch.addmm(ops["c"], x.view(rows, n2), ops["w_c"])
+    del x
+    h_out = y.shape[1]
+    z = y.view(bsz, length, h_out)
+    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
+    if identity and not pool:
+        return leaky_residual(y, u.view(rows, h_in)).view(bsz, length, h_out)
+    F.leaky_relu_(y, 0.01)
+    if layer.skip is not None:
+        if pool:  # the skip is linear: the mean of u through it
+            return z.mean(1) + u.mean(1) @ layer.skip.T
+        y.addmm_(u.view(rows, h_in), layer.skip.T)
+        return z
+    if pool:
+        return z.mean(1) + u.mean(1) if identity else z.mean(1)
+    return z
+
+def forward(model: SEdgeClassifier, audio: torch.Tensor) -> torch.Tensor:
+    """Logits (B, classes) of an eval forward, clips in tiles of about _ROWS_PER_TILE rows."""
+    for layer in model.layers:
+        layer.project_stable()
+    ops = [_layer_operators(layer) for layer in model.layers]
+    per_tile = max(1, _ROWS_PER_TILE // max(audio.shape[1], 1))
+    pooled = []
+    last = len(model.layers) - 1
+    for b0 in range(0, audio.shape[0], per_tile):
+        x = ((audio[b0:b0 + per_tile] - model.input_mean) / (model.input_std + 1e-5)).unsqueeze(-1)
+        for i, layer in enumerate(model.layers):
+            x = _layer(layer, ops[i], x, pool=i == last)
+        pooled.append(x)
+    return model._decode(torch.cat(pooled) if len(pooled) > 1 else pooled[0])

@@ -1,0 +1,112 @@
+"""S-Edge's GPU eval path (two GEMMs around a Triton scan) against the chunked training path.
+
+On CPU the Triton kernel runs under Triton's interpreter (TRITON_INTERPRET=1, read when the kernel module is
+imported, hence a subprocess); on a CUDA device it runs compiled and the model takes it by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from kwsbench.models import sedge_eval
+from kwsbench.models.sedge import build_sedge
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_triton = pytest.mark.skipif(sedge_eval.triton is None, reason="needs Triton (ships with torch's CUDA wheels)")
+
+# Small sizes covering every branch: one-channel first layer (projection inside the kernel), identity residual,
+# decimation, state sizes that are no power of two (masked blocks), BatchNorm with running statistics folded
+# into the projection, trainable skip, several scan tiles with a partial last one, the fused LeakyReLU +
+# residual (broadcast from one channel and full width), pooling.
+_SCRIPT = textwrap.dedent("""
+    import json, sys, torch
+    from kwsbench.models import sedge_eval
+    from kwsbench.models.sedge import SEdgeClassifier, SEdgeConfig
+    sedge_eval._SCAN_T, sedge_eval._SCAN_CB = 16, 8  # small tiles: the interpreter runs element by element
+    configs = {
+        "identity": (SEdgeConfig((6, 12, 4), (5, 5, 5), False, False, "s5", 0.1, None), [1, 2, 2]),
+        "norm-skip": (SEdgeConfig((10, 6), (4, 7), True, True, "orthogonal", 0.0, None), [1, 1]),
+    }
+    g = torch.Generator().manual_seed(3)
+    out = {}
+    for name, (cfg, chain) in configs.items():
+        m = SEdgeClassifier(cfg, num_classes=4, seed=1)
+        m.set_step_scale(chain)
+        for layer in m.layers:
+            if layer.norm is not None:
+                layer.norm.running_mean.copy_(torch.randn(layer.h_in, generator=g) * 0.3)
+                layer.norm.running_var.copy_(torch.rand(layer.h_in, generator=g) * 1.5 + 0.5)
+        m.standardise_input(0.01, 0.1)
+        m.eval()
+        x = torch.randn(3, 150, generator=g) * 0.1
+        with torch.no_grad():
+            ref = m(x)  # CPU: the chunked path
+            new = sedge_eval.forward(m, x)
+            exact = m.double()(x.double())
+        scale = exact.abs().max().item()
+        out[name] = {"new": (new.double() - exact).abs().max().item() / scale,
+                     "ref": (ref.double() - exact).abs().max().item() / scale,
+                     "new_ref": (new - ref).abs().max().item() / ref.abs().max().item()}
+    print(json.dumps(out))
+""")
+
+
+@needs_triton
+def test_scan_path_equals_chunked_path_under_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    errors = json.loads(res.stdout.strip().splitlines()[-1])
+    for name, e in errors.items():
+        assert e["new_ref"] < 1e-5, (name, e)
+        assert e["new"] < 1e-5, (name, e)  # as close to the float64 result as the chunked path is
+        assert e["ref"] < 1e-5, (name, e)
+
+
+def test_applies_only_to_cuda_inference():
+    m = build_sedge("tiny").eval()
+    x = torch.zeros(2, 100)
+    with torch.no_grad():
+        assert not sedge_eval.applies(m, x)  # CPU tensors keep the chunked path
+    if torch.cuda.is_available() and sedge_eval.triton is not None:
+        m, x = m.cuda(), x.cuda()
+        assert not sedge_eval.applies(m, x)  # gradients wanted
+        with torch.no_grad():
+            assert sedge_eval.applies(m, x)
+            assert not sedge_eval.applies(m.train(), x)
+            m.eval()
+            with sedge_eval.scan_eval(False):
+                assert not sedge_eval.applies(m, x)
+            assert not sedge_eval.applies(m, x.double())
+
+
+@cuda
+@needs_triton
+@pytest.mark.parametrize("size", ["full", "naive-small", "large", "small"])
+def test_cuda_scan_path_equals_chunked_path(size):
+    m = build_sedge(size, seed=0).cuda().eval()
+    g = torch.Generator().manual_seed(0)
+    for layer in m.layers:
+        if layer.norm is not None:
+            layer.norm.running_mean.copy_(torch.randn(layer.h_in, generator=g) * 0.3)
+            layer.norm.running_var.copy_(torch.rand(layer.h_in, generator=g) * 1.5 + 0.5)
+    x = (torch.randn(16, 16000, generator=g) * 0.1).cuda()
+    with torch.no_grad():
+        new = m(x)
+        with sedge_eval.scan_eval(False):
+            ref = m(x)
+        exact = m.double()(x.double())
+    scale = exact.abs().max()
+    err_new = ((new.double() - exact).abs().max() / scale).item()
+    err_ref = ((ref.double() - exact).abs().max() / scale).item()
+    assert err_new < max(2 * err_ref, 1e-5), (err_new, err_ref)
+    assert ((new - ref).abs().max() / ref.abs().max()).item() < 1e-5
+    assert torch.equal(new.argmax(1), ref.argmax(1))
+
