@@ -69,7 +69,8 @@ def _config(data: Path, out: Path, **kw) -> TrainConfig:
 
 # -- recipes -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["s-edge", "s-edge-augmented", "nc-ssm", "bc-resnet", "ds-cnn", "kwt", "synth", "synth-kwt"])
+@pytest.mark.parametrize("name", ["s-edge", "s-edge-augmented", "nc-ssm", "bc-resnet", "ds-cnn", "kwt", "synth",
+                                  "synth-kwt"])
 def test_packaged_recipes_validate(name):
     assert name in list_recipes()
     r = load_recipe(name)
