@@ -154,15 +154,18 @@ def test_graphed_training_resumes_like_an_uninterrupted_run(gsc_dev_dir, tmp_pat
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4, msg=name)
 
 
-def test_s_edge_augmented_is_the_paper_recipe_plus_augmentation():
-    """The one deviation of s-edge-augmented from the paper's Default recipe is its `augment` section."""
+@pytest.mark.parametrize("name", ["s-edge-augmented", "s-edge-shift-gain"])
+def test_augmented_s_edge_recipes_are_the_paper_recipe_plus_augmentation(name):
+    """The one deviation of these recipes from the paper's Default recipe is their `augment` section."""
     import dataclasses
 
-    paper, augmented = load_recipe("s-edge"), load_recipe("s-edge-augmented")
+    paper, augmented = load_recipe("s-edge"), load_recipe(name)
     differs = {f.name for f in dataclasses.fields(paper) if getattr(paper, f.name) != getattr(augmented, f.name)}
     assert differs == {"name", "source", "augment"}
     a = augmented.augment
-    assert a.rzoh and a.time_shift_ms > 0 and a.gain and a.noise.p > 0 and len(a.noise.sources) == 6
+    assert a.rzoh and a.time_shift_ms == 100 and a.gain == (0.8, 1.25)
+    assert (a.noise is None) == (name == "s-edge-shift-gain")
+    assert name == "s-edge-shift-gain" or (a.noise.p == 0.8 and len(a.noise.sources) == 6)
 
 
 def test_augmented_batches_reach_the_graphed_step(gsc_dev_dir, noise_dir, tmp_path, monkeypatch):
