@@ -704,9 +704,11 @@ def test_interrupted_run_is_marked_interrupted(world, monkeypatch, capsys):
 
 
 def _as_schema_2(store: Path) -> None:
-    """The store as kwsbench wrote it before checksums: no checksum columns, version 2, rollback journal."""
+    """The store as kwsbench wrote it before checksums: no checksum (nor precision) columns, version 2, rollback
+    journal."""
     conn = sqlite3.connect(store)
     conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("ALTER TABLE cells DROP COLUMN precision")
     conn.execute("ALTER TABLE cells DROP COLUMN checksum")
     conn.execute("ALTER TABLE predictions DROP COLUMN sha256")
     conn.execute("UPDATE schema_version SET version = 2")
