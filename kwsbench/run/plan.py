@@ -107,7 +107,7 @@ def check_precision(precision: str, device: str, where: str = "plan") -> None:
     if precision != DEFAULT_PRECISION and not device.startswith("cuda"):
         raise BadInputError(
             f"{where}: precision {precision} needs a CUDA device (--device cuda), got device {device}: "
-            f"{precision} is a GPU arithmetic mode; on a CPU cells are computed in fp32 (the default), so drop "
+            f"{precision} is a GPU arithmetic mode; elsewhere cells are computed in fp32 (the default), so drop "
             "--precision (or the plan key) or run on a GPU")
 
 
