@@ -472,6 +472,9 @@ CASES: list[Case] = [
     Case("protocol-unknown", _run("--protocol", "v9"), 5, ("v9", "choose one of")),
     Case("snr-def-unknown", _run("--snr-def", "peak"), 2, ("--snr-def", "peak")),
     Case("on-bad-file-unknown", _run("--on-bad-file", "ignore"), 2, ("--on-bad-file", "ignore")),
+    Case("precision-unknown", _run("--precision", "fp16"), 2, ("--precision", "fp16")),
+    Case("precision-bf16-on-cpu", _run("--precision", "bf16"), 5, ("precision bf16", "CUDA device", "--device cuda")),
+    Case("precision-tf32-on-cpu", _run("--precision", "tf32"), 5, ("precision tf32", "CUDA device", "fp32")),
     Case("weights-unknown-manifest", _run("--weights", "nope"), 3, ("nope", "known")),
     Case("noise-workers-text", _run(), 5, ("KWSBENCH_NOISE_WORKERS", "'two'", "whole number"),
          env={"KWSBENCH_NOISE_WORKERS": "two"}),
@@ -704,9 +707,11 @@ def test_interrupted_run_is_marked_interrupted(world, monkeypatch, capsys):
 
 
 def _as_schema_2(store: Path) -> None:
-    """The store as kwsbench wrote it before checksums: no checksum columns, version 2, rollback journal."""
+    """The store as kwsbench wrote it before checksums: no checksum (nor precision) columns, version 2, rollback
+    journal."""
     conn = sqlite3.connect(store)
     conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("ALTER TABLE cells DROP COLUMN precision")
     conn.execute("ALTER TABLE cells DROP COLUMN checksum")
     conn.execute("ALTER TABLE predictions DROP COLUMN sha256")
     conn.execute("UPDATE schema_version SET version = 2")

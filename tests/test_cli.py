@@ -142,13 +142,14 @@ def test_constants_beside_the_parsers_equal_the_librarys():
     from kwsbench.data.speech_commands import PROTOCOLS, SPLITS
     from kwsbench.data.synth import DEFAULT_PER_CLASS
     from kwsbench.results.leaderboard import FORMATS
-    from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, RATE_MODES
+    from kwsbench.run.plan import DECIMATIONS, ON_BAD_FILE, PRECISIONS, RATE_MODES
 
     assert tuple(data.PROTOCOLS) == tuple(PROTOCOLS) and tuple(data.SPLITS) == tuple(SPLITS)
     assert sorted(data.ARCHIVES) == sorted(ARCHIVES) and data.DEFAULT_PER_CLASS == DEFAULT_PER_CLASS
     assert tuple(leaderboard.FORMATS) == tuple(FORMATS)
     assert (run.RATE_MODES, run.DECIMATIONS, run.ON_BAD_FILE) == (tuple(RATE_MODES), tuple(DECIMATIONS),
                                                                   tuple(ON_BAD_FILE))
+    assert run.PRECISIONS == PRECISIONS
     assert checkpoints.URL_BASE == ck.DEFAULT_URL_BASE
     from kwsbench.run.reproduce import FULL_SEEDS
 

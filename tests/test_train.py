@@ -69,7 +69,8 @@ def _config(data: Path, out: Path, **kw) -> TrainConfig:
 
 # -- recipes -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["s-edge", "nc-ssm", "bc-resnet", "ds-cnn", "kwt", "synth", "synth-kwt"])
+@pytest.mark.parametrize("name", ["s-edge", "s-edge-augmented", "s-edge-shift-gain", "nc-ssm", "bc-resnet", "ds-cnn",
+                                  "kwt", "synth", "synth-kwt"])
 def test_packaged_recipes_validate(name):
     assert name in list_recipes()
     r = load_recipe(name)
@@ -358,7 +359,7 @@ def test_orthogonality_term_on_a_missing_parameter_is_a_user_error(tiny_synth, t
         train(cfg, card=TINY)
 
 
-@pytest.mark.parametrize("recipe", ["s-edge", "s-edge-high-lr"])
+@pytest.mark.parametrize("recipe", ["s-edge", "s-edge-high-lr", "s-edge-augmented", "s-edge-shift-gain"])
 def test_s_edge_recipes_name_parameters_every_size_has(recipe):
     from kwsbench.models.sedge import CONFIGS, build_sedge
 

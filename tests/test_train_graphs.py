@@ -152,3 +152,55 @@ def test_graphed_training_resumes_like_an_uninterrupted_run(gsc_dev_dir, tmp_pat
     b = read_checkpoint(resumed.last_path)["model_state_dict"]
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("name", ["s-edge-augmented", "s-edge-shift-gain"])
+def test_augmented_s_edge_recipes_are_the_paper_recipe_plus_augmentation(name):
+    """The one deviation of these recipes from the paper's Default recipe is their `augment` section."""
+    import dataclasses
+
+    paper, augmented = load_recipe("s-edge"), load_recipe(name)
+    differs = {f.name for f in dataclasses.fields(paper) if getattr(paper, f.name) != getattr(augmented, f.name)}
+    assert differs == {"name", "source", "augment"}
+    a = augmented.augment
+    assert a.rzoh and a.time_shift_ms == 100 and a.gain == (0.8, 1.25)
+    assert (a.noise is None) == (name == "s-edge-shift-gain")
+    assert name == "s-edge-shift-gain" or (a.noise.p == 0.8 and len(a.noise.sources) == 6)
+
+
+def test_augmented_batches_reach_the_graphed_step(gsc_dev_dir, noise_dir, tmp_path, monkeypatch):
+    """s-edge-augmented trains s-edge-tiny a few steps, and the batches handed to the graphed step are the
+    augmented ones (time shift, gain, recorded noise), not the clean clips: on the CPU the graph is stood in
+    for by a recorder that runs the same step body eagerly."""
+    import dataclasses
+
+    import numpy as np
+
+    import kwsbench.train.loop as loop
+
+    seen = []
+
+    class Recorder:  # GraphedStep's interface: (body, model, batch, shape, device, scale); call (xb, yb)
+        def __init__(self, body, model, batch, shape, device, scale):
+            self.body, self.scale, self.failed = body, scale, ""
+
+        def __call__(self, xb, yb):
+            seen.append((xb.clone(), yb.clone()))
+            self.body(xb, yb, self.scale)
+
+    monkeypatch.setattr(loop, "_why_eager", lambda *a: "")
+    monkeypatch.setattr(gs, "make_capturable", lambda *a: None)
+    monkeypatch.setattr(gs, "GraphedStep", Recorder)
+    recipe = dataclasses.replace(load_recipe("s-edge-augmented"), batch_size=4)
+    cfg = TrainConfig(model="s-edge-tiny", recipe=recipe, data_dir=str(gsc_dev_dir), epochs=1, out=tmp_path / "aug",
+                      max_per_class=1, noise_dir=str(noise_dir), show_progress=False)
+    res = train(cfg, card=get_card("s-edge-tiny"))
+    assert len(seen) >= 2 and np.isfinite(res.history[-1].train_loss)
+    tr, _, _ = loop.load_training_data(cfg)
+    x, y = torch.from_numpy(np.asarray(tr.audio, dtype=np.float32)), torch.from_numpy(tr.labels.astype(np.int64))
+    augment = loop.Augmenter(recipe, tr, cfg.seed, cfg.noise_dir)
+    full = [idx for idx in loop._batches(len(y), 4, 0, cfg.seed, 1) if len(idx) == 4]
+    assert len(full) == len(seen)
+    for step, (idx, (xb, yb)) in enumerate(zip(full, seen, strict=True)):
+        assert torch.equal(yb, y[idx]) and torch.equal(xb, augment(x[idx], 0, step))
+        assert (xb - x[idx]).abs().max() > 1e-3  # really changed, not the clean clips

@@ -16,6 +16,7 @@ from kwsbench.errors import EXIT_FAILED, EXIT_OK
 RATE_MODES = ("native", "bandlimit")
 DECIMATIONS = ("sinc", "drop")
 ON_BAD_FILE = ("error", "skip")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def register(subparsers) -> None:
@@ -55,6 +56,10 @@ def register(subparsers) -> None:
     add_device(p, from_plan=True)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run each forward eagerly on CUDA (default: "
                    "replay a captured CUDA graph per batch shape, same results, fewer kernel launches)")
+    p.add_argument("--precision", choices=PRECISIONS, help="arithmetic of the models' forward: fp32 (the reference, "
+                   "same results as a CPU), tf32 (cuDNN/cuBLAS TF32) or bf16 (autocast; front end included, logits "
+                   "and scoring in fp32); tf32 and bf16 need --device cuda; recorded in every cell's key, so cells "
+                   "of different precisions never mix (default: fp32)")
     p.add_argument("--per-class", metavar="INT", help="class-stratified subset of this many clips per class "
                    "(default: every clip; with --quick: 20)")
     p.add_argument("--config", help="plan YAML; flags override its keys (default: none)")
@@ -77,7 +82,7 @@ def plan_from_args(args: argparse.Namespace):
         protocol=args.protocol, noise_dir=args.noise_dir, seed=args.seed, seeds=args.seeds, weights=args.weights,
         batch_size=args.batch_size, device=args.device, per_class=args.per_class, store=args.store,
         on_bad_file=args.on_bad_file, force=True if args.force else None,
-        cuda_graphs=False if args.no_cuda_graphs else None,
+        cuda_graphs=False if args.no_cuda_graphs else None, precision=args.precision,
     )
 
 
@@ -161,11 +166,15 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
         return
     table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
     seeds = len({c.seed for c in cells if c.noise != "clean"}) > 1
-    for col in ("model", "noise", "SNR dB", *(("seed",) if seeds else ()), "rate Hz", "accuracy", "95% CI"):
+    precisions = {c.precision for c in cells} != {"fp32"}  # shown where a cell is not at the reference precision
+    columns = ("model", "noise", "SNR dB", *(("seed",) if seeds else ()), "rate Hz",
+               *(("precision",) if precisions else ()), "accuracy", "95% CI")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
     for c in cells:
         snr = "" if c.snr_db is None else f"{c.snr_db:+g} ({c.snr_def})"
         seed = (("" if c.noise == "clean" else str(c.seed)),) if seeds else ()
-        table.add_row(c.model, c.noise, snr, *seed, f"{c.rate_hz} {c.rate_mode}", f"{100 * c.accuracy:.2f}",
+        table.add_row(c.model, c.noise, snr, *seed, f"{c.rate_hz} {c.rate_mode}",
+                      *((c.precision,) if precisions else ()), f"{100 * c.accuracy:.2f}",
                       f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
     console().print(table)

@@ -491,6 +491,11 @@ class SEdgeLayer(nn.Module):
 
     def _run(self, u: torch.Tensor, pool: bool) -> torch.Tensor:
         """The layer on u (B, L, H_in); with pool, return its mean over time (B, H_out) instead."""
+        if torch.is_autocast_enabled(u.device.type):
+            # `run --precision bf16`: the fused kernel writes into views of fp32 buffers and multiplies by fp32
+            # operators, which autocast does not cast; the layer computes in fp32 on fp32 input instead
+            with torch.autocast(u.device.type, enabled=False):
+                return self._run(u.float(), pool)
         if self.decimation > 1:
             u = u[:, :: self.decimation]
         self.project_stable()

@@ -2,7 +2,8 @@
 
 The HTML has no external assets: inline CSS, images by relative file name in the same folder, no scripts.
 What the figures show is one consistent slice of the store (see `select_view`): the clip set, seed and SNR
-definition holding the most cells, one cell per model and condition (the newest). Everything stored is still
+definition holding the most cells, at fp32 where the store has fp32 cells (else the precision holding the most),
+one cell per model and condition (the newest). Everything stored is still
 in the full cell table and in leaderboard.csv. Reading the store is read-only.
 """
 
@@ -55,7 +56,8 @@ class View:
     seed: int
     snr_def: str
     rate: int
-    excluded: int  # ok cells outside the slice (other clip set / seed / SNR definition)
+    excluded: int  # ok cells outside the slice (other clip set / seed / SNR definition / precision)
+    precision: str = "fp32"  # the arithmetic of the slice's cells (kwsbench.run.precision)
 
 
 @dataclass
@@ -99,9 +101,13 @@ def _mode(values: list[Any]) -> Any:
 
 
 def select_view(cells: list[StoredCell], rate: int | None = None) -> View:
-    """The most populated clip set / seed / SNR definition; duplicates of one condition keep the newest cell."""
+    """The most populated clip set / seed / SNR definition, fp32 where there is fp32 (the reference the other
+    precisions are measured against); duplicates of one condition keep the newest cell."""
     fingerprint = _mode([c.fingerprint for c in cells])
     mine = [c for c in cells if c.fingerprint == fingerprint]
+    precisions = [c.precision for c in mine]
+    precision = "fp32" if "fp32" in precisions else _mode(precisions)
+    mine = [c for c in mine if c.precision == precision]
     seed = _mode([c.seed for c in mine])
     noisy_defs = [c.snr_def for c in mine if c.noise != "clean"]
     snr_def = _mode(noisy_defs) if noisy_defs else ""
@@ -116,7 +122,7 @@ def select_view(cells: list[StoredCell], rate: int | None = None) -> View:
     elif rate not in rates:
         raise BadInputError(f"--rate {rate}: no stored cell at that rate; stored rates: "
                             f"{', '.join(str(r) for r in sorted(rates))}; pass one of them")
-    return View(kept, fingerprint, seed, snr_def, rate, excluded=len(cells) - len(mine))
+    return View(kept, fingerprint, seed, snr_def, rate, excluded=len(cells) - len(mine), precision=precision)
 
 
 def at_rate(view: View) -> list[dict]:
@@ -133,7 +139,7 @@ def at_rate(view: View) -> list[dict]:
 
 def _cell_order(c: StoredCell) -> tuple:
     return (c.model, c.noise != "clean", c.noise, -1e9 if c.snr_db is None else c.snr_db,
-            -c.rate_hz, c.rate_mode)
+            -c.rate_hz, c.rate_mode, c.precision != "fp32", c.precision)
 
 
 def default_condition(cells: list[StoredCell]) -> tuple[str, float | None]:
@@ -258,6 +264,7 @@ def _cells_section(cells: list[StoredCell], labels: Labels) -> str:
             f'<td class="l">{_e(c.model)}</td><td class="l">{_e(c.noise)}</td>'
             f'<td>{snr}</td><td class="l">{_e(c.snr_def)}</td><td>{c.rate_hz}</td>'
             f'<td class="l">{_e(c.rate_mode)}</td><td class="l">{_e(c.decimation)}</td>'
+            f'<td class="l">{_e(c.precision)}</td>'
             f'<td class="n">{c.n}</td><td class="correct">{c.correct}</td>'
             f'<td class="acc">{pct(c.accuracy)}</td><td class="ci">{_ci(c.ci_low, c.ci_high)}</td>'
             f'<td>{_ci(c.boot_low, c.boot_high)}</td><td>{f1}</td>'
@@ -265,8 +272,8 @@ def _cells_section(cells: list[StoredCell], labels: Labels) -> str:
             f'<td class="l"><code>{_e(c.fingerprint[:12])}</code></td><td>{c.seed}</td>'
             f'<td>{c.run_id}</td></tr>')
     headers = ["data set", "weights", "model", "noise", "SNR dB", "SNR def", "rate Hz", "rate mode", "decimation",
-               "n", "correct", "accuracy %", "Wilson 95% CI", "speaker bootstrap 95% CI", "macro F1", "checkpoint",
-               "clip set", "seed", "run"]
+               "precision", "n", "correct", "accuracy %", "Wilson 95% CI", "speaker bootstrap 95% CI", "macro F1",
+               "checkpoint", "clip set", "seed", "run"]
     return ("<h2>All cells</h2><p><small>Every successful cell of the selected models, as stored "
             "(accuracy = correct / n). The same rows are in <a href=\"leaderboard.csv\">leaderboard.csv</a>."
             "</small></p><div class=wide>" + _table(headers, rows, "cells") + "</div>")
@@ -563,12 +570,13 @@ def _clip_set(store: Store, key: ClipSetKey, cells: list[StoredCell], opts: Repo
     n = main[0].n if main else 0
     seeds = sorted({c.seed for c in cells})
     seed_text = f"seed {view.seed}" if len(seeds) == 1 else f"seed {view.seed} of {len(seeds)}"
-    caption = f"{key.data} ({key.protocol}), n = {n} clips, {key.weights} weights, {seed_text}"
+    precision = "" if view.precision == "fp32" else f", {view.precision}"
+    caption = f"{key.data} ({key.protocol}), n = {n} clips, {key.weights} weights, {seed_text}{precision}"
     classes = len(main[0].label_names) if main and main[0].label_names else 0
-    keep = {(c.model, c.noise, c.snr_db, c.rate_hz, c.rate_mode, c.snr_def, c.decimation) for c in main}
+    keep = {(c.model, c.noise, c.snr_db, c.rate_hz, c.rate_mode, c.snr_def, c.decimation, c.precision) for c in main}
     rows = {(r.model, r.noise, r.snr_db): r for r in store_rows(store, cells, per_seed=False)
             if r.rate_hz == view.rate and (r.model, r.noise, r.snr_db, r.rate_hz, r.rate_mode, r.snr_def,
-                                           r.decimation) in keep}
+                                           r.decimation, r.precision) in keep}
     return _Set(key, view, cond, caption, 100.0 / classes if classes else None, key.slug(), rows)
 
 
@@ -582,7 +590,8 @@ def _clip_set_sections(store: Store, index: int, cs: _Set, cells: list[StoredCel
             f"definition {_e(cs.view.snr_def or 'n/a')}, {cs.view.rate} Hz; chosen condition "
             f"{_e(condition_label(*cs.cond))}.</p>")
     if excluded:
-        head += (f"<p class=note>{excluded} cells of this clip set (other seeds, SNR definition or rate mode) are in "
+        head += (f"<p class=note>{excluded} cells of this clip set (other seeds, SNR definition, rate mode or "
+                 "precision) are in "
                  "the grid means and the tables but not the figures.</p>")
     page.sections.append(head + _grid_section(main, cs, styles))
     _snr_section(main, cs, styles, out, page)

@@ -20,7 +20,7 @@ import numpy as np
 from kwsbench.data.clipset import BRIDGE_ITEMS_MARK, KEYWORDS_10, is_bridge_items
 from kwsbench.results.baselines import ProtocolPrior, Reported
 from kwsbench.results.bridge import BridgeEstimate, Stratum, post_stratified
-from kwsbench.results.store import Store, StoredCell
+from kwsbench.results.store import FP32, Store, StoredCell
 from kwsbench.results.verdicts import DEVIATING, NOT_COMPARABLE, Comparison, matching_rows, verdict_over_seeds
 
 
@@ -30,7 +30,7 @@ def is_silence_items(cell: StoredCell) -> bool:
 
 def _condition(cell: StoredCell, seed: bool = False) -> tuple:
     return (cell.model, cell.checkpoint_sha256, cell.noise, cell.noise_version, cell.snr_db, cell.snr_def,
-            cell.rate_hz, cell.rate_mode, cell.decimation, *((cell.seed,) if seed else ()))
+            cell.rate_hz, cell.rate_mode, cell.decimation, cell.precision, *((cell.seed,) if seed else ()))
 
 
 def silence_index(cells: Iterable[StoredCell]) -> dict[tuple, StoredCell]:
@@ -85,7 +85,8 @@ def judge(store: Store, cells: list[StoredCell], baselines: list[Reported], prio
     silence = silence_index(store.cells())
     groups: dict[tuple, list[StoredCell]] = {}
     for c in cells:
-        if not is_silence_items(c):
+        # the papers' numbers are fp32 measurements: a tf32 / bf16 cell is compared with its fp32 cell, not them
+        if not is_silence_items(c) and c.precision == FP32:
             groups.setdefault((c.fingerprint, *_condition(c)), []).append(c)
     comparisons, unmatched = [], []
     for members in groups.values():

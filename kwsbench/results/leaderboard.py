@@ -48,6 +48,7 @@ class TidyRow:
     rate_hz: int
     rate_mode: str
     decimation: str
+    precision: str  # arithmetic of the model's forward: fp32 (the reference), tf32 or bf16 (kwsbench.run.precision)
     seed: str  # the noise seed, or the seeds averaged ("0,1,2,3,4")
     n_seeds: int
     n: int  # clips (per seed)
@@ -110,7 +111,7 @@ Correctness = dict[str, np.ndarray]  # cell_key -> 0/1 per clip (from the stored
 def _condition(c: StoredCell, key_of, per_seed: bool) -> tuple:
     """Cells with the same condition (and clip set, weights) are ranked against each other."""
     return (key_of(c), c.noise, c.noise_version, c.snr_db, c.snr_def, c.rate_hz, c.rate_mode, c.decimation,
-            c.seed if per_seed else None)
+            c.precision, c.seed if per_seed else None)
 
 
 def _entry(c: StoredCell) -> str:
@@ -161,7 +162,7 @@ def _row(cells: list[StoredCell], labels: Labels, cost: tuple[int | None, int | 
     return TidyRow(
         data=key.data, protocol=c0.protocol, fingerprint=c0.fingerprint[:12], weights=key.weights, model=c0.model,
         checkpoint=c0.checkpoint_sha256[:12], noise=c0.noise, snr_db=c0.snr_db, snr_def=c0.snr_def,
-        rate_hz=c0.rate_hz, rate_mode=c0.rate_mode, decimation=c0.decimation,
+        rate_hz=c0.rate_hz, rate_mode=c0.rate_mode, decimation=c0.decimation, precision=c0.precision,
         seed=",".join(str(c.seed) for c in cells), n_seeds=k, n=n, correct=correct, accuracy_pct=_pct(acc),
         seed_sd_pct=_pct(sd), seed_ci_low_pct=_pct(lo), seed_ci_high_pct=_pct(hi), wilson_low_pct=_pct(wl),
         wilson_high_pct=_pct(wh), boot_low_pct=_pct(_mean([c.boot_low for c in cells])),
@@ -193,7 +194,8 @@ def tidy_rows(cells: list[StoredCell], labels: Labels | None = None, correct: Co
 
 
 def _row_order(r: TidyRow) -> tuple:
-    return (r.data, r.protocol, r.fingerprint, r.weights, r.rate_hz, r.rate_mode, r.decimation, r.noise != "clean",
+    return (r.data, r.protocol, r.fingerprint, r.weights, r.rate_hz, r.rate_mode, r.decimation,
+            r.precision != "fp32", r.precision, r.noise != "clean",
             r.noise, -1e9 if r.snr_db is None else r.snr_db, r.seed, r.rank or 10**6, r.model)
 
 
@@ -226,7 +228,7 @@ def _snr_text(snrs: list[float]) -> str:
 
 
 # the columns that make one table of the wide view: models are compared (and means taken) only within one
-WIDE_GROUP = ("data", "protocol", "fingerprint", "weights", "rate_hz", "rate_mode", "decimation")
+WIDE_GROUP = ("data", "protocol", "fingerprint", "weights", "rate_hz", "rate_mode", "decimation", "precision")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from kwsbench.results import stats
 from kwsbench.results.clipsets import ClipSetKey, Selection, labels_for, select
 
 _PAIR_COLS = ("fingerprint", "noise", "noise_version", "snr_db", "snr_def", "rate_hz", "rate_mode", "decimation",
-              "seed")
+              "seed", "precision")
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The SQLite results store: runs with provenance, cells (DESIGN.md contract 4 key + rate mode), clip
-lists and per-utterance predictions (one little-endian int16 blob per cell).
+"""The SQLite results store: runs with provenance, cells (DESIGN.md contract 4 key + rate mode + arithmetic
+precision), clip lists and per-utterance predictions (one little-endian int16 blob per cell).
 
 Writes are one transaction per cell (cell row + its predictions), so an interrupted run leaves only
 complete cells behind and `--resume` picks up where it stopped. A store that is not SQLite or has
@@ -25,7 +25,8 @@ from kwsbench.paths import default_store
 if TYPE_CHECKING:
     import numpy as np  # imported where predictions are read or written: reading cells (leaderboard) needs none
 
-SCHEMA_VERSION = 3  # 3: checksums (cells.checksum, predictions.sha256); 2 is migrated in place by a writer
+# 3: checksums (cells.checksum, predictions.sha256); 4: cells.precision. Older ones are migrated in place by a writer
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's transaction before giving up
 
 _SCHEMA = """
@@ -45,19 +46,26 @@ CREATE TABLE cells (
     noise_version TEXT NOT NULL, snr_db REAL, snr_def TEXT NOT NULL, rate_hz INTEGER NOT NULL,
     rate_mode TEXT NOT NULL, decimation TEXT NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL,
     accuracy REAL, n INTEGER, correct INTEGER, ci_low REAL, ci_high REAL, boot_low REAL, boot_high REAL,
-    per_class TEXT, macro_f1 REAL, error TEXT, seconds REAL, created TEXT NOT NULL, checksum TEXT
+    per_class TEXT, macro_f1 REAL, error TEXT, seconds REAL, created TEXT NOT NULL, checksum TEXT,
+    precision TEXT NOT NULL DEFAULT 'fp32'
 );
 CREATE TABLE predictions (cell_key TEXT PRIMARY KEY, preds BLOB NOT NULL, sha256 TEXT);
 """
 # schema 2 -> 3: the checksum columns, appended (so SELECT * keeps the order of a store created at version 3)
 _MIGRATE_2_TO_3 = ("ALTER TABLE cells ADD COLUMN checksum TEXT", "ALTER TABLE predictions ADD COLUMN sha256 TEXT")
+# schema 3 -> 4: every cell stored before had fp32 arithmetic; appended like the checksum (same column order as a
+# store created at version 4, which `merge_from`'s SELECT * relies on). Keys and checksums of fp32 cells leave the
+# precision out (CellKey.digest, _row_checksum), so no stored value changes.
+_MIGRATE_3_TO_4 = ("ALTER TABLE cells ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'",)
+FP32 = "fp32"  # the default precision (kwsbench.run.precision), the one every cell had before the field existed
 # one blob per cell instead of one row per clip: a cell's ~2,500 row inserts dominated put_cell
 _PRED_DTYPE = "<i2"  # little-endian int16
 
 
 @dataclass(frozen=True)
 class CellKey:
-    """DESIGN.md contract 4 plus how the rate was reached (rate mode and decimation filter)."""
+    """DESIGN.md contract 4 plus how the rate was reached (rate mode and decimation filter) and the arithmetic the
+    model ran in (`precision`: fp32, tf32 or bf16, kwsbench.run.precision)."""
 
     model: str
     checkpoint_sha256: str
@@ -70,9 +78,16 @@ class CellKey:
     rate_mode: str
     decimation: str
     seed: int
+    # keyword-only with a default, so records that extend the key (StoredCell) keep their positional fields
+    precision: str = field(default=FP32, kw_only=True)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        """sha256 of the key's fields. An fp32 key hashes without its precision: the digests of every cell stored
+        before the field existed stay what they were (resume reuses them)."""
+        fields_ = asdict(self)
+        if self.precision == FP32:
+            del fields_["precision"]
+        return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -203,7 +218,7 @@ class Store:
 
     def _open_schema(self) -> None:
         version = self._version()
-        if version in (None, 2, SCHEMA_VERSION) and not self.read_only:
+        if version in (None, *_MIGRATIONS, SCHEMA_VERSION) and not self.read_only:
             # WAL: readers and one writer at a time without blocking each other. Set only on a file known to be
             # (or to become) a store of a version this kwsbench writes: any other file stays byte for byte as it was
             self._enter_wal()
@@ -222,8 +237,8 @@ class Store:
                 self.conn.rollback()
                 raise
             version = self._version()
-        if version == 2 and not self.read_only:
-            self._migrate_2_to_3()
+        while version in _MIGRATIONS and not self.read_only:
+            self._migrate(version)
             version = self._version()
         self._check_version(version)
         self._schema = int(version)
@@ -245,26 +260,14 @@ class Store:
         row = self.conn.execute("SELECT version FROM schema_version").fetchone()
         return -1 if row is None else int(row[0])
 
-    def _migrate_2_to_3(self) -> None:
-        """Add the checksum columns and fill them, in one transaction (a crash leaves version 2 as it was). The
-        checksums vouch for the cells as they are at migration: damage from before cannot be seen."""
+    def _migrate(self, version: int) -> None:
+        """Bring the schema from `version` to the next, in one transaction (a crash leaves it as it was); a
+        second writer that migrated first leaves nothing to do."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            if self._version() == 2:
-                for statement in _MIGRATE_2_TO_3:
-                    self.conn.execute(statement)
-                blobs = self.conn.execute("SELECT cell_key, preds FROM predictions").fetchall()
-                self.conn.executemany("UPDATE predictions SET sha256 = ? WHERE cell_key = ?",
-                                      [(_sha256(b), k) for k, b in blobs])
-                shas = dict((k, _sha256(b)) for k, b in blobs)
-                cur = self.conn.execute("SELECT * FROM cells")
-                names = [d[0] for d in cur.description]
-                updates = []
-                for row in cur.fetchall():
-                    d = dict(zip(names, row, strict=True))
-                    updates.append((_row_checksum(d, shas.get(d["cell_key"])), d["cell_key"]))
-                self.conn.executemany("UPDATE cells SET checksum = ? WHERE cell_key = ?", updates)
-                self.conn.execute("UPDATE schema_version SET version = 3")
+            if self._version() == version:
+                _MIGRATIONS[version](self.conn)
+                self.conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
@@ -278,8 +281,8 @@ class Store:
                 "per cell). It was left untouched; pass --store with a new path (or read it with the older "
                 "kwsbench)."
             )
-        if version == 2 and self.read_only:
-            return  # read as it is (no checksums yet); the next `kwsbench run` on it migrates it
+        if version in _MIGRATIONS and self.read_only:
+            return  # read as it is (2: no checksums yet; 2 and 3: every cell fp32); the next `kwsbench run` migrates it
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"results store {self.path} has schema version {version}, this kwsbench reads version "
@@ -393,7 +396,7 @@ class Store:
             json.dumps(list(cell.label_names)), k.noise, k.noise_version, k.snr_db, k.snr_def, k.rate_hz,
             k.rate_mode, k.decimation, k.seed, cell.status,
             cell.accuracy, cell.n, cell.correct, cell.ci_low, cell.ci_high, cell.boot_low, cell.boot_high,
-            json.dumps(cell.per_class), cell.macro_f1, cell.error, cell.seconds, _now(), None,
+            json.dumps(cell.per_class), cell.macro_f1, cell.error, cell.seconds, _now(), None, k.precision,
         )
         with self.conn:
             self.conn.execute("DELETE FROM predictions WHERE cell_key = ?", (digest,))
@@ -490,8 +493,37 @@ def _sha256(blob: bytes) -> str:
 
 
 def _row_checksum(row: dict, preds_sha256: str | None) -> str:
-    """sha256 over the row's values (as read back from SQLite) and its prediction blob's sha256."""
-    return _sha256(json.dumps([row[c] for c in CELL_COLUMNS] + [preds_sha256]).encode())
+    """sha256 over the row's values (as read back from SQLite) and its prediction blob's sha256; the precision
+    is covered where it is not fp32, so the checksums stored before the column existed still hold."""
+    values = [row[c] for c in CELL_COLUMNS] + [preds_sha256]
+    precision = row.get("precision", FP32)
+    return _sha256(json.dumps(values if precision == FP32 else [*values, precision]).encode())
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Add the checksum columns and fill them. The checksums vouch for the cells as they are at migration: damage
+    from before cannot be seen."""
+    for statement in _MIGRATE_2_TO_3:
+        conn.execute(statement)
+    blobs = conn.execute("SELECT cell_key, preds FROM predictions").fetchall()
+    conn.executemany("UPDATE predictions SET sha256 = ? WHERE cell_key = ?", [(_sha256(b), k) for k, b in blobs])
+    shas = dict((k, _sha256(b)) for k, b in blobs)
+    cur = conn.execute("SELECT * FROM cells")
+    names = [d[0] for d in cur.description]
+    updates = []
+    for row in cur.fetchall():
+        d = dict(zip(names, row, strict=True))
+        updates.append((_row_checksum(d, shas.get(d["cell_key"])), d["cell_key"]))
+    conn.executemany("UPDATE cells SET checksum = ? WHERE cell_key = ?", updates)
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    for statement in _MIGRATE_3_TO_4:
+        conn.execute(statement)
+
+
+# the schema versions a writer migrates in place: version -> the step to the next one
+_MIGRATIONS = {2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def _explain(err: sqlite3.Error, path: Path) -> str:

@@ -25,6 +25,9 @@ SNR_RANGE_DB = (-60.0, 60.0)  # beyond this a mixture is all speech or all noise
 MIN_RATE_HZ = 1000  # below this a one-second clip is too short for any front end
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 ON_BAD_FILE = ("error", "skip")
+# the arithmetic models are evaluated in (kwsbench.run.precision, which imports torch: named here for the loader)
+PRECISIONS = ("fp32", "tf32", "bf16")
+DEFAULT_PRECISION = "fp32"
 
 
 def _rates_problem(rates: list[int]) -> str:
@@ -68,6 +71,9 @@ class Plan:
     checkpoints: dict[str, str] = field(default_factory=dict)  # model -> checkpoint id or file
     weights: str | None = None  # a project manifest (synth, gsc-mini): its checkpoint for every model it has
     cuda_graphs: bool = True  # replay captured CUDA graphs of each model's forward (same logits, fewer launches)
+    # fp32 (the reference), or tf32 / bf16 on CUDA (kwsbench.run.precision); part of every cell's key
+    precision: str = field(default=DEFAULT_PRECISION, metadata=limits(choices=PRECISIONS,
+                                                                      help="pick fp32, tf32 or bf16"))
     # a clip that cannot be decoded or holds NaN / inf samples: stop with an error naming it, or leave it out
     on_bad_file: str = field(default="error", metadata=limits(choices=ON_BAD_FILE, help="pick error or skip"))
 
@@ -79,6 +85,7 @@ class Plan:
         if self.seeds:
             self.seeds = list(dict.fromkeys(self.seeds))  # in order, each once
             self.seed = self.seeds[0]
+        check_precision(self.precision, self.device, where)
         return self
 
     def noise_seeds(self) -> list[int]:
@@ -87,6 +94,21 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_precision(precision: str, device: str, where: str = "plan") -> None:
+    """tf32 and bf16 need CUDA: BadInputError (exit 5) on any other device.
+
+    tf32 is a mode of NVIDIA's tensor cores: elsewhere it would silently be fp32. bf16 on a CPU is refused as
+    well: CPU autocast has its own list of bf16 ops and other kernels than CUDA's, and a cell's key holds the
+    precision but not the device, so a CPU bf16 cell would stand in for a different GPU computation (fp32 is
+    the one precision whose CPU and GPU cells agree: 0 of 15,000 predictions differed on an H200). Nor would
+    it pay on a CPU without bf16 instructions (the 2-core test machine has no avx512_bf16): see the README."""
+    if precision != DEFAULT_PRECISION and not device.startswith("cuda"):
+        raise BadInputError(
+            f"{where}: precision {precision} needs a CUDA device (--device cuda), got device {device}: "
+            f"{precision} is a GPU arithmetic mode; elsewhere cells are computed in fp32 (the default), so drop "
+            "--precision (or the plan key) or run on a GPU")
 
 
 def _split_list(value: Any) -> Any:

@@ -39,8 +39,8 @@ from kwsbench.results.store import CellKey, CellResult, Store, condition_label
 from kwsbench.run import distributed as dist_
 from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
-from kwsbench.run.plan import Plan
-from kwsbench.run.precision import exact_fp32
+from kwsbench.run.plan import Plan, check_precision
+from kwsbench.run.precision import for_precision, precision_mode
 from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
 
 if TYPE_CHECKING:  # imported lazily at run time: the estimate is only made when a run announces itself
@@ -314,6 +314,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     device = plan.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    check_precision(plan.precision, device)
     t0 = time.perf_counter()
     # open the store first: a corrupt or foreign store fails before any decoding or model work.
     # Rank 0 creates it before the other ranks open it, so two processes never create the schema at once.
@@ -352,7 +353,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
             progress.note(_announce(plan, cards, conds, clipset, forecast, shard))
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
-            with exact_fp32():
+            with precision_mode(plan.precision):
                 _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
                             progress, shard)
         except BaseException as err:  # the run's status is final whatever stopped it
@@ -637,7 +638,7 @@ def _load(ctx: RunContext, card: ModelCard, loader: ModelLoader, explicit: bool)
     if loaded is None:
         return ModelState(card=card, model=None, forward=None, sha="unavailable", labels=(),
                           load_error=load_error, rate=card.native_rate, pace=Pace(plan.batch_size, adaptive=False))
-    forward = GraphedForward(loaded.module, enabled=plan.cuda_graphs)
+    forward = GraphedForward(for_precision(loaded.module, plan.precision, plan.device), enabled=plan.cuda_graphs)
     return ModelState(card=card, model=loaded.module, forward=forward, sha=loaded.sha256, labels=tuple(loaded.labels),
                       load_error="", rate=card.native_rate,
                       pace=Pace(plan.batch_size, adaptive=not plan.device.startswith("cuda")))
@@ -650,6 +651,7 @@ def _cell_key(plan: Plan, card: ModelCard, sha: str, clipset: ClipSet, cond: Con
         noise_version=noise_version, snr_db=cond.snr_db, snr_def="" if cond.noise == CLEAN else plan.snr_def,
         rate_hz=cond.rate_hz, rate_mode="native" if native else plan.rate_mode,
         decimation="" if native and cond.rate_hz == 16000 else plan.decimation, seed=cond.seed,
+        precision=plan.precision,
     )
 
 
