@@ -85,6 +85,8 @@ def test_applies_only_to_cuda_inference():
             with sedge_eval.scan_eval(False):
                 assert not sedge_eval.applies(m, x)
             assert not sedge_eval.applies(m, x.double())
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                assert not sedge_eval.applies(m, x)
 
 
 @cuda

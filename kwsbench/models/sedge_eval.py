@@ -61,8 +61,11 @@ def scan_eval(enabled: bool) -> Iterator[None]:
 
 
 def applies(model: SEdgeClassifier, audio: torch.Tensor) -> bool:
-    """This path runs an eval forward without gradients of float32 audio on a CUDA device, Triton present."""
+    """This path runs an eval forward without gradients of float32 audio on a CUDA device, Triton present, no
+    autocast (fp32 and TF32 runs; TF32 reaches its GEMMs through torch's matmul switch like any other)."""
     if triton is None or not _ENABLED[0] or model.training or audio.dtype != torch.float32 or not audio.is_cuda:
+        return False
+    if torch.is_autocast_enabled(audio.device.type):  # --precision bf16: the chunked path under autocast
         return False
     return not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
 
