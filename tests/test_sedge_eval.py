@@ -50,10 +50,16 @@ _SCRIPT = textwrap.dedent("""
             ref = m(x)  # CPU: the chunked path
             new = sedge_eval.forward(m, x)
             exact = m.double()(x.double())
+            m.float()
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: fp32 layers, bf16 decoder
+                ref_bf = m(x)
+                new_bf = sedge_eval.forward(m, x)
         scale = exact.abs().max().item()
         out[name] = {"new": (new.double() - exact).abs().max().item() / scale,
                      "ref": (ref.double() - exact).abs().max().item() / scale,
-                     "new_ref": (new - ref).abs().max().item() / ref.abs().max().item()}
+                     "new_ref": (new - ref).abs().max().item() / ref.abs().max().item(),
+                     "bf16": [str(new_bf.dtype), str(ref_bf.dtype),
+                              (new_bf.float() - ref_bf.float()).abs().max().item() / ref.abs().max().item()]}
     print(json.dumps(out))
 """)
 
@@ -68,6 +74,8 @@ def test_scan_path_equals_chunked_path_under_the_interpreter():
         assert e["new_ref"] < 1e-5, (name, e)
         assert e["new"] < 1e-5, (name, e)  # as close to the float64 result as the chunked path is
         assert e["ref"] < 1e-5, (name, e)
+        # under bf16 autocast both paths give the same dtype and agree to the bf16 decoder's rounding
+        assert e["bf16"][0] == e["bf16"][1] and e["bf16"][2] < 1e-2, (name, e)
 
 
 def test_applies_only_to_cuda_inference():
@@ -85,8 +93,6 @@ def test_applies_only_to_cuda_inference():
             with sedge_eval.scan_eval(False):
                 assert not sedge_eval.applies(m, x)
             assert not sedge_eval.applies(m, x.double())
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                assert not sedge_eval.applies(m, x)
 
 
 @cuda

@@ -61,11 +61,9 @@ def scan_eval(enabled: bool) -> Iterator[None]:
 
 
 def applies(model: SEdgeClassifier, audio: torch.Tensor) -> bool:
-    """This path runs an eval forward without gradients of float32 audio on a CUDA device, Triton present, no
-    autocast (fp32 and TF32 runs; TF32 reaches its GEMMs through torch's matmul switch like any other)."""
+    """This path runs an eval forward without gradients of float32 audio on a CUDA device, Triton present (TF32
+    reaches its GEMMs through torch's matmul switch like any other; under autocast see `forward`)."""
     if triton is None or not _ENABLED[0] or model.training or audio.dtype != torch.float32 or not audio.is_cuda:
-        return False
-    if torch.is_autocast_enabled(audio.device.type):  # --precision bf16: the chunked path under autocast
         return False
     return not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
 
@@ -226,16 +224,20 @@ def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.T
     return z
 
 def forward(model: SEdgeClassifier, audio: torch.Tensor) -> torch.Tensor:
-    """Logits (B, classes) of an eval forward, clips in tiles of about _ROWS_PER_TILE rows."""
-    for layer in model.layers:
-        layer.project_stable()
-    ops = [_layer_operators(layer) for layer in model.layers]
-    per_tile = max(1, _ROWS_PER_TILE // max(audio.shape[1], 1))
-    pooled = []
-    last = len(model.layers) - 1
-    for b0 in range(0, audio.shape[0], per_tile):
-        x = ((audio[b0:b0 + per_tile] - model.input_mean) / (model.input_std + 1e-5)).unsqueeze(-1)
-        for i, layer in enumerate(model.layers):
-            x = _layer(layer, ops[i], x, pool=i == last)
-        pooled.append(x)
+    """Logits (B, classes) of an eval forward, clips in tiles of about _ROWS_PER_TILE rows.
+
+    Under autocast (`run --precision bf16`) the layers compute in fp32 and only the decoder runs under the
+    caller's autocast, as on the chunked path (`SEdgeLayer._run`)."""
+    with torch.autocast(audio.device.type, enabled=False):
+        for layer in model.layers:
+            layer.project_stable()
+        ops = [_layer_operators(layer) for layer in model.layers]
+        per_tile = max(1, _ROWS_PER_TILE // max(audio.shape[1], 1))
+        pooled = []
+        last = len(model.layers) - 1
+        for b0 in range(0, audio.shape[0], per_tile):
+            x = ((audio[b0:b0 + per_tile] - model.input_mean) / (model.input_std + 1e-5)).unsqueeze(-1)
+            for i, layer in enumerate(model.layers):
+                x = _layer(layer, ops[i], x, pool=i == last)
+            pooled.append(x)
     return model._decode(torch.cat(pooled) if len(pooled) > 1 else pooled[0])
