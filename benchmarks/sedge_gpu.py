@@ -110,9 +110,14 @@ def one_size(size: str, x, args, gemm: float) -> dict:
     return row
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """x to `digits` significant digits: a slow CPU's rate (~4e-4 TFLOP/s) must not round to 0."""
+    return float(f"{x:.{digits}g}")
+
+
 def _rate(t: float, macs: int, x, args, gemm: float, tag: str = "") -> dict:
     tflops = 2 * macs * x.shape[0] / t / 1e12
-    return {f"{tag}s": round(t, 5), f"{tag}clips_per_s": round(x.shape[0] / t, 1), f"{tag}tflops": round(tflops, 3),
+    return {f"{tag}s": _sig(t), f"{tag}clips_per_s": _sig(x.shape[0] / t), f"{tag}tflops": _sig(tflops),
             f"{tag}pct_of_gemm": round(100 * tflops / gemm, 1),
             f"{tag}pct_of_peak": round(100 * tflops / args.peak_tflops, 1)}
 

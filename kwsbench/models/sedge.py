@@ -429,6 +429,15 @@ def _s5_init(n: int, h_in: int, h_out: int, gen: torch.Generator) -> tuple[torch
 # Layers
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type; a type autocast does not know (meta tensors, used to build
+    models without memory) has none."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
 class SEdgeLayer(nn.Module):
     """One S-Edge sequence layer: decimate -> (BN) -> complex diagonal ZOH SSM -> LeakyReLU (+ skip)."""
 
@@ -491,7 +500,7 @@ class SEdgeLayer(nn.Module):
 
     def _run(self, u: torch.Tensor, pool: bool) -> torch.Tensor:
         """The layer on u (B, L, H_in); with pool, return its mean over time (B, H_out) instead."""
-        if torch.is_autocast_enabled(u.device.type):
+        if _autocast_enabled(u.device.type):
             # `run --precision bf16`: the fused kernel writes into views of fp32 buffers and multiplies by fp32
             # operators, which autocast does not cast; the layer computes in fp32 on fp32 input instead
             with torch.autocast(u.device.type, enabled=False):
