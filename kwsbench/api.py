@@ -33,8 +33,9 @@ def plan(config: str | Path | None = None, *, quick: bool = False, **fields: Any
 
 def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
                       **fields: Any) -> tuple[Plan, list[LeftOut]]:
-    """`plan(...)` and the default models it leaves out, each with why (weights that did not learn; on a CPU
-    or with `quick`, the models too slow for it). SNRs given without a noise source are refused."""
+    """`plan(...)` and the models it leaves out, each with why (default models: weights that did not learn; on a
+    CPU or with `quick`, the models too slow for it; any model without weights here that no name asked for, only
+    the default selection, 'all' or a glob). SNRs given without a noise source are refused."""
     from kwsbench.run.plan import (
         QUICK_DEFAULTS,
         check_noise_and_snr,
@@ -42,13 +43,15 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
         given_keys,
         models_with_weights,
         resolve_plan,
+        swept_models_with_weights,
     )
 
     resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
     check_noise_and_snr(resolved, given_keys(config, fields))
     resolved, left = embedded_defaults(resolved, quick=quick)
     resolved, without_weights = models_with_weights(resolved)
-    return resolved, left + without_weights
+    resolved, swept = swept_models_with_weights(resolved)
+    return resolved, left + without_weights + swept
 
 
 def run(plan_or_config: Plan | str | Path | None = None, *, quick: bool = False, show_progress: bool = False,

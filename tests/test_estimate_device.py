@@ -17,7 +17,8 @@ from kwsbench.run import estimate as est_mod
     ("cpu", est_mod.DEFAULT_MAC_RATE, est_mod.CELL_OVERHEAD_S),
 ])
 def test_estimate_without_history_uses_the_device_kinds_rates(tmp_path, monkeypatch, device, rate, overhead):
-    monkeypatch.setattr(est_mod, "SPEED_TABLE", tmp_path / "none.json")  # no CPU speed table: MACs alone
+    monkeypatch.setattr(est_mod, "SPEED_TABLE", tmp_path / "none.json")  # no speed tables: MACs alone
+    monkeypatch.setattr(est_mod, "GPU_SPEED_TABLE", tmp_path / "none.json")
     card = get_card("ds-cnn-s")
     macs = int(model_cost(card, card.native_rate).total_macs)
     with Store(tmp_path / "s.sqlite") as store:
@@ -48,6 +49,7 @@ def test_gpu_estimate_builds_no_model_the_table_counts(tmp_path, monkeypatch):
         raise AssertionError(f"{card.name} was built for its MACs although the table lists them")
 
     monkeypatch.setattr(est_mod, "_macs", no_build)
+    monkeypatch.setattr(est_mod, "GPU_SPEED_TABLE", tmp_path / "none.json")  # MACs, not the GPU table's speeds
     table = est_mod.SpeedTable.load()
     card = get_card("ds-cnn-s")
     with Store(tmp_path / "s.sqlite") as store:
@@ -77,3 +79,33 @@ def test_history_leaves_out_a_models_first_cell_of_a_run(tmp_path):
         speeds = est_mod.history(store, "cuda")
         assert speeds == {"m": [pytest.approx(1000.0)] * 2, "alone": [pytest.approx(200.0)]}
         assert est_mod.history(store, "cpu") == {}
+
+
+def test_gpu_speed_table_names_registered_cards_and_is_used_as_measured(tmp_path, monkeypatch):
+    from kwsbench.models.registry import all_cards
+
+    table = est_mod.SpeedTable.load(est_mod.GPU_SPEED_TABLE)
+    assert table is not None and table.matmul_gflops is None and table.machine
+    assert set(table.clips_per_s) <= {c.name for c in all_cards()}
+
+    def no_probe():
+        raise AssertionError("a GPU estimate measured the CPU's matmul rate")
+
+    monkeypatch.setattr(est_mod, "matmul_gflops", no_probe)
+    card = get_card("s-edge-full")
+    with Store(tmp_path / "s.sqlite") as store:
+        est = est_mod.estimate([card], lambda c: [None] * 36, 1250, store, "cuda:0")
+    assert est.from_table == ["s-edge-full"] and not est.from_macs
+    assert est.seconds == pytest.approx(36 * (1250 / table.clips_per_s["s-edge-full"] + est_mod.GPU_CELL_OVERHEAD_S))
+    assert table.machine in est.describe() and "not scaled" in est.describe()
+
+
+def test_gpu_estimate_of_the_measured_registry_run_is_within_a_factor_two(tmp_path):
+    # `run --weights synth --models all` on one H200, 1,250 clips, 36 conditions: the 38 models with weights took
+    # 74.9 s of run time (README, Performance and scale); announced from MACs at one rate it said "roughly 4 min"
+    table = est_mod.SpeedTable.load(est_mod.GPU_SPEED_TABLE)
+    cards = [get_card(m) for m in table.clips_per_s]
+    with Store(tmp_path / "s.sqlite") as store:
+        est = est_mod.estimate(cards, lambda c: [None] * 36, 1250, store, "cuda")
+    assert len(est.from_table) == len(cards) == 38
+    assert 74.9 / 2 < est.seconds < 74.9 * 2

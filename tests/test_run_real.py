@@ -83,3 +83,19 @@ def test_plan_yaml_and_overrides(gsc_dev_dir, tmp_path):
     resolved = resolve_plan(plan, {"snr": [0.0], "seed": 3, "models": None})
     assert resolved.snr == [0.0] and resolved.seed == 3 and resolved.noise == ["white-ncssm"]
     assert np.isclose(resolved.per_class, 1)
+
+
+def test_models_a_pattern_sweeps_in_without_weights_are_skipped_with_one_line(gsc_dev_dir, tmp_path, capsys):
+    # `--models 'kwt-*'` with the synth weights: kwt-1 has them, kwt-2 and kwt-3 do not (their files are not
+    # shipped). A pattern (or 'all') skips those two with one line; naming one of them fails its cells.
+    store = str(tmp_path / "s.sqlite")
+    common = ["--weights", "synth", "--data-dir", str(gsc_dev_dir), "--per-class", "1", "--store", store]
+    assert main(["run", "--models", "kwt-*", *common]) == 0
+    out, err = capsys.readouterr()
+    # left out before the run, so the cells announced are the ones that run
+    assert "left out 2 models:\n  kwt-2, kwt-3: no weights in the synth manifest" in err
+    assert "1 models x 1 conditions" in err and "FAILED" not in err
+    with Store(store) as st:
+        assert {c.model for c in st.cells()} == {"kwt-1"}
+    assert main(["run", "--models", "kwt-*,kwt-3", *common]) == 1  # named directly: its cell fails
+    assert "FAILED kwt-3" in capsys.readouterr().err

@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     # under torchrun (WORLD_SIZE > 1) each rank computes its share of the cells; rank 0 reports
     shard, plan.device = distributed.init_from_env(plan.device)
     if left_out and shard.rank == 0:
-        print(f"left out {len(left_out)} of the default models:", file=sys.stderr)
+        print(f"left out {len(left_out)} models:", file=sys.stderr)
         by_reason: dict[str, list[str]] = {}
         for item in left_out:
             by_reason.setdefault(item.reason, []).append(item.model)

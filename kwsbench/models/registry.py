@@ -130,6 +130,17 @@ def get_card(name: str) -> ModelCard:
     return _CARDS[_ALIASES[key]]
 
 
+def _is_pattern(item: str) -> bool:
+    return item == "all" or any(ch in item for ch in "*?[")
+
+
+def named_directly(names: str | list[str]) -> set[str]:
+    """The card names among `names` given by name or alias, not through 'all' or a glob: a model asked for
+    by name must run (missing weights fail its cells), one a pattern swept in may be skipped."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    return {get_card(i).name for i in (i.strip() for i in items) if i and not _is_pattern(i)}
+
+
 def resolve(names: str | list[str]) -> list[ModelCard]:
     """'all', a comma list, or shell globs (fnmatch) over names and aliases -> cards, de-duplicated."""
     import fnmatch

@@ -4,7 +4,8 @@ A model's speed (clips per second) comes, in this order, from:
 1. the store: the median speed of that model's earlier cells on the same kind of device;
 2. on a CPU, the speed table shipped beside this module (cpu_speeds.json: every model's clips/s in a
    `kwsbench run --quick` on a 2-core machine, written by `benchmarks/main_job.py --write-speeds`), scaled by
-   this machine's matrix-multiply rate measured at start-up against the rate measured with the table;
+   this machine's matrix-multiply rate measured at start-up against the rate measured with the table; on a CUDA
+   device the table measured on one H200 (gpu_speeds.json, `benchmarks/gpu_speeds.py`), not scaled;
 3. MACs per clip (kwsbench.cost) divided by a MAC rate: from the store's earlier cells on that device, else
    from the table's models (scaled as above), else DEFAULT_MAC_RATE (GPU_MAC_RATE on CUDA).
 The note says which models were estimated which way, so nobody takes the figure for a measurement. No model
@@ -33,6 +34,10 @@ DEFAULT_MAC_RATE = 2e9
 # model (2 cells) + store ~7 ms per cell.
 CELL_OVERHEAD_S = 0.02
 SPEED_TABLE = Path(__file__).with_name("cpu_speeds.json")
+# Every registry card's clips/s on one H200 (registry run, 1,250 clips, batch 2048): on another GPU a guide only,
+# but far closer than MACs at one rate, which announced "roughly 4 min" for a 75-s registry run once S-Edge's
+# eval ran 3-4x faster than the rate had been set from.
+GPU_SPEED_TABLE = Path(__file__).with_name("gpu_speeds.json")
 # The same two on a CUDA device, from one H200 (2026-12-04): the public grid, 12 models x 36 conditions x
 # 1,245 clips (7.5 T MACs), took 9.6 s; most cells took ~10 ms whatever their MACs (the first cell of a model,
 # with its warm-up and graph capture, ~0.5 s), so a cell's fixed cost dominates and the MAC rate matters only
@@ -61,6 +66,7 @@ class Estimate:
     mac_rate_basis: str = "assumed, no earlier runs here"
     matmul_here: float | None = None  # GFLOP/s measured at start-up (CPU)
     matmul_table: float | None = None  # GFLOP/s measured with the speed table
+    table_machine: str = ""  # the machine the speed table was measured on
     per_clip: dict[str, float] = field(default_factory=dict)  # expected seconds per clip, per model with a basis
     cell_overhead: float = CELL_OVERHEAD_S
     model_overhead: float = MODEL_OVERHEAD_S
@@ -81,9 +87,12 @@ class Estimate:
         basis = []
         if self.measured:
             basis.append(f"{len(self.measured)} models from their speed in earlier runs on this device")
-        if self.from_table:
+        if self.from_table and self.matmul_here is not None:
             basis.append(f"{len(self.from_table)} from a speed table measured on a 2-core CPU, scaled by this "
                          f"machine's matmul rate ({self.matmul_here:.0f} GFLOP/s here, {self.matmul_table:.0f} there)")
+        elif self.from_table:
+            basis.append(f"{len(self.from_table)} from a speed table measured on "
+                         f"{self.table_machine or 'another machine'} (not scaled to this device)")
         if self.from_macs:
             basis.append(f"{len(self.from_macs)} from MACs at {self.mac_rate / 1e9:.1f} GMAC/s ({self.mac_rate_basis})")
         if self.unknown:
@@ -171,17 +180,21 @@ def matmul_gflops(repeats: int = 7) -> float:
 class SpeedTable:
     """Clips/s per model measured in one CPU run, the matmul rate measured beside it, and MACs per clip."""
 
-    matmul_gflops: float
+    matmul_gflops: float | None  # None: a GPU's table, used as measured (no CPU matmul rate scales it)
     clips_per_s: dict[str, float]
     macs: dict[str, int]
     measured: str = ""  # where and when
+    machine: str = ""  # the machine in a few words, for the run's announcement ("one NVIDIA H200")
 
     @classmethod
     def load(cls, path: Path | None = None) -> SpeedTable | None:
         try:
             raw = json.loads((path or SPEED_TABLE).read_text())
-            return cls(float(raw["matmul_gflops"]), {k: float(v) for k, v in raw["clips_per_s"].items()},
-                       {k: int(v) for k, v in raw.get("macs", {}).items()}, str(raw.get("measured", "")))
+            matmul = raw.get("matmul_gflops")
+            return cls(None if matmul is None else float(matmul),
+                       {k: float(v) for k, v in raw["clips_per_s"].items()},
+                       {k: int(v) for k, v in raw.get("macs", {}).items()}, str(raw.get("measured", "")),
+                       str(raw.get("machine", "")))
         except (OSError, ValueError, KeyError, TypeError):  # no table (or a damaged one): estimate without it
             return None
 
@@ -216,10 +229,15 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
                    model_overhead=GPU_MODEL_OVERHEAD_S if gpu else MODEL_OVERHEAD_S)
     speeds = history(store, device)
     shipped = SpeedTable.load()
-    table = shipped if kind == "cpu" else None  # its speeds are a CPU's; its MAC counts hold on any device
+    # the CPU table's speeds are a CPU's, the GPU table's an H200's; the CPU table's MAC counts hold on any device
+    table = shipped if kind == "cpu" else SpeedTable.load(GPU_SPEED_TABLE) if gpu else None
     known_macs = shipped.macs if shipped is not None else {}
+    if table is not None:
+        est.table_machine = table.machine
 
     def scale() -> float:  # this machine's matmul rate over the table's, measured once, when first needed
+        if table.matmul_gflops is None:
+            return 1.0
         if est.matmul_here is None:
             est.matmul_here, est.matmul_table = matmul_gflops(), table.matmul_gflops
         return est.matmul_here / est.matmul_table

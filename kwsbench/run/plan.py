@@ -195,8 +195,6 @@ def models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
     """--data-dir without --models and --weights: every registered model whose checkpoint file is here. The others
     are left out before the run, with why, so the cells announced and the time estimated are those of the models
     that run (counting all of them announced 80 cells and 18 min for a 22-cell, 12-s run)."""
-    from kwsbench.checkpoints import resolve_checkpoint
-    from kwsbench.errors import CheckpointError
     from kwsbench.models.registry import all_cards
 
     left: list[LeftOut] = []
@@ -204,20 +202,56 @@ def models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
         return plan, left
     plan.models = []
     for card in all_cards():
-        reference = plan.checkpoints.get(card.name) or card.checkpoint
-        if not reference:
-            left.append(LeftOut(card.name, NO_PUBLIC_WEIGHTS))
-            continue
-        try:
-            resolve_checkpoint(reference)  # is the file there (its sha256 is checked when it is loaded)
-        except CheckpointError:
-            manifest = str(reference).split(":", 1)[0] if ":" in str(reference) else ""
-            left.append(LeftOut(card.name, not_imported(manifest)))
-            continue
-        plan.models.append(card.name)
+        reason = missing_weights(card, plan)
+        if reason:
+            left.append(LeftOut(card.name, reason))
+        else:
+            plan.models.append(card.name)
     if not plan.models:  # nothing to run: the run says so ("no model had weights available", exit 1)
         plan.models = None
     return plan, left
+
+
+def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
+    """--models with 'all' or a glob: the models the pattern swept in that have no weights here are left out before
+    the run, with why, as above (`--weights synth --models all` announced, then failed, the 72 cells of the two
+    KWT sizes whose files are not shipped). A model named directly stays: its cells fail and say why."""
+    from kwsbench.models.registry import named_directly, resolve
+
+    if not plan.models:
+        return plan, []
+    named = named_directly(plan.models)
+    keep: list[str] = []
+    left: list[LeftOut] = []
+    for card in resolve(plan.models):
+        reason = None if card.name in named else missing_weights(card, plan)
+        if reason:
+            left.append(LeftOut(card.name, reason))
+        else:
+            keep.append(card.name)
+    if left:
+        plan.models = keep or None  # none left: the run says "no model had weights available" (exit 1)
+    return plan, left
+
+
+def missing_weights(card, plan: Plan) -> str | None:
+    """Why the card has no weights file here for this plan, or None when it has one (its sha256 is checked when
+    it is loaded)."""
+    from kwsbench.checkpoints import resolve_checkpoint
+    from kwsbench.errors import CheckpointError
+
+    reference = plan.checkpoints.get(card.name) or card.checkpoint
+    if not reference:
+        if plan.weights:
+            return (f"no weights in the {plan.weights} manifest (`kwsbench checkpoints list`; "
+                    "`kwsbench train MODEL` makes them)")  # no model name: one line for all such models
+        return NO_PUBLIC_WEIGHTS
+    try:
+        resolve_checkpoint(reference)
+    except CheckpointError:
+        manifest = str(reference).split(":", 1)[0] if ":" in str(reference) else ""
+        return not_imported(manifest)
+    return None
 
 
 NO_PUBLIC_WEIGHTS = ("no public weights (the project's own: --weights synth or gsc-mini, see `kwsbench models list`; "

@@ -31,7 +31,7 @@ from kwsbench.checkpoints import LoadedModel, load_model, trained_on_this_set
 from kwsbench.data.clipset import ClipSet
 from kwsbench.data.subsets import stratified_subset
 from kwsbench.errors import BadInputError, CheckpointError
-from kwsbench.models.registry import ModelCard, all_cards, resolve
+from kwsbench.models.registry import ModelCard, all_cards, named_directly, resolve
 from kwsbench.progress import Progress
 from kwsbench.provenance import environment
 from kwsbench.results import stats
@@ -207,11 +207,12 @@ def provenance(plan: Plan, clipset: ClipSet, device: str) -> dict[str, Any]:
 
 # -- the runner --------------------------------------------------------------------------------
 
-def select_models(plan: Plan) -> tuple[list[ModelCard], bool]:
-    """The cards to run and whether they were asked for explicitly (missing weights then fail)."""
+def select_models(plan: Plan) -> tuple[list[ModelCard], frozenset[str]]:
+    """The cards to run and the names among them asked for by name (missing weights then fail their cells;
+    a model that 'all' or a glob swept in, or the default selection, is skipped with one line instead)."""
     if plan.models:
-        return resolve(plan.models), True
-    return all_cards(), False
+        return resolve(plan.models), frozenset(named_directly(plan.models))
+    return all_cards(), frozenset()
 
 
 def _score(labels: np.ndarray, preds: np.ndarray, speakers: tuple[str, ...], num_classes: int, seed: int) -> dict:
@@ -324,7 +325,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     if shard.rank != 0:
         store = Store(plan.store)
     with store:
-        cards, explicit = select_models(plan)
+        cards, named = select_models(plan)
         noise_names = [provider.resolve(n) for n in plan.noise]
         clipset = clipset if clipset is not None else load_clips(plan)
         conds = conditions(plan, noise_names)
@@ -354,7 +355,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         out = Store(dist_.shard_store_path(plan.store, shard.rank)) if shard.sharded else store
         try:
             with precision_mode(plan.precision):
-                _run_models(plan, cards, explicit, conds, clipset, loader, provider, _Sink(store, out), summary,
+                _run_models(plan, cards, named, conds, clipset, loader, provider, _Sink(store, out), summary,
                             progress, shard)
         except BaseException as err:  # the run's status is final whatever stopped it
             if shard.rank == 0:
@@ -548,7 +549,7 @@ class ModelState:
     keys: list[str] = field(default_factory=list)  # its cells' key digests, in the plan's order
 
 
-def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[Condition], clipset: ClipSet,
+def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds: list[Condition], clipset: ClipSet,
                 loader: ModelLoader, provider: NoiseProvider, store: _Sink, summary: RunSummary,
                 progress: Progress, shard: Shard) -> None:
     owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
@@ -562,14 +563,15 @@ def _run_models(plan: Plan, cards: list[ModelCard], explicit: bool, conds: list[
     workers = cpu_workers(len(jobs)) if plan.device == "cpu" and not shard.sharded else 1
     if workers == 1:
         for card, my_conds in jobs:
-            summary.cell_keys += _run_model(ctx, card, my_conds, loader, explicit, stop_after)
+            summary.cell_keys += _run_model(ctx, card, my_conds, loader, card.name in named, stop_after)
         return
     if ctx.noise_names:
         _load_banks(ctx)  # before the workers: every model reads the same banks
     # longest models first, so the last one to finish does not run alone for long (order of results unchanged)
     speeds = _table_speeds()
     order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) / speeds.get(jobs[i][0].name, float("inf")))
-    keys = run_in_workers([lambda i=i: _run_model(ctx, *jobs[i], loader, explicit, stop_after) for i in order],
+    keys = run_in_workers([lambda i=i: _run_model(ctx, *jobs[i], loader, jobs[i][0].name in named, stop_after)
+                           for i in order],
                           workers, store.calls, ctx.stop)
     by_job = dict(zip(order, keys, strict=True))
     for i in range(len(jobs)):
