@@ -281,3 +281,17 @@ def test_a_data_folder_run_announces_only_the_models_whose_weights_are_here(tmp_
     no_weights, = [line for line in err.splitlines() if line.endswith(NO_PUBLIC_WEIGHTS)]
     assert "nc-ssm" in not_imported and "bc-resnet-1," in no_weights and "test-tiny" in no_weights
     assert "skipped" not in said.out  # nothing is left to skip at load time
+
+
+def test_a_data_folder_run_with_no_weights_at_all_stops_before_announcing_anything(tmp_path, monkeypatch, capsys):
+    """Nothing imported and no --weights: every model is left out, so there is nothing to run. The run used to fall
+    back to every model and announce 40 models, 80 cells and "roughly 26 min" before skipping them all."""
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))  # nothing imported
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    store = tmp_path / "s.sqlite"
+    assert main(["run", "--quick", "--data-dir", str(data), "--store", str(store)]) == 1
+    said = capsys.readouterr()
+    assert "public nc-ssm weights not imported" in said.err  # the left-out lines still say what to get
+    assert "nothing to run: no model has weights here" in said.err and "--weights synth" in said.err
+    assert "cells to compute" not in said.err and "Traceback" not in said.err, said.err
+    assert not store.exists()  # stopped before the run: no store created

@@ -100,6 +100,14 @@ def _run(args: argparse.Namespace) -> int:
             by_reason.setdefault(item.reason, []).append(item.model)
         for reason, models in by_reason.items():  # one line per reason: 29 models without weights are one line
             print(f"  {', '.join(models)}: {reason}", file=sys.stderr)
+    if left_out and not plan.models:
+        # Every model was left out: an empty list would mean "all models" to the runner, which then announced
+        # 40 models, 80 cells and "roughly 26 min" before skipping them all. Stop here instead.
+        distributed.shutdown()
+        if shard.rank == 0:
+            print("nothing to run: no model has weights here (get them with the commands above, or run the "
+                  "project's own with --weights synth or --weights gsc-mini)", file=sys.stderr)
+        return EXIT_FAILED if shard.rank == 0 else EXIT_OK
     try:
         with interrupt_on_sigterm():
             summary = api.run(plan, shard=shard, show_progress=shard.rank == 0 or not shard.sharded)

@@ -207,7 +207,7 @@ def models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
             left.append(LeftOut(card.name, reason))
         else:
             plan.models.append(card.name)
-    if not plan.models:  # nothing to run: the run says so ("no model had weights available", exit 1)
+    if not plan.models:  # nothing to run: `kwsbench run` stops before the run ("nothing to run", exit 1)
         plan.models = None
     return plan, left
 
@@ -230,7 +230,7 @@ def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
         else:
             keep.append(card.name)
     if left:
-        plan.models = keep or None  # none left: the run says "no model had weights available" (exit 1)
+        plan.models = keep or None  # none left: `kwsbench run` stops before the run ("nothing to run", exit 1)
     return plan, left
 
 
