@@ -289,6 +289,7 @@ def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
     it; after the advised download (served from 127.0.0.1) the advised command measures it on the archive's
     _background_noise_ crops."""
     monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    monkeypatch.setenv("KWSBENCH_SHARED", str(tmp_path / "no-shared"))  # a user without the team's folder
     row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
     args = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(_canonical_set(tmp_path / "canon")),
             "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row, protocols=True)]
@@ -299,6 +300,31 @@ def test_bounded_silence_advice_works(tmp_path, monkeypatch, file_card, capsys):
     download, = set(_advice(out, "kwsbench data download"))  # named twice: the silence line and the advice
     nxt, = _advice(out, "python reproduce.py")
     _run_download_advice(download, monkeypatch)
+    code = _run_advice(nxt)
+    out = capsys.readouterr().out
+    assert code == _verdict_exit(out)
+    assert "crops of the background-noise recordings" in out and "not measured, bounded" not in out, out
+
+
+def test_bounded_silence_advice_names_the_shared_recordings_when_they_are_there(tmp_path, monkeypatch, file_card,
+                                                                              capsys):
+    """With the team's shared folder holding the _background_noise_ recordings, the advice is the one command that
+    uses them (no 2.3 GiB download), and that command measures the silence term as written."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    shared = tmp_path / "shared"
+    for i, name in enumerate(("doing_the_dishes", "running_tap")):
+        _wav(shared / "data" / "gsc_background_noise" / f"{name}.wav", 900 + i, seconds=3.0)
+    monkeypatch.setenv("KWSBENCH_SHARED", str(shared))
+    row = "  - {model: test-repro, protocol: v2-12-all-unknown, condition: clean, value: 50.0}\n"
+    args = ["reproduce", "--quick", "--models", file_card, "--data-dir", str(_canonical_set(tmp_path / "canon")),
+            "--store", str(tmp_path / "s.sqlite"), "--baselines", _baselines(tmp_path, row, protocols=True)]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == _verdict_exit(out) and "silence term not measured, bounded" in out
+    advice = out[out.index("to compare more rows"):]
+    assert "kwsbench data download" not in advice, advice
+    nxt, = _advice(advice, "python reproduce.py")
+    assert f"--noise-dir {shared / 'data' / 'gsc_background_noise'}" in nxt
     code = _run_advice(nxt)
     out = capsys.readouterr().out
     assert code == _verdict_exit(out)

@@ -411,7 +411,24 @@ def advice(report: ReproduceReport, opts: ReproduceOptions, priors: dict[str, Pr
                      f"`kwsbench data download {archive}`, then `{command_line(opts, dest, explicit)}`")
     missing = sorted(p for p, h in report.silence.items() if h.startswith("MISSING") and "background" in h)
     if missing:
-        lines.append(f"the silence term of {', '.join(missing)} is bounded, not measured: run "
-                     f"`kwsbench data download gsc-v2`, then `{command_line(opts, report.data_dir)}` "
-                     "(or add --noise-dir with the six _background_noise_ recordings)")
+        shared = _shared_recordings()
+        if shared is not None:  # the team's folder has them: no 2.3 GiB download needed
+            with_noise = dataclasses.replace(opts, noise_dir=str(shared))
+            lines.append(f"the silence term of {', '.join(missing)} is bounded, not measured: the recordings are "
+                         f"in the shared folder, run `{command_line(with_noise, report.data_dir)}`")
+        else:
+            lines.append(f"the silence term of {', '.join(missing)} is bounded, not measured: run "
+                         f"`kwsbench data download gsc-v2`, then `{command_line(opts, report.data_dir)}` "
+                         "(or add --noise-dir with the six _background_noise_ recordings)")
     return lines
+
+
+def _shared_recordings() -> Path | None:
+    """The shared folder's copy of the _background_noise_ recordings ($KWSBENCH_SHARED/data/gsc_background_noise),
+    named only where it holds recordings, so the advised command works as written."""
+    from kwsbench.paths import shared_dir
+
+    folder = shared_dir() / "data" / "gsc_background_noise"
+    if folder.is_dir() and any(p.suffix.lower() in (".wav", ".flac") for p in folder.iterdir()):
+        return folder
+    return None
