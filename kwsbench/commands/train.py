@@ -16,13 +16,20 @@ if TYPE_CHECKING:
     from kwsbench.models.registry import ModelCard
 
 
+def packaged_recipes() -> list[str]:
+    """The recipe files shipped in kwsbench/train/recipes/, read from the folder (importing the recipe module would
+    load YAML and slow every --help), so the help never lists a stale set."""
+    folder = Path(__file__).resolve().parent.parent / "train" / "recipes"
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model by a paper's recipe (or the small synth recipe)",
                               description="Train a registered model by its paper's recipe (or the short synth "
                                           "recipe on the embedded set); optionally publish the weights.")
     p.add_argument("model", help="model card name (see `kwsbench models list`)")
-    p.add_argument("--recipe", help="packaged recipe name (s-edge, nc-ssm, bc-resnet, ds-cnn, kwt, synth) or a YAML "
-                   "file; default: the model card's recipe, or synth on the synthetic set")
+    p.add_argument("--recipe", help=f"packaged recipe name ({', '.join(packaged_recipes())}) or a YAML file; "
+                   "default: the model card's recipe, or synth on the synthetic set")
     p.add_argument("--data-dir", help="Speech Commands folder (default: the synthetic set, seed --synth-seed)")
     p.add_argument("--protocol", help="label protocol of --data-dir (default: detected from the layout)")
     p.add_argument("--epochs", type=int, help="override the recipe's number of epochs (default: the recipe's)")
