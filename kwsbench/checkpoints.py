@@ -320,7 +320,7 @@ def _missing_message(manifest: Manifest, entry: CheckpointEntry, path: Path) -> 
     return (f"checkpoint {manifest.name}:{entry.id} not found at {path}. Run `kwsbench checkpoints import DIR` "
             f"(DIR = a local copy of {manifest.repository or 'the source'}) or `kwsbench checkpoints fetch"
             f"{'' if manifest.name == 'nc-ssm' else ' --manifest ' + manifest.name} {entry.id}`; set "
-            "KWSBENCH_CHECKPOINTS to use another folder.")
+            f"KWSBENCH_CHECKPOINTS to use another folder. {_project_weights_hint(entry.model)}").strip()
 
 
 def _entry_by_sha(sha: str) -> tuple[Manifest, CheckpointEntry] | None:

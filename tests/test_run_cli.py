@@ -295,3 +295,15 @@ def test_a_data_folder_run_with_no_weights_at_all_stops_before_announcing_anythi
     assert "nothing to run: no model has weights here" in said.err and "--weights synth" in said.err
     assert "cells to compute" not in said.err and "Traceback" not in said.err, said.err
     assert not store.exists()  # stopped before the run: no store created
+
+
+def test_a_public_model_not_imported_also_names_the_project_weights_that_run_now(tmp_path, monkeypatch, capsys):
+    """ds-cnn-s named on a fresh machine: its public weights are not imported, and the project ships synth weights
+    for it; the failed cells say both, and the run with the named flag works."""
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))  # nothing imported
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    args = ["run", "--models", "ds-cnn-s", "--data-dir", str(data), "--store", str(tmp_path / "s.sqlite")]
+    assert main(args) == 1
+    said = capsys.readouterr()
+    assert "kwsbench checkpoints import DIR" in said.err and "run with `--weights synth`" in said.err, said.err
+    assert main([*args, "--weights", "synth"]) == 0
