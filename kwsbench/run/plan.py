@@ -229,8 +229,11 @@ def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
             left.append(LeftOut(card.name, reason))
         else:
             keep.append(card.name)
-    if left:
-        plan.models = keep or None  # none left: the run says "no model had weights available" (exit 1)
+    if not keep:
+        # nothing would be left, and `models: None` means every registered model: the pattern stays, the run skips
+        # its models saying why, and ends with "no model had weights available" (exit 1)
+        return plan, []
+    plan.models = keep
     return plan, left
 
 
