@@ -86,6 +86,10 @@ def test_applies_only_to_cuda_inference():
     if torch.cuda.is_available() and sedge_eval.triton is not None:
         m, x = m.cuda(), x.cuda()
         assert not sedge_eval.applies(m, x)  # gradients wanted
+        m.requires_grad_(False)
+        assert sedge_eval.applies(m, x)  # a frozen model
+        assert not sedge_eval.applies(m, x.clone().requires_grad_())  # ... whose input's gradient is wanted
+        m.requires_grad_(True)
         with torch.no_grad():
             assert sedge_eval.applies(m, x)
             assert not sedge_eval.applies(m.train(), x)
