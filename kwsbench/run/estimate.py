@@ -179,7 +179,8 @@ def matmul_gflops(repeats: int = 7) -> float:
 
 @dataclass(frozen=True)
 class SpeedTable:
-    """Clips/s per model measured in one CPU run, the matmul rate measured beside it, and MACs per clip."""
+    """Clips/s per model measured in one run, and MACs per clip. A CPU's table holds the matmul rate measured
+    beside it (speeds are scaled by this machine's against it); a GPU's has none (speeds used as measured)."""
 
     matmul_gflops: float | None  # None: a GPU's table, used as measured (no CPU matmul rate scales it)
     clips_per_s: dict[str, float]

@@ -7,12 +7,15 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kwsbench.errors import BadInputError
 from kwsbench.noise.definitions import SNR_DEFINITIONS
 from kwsbench.paths import default_store
 from kwsbench.records import build, limits, read_mapping
+
+if TYPE_CHECKING:
+    from kwsbench.models.registry import ModelCard
 
 DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
 RATE_MODES = ("native", "bandlimit")
@@ -161,7 +164,7 @@ EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedde
 
 @dataclass(frozen=True)
 class LeftOut:
-    """A model of the default set that the plan does not run, and why."""
+    """A model of the default set, or one that 'all' or a glob swept in, that the plan does not run, and why."""
 
     model: str
     reason: str
@@ -237,7 +240,7 @@ def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
     return plan, left
 
 
-def missing_weights(card, plan: Plan) -> str | None:
+def missing_weights(card: ModelCard, plan: Plan) -> str | None:
     """Why the card has no weights file here for this plan, or None when it has one (its sha256 is checked when
     it is loaded)."""
     from kwsbench.checkpoints import resolve_checkpoint
