@@ -127,3 +127,25 @@ def test_a_speed_table_that_would_divide_by_zero_is_not_used_for_it(tmp_path, mo
     with Store(tmp_path / "s.sqlite") as store:
         est = est_mod.estimate([card], lambda c: [None] * 2, 100, store, device)
     assert est.from_macs == ["ds-cnn-s"] and not est.from_table and est.seconds > 0
+
+
+def test_gpu_speeds_benchmark_reads_the_runs_progress_lines_into_a_table_the_estimate_loads(tmp_path, capsys):
+    # benchmarks/gpu_speeds.py --log parses the lines kwsbench.progress prints: the two must keep one format
+    import importlib.util
+
+    from kwsbench.paths import PROJECT_ROOT
+    from kwsbench.progress import Progress
+
+    progress = Progress(total=4, enabled=True)  # not a terminal under pytest: plain lines on stderr
+    for model, speed in (("ds-cnn-s", 500.0), ("ds-cnn-s", 20_000.0), ("ds-cnn-s", 30_000.0), ("kwt-1", 7_000.0)):
+        progress.cell(model, "white -5 dB", "ok", speed)
+    log = tmp_path / "run.txt"
+    log.write_text(capsys.readouterr().err)
+    spec = importlib.util.spec_from_file_location("gpu_speeds", PROJECT_ROOT / "benchmarks" / "gpu_speeds.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gpu.json"
+    assert bench.main(["--log", str(log), "--measured", "test", "--out", str(out)]) == 0
+    table = est_mod.SpeedTable.load(out)
+    # each model's first cell (warm-up) left out where it has others; the median of the rest
+    assert table.clips_per_s == {"ds-cnn-s": 25_000.0, "kwt-1": 7_000.0} and table.matmul_gflops is None
