@@ -122,3 +122,15 @@ def test_cuda_scan_path_equals_chunked_path(size):
     assert ((new - ref).abs().max() / ref.abs().max()).item() < 1e-5
     assert torch.equal(new.argmax(1), ref.argmax(1))
 
+
+
+def test_runs_record_the_triton_version_that_computes_s_edge_on_a_gpu():
+    from importlib import metadata
+
+    from kwsbench.provenance import package_versions
+
+    try:
+        expected = metadata.version("triton")
+    except metadata.PackageNotFoundError:  # a CPU-only install: no Triton, the chunked path
+        expected = ""
+    assert package_versions()["triton"] == expected
