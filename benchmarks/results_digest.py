@@ -17,7 +17,7 @@ def digest(store: str | Path) -> tuple[str, int]:
     from kwsbench.results.store import Store
 
     h = hashlib.sha256()
-    with Store(store) as st:
+    with Store(store, read_only=True) as st:  # a digest never migrates (or creates) the store it reads
         cells = sorted(st.cells(), key=lambda c: c.cell_key)
         for c in cells:
             h.update(f"{c.cell_key} {c.correct} {c.n}".encode())

@@ -26,7 +26,8 @@ def git_commit() -> str:
 
 def package_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
-    for pkg in ("kwsbench", "torch", "torchaudio", "numpy", "scipy", "soundfile"):
+    # triton: its kernels compute S-Edge's cells on a GPU (kwsbench.models.sedge_eval); "" where not installed
+    for pkg in ("kwsbench", "torch", "torchaudio", "numpy", "scipy", "soundfile", "triton"):
         try:
             versions[pkg] = _md.version(pkg)
         except _md.PackageNotFoundError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,41 @@ def test_gpu_estimate_of_the_measured_registry_run_is_within_a_factor_two(tmp_pa
         est = est_mod.estimate(cards, lambda c: [None] * 36, 1250, store, "cuda")
     assert len(est.from_table) == len(cards) == 38
     assert 70.0 / 2 < est.seconds < 70.0 * 2
+
+
+@pytest.mark.parametrize("device, table", [
+    # a GPU table's rate rounded to 0 (benchmarks/gpu_speeds.py keeps one decimal), and a CPU table's matmul rate
+    ("cuda", {"machine": "one GPU", "matmul_gflops": None, "clips_per_s": {"ds-cnn-s": 0.0}}),
+    ("cpu", {"matmul_gflops": 0, "clips_per_s": {"ds-cnn-s": 200.0}}),
+])
+def test_a_speed_table_that_would_divide_by_zero_is_not_used_for_it(tmp_path, monkeypatch, device, table):
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table))
+    monkeypatch.setattr(est_mod, "SPEED_TABLE" if device == "cpu" else "GPU_SPEED_TABLE", path)
+    monkeypatch.setattr(est_mod, "matmul_gflops", lambda: 100.0)
+    card = get_card("ds-cnn-s")
+    with Store(tmp_path / "s.sqlite") as store:
+        est = est_mod.estimate([card], lambda c: [None] * 2, 100, store, device)
+    assert est.from_macs == ["ds-cnn-s"] and not est.from_table and est.seconds > 0
+
+
+def test_gpu_speeds_benchmark_reads_the_runs_progress_lines_into_a_table_the_estimate_loads(tmp_path, capsys):
+    # benchmarks/gpu_speeds.py --log parses the lines kwsbench.progress prints: the two must keep one format
+    import importlib.util
+
+    from kwsbench.paths import PROJECT_ROOT
+    from kwsbench.progress import Progress
+
+    progress = Progress(total=4, enabled=True)  # not a terminal under pytest: plain lines on stderr
+    for model, speed in (("ds-cnn-s", 500.0), ("ds-cnn-s", 20_000.0), ("ds-cnn-s", 30_000.0), ("kwt-1", 7_000.0)):
+        progress.cell(model, "white -5 dB", "ok", speed)
+    log = tmp_path / "run.txt"
+    log.write_text(capsys.readouterr().err)
+    spec = importlib.util.spec_from_file_location("gpu_speeds", PROJECT_ROOT / "benchmarks" / "gpu_speeds.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gpu.json"
+    assert bench.main(["--log", str(log), "--measured", "test", "--out", str(out)]) == 0
+    table = est_mod.SpeedTable.load(out)
+    # each model's first cell (warm-up) left out where it has others; the median of the rest
+    assert table.clips_per_s == {"ds-cnn-s": 25_000.0, "kwt-1": 7_000.0} and table.matmul_gflops is None

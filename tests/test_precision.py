@@ -18,7 +18,7 @@ from kwsbench.errors import EXIT_BAD_INPUT, EXIT_USAGE, BadInputError, StoreErro
 from kwsbench.results.leaderboard import tidy_rows, wide_rows
 from kwsbench.results.store import SCHEMA_VERSION, CellKey, CellResult, Store
 from kwsbench.run.plan import PRECISIONS, Plan, load_plan
-from kwsbench.run.precision import Autocast, for_precision, precision_mode
+from kwsbench.run.precision import Autocast, check_gpu_supports, for_precision, precision_mode
 from kwsbench.run.runner import run_plan
 
 HERE = Path(__file__).resolve().parent
@@ -84,6 +84,7 @@ def test_an_old_store_is_read_as_fp32_without_being_changed(tmp_path):
     shutil.copy(OLD_STORE, path)
     with Store(path, read_only=True) as st:  # leaderboard, compare, report
         assert {c.precision for c in st.cells()} == {"fp32"} and len(st.cells()) == 3
+    assert _results_digest(path) == OLD_RESULTS_DIGEST  # the digest benchmark reads it as it is, too
     assert path.read_bytes() == OLD_STORE.read_bytes()
 
 
@@ -128,6 +129,20 @@ def test_tf32_and_bf16_need_cuda_in_a_plan_and_on_the_command_line(tmp_path, cap
         main(["run", "--precision", "fp16"])
     assert stop.value.code == EXIT_USAGE
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("capability, refused", [((7, 0), True), ((7, 5), True), ((8, 0), False), ((9, 0), False)])
+def test_tf32_and_bf16_are_refused_on_a_gpu_older_than_ampere(monkeypatch, capability, refused):
+    # a V100 (7.0) or T4 (7.5) has no TF32: a cell keyed tf32 would hold fp32 products
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "an old GPU")
+    check_gpu_supports("fp32", "cuda:0")  # fp32 runs anywhere
+    for precision in ("tf32", "bf16"):
+        if refused:
+            with pytest.raises(BadInputError, match=f"precision {precision} needs .* 8.0 .*an old GPU.* is 7"):
+                check_gpu_supports(precision, "cuda:0")
+        else:
+            check_gpu_supports(precision, "cuda:0")
 
 
 def test_the_plan_and_the_run_record_the_precision(tmp_path):

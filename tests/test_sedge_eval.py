@@ -86,6 +86,10 @@ def test_applies_only_to_cuda_inference():
     if torch.cuda.is_available() and sedge_eval.triton is not None:
         m, x = m.cuda(), x.cuda()
         assert not sedge_eval.applies(m, x)  # gradients wanted
+        m.requires_grad_(False)
+        assert sedge_eval.applies(m, x)  # a frozen model
+        assert not sedge_eval.applies(m, x.clone().requires_grad_())  # ... whose input's gradient is wanted
+        m.requires_grad_(True)
         with torch.no_grad():
             assert sedge_eval.applies(m, x)
             assert not sedge_eval.applies(m.train(), x)
@@ -118,3 +122,15 @@ def test_cuda_scan_path_equals_chunked_path(size):
     assert ((new - ref).abs().max() / ref.abs().max()).item() < 1e-5
     assert torch.equal(new.argmax(1), ref.argmax(1))
 
+
+
+def test_runs_record_the_triton_version_that_computes_s_edge_on_a_gpu():
+    from importlib import metadata
+
+    from kwsbench.provenance import package_versions
+
+    try:
+        expected = metadata.version("triton")
+    except metadata.PackageNotFoundError:  # a CPU-only install: no Triton, the chunked path
+        expected = ""
+    assert package_versions()["triton"] == expected

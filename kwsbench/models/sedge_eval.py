@@ -62,10 +62,12 @@ def scan_eval(enabled: bool) -> Iterator[None]:
 
 def applies(model: SEdgeClassifier, audio: torch.Tensor) -> bool:
     """This path runs an eval forward without gradients of float32 audio on a CUDA device, Triton present (TF32
-    reaches its GEMMs through torch's matmul switch like any other; under autocast see `forward`)."""
+    reaches its GEMMs through torch's matmul switch like any other; under autocast see `forward`). A gradient
+    wanted for the audio (a saliency map of a frozen model) keeps the chunked path: the Triton kernels have no
+    backward."""
     if triton is None or not _ENABLED[0] or model.training or audio.dtype != torch.float32 or not audio.is_cuda:
         return False
-    return not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
+    return not (torch.is_grad_enabled() and (audio.requires_grad or any(p.requires_grad for p in model.parameters())))
 
 
 if triton is not None:
@@ -222,6 +224,7 @@ def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.T
     if pool:
         return z.mean(1) + u.mean(1) if identity else z.mean(1)
     return z
+
 
 def forward(model: SEdgeClassifier, audio: torch.Tensor) -> torch.Tensor:
     """Logits (B, classes) of an eval forward, clips in tiles of about _ROWS_PER_TILE rows.

@@ -16,6 +16,7 @@ builds conv nets and runs them).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -178,7 +179,8 @@ def matmul_gflops(repeats: int = 7) -> float:
 
 @dataclass(frozen=True)
 class SpeedTable:
-    """Clips/s per model measured in one CPU run, the matmul rate measured beside it, and MACs per clip."""
+    """Clips/s per model measured in one run, and MACs per clip. A CPU's table holds the matmul rate measured
+    beside it (speeds are scaled by this machine's against it); a GPU's has none (speeds used as measured)."""
 
     matmul_gflops: float | None  # None: a GPU's table, used as measured (no CPU matmul rate scales it)
     clips_per_s: dict[str, float]
@@ -191,11 +193,15 @@ class SpeedTable:
         try:
             raw = json.loads((path or SPEED_TABLE).read_text())
             matmul = raw.get("matmul_gflops")
-            return cls(None if matmul is None else float(matmul),
-                       {k: float(v) for k, v in raw["clips_per_s"].items()},
+            matmul = None if matmul is None else float(matmul)
+            if matmul is not None and not (math.isfinite(matmul) and matmul > 0):
+                raise ValueError(f"matmul_gflops {matmul}")  # the estimate would divide by it
+            # a speed of 0 (a rate rounded to 0 by benchmarks/gpu_speeds.py) is no speed: the model goes by its MACs
+            speeds = {k: float(v) for k, v in raw["clips_per_s"].items()}
+            return cls(matmul, {k: v for k, v in speeds.items() if math.isfinite(v) and v > 0},
                        {k: int(v) for k, v in raw.get("macs", {}).items()}, str(raw.get("measured", "")),
                        str(raw.get("machine", "")))
-        except (OSError, ValueError, KeyError, TypeError):  # no table (or a damaged one): estimate without it
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no table (or a damaged one)
             return None
 
     def mac_rate(self) -> float | None:

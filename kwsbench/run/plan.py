@@ -7,12 +7,15 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kwsbench.errors import BadInputError
 from kwsbench.noise.definitions import SNR_DEFINITIONS
 from kwsbench.paths import default_store
 from kwsbench.records import build, limits, read_mapping
+
+if TYPE_CHECKING:
+    from kwsbench.models.registry import ModelCard
 
 DEFAULT_SNRS = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
 RATE_MODES = ("native", "bandlimit")
@@ -161,7 +164,7 @@ EMBEDDED_MANIFEST = "synth"  # the project's own weights, trained on the embedde
 
 @dataclass(frozen=True)
 class LeftOut:
-    """A model of the default set that the plan does not run, and why."""
+    """A model of the default set, or one that 'all' or a glob swept in, that the plan does not run, and why."""
 
     model: str
     reason: str
@@ -229,12 +232,15 @@ def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
             left.append(LeftOut(card.name, reason))
         else:
             keep.append(card.name)
-    if left:
-        plan.models = keep or None  # none left: `kwsbench run` stops before the run ("nothing to run", exit 1)
+    if not keep:
+        # nothing would be left, and `models: None` means every registered model: the pattern stays, the run skips
+        # its models saying why, and ends with "no model had weights available" (exit 1)
+        return plan, []
+    plan.models = keep
     return plan, left
 
 
-def missing_weights(card, plan: Plan) -> str | None:
+def missing_weights(card: ModelCard, plan: Plan) -> str | None:
     """Why the card has no weights file here for this plan, or None when it has one (its sha256 is checked when
     it is loaded)."""
     from kwsbench.checkpoints import resolve_checkpoint

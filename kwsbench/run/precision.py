@@ -27,7 +27,23 @@ from contextlib import contextmanager
 
 import torch
 
+from kwsbench.errors import BadInputError
 from kwsbench.run.plan import DEFAULT_PRECISION, PRECISIONS
+
+TF32_BF16_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs whose tensor cores compute TF32 and bf16
+
+
+def check_gpu_supports(precision: str, device: str) -> None:
+    """tf32 and bf16 need a GPU of compute capability 8.0 or newer: BadInputError (exit 5) on an older one. There
+    TF32 does not exist (the products would silently be fp32, in cells keyed tf32) and bf16 is not native."""
+    if precision == DEFAULT_PRECISION or not device.startswith("cuda"):
+        return
+    capability = tuple(torch.cuda.get_device_capability(device))
+    if capability < TF32_BF16_CAPABILITY:
+        raise BadInputError(
+            f"precision {precision} needs an NVIDIA GPU of compute capability 8.0 (Ampere) or newer; {device} "
+            f"({torch.cuda.get_device_name(device)}) is {capability[0]}.{capability[1]}: run with the default "
+            "--precision fp32 there")
 
 
 @contextmanager

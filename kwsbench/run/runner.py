@@ -40,7 +40,7 @@ from kwsbench.run import distributed as dist_
 from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.plan import Plan, check_precision
-from kwsbench.run.precision import for_precision, precision_mode
+from kwsbench.run.precision import check_gpu_supports, for_precision, precision_mode
 from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
 
 if TYPE_CHECKING:  # imported lazily at run time: the estimate is only made when a run announces itself
@@ -316,6 +316,7 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     check_precision(plan.precision, device)
+    check_gpu_supports(plan.precision, device)
     t0 = time.perf_counter()
     # open the store first: a corrupt or foreign store fails before any decoding or model work.
     # Rank 0 creates it before the other ranks open it, so two processes never create the schema at once.
