@@ -292,7 +292,7 @@ def test_a_data_folder_run_with_no_weights_at_all_stops_before_announcing_anythi
     assert main(["run", "--quick", "--data-dir", str(data), "--store", str(store)]) == 1
     said = capsys.readouterr()
     assert "public nc-ssm weights not imported" in said.err  # the left-out lines still say what to get
-    assert "nothing to run: no model has weights here" in said.err and "--weights synth" in said.err
+    assert "nothing to run: every model was left out" in said.err and "--weights synth" in said.err
     assert "cells to compute" not in said.err and "Traceback" not in said.err, said.err
     assert not store.exists()  # stopped before the run: no store created
 

@@ -100,13 +100,13 @@ def _run(args: argparse.Namespace) -> int:
             by_reason.setdefault(item.reason, []).append(item.model)
         for reason, models in by_reason.items():  # one line per reason: 29 models without weights are one line
             print(f"  {', '.join(models)}: {reason}", file=sys.stderr)
-    if left_out and not plan.models:
-        # Every model was left out: an empty list would mean "all models" to the runner, which then announced
-        # 40 models, 80 cells and "roughly 26 min" before skipping them all. Stop here instead.
+    if left_out and _nothing_left(plan.models, left_out):
+        # Every model was left out: the runner would announce them (40 models, 80 cells and "roughly 26 min" for a
+        # data folder with no weights here) and then skip them all. Stop here instead.
         distributed.shutdown()
         if shard.rank == 0:
-            print("nothing to run: no model has weights here (get them with the commands above, or run the "
-                  "project's own with --weights synth or --weights gsc-mini)", file=sys.stderr)
+            other = "" if plan.weights else ", or run the project's own with --weights synth or --weights gsc-mini"
+            print(f"nothing to run: every model was left out (see the lines above{other})", file=sys.stderr)
         return EXIT_FAILED if shard.rank == 0 else EXIT_OK
     try:
         with interrupt_on_sigterm():
@@ -135,6 +135,16 @@ def _run(args: argparse.Namespace) -> int:
         print("no model had weights available: nothing was evaluated", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _nothing_left(models: list[str] | None, left_out) -> bool:
+    """Whether every model the plan would run was left out (no models kept, or a pattern all of whose models are)."""
+    if not models:
+        return True
+    from kwsbench.models.registry import resolve
+
+    gone = {item.model for item in left_out}
+    return all(card.name in gone for card in resolve(models))
 
 
 @contextlib.contextmanager

@@ -233,9 +233,9 @@ def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
         else:
             keep.append(card.name)
     if not keep:
-        # nothing would be left, and `models: None` means every registered model: the pattern stays, the run skips
-        # its models saying why, and ends with "no model had weights available" (exit 1)
-        return plan, []
+        # nothing would be left, and `models: None` means every registered model: the pattern stays (an API run
+        # skips its models and runs nothing else); `kwsbench run` stops before the run ("nothing to run", exit 1)
+        return plan, left
     plan.models = keep
     return plan, left
 
