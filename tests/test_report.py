@@ -287,3 +287,11 @@ def test_snr_figure_caption_says_what_is_drawn(tmp_path, monkeypatch):
     ax = fig.axes[0]
     assert len(ax.containers) == len(models)  # one error bar per model
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "clean"]
+    # side by side, not stacked on one x (27 models of `--quick` could not be told apart): every bar and every
+    # clean mark at its own x, within the tick's half-unit
+    bar_x = [float(c.lines[0].get_xdata()[0]) for c in ax.containers]
+    assert len(set(bar_x)) == len(models) and max(abs(x) for x in bar_x) <= 0.45
+    clean_x = [float(line.get_xdata()[0]) for line in ax.lines if line.get_marker() != "None"
+               and line.get_markerfacecolor() == "none"]
+    assert len(set(clean_x)) == len(models) and all(0.55 <= x <= 1.45 for x in clean_x)
+    assert "side by side" in ax.get_xlabel() and ax.get_ylim() == (0.0, 100.0)

@@ -142,9 +142,11 @@ def _snr_panel(ax, noise: str, mine: list[StoredCell], clean: dict[str, float | 
                bands: bool) -> None:
     """One noise source's panel: a line (with its band) or an error bar per model, and each model's clean mark."""
     pos, categorical = _snr_positions(sorted({c.snr_db for c in mine}))
-    for model in sorted({c.model for c in mine}):
+    names = sorted({c.model for c in mine})
+    dodge = _dodge(names) if len(pos) == 1 else dict.fromkeys(names, 0.0)
+    for model in names:
         pts = sorted((c for c in mine if c.model == model), key=lambda c: c.snr_db)
-        x = np.array([pos[c.snr_db] for c in pts], dtype=np.float64)
+        x = np.array([pos[c.snr_db] + dodge[model] for c in pts], dtype=np.float64)
         st = _style(styles, model)
         acc, lo, hi = _pct([c.accuracy for c in pts]), _pct([c.ci_low for c in pts]), _pct([c.ci_high for c in pts])
         if len(pts) > 1:
@@ -155,19 +157,33 @@ def _snr_panel(ax, noise: str, mine: list[StoredCell], clean: dict[str, float | 
             ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], marker=st.marker, ms=5, color=st.colour, ls="none",
                         capsize=3, label=model)
     xs = sorted(pos.values())
-    span = max(xs[-1] - xs[0], 1.0)
-    ax.set_xlim(xs[0] - 0.08 * span, xs[-1] + 0.16 * span)
+    if len(xs) == 1:  # one SNR: the models side by side around it and around the clean tick, one unit apart
+        clean_x = xs[0] + 1.0
+        ax.set_xlim(xs[0] - 0.6, clean_x + 0.6)
+    else:
+        span = max(xs[-1] - xs[0], 1.0)
+        clean_x = xs[-1] + 0.1 * span
+        ax.set_xlim(xs[0] - 0.08 * span, xs[-1] + 0.16 * span)
     for model, value in clean.items():  # clean: a short tick right of the noisy points, not a full-width line
-        if any(c.model == model for c in mine) and value is not None:
+        if model in dodge and value is not None:
             st = _style(styles, model)
-            ax.plot([xs[-1] + 0.1 * span], [100.0 * value], marker=st.marker, color=st.colour, ms=5,
+            ax.plot([clean_x + dodge[model]], [100.0 * value], marker=st.marker, color=st.colour, ms=5,
                     mfc="none", ls="none")
     ticks = sorted(pos)
-    ax.set_xticks([pos[t] for t in ticks] + [xs[-1] + 0.1 * span], [f"{t:g}" for t in ticks] + ["clean"])
+    ax.set_xticks([pos[t] for t in ticks] + [clean_x], [f"{t:g}" for t in ticks] + ["clean"])
     ax.set_title(noise, fontsize="medium")
-    ax.set_xlabel("SNR (dB)" + (", evenly spaced" if categorical else "") + "; open marks: clean")
+    side = "; models side by side, in legend order" if len(xs) == 1 and len(names) > 1 else ""
+    ax.set_xlabel("SNR (dB)" + (", evenly spaced" if categorical else "") + "; open marks: clean" + side)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
+
+
+def _dodge(models: list[str]) -> dict[str, float]:
+    """x offsets that set the models side by side within +-0.4 of a lone SNR (and of the clean tick): 27 error bars
+    stacked on one x, as `kwsbench run --quick` drew them, could not be told apart."""
+    if len(models) < 2:
+        return dict.fromkeys(models, 0.0)
+    return {m: -0.4 + 0.8 * i / (len(models) - 1) for i, m in enumerate(models)}
 
 
 # -- accuracy vs MACs (Pareto) -----------------------------------------------------------------
