@@ -6,6 +6,8 @@ import csv
 import io
 import json
 
+import pytest
+
 from kwsbench.checkpoints import manifests
 from kwsbench.cli import main
 from kwsbench.models.registry import all_cards
@@ -51,3 +53,21 @@ def test_cost_has_total_macs_and_says_when_a_model_runs_band_limited(capsys):
     out = capsys.readouterr().out
     assert "total MACs" in out and "3,678,862" in out
     assert "band-limited: runs at 16000 Hz" in out and out.count("3,678,862") == 1
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_cost_table_never_cuts_a_name_or_a_number(width, monkeypatch, capsys):
+    """At 80-120 columns rich cut the numbers ('160…', '25,276,9…') and wrapped the notes one word a line; now the
+    notes go under the table where they do not fit beside it, and a table wider than the terminal is printed whole
+    with a hint on stderr."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert main(["cost", "--models", "nc-ssm,kwt-1,s-edge-naive-extra-large", "--rates", "16000,8000"]) == 0
+    said = capsys.readouterr()
+    assert "…" not in said.out, said.out
+    for number in ("101,802,152", "25,276,944", "1,475,586,240", "s-edge-naive-extra-large", "16000"):
+        assert number in said.out
+    assert said.out.count("band-limited: runs at 16000 Hz") == 2  # nc-ssm and kwt-1 at 8 kHz
+    if width == 200:
+        assert "published / note" in said.out and not said.err
+    else:
+        assert "nc-ssm @ 8000 Hz: band-limited" in said.out and "--format csv" in said.err

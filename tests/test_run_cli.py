@@ -307,3 +307,27 @@ def test_a_public_model_not_imported_also_names_the_project_weights_that_run_now
     said = capsys.readouterr()
     assert "kwsbench checkpoints import DIR" in said.err and "run with `--weights synth`" in said.err, said.err
     assert main([*args, "--weights", "synth"]) == 0
+
+
+@pytest.mark.data
+def test_the_left_out_line_names_the_shared_copy_of_public_weights_and_that_import_works(tmp_path, monkeypatch):
+    """Where the team's shared folder holds a manifest's files, the left-out line names the import command for that
+    folder (which then works as written); elsewhere it says DIR."""
+    import re
+
+    from helpers import require_shared
+
+    from kwsbench.checkpoints import resolve_checkpoint
+    from kwsbench.models.registry import get_card
+    from kwsbench.run.plan import not_imported
+
+    shared = require_shared("checkpoints", "nc-ssm").parent.parent
+    monkeypatch.setenv("KWSBENCH_SHARED", str(tmp_path / "nowhere"))
+    assert "`kwsbench checkpoints import DIR`" in not_imported("nc-ssm")
+    monkeypatch.setenv("KWSBENCH_SHARED", str(shared))
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    line = not_imported("nc-ssm")
+    command, = [c for c in re.findall(r"`([^`]+)`", line) if c.startswith("kwsbench checkpoints import")]
+    assert command == f"kwsbench checkpoints import {shared / 'checkpoints' / 'nc-ssm'}"
+    assert main(command.split()[1:]) == 0
+    resolve_checkpoint(get_card("nc-ssm").checkpoint)  # now present

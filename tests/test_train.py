@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -379,6 +380,18 @@ def test_s_edge_recipes_name_parameters_every_size_has(recipe):
     for size in CONFIGS:
         names = dict(build_sedge(size, num_classes=12).named_parameters())
         assert rec.orthogonality.param in names, (recipe, size)
+
+
+def test_training_says_what_it_trains_on_before_the_first_epoch(tiny_synth, tmp_path, capsys):
+    # a new user saw only "training step: eager (not on CUDA)" and then a validation accuracy of 0.00 %, with no
+    # word of the data, the recipe or how few clips --max-per-class had left
+    cfg = dataclasses.replace(_config(tiny_synth, tmp_path / "say", epochs=1), show_progress=True)
+    train(cfg, card=TINY)
+    said = " ".join(capsys.readouterr().err.split())  # progress goes to stderr; rich may wrap the line
+    first = said[:said.index("validation clips") + len("validation clips; training step: eager")]
+    assert first.startswith("training tiny-test with recipe test for 1 epochs on ") and str(tiny_synth) in first
+    assert "(v2-12-official" in first and "36 training / 12 validation clips" in first, first
+    assert "training step: eager" in first
 
 
 def test_stop_after_flag_reaches_the_loop_and_is_checked(monkeypatch):

@@ -70,6 +70,58 @@ def render(records: list[CostRow], fmt: str) -> str:
     return buf.getvalue()
 
 
+# headers wider than their numbers take two lines ("total MACs" and "body MACs" fit over theirs)
+_HEADERS = ("model", "rate", "params", "inf.\nparams", "front-end\nMACs", "body MACs", "total MACs",
+            "stream\nMACs/s", "state")
+NOTE_MIN = 30  # the note column is kept beside the numbers only where it gets this many characters
+
+
+def _cells(row: CostRow) -> tuple[list[str], str]:
+    """A row's numbers and its note (the published figures, or why a band-limited row repeats nothing)."""
+    r = row.cost
+    if row.band_limited:  # the same model at the same rate as its native row: say so, do not repeat it
+        return [r.model, str(row.rate), *["·"] * 7], f"band-limited: runs at {row.runs_at_hz} Hz, costs its " \
+                                                      f"{row.runs_at_hz} row"
+    return [r.model, str(row.rate), f"{r.trainable_params:,}", f"{r.inference_params:,}", f"{r.frontend_macs:,}",
+            f"{r.body_macs:,}", f"{r.total_macs:,}",
+            "-" if r.streaming_macs_per_s is None else f"{r.streaming_macs_per_s:,}",
+            "-" if r.state_size is None else str(r.state_size)], ", ".join(f"{k}={v:,}" for k, v in r.published.items())
+
+
+def print_table(records: list[CostRow]) -> None:
+    """Names and numbers are never cut: the notes stand in a last column where the terminal has room for it, else
+    as lines under the table; a terminal too narrow even for the numbers gets the table whole (its lines wrap) and
+    a hint to use --format csv."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = console()
+    rows = [_cells(r) for r in records]
+
+    def table(with_notes: bool) -> Table:
+        t = Table(title="kwsbench cost (MACs per 1-s clip; 1 MAC = multiply + accumulate)")
+        for col in _HEADERS:
+            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+        if with_notes:
+            t.add_column("published / note", ratio=1, min_width=NOTE_MIN)
+        for cells, note in rows:
+            t.add_row(*cells, *([note] if with_notes else []))
+        return t
+
+    numbers = Console(width=10_000, file=io.StringIO()).measure(table(False)).maximum  # unconstrained width
+    if out.width >= numbers + NOTE_MIN + 3:
+        out.print(table(True))
+        return
+    if out.width < numbers:  # rich would cut the numbers to fit: print the table whole instead
+        console(stderr=True).print(f"(the cost table needs {numbers} columns, the terminal has {out.width}: widen "
+                                   "it or use --format csv)", highlight=False, soft_wrap=True)
+        out = Console(width=numbers)
+    out.print(table(False))
+    for cells, note in rows:
+        if note:
+            out.print(f"  {cells[0]} @ {cells[1]} Hz: {note}", highlight=False, soft_wrap=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     from kwsbench import api
 
@@ -78,28 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.format != "table":
         print(render(records, args.format), end="" if args.format == "csv" else "\n")
     else:
-        from rich.table import Table
-
-        table = Table(title="kwsbench cost (MACs per 1-s clip; 1 MAC = multiply + accumulate)")
-        for col in ("model", "rate", "params", "inf. params", "front-end MACs", "body MACs", "total MACs",
-                    "stream MACs/s", "state", "published / note"):
-            left = col in ("model", "published / note")
-            # names and numbers are never cut; the last column wraps into what is left
-            width = max(len(r.cost.model) for r in records) if col == "model" and records else None
-            table.add_column(col, justify="left" if left else "right", no_wrap=col != "published / note",
-                             min_width=width, ratio=1 if col == "published / note" else None)
-        for row in records:
-            r = row.cost
-            if row.band_limited:  # the same model at the same rate as its native row: say so, do not repeat it
-                table.add_row(r.model, str(row.rate), *["·"] * 7,
-                              f"band-limited: runs at {row.runs_at_hz} Hz, costs its {row.runs_at_hz} row")
-                continue
-            pub = ", ".join(f"{k}={v:,}" for k, v in r.published.items())
-            table.add_row(r.model, str(row.rate), f"{r.trainable_params:,}", f"{r.inference_params:,}",
-                          f"{r.frontend_macs:,}", f"{r.body_macs:,}", f"{r.total_macs:,}",
-                          "-" if r.streaming_macs_per_s is None else f"{r.streaming_macs_per_s:,}",
-                          "-" if r.state_size is None else str(r.state_size), pub)
-        console().print(table)
+        print_table(records)
     if skipped:
         console(stderr=True).print(f"no cost function yet: {', '.join(skipped)}", highlight=False)
     return 0

@@ -267,8 +267,12 @@ NO_PUBLIC_WEIGHTS = ("no public weights (the project's own: --weights synth or g
 def not_imported(manifest: str) -> str:
     if not manifest:  # a checkpoint file named in the plan or the card that is not there
         return "checkpoint file not found (`kwsbench checkpoints list` shows what is present)"
+    from kwsbench.paths import shared_dir
+
     fetch = "fetch" if manifest == "nc-ssm" else f"fetch --manifest {manifest}"  # fetch's default manifest
-    return (f"public {manifest} weights not imported here (`kwsbench checkpoints import DIR` or "
+    shared = shared_dir() / "checkpoints" / manifest
+    source = shared if shared.is_dir() else "DIR"  # the team's copy, named only where it is there (works as written)
+    return (f"public {manifest} weights not imported here (`kwsbench checkpoints import {source}` or "
             f"`kwsbench checkpoints {fetch}`)")
 
 

@@ -465,7 +465,8 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
     net = _wrap(model, cfg, dist)
     why_eager = _why_eager(cfg, model, recipe, dist, card.native_rate)
     meta["training_step"] = f"eager ({why_eager})" if why_eager else "CUDA graph"
-    say(f"training step: {meta['training_step']}")
+    say(f"training {card.name} with recipe {recipe.name} for {epochs} epochs on {meta['data_dir']} ({protocol}): "
+        f"{len(train_set)} training / {len(val_set)} validation clips; training step: {meta['training_step']}")
     if not why_eager:
         gs.make_capturable(opt, cfg.device)
     xs_train = _to_rate(train_set.audio, 16000, "cpu")  # augmented at 16 kHz, then brought to the model's rate
