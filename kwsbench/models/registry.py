@@ -134,6 +134,12 @@ def _is_pattern(item: str) -> bool:
     return item == "all" or any(ch in item for ch in "*?[")
 
 
+def has_pattern(names: str | list[str]) -> bool:
+    """Whether `names` holds 'all' or a glob."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    return any(_is_pattern(i.strip()) for i in items)
+
+
 def named_directly(names: str | list[str]) -> set[str]:
     """The card names among `names` given by name or alias, not through 'all' or a glob: a model asked for
     by name must run (missing weights fail its cells), one a pattern swept in may be skipped."""

@@ -8,6 +8,7 @@ Everything here is vectorised over time: the only Python loops run over log2(L) 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -153,11 +154,17 @@ class FrameFront(nn.Module):
         return self.frame_len * self.proj.out_features
 
 
+# The global generator is one per process: CPU runs build models on several worker threads at once
+# (kwsbench.run.workers), and two seeded builds would otherwise draw from it interleaved, in thread order.
+_GLOBAL_RNG = threading.RLock()
+
+
 @contextmanager
 def seeded_default_init(seed: int) -> Iterator[None]:
     """torch's default Linear/Conv/Norm initialisers draw from the global generator: run them seeded, inside a
-    fork of the generator state, so builds are reproducible and the caller's global RNG is left as it was."""
-    with torch.random.fork_rng(devices=[]):
+    fork of the generator state, so builds are reproducible and the caller's global RNG is left as it was. One
+    seeded build at a time per process (re-entrant: a build may build its parts the same way)."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
 

@@ -219,9 +219,9 @@ def swept_models_with_weights(plan: Plan) -> tuple[Plan, list[LeftOut]]:
     """--models with 'all' or a glob: the models the pattern swept in that have no weights here are left out before
     the run, with why, as above (`--weights synth --models all` announced, then failed, the 72 cells of the two
     KWT sizes whose files are not shipped). A model named directly stays: its cells fail and say why."""
-    from kwsbench.models.registry import named_directly, resolve
+    from kwsbench.models.registry import has_pattern, named_directly, resolve
 
-    if not plan.models:
+    if not plan.models or not has_pattern(plan.models):  # names only: each runs (or fails) as asked
         return plan, []
     named = named_directly(plan.models)
     keep: list[str] = []
