@@ -318,6 +318,24 @@ def test_cli_list_show_render(tmp_path, capsys):
                  "--out", str(wav)]) == 5
 
 
+def test_a_babble_figure_says_whose_speech_it_is_made_of(tmp_path, monkeypatch, capsys):
+    """babble is built from a clip set's speech; its PNG title and WAV line name that set (the default embedded
+    synthetic one, or --data-dir's folder), so two figures of 'babble v2' cannot be mistaken for one another."""
+    import kwsbench.noise.plot as plot_mod
+    from kwsbench.data.synth import generate
+
+    titles = []
+    monkeypatch.setattr(plot_mod, "plot_noise", lambda audio, rate, title, path: titles.append(title))
+    data = generate(tmp_path / "my_set", seed=3, per_class=4)
+    assert main(["noise", "render", "babble", "--data-dir", str(data), "--out", str(tmp_path / "b.wav"),
+                 "--png", str(tmp_path / "b.png"), "--clips", "2"]) == 0
+    assert titles == ["babble v2 (seed 0, from my_set)"]
+    assert "source babble v2 (seed 0, from my_set)" in capsys.readouterr().out
+    assert main(["noise", "render", "pink", "--out", str(tmp_path / "p.wav"), "--png", str(tmp_path / "p.png"),
+                 "--clips", "1"]) == 0
+    assert titles[-1] == "pink v1 (seed 0)"  # a generated noise needs no clip set
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("definition", ["rms", "active"])

@@ -90,8 +90,9 @@ def _render_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_
     from kwsbench.noise.sources import render
 
     source = get_source(name, noise_dir)
-    clipset = None
-    if source.needs_clipset:
+    clipset, origin = None, ""
+    if source.needs_clipset:  # the figure and the WAV line say whose speech it is made of
+        origin = f"from {Path(data_dir).name}" if data_dir else "from the embedded synthetic set"
         if data_dir:
             from kwsbench.data.speech_commands import load_clipset
 
@@ -110,7 +111,7 @@ def _render_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_
         noise = render(source, ids, seed, ctx, speakers)
     except ValueError as err:
         raise BadInputError(f"noise source {name!r} cannot be rendered: {err}") from err
-    return source, noise.reshape(-1), ctx.rate
+    return source, noise.reshape(-1), ctx.rate, origin
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -125,7 +126,8 @@ def _write_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_d
     import numpy as np
     import soundfile as sf
 
-    source, audio, rate = _render_clips(name, seed, clips, noise_dir, data_dir)
+    source, audio, rate, origin = _render_clips(name, seed, clips, noise_dir, data_dir)
+    label = f"{source.name} v{source.version} (seed {seed}{', ' + origin if origin else ''})"
     out_console = console()
     if wav:
         # Rendered noise is at unit RMS or peak 0.7; scale to peak 0.9 so the 16-bit file never clips.
@@ -134,10 +136,9 @@ def _write_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_d
         out_path = Path(wav)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(out_path), out, rate, subtype="PCM_16")
-        out_console.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {source.name} "
-                          f"v{source.version}, seed {seed})", highlight=False)
+        out_console.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {label})", highlight=False)
     if png:
         from kwsbench.noise.plot import plot_noise
 
-        plot_noise(audio, rate, f"{source.name} v{source.version} (seed {seed})", Path(png))
+        plot_noise(audio, rate, label, Path(png))
         out_console.print(f"wrote {png}", highlight=False)
