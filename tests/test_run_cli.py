@@ -84,6 +84,8 @@ def test_default_run_names_the_models_it_leaves_out_and_why(monkeypatch, capsys)
     assert "left out" in err and "s-edge-full: its weights did not learn" in err
     slow, = [line for line in err.splitlines() if "slow on a CPU" in line]  # one line per reason
     assert "bc-resnet-8" in slow and "s-edge-tiny" in slow
+    names = slow.split(":")[0].strip().split(", ")
+    assert names == sorted(names)  # in the manifest's order the S-Edge sizes were scattered among the others
 
 
 def test_seeds_store_one_cell_per_seed_and_clean_once(tmp_path):

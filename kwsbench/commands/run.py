@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         for item in left_out:
             by_reason.setdefault(item.reason, []).append(item.model)
         for reason, models in by_reason.items():  # one line per reason: 29 models without weights are one line
-            print(f"  {', '.join(models)}: {reason}", file=sys.stderr)
+            print(f"  {', '.join(sorted(models))}: {reason}", file=sys.stderr)  # sorted: not the manifest's order
     if left_out and _nothing_left(plan.models, left_out):
         # Every model was left out: the runner would announce them (40 models, 80 cells and "roughly 26 min" for a
         # data folder with no weights here) and then skip them all. Stop here instead.
