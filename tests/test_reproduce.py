@@ -224,6 +224,7 @@ def test_inconclusive_advice_commands_work(tmp_path, monkeypatch, file_card, cap
 def test_no_data_advice_commands_work(tmp_path, monkeypatch, file_card, capsys):
     """No --data-dir and nothing downloaded: exit 4 naming the download and the next command; both work."""
     monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    monkeypatch.setenv("KWSBENCH_SHARED", str(tmp_path / "no-shared"))  # a user without the team's folder
     row = "  - {model: test-repro, protocol: v2-12-official, condition: clean, value: 50.0}\n"
     bl = _baselines(tmp_path, row, protocols=True)
     assert main(["reproduce", "--quick", "--models", file_card, "--store", str(tmp_path / "s.sqlite"),
@@ -243,6 +244,25 @@ def test_no_data_advice_commands_work(tmp_path, monkeypatch, file_card, capsys):
     # and without --data-dir the downloaded set is the default
     code = main(["reproduce", "--quick", "--models", file_card, "--store", str(tmp_path / "s.sqlite"),
                  "--baselines", bl])
+    assert code == _verdict_exit(capsys.readouterr().out)
+
+
+def test_no_data_advice_names_the_shared_development_half_where_it_is_there(tmp_path, monkeypatch, file_card,
+                                                                           capsys):
+    """With the team's shared folder holding the development half, exit 4 also gives the command that runs on it,
+    and that command works as written."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    shared = tmp_path / "shared"
+    _canonical_set(shared / "data" / "gsc_v2_test_dev")
+    monkeypatch.setenv("KWSBENCH_SHARED", str(shared))
+    row = "  - {model: test-repro, protocol: v2-12-official, condition: clean, value: 50.0}\n"
+    bl = _baselines(tmp_path, row, protocols=True)
+    assert main(["reproduce", "--quick", "--models", file_card, "--store", str(tmp_path / "s.sqlite"),
+                 "--baselines", bl]) == 4
+    err = capsys.readouterr().err
+    on_shared, = [c for c in _advice(err, "python reproduce.py") if str(shared) in c]
+    assert on_shared.endswith(f"--data-dir {shared / 'data' / 'gsc_v2_test_dev'}")
+    code = _run_advice(on_shared)
     assert code == _verdict_exit(capsys.readouterr().out)
 
 

@@ -147,15 +147,19 @@ def command_line(opts: ReproduceOptions, data_dir: str | None = None, protocol: 
 def default_data_dir(opts: ReproduceOptions, cards=()) -> str:
     """The first Speech Commands set `kwsbench data download` put in the data home."""
     from kwsbench.data.download import COMPLETE_MARKER, default_dest
+    from kwsbench.paths import shared_dir
 
     for name in DATASETS:
         if (default_dest(name) / COMPLETE_MARKER).is_file():
             return str(default_dest(name))
     dest = default_dest("gsc-v2-test")
+    shared = shared_dir() / "data" / "gsc_v2_test_dev"
+    team = (f"; or run on the shared folder's development half of it: `{command_line(opts, str(shared))}`"
+            if shared.is_dir() else "")  # named only where it is there, so the command works as written
     raise DatasetError(
         f"no data set given and none downloaded in the kwsbench data home ({dest.parent}). Download the canonical "
         f"12-class test set (112 MB): `kwsbench data download gsc-v2-test`, then run `{command_line(opts, str(dest))}`"
-        + _weights_too(opts, cards)
+        + team + _weights_too(opts, cards)
     )
 
 
