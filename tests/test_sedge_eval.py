@@ -134,3 +134,15 @@ def test_runs_record_the_triton_version_that_computes_s_edge_on_a_gpu():
     except metadata.PackageNotFoundError:  # a CPU-only install: no Triton, the chunked path
         expected = ""
     assert package_versions()["triton"] == expected
+
+
+def test_model_commands_on_a_cpu_do_not_load_triton():
+    # every model command imports the registry (all families); only a forward on a GPU needs the Triton path
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from kwsbench.models.registry import all_cards, get_card; all_cards(); "
+            "m = get_card('s-edge-tiny').build().eval(); m(torch.zeros(1, 1600)); "
+            "print('triton' in sys.modules, 'kwsbench.models.sedge_eval' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -17,7 +17,9 @@ from typing import Any
 
 from kwsbench.errors import BadInputError
 
-_NOT_FAMILIES = {"registry", "__init__"}
+# modules of kwsbench.models that register no card: sedge_eval (S-Edge's GPU inference path) loads Triton, which
+# only a forward on a GPU needs (kwsbench.models.sedge imports it there)
+_NOT_FAMILIES = {"registry", "__init__", "sedge_eval"}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsbench.errors import BadInputError
-from kwsbench.models import sedge_eval
 from kwsbench.models.registry import ModelCard, register
 
 NUM_CLASSES_SC35 = 35
@@ -739,8 +738,11 @@ class SEdgeClassifier(nn.Module):
 
     # -- offline -----------------------------------------------------------------------------------
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        if sedge_eval.applies(self, audio):  # inference on a GPU: two GEMMs around a Triton scan per layer
-            return sedge_eval.forward(self, audio)
+        if audio.is_cuda and not self.training:  # the only case the GPU eval path can take: Triton loads here,
+            from kwsbench.models import sedge_eval  # not with every model command (the first eager warm-up forward
+            # imports it, before any CUDA graph capture)
+            if sedge_eval.applies(self, audio):  # inference on a GPU: two GEMMs around a Triton scan per layer
+                return sedge_eval.forward(self, audio)
         x = ((audio - self.input_mean) / (self.input_std + 1e-5)).unsqueeze(-1)
         last = len(self.layers) - 1
         for i, (layer, hold) in enumerate(zip(self.layers, self.rzoh, strict=True)):
