@@ -74,3 +74,26 @@ def test_worker_count_follows_the_environment(monkeypatch):
     assert bank_mod.noise_workers() == 3
     monkeypatch.delenv(bank_mod.WORKERS_ENV)
     assert 1 <= bank_mod.noise_workers() <= 16
+
+
+def test_a_stuck_worker_pool_falls_back_to_rendering_here(monkeypatch):
+    # a forked child that never answers (e.g. blocked on a lock held at the fork) must not hang the run
+    import os
+    import time
+
+    parent, real = os.getpid(), bank_mod._render_rows
+
+    def rows_stuck_in_children(job, start, stop):
+        if os.getpid() != parent:
+            time.sleep(60)
+        return real(job, start, stop)
+
+    monkeypatch.setattr(bank_mod, "_render_rows", rows_stuck_in_children)
+    monkeypatch.setattr(bank_mod, "TASK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(bank_mod, "_CHUNK", 7)
+    job = bank_mod.RenderJob(get_source("white"), IDS, 3, RenderContext(), SPEAKERS)
+    t = time.perf_counter()
+    with pytest.warns(UserWarning, match="no answer within 1 s"):
+        (rows,) = bank_mod.render_jobs([job], workers=2)
+    assert time.perf_counter() - t < 30  # the stuck workers were not waited for
+    assert _digest(rows) == BEFORE["white"]

@@ -189,6 +189,10 @@ class NoiseBank:
 WORKERS_ENV = "KWSBENCH_NOISE_WORKERS"
 _CHUNK = 128  # most utterances per task: big enough to amortise a task, small enough to balance the workers
 _JOBS: tuple | None = None  # (jobs, shared outputs), inherited by forked workers
+# Seconds to wait for one task's answer (<= 128 rows: ~1 s) before the pool counts as stuck. A forked child can
+# block for ever on a lock another thread of the parent held at the fork (seen once in the test suite, a child
+# in a futex wait); the banks are then rendered in this process instead, with a warning, the same samples.
+TASK_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -256,9 +260,15 @@ def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.nd
     errors: dict[int, str] = {}
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
-            for (j, _, _), err in zip(tasks, pool.imap(_render_task, tasks), strict=True):
+            answers = pool.imap(_render_task, tasks)
+            for j, _, _ in tasks:
+                err = answers.next(timeout=TASK_TIMEOUT_S)
                 if err:
                     errors.setdefault(j, err)
+    except multiprocessing.TimeoutError:  # leaving the `with` terminated the stuck workers
+        warnings.warn(f"noise-bank workers gave no answer within {TASK_TIMEOUT_S:.0f} s; rendering the banks in "
+                      f"this process instead (same samples, slower); {WORKERS_ENV}=1 always does", stacklevel=2)
+        return [_serial(job) for job in jobs]
     finally:
         _JOBS = None
     return [ValueError(errors[j]) if j in errors else out for j, out in enumerate(outs)]
