@@ -59,18 +59,10 @@ def _sync(device: str) -> None:
 
 
 def _loader(untrained: bool, label_names: tuple[str, ...]):
-    import threading
-
-    import torch
-
     from kwsbench.checkpoints import LoadedModel
     from kwsbench.errors import CheckpointError
+    from kwsbench.models.ssm_common import seeded_default_init
     from kwsbench.run.runner import default_loader
-
-    # CPU runs build models on several worker threads at once (kwsbench.run.workers), and the seed below is
-    # global: without the lock two builds drew from one stream in whatever order the threads ran, so the same
-    # "random" weights were not the same from pass to pass (cold and warm digests differed in 2 of 3 runs)
-    seeded = threading.Lock()
 
     def load(card, checkpoint, device):
         try:
@@ -78,10 +70,11 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
         except CheckpointError:
             if not untrained:
                 raise
-            # random weights with a head for the clip set's classes where the card allows one
+            # random weights with a head for the clip set's classes where the card allows one; the project's
+            # seeded build (one at a time per process: CPU runs build models on several threads at once), so
+            # every pass gets the same weights and cold and warm results compare
             sized = card.head_is_sizable
-            with seeded, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # the same random weights in every pass, so cold and warm results compare
+            with seeded_default_init(0):
                 model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
             # labels as a checkpoint trained on these classes records them
             return LoadedModel(model, "untrained", label_names if sized else ())

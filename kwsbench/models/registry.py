@@ -132,21 +132,29 @@ def get_card(name: str) -> ModelCard:
     return _CARDS[_ALIASES[key]]
 
 
+def _items(names: str | list[str]) -> list[str]:
+    """The non-empty items of a comma list or a list of names, stripped."""
+    raw = names.split(",") if isinstance(names, str) else list(names)
+    return [i.strip() for i in raw if i.strip()]
+
+
+def _is_glob(item: str) -> bool:
+    return any(ch in item for ch in "*?[")
+
+
 def _is_pattern(item: str) -> bool:
-    return item == "all" or any(ch in item for ch in "*?[")
+    return item == "all" or _is_glob(item)
 
 
 def has_pattern(names: str | list[str]) -> bool:
     """Whether `names` holds 'all' or a glob."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    return any(_is_pattern(i.strip()) for i in items)
+    return any(_is_pattern(i) for i in _items(names))
 
 
 def named_directly(names: str | list[str]) -> set[str]:
     """The card names among `names` given by name or alias, not through 'all' or a glob: a model asked for
     by name must run (missing weights fail its cells), one a pattern swept in may be skipped."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    return {get_card(i).name for i in (i.strip() for i in items) if i and not _is_pattern(i)}
+    return {get_card(i).name for i in _items(names) if not _is_pattern(i)}
 
 
 def resolve(names: str | list[str]) -> list[ModelCard]:
@@ -154,12 +162,11 @@ def resolve(names: str | list[str]) -> list[ModelCard]:
     import fnmatch
 
     _load_families()
-    items = names.split(",") if isinstance(names, str) else list(names)
     out: dict[str, ModelCard] = {}
-    for item in (i.strip() for i in items if i.strip()):
+    for item in _items(names):
         if item == "all":
             out.update((c.name, c) for c in all_cards())
-        elif any(ch in item for ch in "*?["):
+        elif _is_glob(item):
             hits = sorted({_ALIASES[a] for a in _ALIASES if fnmatch.fnmatch(a, item.lower())})
             if not hits:
                 raise BadInputError(f"model pattern {item!r} matches no model. See `kwsbench models list`.")
