@@ -19,7 +19,10 @@ Levers (`--levers`; each against the path the run takes, on the same clips, pred
 - scan-steps / scan-chunked: mamba-kws' selective scan frame by frame (the CPU inference path) or chunked
   (the previous CPU path, still the training and GPU path), kwsbench/models/mamba.py;
 - centaurus-pieces: Centaurus' full-layer spectral product a few clips at a time, one-channel layers without the
-  sum, pooling by reshape (the CPU inference path) against the previous code, kwsbench/models/centaurus.py.
+  sum, pooling by reshape (the CPU inference path) against the previous code, kwsbench/models/centaurus.py;
+- ncssm-frames: the NC-SSM / NanoMamba CPU inference path (selective scan frame by frame in cache-sized buffers,
+  noise tracker without `where`, EMA smoother with its products hoisted) against the previous path (materialised
+  scan, `where` tracker, previous smoother), kwsbench/models/ncssm.py.
 """
 
 from __future__ import annotations
@@ -152,6 +155,39 @@ def _centaurus_previous(model) -> Iterator[Callable]:
         centaurus.CentaurusBlock._post = saved[1]
 
 
+def _previous_ema_smoother(x, s):
+    """features.ema_smoother before this change (five calls a frame; the same bits as the current one)."""
+    import torch
+
+    s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand_as(x)
+    xs, ss = x.movedim(-1, 0).contiguous(), s.movedim(-1, 0).contiguous()
+    out = torch.empty_like(xs)
+    m = xs[0]
+    out[0] = m
+    for t in range(1, xs.shape[0]):
+        m = (1 - ss[t]) * m + ss[t] * xs[t]
+        out[t] = m
+    return out.movedim(0, -1)
+
+
+@contextlib.contextmanager
+def _ncssm_previous(model) -> Iterator[Callable]:
+    """The NC-SSM / NanoMamba CPU inference path before the frame-by-frame one: the materialised scan (still
+    the training and GPU path), the `where` noise tracker (likewise) and the previous EMA smoother."""
+    from kwsbench.models import nanomamba, ncssm
+
+    saved = ncssm.selective_scan, ncssm.track_noise, ncssm.ema_smoother
+    scan, track = saved[0], saved[1]
+    ncssm.selective_scan = nanomamba.selective_scan = lambda *a, **kw: scan(*a, **{**kw, "method": "materialised"})
+    ncssm.track_noise = lambda *a, **kw: track(*a, **{**kw, "method": "select"})
+    ncssm.ema_smoother = _previous_ema_smoother
+    try:
+        yield model
+    finally:
+        ncssm.selective_scan, ncssm.track_noise, ncssm.ema_smoother = saved
+        nanomamba.selective_scan = saved[0]
+
+
 def _has(kind: str) -> Callable:
     def check(model) -> bool:
         return any(type(m).__name__ == kind for m in model.modules())
@@ -164,6 +200,8 @@ LEVERS: dict[str, tuple[Callable, Callable, Callable]] = {
     "channels-last": (_has("Conv2d"), contextlib.nullcontext, _channels_last),
     "scan-steps": (_has("MambaMixer"), lambda m: _scan(m, "chunked"), lambda m: _scan(m, "steps")),
     "centaurus-pieces": (_has("CentaurusSSM"), _centaurus_previous, contextlib.nullcontext),
+    "ncssm-frames": (lambda m: _has("NCSpectralSSM")(m) or _has("SpectralAwareSSMv1")(m), _ncssm_previous,
+                     contextlib.nullcontext),
 }
 
 

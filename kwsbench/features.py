@@ -195,11 +195,13 @@ def ema_smoother(x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
     s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand_as(x)
     # Time-major contiguous copies: per-frame slices of the last axis would be strided.
     xs, ss = x.movedim(-1, 0).contiguous(), s.movedim(-1, 0).contiguous()
+    # What does not depend on M is computed for all frames at once (the same products, so the same bits).
+    keep, take = 1 - ss, ss * xs
     out = torch.empty_like(xs)
     m = xs[0]
     out[0] = m
     for t in range(1, xs.shape[0]):
-        m = (1 - ss[t]) * m + ss[t] * xs[t]
+        m = keep[t] * m + take[t]
         out[t] = m
     return out.movedim(0, -1)
 

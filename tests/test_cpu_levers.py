@@ -73,3 +73,33 @@ def test_batchnorm_folding_and_channels_last_compute_the_same_model(name):
         torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-5)
         with cpu_eval._channels_last(model) as nhwc:
             torch.testing.assert_close(nhwc(x), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-small"])
+def test_ncssm_cpu_inference_takes_the_frame_paths(name, monkeypatch):
+    """CPU inference runs the frame-by-frame scan (and, for NC-SSM, the tracker without `where`); with autograd
+    on, the materialised scan and the formula's tracker; the benchmark's previous path computes the same model."""
+    from kwsbench.models import ncssm
+
+    cpu_eval, model = _cpu_eval(), _model(name)
+    taken: list[str] = []
+    frame_scan, track = ncssm._frame_selective_scan, ncssm.track_noise
+    monkeypatch.setattr(ncssm, "_frame_selective_scan", lambda *a: taken.append("frames") or frame_scan(*a))
+    monkeypatch.setattr(ncssm, "track_noise",
+                        lambda *a, **kw: taken.append(f"track {kw.get('method', 'auto')}") or track(*a, **kw))
+    x = _audio(5)
+    with torch.inference_mode():
+        fast = model(x)
+    tracked = ["track auto"] if name == "nc-ssm" else []
+    assert taken == tracked + ["frames"] * len(model.blocks)
+    taken.clear()
+    with cpu_eval._ncssm_previous(model):
+        with torch.inference_mode():
+            previous = model(x)
+        assert taken == (["track select"] if name == "nc-ssm" else [])
+    taken.clear()
+    with_grad = model(x)
+    assert taken == tracked  # the training path: no frame scan
+    torch.testing.assert_close(fast, previous, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.argmax(-1), previous.argmax(-1))

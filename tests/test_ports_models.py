@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kwsbench import features
-from kwsbench.models.ncssm import _loop_scan, causal_mean3, linear_scan
+from kwsbench.models.ncssm import _loop_scan, causal_mean3, linear_scan, selective_scan, track_noise
 from kwsbench.models.registry import get_card
 
 # Published parameter counts and state-dict key counts (reference/nc-ssm.md §3.1, §4).
@@ -121,7 +121,7 @@ def test_ema_smoother_and_pcen_formula():
     expect = x[..., 0].clone()
     for t in range(1, 20):
         expect = (1 - s[..., t]) * expect + s[..., t] * x[..., t]
-    assert torch.allclose(m[..., -1], expect)
+        assert torch.equal(m[..., t], expect)  # the hoisted products leave every bit as the formula gives it
     out = features.pcen(x, m, 0.98, 2.0, 0.5)
     assert torch.allclose(out, (x / (1e-6 + m) ** 0.98 + 2.0) ** 0.5 - 2.0**0.5, atol=1e-6)
 
@@ -137,6 +137,62 @@ def test_doubling_scan_equals_frame_loop():
     assert torch.allclose(loop[-1], expect, atol=1e-6)
     assert torch.allclose(linear_scan(a, b, bound=1e4, method="doubling"), loop, atol=1e-5)
     assert torch.allclose(linear_scan(a, b, method="doubling"), _loop_scan(a, b, None), atol=1e-5)
+
+
+def _scan_inputs(n_state: int, eps: bool, scale: float = 1.0, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    delta = torch.rand(3, 101, 7, generator=g)
+    u = torch.randn(3, 101, 7, generator=g) * scale
+    b, c = torch.randn(3, 101, n_state, generator=g), torch.randn(3, 101, n_state, generator=g)
+    a_log = torch.randn(7, n_state, generator=g) - 2.0  # slow decays, so the states build up
+    return delta, u, b, c, a_log, torch.rand(3, 101, 1, generator=g) if eps else None
+
+
+@pytest.mark.parametrize("n_state,eps", [(4, False), (10, True)])
+def test_frame_selective_scan_equals_the_materialised_one(n_state, eps):
+    """The CPU inference scan against the materialised scan (training and GPU path) and a plain loop."""
+    delta, u, b, c, a_log, e = _scan_inputs(n_state, eps)
+    with torch.no_grad():
+        frames = selective_scan(delta, u, b, c, a_log, eps=e, bound=1e4, method="frames")
+        whole = selective_scan(delta, u, b, c, a_log, eps=e, bound=1e4, method="materialised")
+    torch.testing.assert_close(frames, whole, rtol=1e-5, atol=1e-5)
+    h, expect = torch.zeros(3, 7, n_state), []
+    for t in range(101):  # the formula, written out
+        drive = (delta[:, t] * u[:, t])[..., None] * b[:, t, None, :]
+        if e is not None:
+            drive = drive + (e[:, t] * u[:, t])[..., None]
+        h = torch.exp(-torch.exp(a_log) * delta[:, t, :, None]) * h + drive
+        expect.append((h * c[:, t, None, :]).sum(-1))
+    torch.testing.assert_close(frames, torch.stack(expect, 1), rtol=1e-5, atol=1e-4)
+
+
+def test_frame_selective_scan_clamps_the_state():
+    delta, u, b, c, a_log, e = _scan_inputs(6, True, scale=300.0, seed=1)
+    with torch.no_grad():
+        free = selective_scan(delta, u, b, c, a_log, eps=e, method="frames")
+        frames = selective_scan(delta, u, b, c, a_log, eps=e, bound=50.0, method="frames")
+        whole = selective_scan(delta, u, b, c, a_log, eps=e, bound=50.0, method="materialised")
+    limit = 50.0 * c.abs().sum(-1, keepdim=True) * (1 + 1e-5)  # |y_t| <= bound * sum |C_t| when clamped
+    assert (free.abs() > limit).any() and (frames.abs() <= limit).all()
+    torch.testing.assert_close(frames, whole, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("gamma,beta", [(0.3, 0.05), (0.05, 0.3), (0.2, 0.2)])
+def test_noise_tracker_without_where_equals_the_formula(gamma, beta):
+    """The CPU inference tracker (larger / smaller of the two candidate updates) against the formula."""
+    g = torch.Generator().manual_seed(4)
+    frames = torch.rand(101, 5, 33, generator=g) * torch.linspace(0.1, 3.0, 101)[:, None, None]
+    n0 = torch.rand(5, 33, generator=g)
+    gamma, beta = torch.tensor(gamma), torch.tensor(beta)
+    with torch.no_grad():
+        fast = track_noise(frames, n0, gamma, beta, method="extreme")
+    slow = track_noise(frames, n0, gamma, beta, method="select")
+    n = n0
+    for t in range(101):  # the formula, written out
+        a = torch.where(frames[t] > n, gamma, beta)
+        n = (1 - a) * n + a * frames[t]
+        assert torch.equal(slow[t], n)
+    torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-7)
 
 
 def test_scan_falls_back_to_the_clamped_loop():

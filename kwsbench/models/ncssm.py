@@ -62,6 +62,12 @@ def _loop_scan(a: torch.Tensor, b: torch.Tensor, bound: float | None) -> torch.T
     return out
 
 
+def cpu_inference(x: torch.Tensor) -> bool:
+    """The frame-by-frame CPU paths below serve inference on the CPU only: they write into preallocated
+    buffers (no autograd) and one of them asks the tensors for a Python bool (no CUDA graph capture)."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
 def selective_scan(
     delta: torch.Tensor,
     u: torch.Tensor,
@@ -70,12 +76,18 @@ def selective_scan(
     A_log: torch.Tensor,
     eps: torch.Tensor | None = None,
     bound: float | None = None,
+    method: str = "auto",
 ) -> torch.Tensor:
     """y_t = C_t · h_t with h_t = exp(-exp(A_log) Δ_t) ⊙ h_{t-1} + Δ_t u_t ⊗ B_t (+ ε_t u_t), (B, T, E) out.
 
-    delta, u: (B, T, E); B, C: (B, T, N); eps: (B, T, 1) or None. The (T, B, E, N) tensors are
-    built time-major and contiguous so every frame of the recursion is one contiguous block.
+    delta, u: (B, T, E); B, C: (B, T, N); eps: (B, T, 1) or None. method "frames" (what "auto" takes for
+    inference on the CPU): every (B, E, N) quantity computed frame by frame in cache-sized buffers;
+    "materialised" (training, and any GPU): the (T, B, E, N) tensors built whole, then `linear_scan`.
     """
+    if method == "auto":
+        method = "frames" if cpu_inference(u) else "materialised"
+    if method == "frames":
+        return _frame_selective_scan(delta, u, B, C, A_log, eps, bound)
     tm = lambda t: t.transpose(0, 1).contiguous()  # noqa: E731
     delta_t, u_t, b_t = tm(delta), tm(u), tm(B)
     a_bar = torch.exp(-torch.exp(A_log) * delta_t[..., None])
@@ -84,6 +96,68 @@ def selective_scan(
         drive = drive + (tm(eps) * u_t)[..., None]
     h = linear_scan(a_bar, drive, bound=bound)
     return torch.matmul(h, tm(C)[..., None]).squeeze(-1).transpose(0, 1)
+
+
+DECAY_FRAMES = 8  # frames whose decay exp(-A Δ) is computed in one call: fewer calls, still cache-sized
+
+
+def _frame_selective_scan(delta, u, B, C, A_log, eps, bound) -> torch.Tensor:
+    """The selective scan without its (T, B, E, N) temporaries (~28 MB each at batch 128 for NC-SSM-20K,
+    far beyond the cache, streamed several times): the state is an (N, B, E) block (E innermost, so the
+    products broadcast over whole rows) updated in place, and each frame's output C_t · h_t is summed over
+    N straight into y. Same products as the materialised path; the sums over N and the fused
+    multiply-adds round differently (relative ~1e-7 on the scan output).
+    """
+    tm = lambda t: t.transpose(0, 1).contiguous()  # noqa: E731  (B, T, X) -> (T, B, X)
+    nm = lambda t: t.permute(1, 2, 0).contiguous()  # noqa: E731  (B, T, N) -> (T, N, B)
+    delta_t, u_t, b_n, c_n = tm(delta), tm(u), nm(B), nm(C)
+    T, batch, E = u_t.shape
+    N = b_n.shape[1]
+    neg_a = (-torch.exp(A_log)).T.contiguous()[:, None, :]  # (N, 1, E)
+    du = delta_t * u_t
+    eu = tm(eps) * u_t if eps is not None else torch.zeros_like(u_t)
+    y = torch.empty_like(u_t)
+    h, drive, prod = (u_t.new_zeros(N, batch, E) for _ in range(3))
+    decay = u_t.new_empty(DECAY_FRAMES, N, batch, E)
+    for t in range(T):
+        k = t % DECAY_FRAMES
+        if k == 0:
+            block = decay[: min(DECAY_FRAMES, T - t)]
+            torch.exp(torch.mul(neg_a, delta_t[t : t + len(block), None], out=block), out=block)
+        torch.addcmul(eu[t], du[t], b_n[t, :, :, None], out=drive)  # Δ u B + ε u
+        h, drive = drive.addcmul_(decay[k], h), h  # the new state in the drive's buffer; the old one is free
+        if bound is not None:
+            h.clamp_(-bound, bound)
+        torch.sum(torch.mul(h, c_n[t, :, :, None], out=prod), dim=0, out=y[t])
+    return y.transpose(0, 1)
+
+
+def track_noise(
+    frames: torch.Tensor, n0: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, method: str = "auto"
+) -> torch.Tensor:
+    """n_t = (1 - a_t) n_{t-1} + a_t x_t with a_t = γ where x_t > n_{t-1}, else β; frames (T, ...), n0 (...).
+
+    The coefficient depends on the tracked value itself: a true recursion, a loop over time-major
+    contiguous frames (strided per-frame slices are several times slower). method "select" (any device,
+    autograd): the formula as written. "extreme" (what "auto" takes for inference on the CPU; 3 calls a
+    frame instead of 7, no `where`, which is slow on the CPU): both candidate updates, then the larger
+    one when γ >= β, else the smaller, because their difference is (γ - β)(x_t - n_{t-1}). It differs
+    from "select" by float rounding only (lerp's, and at x_t ≈ n_{t-1} where both candidates agree).
+    """
+    if method == "auto":
+        method = "extreme" if cpu_inference(frames) else "select"
+    track = torch.empty_like(frames)
+    n = n0
+    if method == "extreme":
+        pick = torch.maximum if bool(gamma >= beta) else torch.minimum
+        for t in range(frames.shape[0]):
+            n = pick(torch.lerp(n, frames[t], gamma), torch.lerp(n, frames[t], beta), out=track[t])
+        return track
+    for t in range(frames.shape[0]):
+        a = torch.where(frames[t] > n, gamma, beta)
+        n = (1 - a) * n + a * frames[t]
+        track[t] = n
+    return track
 
 
 class RunningSNREstimator(nn.Module):
@@ -99,15 +173,7 @@ class RunningSNREstimator(nn.Module):
     def forward(self, mag: torch.Tensor, mel_fb: torch.Tensor) -> torch.Tensor:
         n0 = torch.clamp(mag[..., :5].mean(dim=-1, keepdim=True), min=1e-5)
         beta, gamma = torch.sigmoid(self.raw_beta), torch.sigmoid(self.raw_gamma)
-        # The update coefficient depends on the tracked value itself: a true recursion, kept as a loop
-        # over time-major contiguous frames (strided per-frame slices are several times slower).
-        frames = mag.movedim(-1, 0).contiguous()
-        track = torch.empty_like(frames)
-        n = n0.squeeze(-1)
-        for t in range(frames.shape[0]):
-            a = torch.where(frames[t] > n, gamma, beta)
-            n = (1 - a) * n + a * frames[t]
-            track[t] = n
+        track = track_noise(mag.movedim(-1, 0).contiguous(), n0.squeeze(-1), gamma, beta)
         n_eff = torch.maximum(track.movedim(0, -1), 0.5 * n0)
         snr = mag / (self.noise_scale.abs() * n_eff + 1e-8)
         s = torch.tanh(torch.matmul(mel_fb, snr) / 10.0)
