@@ -128,8 +128,9 @@ class BCResNet(nn.Module):
         self.frontend.set_sample_rate(rate)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.frontend(audio).unsqueeze(1)
-        if fast.takes_fast_path(self, x):  # the blocks take it by themselves
+        on_fast_path = fast.takes_fast_path(self, audio)
+        x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
+        if on_fast_path:  # the blocks take it by themselves
             x = fast.sequential(self.blocks(fast.sequential(x, self.stem)), self.head)
         else:
             x = self.head(self.blocks(self.stem(x)))

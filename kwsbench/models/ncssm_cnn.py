@@ -47,8 +47,9 @@ class DSCNNS(nn.Module):
         self.classifier = nn.Linear(channels, n_classes)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.frontend(audio).unsqueeze(1)
-        x = fast.sequential(x, self.features) if fast.takes_fast_path(self, x) else self.features(x)
+        on_fast_path = fast.takes_fast_path(self, audio)
+        x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
+        x = fast.sequential(x, self.features) if on_fast_path else self.features(x)
         return self.classifier(x.mean(dim=(2, 3)))
 
 
@@ -135,8 +136,9 @@ class BCResNet1NCSSM(nn.Module):
         self.classifier = nn.Linear(20, n_classes)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.frontend(audio).unsqueeze(1)
-        if fast.takes_fast_path(self, x):
+        on_fast_path = fast.takes_fast_path(self, audio)
+        x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
+        if on_fast_path:
             x = fast.conv(x, self.conv1, self.bn1).relu_()
             x = self.stage4(self.stage3(self.stage2(self.stage1(x))))  # each block takes the fast path too
             x = fast.conv(x, self.head_conv, self.head_bn).relu_()
