@@ -20,7 +20,7 @@ class _Fixed(nn.Module):
         super().__init__()
         self.features = features
 
-    def forward(self, _audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, _audio: torch.Tensor, exact: bool = True) -> torch.Tensor:  # LogMel's signature
         return self.features
 
 

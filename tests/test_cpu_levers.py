@@ -121,3 +121,15 @@ def test_cpu_eval_conv_lever_compares_the_two_paths(monkeypatch):
         with lever(model) as m:
             m(x)
         assert calls[0] > 0
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.5])
+def test_inexact_stft_magnitude_is_within_rounding_of_hypot(power):
+    """The conv cards' faster magnitude (re² + im²) against the exact one, at the powers the front ends use."""
+    from kwsbench.features import stft_magnitude
+
+    x = _audio(3)
+    exact = stft_magnitude(x, 512, 160, 400, power=power)
+    fast = stft_magnitude(x, 512, 160, 400, power=power, exact=False)
+    assert fast.shape == exact.shape
+    torch.testing.assert_close(fast, exact, rtol=4e-7 * max(power, 1), atol=1e-30)
