@@ -577,6 +577,14 @@ CASES: list[Case] = [
                                              "white"), 5, ("--condition", "'white'", "NOISE:SNR")),
     Case("report-rate-not-stored", _args("report", "--store", "{store}", "--out", "{tmp}/r", "--rate", "8000"), 5,
          ("--rate 8000", "stored rates")),
+    Case("compare-model-with-itself", _args("compare", MODEL, MODEL, "--store", "{store}"), 5,
+         ("two different models", MODEL)),  # was a table of p = 1 rows, exit 0
+    Case("compare-alpha-out-of-range", _args("compare", MODEL, "nc-ssm", "--store", "{store}", "--alpha", "2"), 5,
+         ("--alpha", "between 0 and 1", "2.0")),
+    Case("reproduce-tolerance-negative", _args("reproduce", "--quick", "--tol=-3", "--data-dir", "{data}",
+                                               "--store", "{store}"), 5, ("--tol", "-3", ">= 0")),
+    Case("report-tolerance-not-a-number", _args("report", "--store", "{store}", "--out", "{tmp}/r", "--tol", "nan"),
+         5, ("--tol", "nan", "finite")),
     Case("compare-unknown-model", _args("compare", MODEL, "no-such-model", "--store", "{store}"), 5,
          ("no-such-model", "kwsbench models list")),
     # files of definitions: baselines, noise, manifests
