@@ -476,6 +476,10 @@ CASES: list[Case] = [
     Case("seeds-not-integers", _run("--seeds", "0,x"), 5, ("--seeds", "'0,x'", "e.g. 0,1,2"),
          check=lambda w, out: _absent("16000", out)),  # the example once was a list of rates
     Case("seed-negative", _run("--seed", "-1"), 5, ("--seed", "-1", ">= 0")),
+    # the embedded set cannot be written (here KWSBENCH_DATA lies under a file): was a FileNotFoundError traceback
+    Case("data-home-unwritable", _args("run", "--models", MODEL, "--store", "{store}"), 5,
+         ("{tmp}/a-file", "KWSBENCH_DATA"), env={"KWSBENCH_DATA": "{tmp}/a-file/data"},
+         setup=lambda w: (w.tmp / "a-file").write_text("not a folder")),
     Case("seed-not-a-number", _run("--seed", "abc"), 5, ("--seed", "'abc'", "integer")),
     Case("batch-size-zero", _run("--batch-size", "0"), 5, ("--batch-size", ">= 1")),
     Case("per-class-zero", _run("--per-class", "0"), 5, ("--per-class", ">= 1")),

@@ -286,8 +286,12 @@ def ensure_default_dataset(seed: int = 0) -> Path:
     expected = f"version={SYNTH_VERSION} seed={seed} per_class={DEFAULT_PER_CLASS}\n"
     if stamp.is_file() and stamp.read_text() == expected:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    except OSError as err:  # an unwritable or impossible data home: say which, not a traceback
+        raise BadInputError(f"cannot write the embedded synthetic set to {target.parent} ({err.strerror}); set "
+                            "KWSBENCH_DATA to a folder you can write") from err
     try:
         generate(tmp, seed=seed, per_class=DEFAULT_PER_CLASS)
         (tmp / ".kwsbench-synth").write_text(expected)
