@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from kwsbench.commands.args import add_device, console
 from kwsbench.errors import EXIT_INTERRUPTED, BadInputError
+from kwsbench.paths import make_folder
 
 if TYPE_CHECKING:
     from kwsbench.models.registry import ModelCard
@@ -109,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         command="kwsbench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else f"kwsbench train {card.name}",
     )
+    make_folder(cfg.out, f"train --out {cfg.out}")  # before training, not when the first epoch is saved
     if args.resume and not (cfg.out / "last.pt").is_file():
         console(stderr=True).print(f"--resume: no {cfg.out / 'last.pt'} yet; training starts at epoch 1",
                                    highlight=False, soft_wrap=True)

@@ -28,7 +28,7 @@ import soundfile as sf
 from kwsbench.audio import fix_length, resample
 from kwsbench.data.clipset import CLIP_SAMPLES, KEYWORDS_10, SAMPLE_RATE
 from kwsbench.errors import BadInputError, MissingDependencyError
-from kwsbench.paths import data_home
+from kwsbench.paths import data_home, make_folder
 
 UNKNOWN_WORDS = (
     "backward", "bed", "bird", "cat", "dog", "eight", "five", "follow", "forward", "four", "happy", "house",
@@ -241,7 +241,7 @@ def generate(out: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_CLASS,
     # plan every clip first (names, words, voices), then synthesise all speech in one fixed order
     plan: list[tuple[Path, np.random.Generator, str, Speaker | None]] = []
     for c, folder in enumerate(classes):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+        make_folder(out / folder, f"synthetic set in {out}")
         used: dict[str, int] = {}
         for n in range(per_class):
             rng = np.random.default_rng(np.random.SeedSequence([seed, c, n]))
