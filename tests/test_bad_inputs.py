@@ -454,6 +454,27 @@ CASES: list[Case] = [
     Case("device-nonsense", _run("--device", "nonsense"), 5, ("--device", "nonsense", "cpu, cuda")),
     Case("device-no-cuda", _run("--device", "cuda"), 5, ("cuda", "no CUDA device", "--device cpu"),
          skip="a CUDA device is present" if torch.cuda.is_available() else ""),
+    # `train` refuses a device the way `run` does, before any data is loaded (it was a torch traceback, exit 1)
+    Case("train-device-no-cuda", _args("train", MODEL, "--device", "cuda", "--out", "{tmp}/train"), 5,
+         ("cuda", "no CUDA device", "--device cpu"),
+         skip="a CUDA device is present" if torch.cuda.is_available() else ""),
+    Case("train-device-nonsense", _args("train", MODEL, "--device", "gpu", "--out", "{tmp}/train"), 5,
+         ("--device 'gpu'", "cpu, cuda")),
+    # `cost` takes the rates `run` takes (0 Hz was a traceback, 12345 Hz a table of numbers for no real run)
+    Case("cost-rate-not-a-divisor", _args("cost", "--models", "nc-ssm", "--rates", "16000,12345"), 5,
+         ("--rates", "12345", "divide 16000")),
+    Case("cost-rate-zero", _args("cost", "--models", "bc-resnet-1", "--rates", "0"), 5, ("--rates", "divide 16000")),
+    # --models that picks no stored model: an error listing the stored ones, never an empty table with exit 0
+    Case("leaderboard-models-unknown", _args("leaderboard", "--store", "{store}", "--models", "nope"), 5,
+         ("'nope'", "stored models: " + MODEL)),
+    Case("leaderboard-models-glob-matches-none", _args("leaderboard", "--store", "{store}", "--models", "zz*"), 5,
+         ("'zz*'", MODEL)),
+    Case("leaderboard-models-registered-not-stored", _args("leaderboard", "--store", "{store}", "--models", "nc-ssm"),
+         5, ("'nc-ssm'", "no cell in the store", MODEL)),
+    Case("report-models-unknown", _args("report", "--store", "{store}", "--models", "nope", "--out", "{tmp}/rep"), 5,
+         ("'nope'", MODEL)),
+    Case("seeds-not-integers", _run("--seeds", "0,x"), 5, ("--seeds", "'0,x'", "e.g. 0,1,2"),
+         check=lambda w, out: _absent("16000", out)),  # the example once was a list of rates
     Case("seed-negative", _run("--seed", "-1"), 5, ("--seed", "-1", ">= 0")),
     Case("seed-not-a-number", _run("--seed", "abc"), 5, ("--seed", "'abc'", "integer")),
     Case("batch-size-zero", _run("--batch-size", "0"), 5, ("--batch-size", ">= 1")),
@@ -632,6 +653,10 @@ CASES: list[Case] = [
     Case("cache-folder-unwritable", _run("--force"), 0, ("could not write the noise-bank cache", "KWSBENCH_CACHE"),
          setup=_immutable("cache/noise", empty_first="cache/noise"), unchanged=False),
 ]
+
+
+def _absent(text: str, out: str) -> None:
+    assert text not in out, out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -271,6 +271,19 @@ def test_cost_columns_come_from_model_cost():
     assert (row.params, row.macs) == (None, None)
 
 
+def test_models_sharing_a_rank_are_listed_best_first_not_by_name():
+    """Ties share a rank; within it the rows were in name order, so 70 % could be listed above 80 %."""
+    scores = {"test-a-low": 14, "test-b-high": 16, "test-c-mid": 15}  # of 20 clips: no pair is told apart
+    cells, correct = [], {}
+    for i, (model, right) in enumerate(scores.items()):
+        key = f"{i}" * 64
+        cells.append(stored_cell(cell_key=key, model=model, n=20, correct=right, accuracy=right / 20))
+        correct[key] = np.arange(20) < right
+    rows = tidy_rows(cells, correct=correct)
+    assert {r.rank for r in rows} == {1}
+    assert [r.model for r in rows] == ["test-b-high", "test-c-mid", "test-a-low"]
+
+
 def test_a_failing_cost_function_is_an_error_not_empty_columns():
     def cost(card, rate):
         raise RuntimeError("cost function exploded")

@@ -278,6 +278,8 @@ def test_a_data_folder_run_announces_only_the_models_whose_weights_are_here(tmp_
     said = capsys.readouterr()
     err = said.err
     assert "1 models x 1 conditions" in err and "1 cells to compute" in err, err
+    # a clean-only run: the default SNRs of the plan are not part of any condition, so none are announced
+    assert "(clean only, 1 rate(s))" in err and "0 noise x 7 SNR" not in err, err
     not_imported, = [line for line in err.splitlines() if "public nc-ssm weights not imported" in line]
     assert "`kwsbench checkpoints fetch --manifest kwt`" in err  # fetch's default manifest is nc-ssm
     no_weights, = [line for line in err.splitlines() if line.endswith(NO_PUBLIC_WEIGHTS)]

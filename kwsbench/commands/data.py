@@ -46,6 +46,7 @@ def register(subparsers) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from kwsbench.commands.args import console
@@ -56,7 +57,7 @@ def _info(args: argparse.Namespace) -> int:
                       use_cache=not args.no_cache)
     elapsed = time.perf_counter() - t0
     speakers = {s for s in cs.speaker_ids if s}
-    table = Table(title=f"{args.dir}")
+    table = Table()  # no title: rich wraps a title to the table's width, which cut long paths in two
     table.add_column("class")
     table.add_column("clips", justify="right")
     table.add_column("speakers", justify="right")
@@ -65,6 +66,7 @@ def _info(args: argparse.Namespace) -> int:
         table.add_row(name, str(count), str(len(spk)))
     table.add_row("[bold]total", f"[bold]{len(cs)}", f"[bold]{len(speakers)}")
     out = console()
+    out.print(f"[bold]data set[/]: {escape(str(args.dir))}", highlight=False, soft_wrap=True)
     out.print(table)
     for key, value in (("protocol", cs.protocol), ("fingerprint", cs.fingerprint), ("skipped", cs.skipped),
                        ("speakers", len(speakers)), ("loaded in", f"{elapsed:.2f} s")):

@@ -72,12 +72,26 @@ def default_recipe(card: ModelCard, data_dir: str | None) -> str:
     return card.recipe
 
 
+def _check_device(device: str) -> None:
+    """The rule `run` applies: a malformed device, or CUDA where torch sees none, is bad input (exit 5) before
+    any data is loaded, not a torch traceback from the first CUDA call."""
+    import torch
+
+    from kwsbench.run.plan import device_problem
+
+    if device_problem(device):
+        raise BadInputError(f"--device {device!r} {device_problem(device)}; e.g. --device cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+
+
 def _run(args: argparse.Namespace) -> int:
     from kwsbench.models.registry import get_card
     from kwsbench.train.loop import TrainConfig, publish, train
     from kwsbench.train.recipes import load_recipe
 
     card = get_card(args.model)
+    _check_device(args.device)
     recipe = load_recipe(args.recipe or default_recipe(card, args.data_dir))
     if args.epochs is not None and args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")

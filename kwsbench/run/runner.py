@@ -484,8 +484,10 @@ def _announce(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipse
     from kwsbench.run.estimate import duration
 
     seeds = plan.noise_seeds()
-    grid = (f"{len(cards)} models x {len(conds)} conditions ({len(plan.noise)} noise x {len(plan.snr)} SNR"
-            f"{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''} + clean, {len(plan.rates)} rate(s)) on "
+    # a clean-only plan still carries the default SNRs, which no condition uses: say "clean only" instead
+    noisy = (f"{len(plan.noise)} noise x {len(plan.snr)} SNR{f' x {len(seeds)} seeds' if len(seeds) > 1 else ''}"
+             " + clean" if plan.noise else "clean only")
+    grid = (f"{len(cards)} models x {len(conds)} conditions ({noisy}, {len(plan.rates)} rate(s)) on "
             f"{len(clipset):,} clips")
     text = f"{grid}: {forecast.estimate.describe()}"
     if shard.sharded:
