@@ -431,3 +431,26 @@ def test_stop_after_flag_reaches_the_loop_and_is_checked(monkeypatch):
     assert main(["train", "ds-cnn-s", "--epochs", "5", "--stop-after", "2", "--quiet"]) == 0
     assert seen["cfg"].stop_after == 2 and seen["cfg"].epochs == 5
     assert main(["train", "ds-cnn-s", "--stop-after", "0", "--quiet"]) == 5
+
+
+def test_ctrl_c_says_what_a_training_kept_and_how_to_continue(monkeypatch, tmp_path, capsys):
+    """The CLI's generic line ('results already stored are kept') speaks of a run's cells; a training keeps
+    last.pt after each epoch, or nothing before the first. --resume with no last.pt says it starts afresh."""
+    import kwsbench.train.loop as loop
+    from kwsbench.cli import main
+    from kwsbench.errors import EXIT_INTERRUPTED
+
+    def interrupted(cfg, card=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    out = tmp_path / "t"
+    assert main(["train", "ds-cnn-s", "--out", str(out), "--quiet"]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "before the first epoch finished" in err and "results already stored" not in err, err
+    (out / "last.pt").write_bytes(b"")  # train made the folder before training
+    assert main(["train", "ds-cnn-s", "--out", str(out), "--quiet"]) == EXIT_INTERRUPTED
+    assert f"{out / 'last.pt'} holds the last finished epoch" in capsys.readouterr().err
+    (out / "last.pt").unlink()
+    assert main(["train", "ds-cnn-s", "--out", str(out), "--quiet", "--resume"]) == EXIT_INTERRUPTED
+    assert "--resume: no" in capsys.readouterr().err
