@@ -217,6 +217,28 @@ def test_resume_continues_from_last_epoch(tiny_synth, tmp_path):
     np.testing.assert_allclose(full.history[-1].val_acc, resumed.history[-1].val_acc)
 
 
+class DropoutKws(TinyKws):
+    """TinyKws with dropout on its features: the one draw training takes from torch's global generator."""
+
+    def __init__(self, num_classes: int = 12) -> None:
+        super().__init__(num_classes)
+        self.frontend = nn.Dropout(0.3)
+
+
+def test_training_does_not_depend_on_the_callers_global_generator(tiny_synth, tmp_path):
+    # initial weights from the build's own generator, dropout from the global one seeded per epoch inside a fork
+    card = ModelCard(name="tiny-dropout", family="test", builder=DropoutKws, kwargs={"num_classes": 12})
+    weights = []
+    for global_seed in (1, 2):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)
+            before = torch.random.get_rng_state()
+            train(_config(tiny_synth, tmp_path / str(global_seed), epochs=2), card=card)
+            assert torch.equal(before, torch.random.get_rng_state())
+        weights.append(read_checkpoint(tmp_path / str(global_seed) / "last.pt")["model_state_dict"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_resume_refuses_other_settings(tiny_synth, tmp_path):
     train(_config(tiny_synth, tmp_path / "r", epochs=1), card=TINY)
     other = _config(tiny_synth, tmp_path / "r", epochs=2, seed=5, resume=True)
