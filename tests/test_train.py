@@ -416,6 +416,17 @@ def test_training_says_what_it_trains_on_before_the_first_epoch(tiny_synth, tmp_
     assert "training step: eager" in first
 
 
+def test_training_messages_are_whole_lines_when_piped(tiny_synth, tmp_path, capsys):
+    """Rich wrapped each message at 80 columns in a piped log, cutting the data path in two."""
+    cfg = dataclasses.replace(_config(tiny_synth, tmp_path / "lines", epochs=1), show_progress=True)
+    train(cfg, card=TINY)
+    lines = capsys.readouterr().err.splitlines()
+    first = next(line for line in lines if line.startswith("training tiny-test"))
+    assert "36 training / 12 validation clips" in first and str(tiny_synth) in first, lines[:3]
+    epoch = next(line for line in lines if line.startswith("tiny-test epoch 1/1"))
+    assert " | lr " in epoch, lines
+
+
 def test_stop_after_flag_reaches_the_loop_and_is_checked(monkeypatch):
     import kwsbench.train.loop as loop
     from kwsbench.cli import main

@@ -602,8 +602,8 @@ def _printer(dist: Shard, enabled: bool) -> Callable[[str], None]:
     console = Console(stderr=True)
 
     def say(text: str) -> None:
-        if enabled and dist.main:
-            console.print(text, highlight=False)
+        if enabled and dist.main:  # whole lines: rich would wrap them at 80 columns in a piped log
+            console.print(text, highlight=False, soft_wrap=True)
 
     return say
 
