@@ -26,11 +26,19 @@ def digest(store: str | Path) -> tuple[str, int]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    for path in argv:
-        sha, n = digest(path)
+    import argparse
+
+    from kwsbench.errors import KwsbenchError
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stores", nargs="+", metavar="STORE", help="results store (SQLite file) to digest")
+    args = parser.parse_args(argv)
+    for path in args.stores:
+        try:
+            sha, n = digest(path)
+        except KwsbenchError as err:  # a missing or foreign store: kwsbench's message and exit code, no traceback
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
         print(f"{sha} {n} cells {path}")
     return 0
 

@@ -200,6 +200,12 @@ def _clips(args):
 
 def main(argv=None) -> int:
     args = _args(argv)
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():  # the default device is cuda
+        print(f"error: --device {args.device} (the default is cuda), but torch sees no CUDA device; pass "
+              "--device cpu to measure on the CPU", file=sys.stderr)
+        return 5  # kwsbench's exit code for a device this machine lacks (`kwsbench run --device cuda`)
     gemm = _gemm_tflops(args.gemm, args.device)
     print(f"fp32 matrix product {args.gemm}^3 (TF32 off): {gemm:.2f} TFLOP/s", flush=True)
     x = _clips(args)

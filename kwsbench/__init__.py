@@ -14,7 +14,10 @@ __version__ = "0.1.0"
 
 _API = ("results", "run", "reproduce", "load_model", "cost", "leaderboard", "plan", "models_without_cost")
 _MODULE_ALIASES = ("run", "results", "cost")
-__all__ = ["__version__", *_API]
+# the errors the API raises, so a notebook can write `except kwsbench.StoreMissingError` (each has .exit_code)
+_ERRORS = ("KwsbenchError", "BadInputError", "CheckpointError", "DatasetError", "DownloadError",
+           "MissingDependencyError", "StoreError", "StoreMissingError")
+__all__ = ["__version__", *_API, *_ERRORS]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,8 +29,12 @@ def __getattr__(name: str) -> Any:
         from kwsbench import api
 
         return getattr(api, name)
+    if name in _ERRORS:
+        from kwsbench import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module 'kwsbench' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    return sorted([*globals(), *_API, *_ERRORS])

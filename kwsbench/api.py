@@ -38,6 +38,7 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
     the default selection, 'all' or a glob). SNRs given without a noise source are refused."""
     from kwsbench.run.plan import (
         QUICK_DEFAULTS,
+        check_inputs,
         check_noise_and_snr,
         embedded_defaults,
         given_keys,
@@ -48,6 +49,7 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
 
     resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
     check_noise_and_snr(resolved, given_keys(config, fields))
+    check_inputs(resolved)
     resolved, left = embedded_defaults(resolved, quick=quick)
     resolved, without_weights = models_with_weights(resolved)
     resolved, swept = swept_models_with_weights(resolved)
@@ -105,10 +107,15 @@ def cost(models: str | Iterable[str] = "all", rates: Iterable[int] = DEFAULT_RAT
     """Parameters and MACs (= `kwsbench cost`) of each model with a cost function (names, globs or 'all') at each
     rate; `models_without_cost` names the others."""
     from kwsbench.cost import model_cost
+    from kwsbench.errors import BadInputError
     from kwsbench.models.registry import resolve
+    from kwsbench.run.plan import rates_problem
 
-    return [model_cost(card, int(rate)) for card in resolve(_names(models)) if card.cost is not None
-            for rate in rates]
+    rates = [int(rate) for rate in rates]
+    problem = rates_problem(rates)  # the rates a run takes: a cost at 0 Hz or 12345 Hz describes no run
+    if problem:
+        raise BadInputError(f"--rates {problem}, got {','.join(map(str, rates))}; e.g. 16000,8000,4000")
+    return [model_cost(card, rate) for card in resolve(_names(models)) if card.cost is not None for rate in rates]
 
 
 def models_without_cost(models: str | Iterable[str] = "all") -> list[str]:
@@ -125,17 +132,15 @@ def _rows(store: str | Path | None, models: str | Iterable[str] | None, per_seed
           selection: dict[str, Any]) -> tuple[list[TidyRow], int]:
     """Leaderboard rows of the store's successful cells: of the models matching `models` (names or shell globs),
     of the clip set `selection` picks (data, protocol, weights, run); and the number of cells they cover."""
-    import fnmatch
-
     from kwsbench.results.clipsets import Selection, select
-    from kwsbench.results.leaderboard import store_labels_of, store_rows
+    from kwsbench.results.leaderboard import store_labels_of, store_rows, stored_models_matching
     from kwsbench.results.store import open_existing
 
     with open_existing(store) as st:  # a missing store: StoreMissingError (exit 8) naming the path
         cells = st.cells()
-        if models:
-            patterns = [m.lower() for m in _names(models)]
-            cells = [c for c in cells if any(fnmatch.fnmatch(c.model.lower(), p) for p in patterns)]
+        if models:  # a name that picks no stored model is an error (exit 5), never an empty table
+            keep = stored_models_matching(_names(models), {c.model for c in cells})
+            cells = [c for c in cells if c.model in keep]
         cells = select(cells, store_labels_of(st, cells), Selection(**selection))
         return store_rows(st, cells, per_seed=per_seed), len(cells)
 

@@ -47,6 +47,10 @@ ENVIRONMENT = f"""\
   KWSBENCH_MANIFESTS    your extra checkpoint manifests (*.yaml), beside the packaged ones
   KWSBENCH_NOISE_DEFS   a folder that replaces the packaged noise definitions
   KWSBENCH_CPU_WORKERS  models a CPU run evaluates at once, one thread each (default: torch's thread count)
+  KWSBENCH_NOISE_WORKERS  processes that render noise banks (default: the usable CPUs, at most 16)
+  KWSBENCH_SHARD_DEAL   how torchrun ranks share the cells: cost or round-robin (default cost)
+  KWSBENCH_MALLOC       system: keep glibc's allocator defaults (default: freed memory kept in the process)
+  KWSBENCH_GIT_COMMIT   the commit recorded with a run when the code is not a git checkout
   KWSBENCH_SHARED       the team's shared data folder (tests; default ../shared)"""
 
 EXIT_CODES = f"""\

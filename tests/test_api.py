@@ -66,6 +66,37 @@ def test_filters_and_model_globs(store):
     assert err.value.exit_code == EXIT_BAD_INPUT and "colour" in str(err.value)
 
 
+def test_models_that_pick_no_stored_model_raise_instead_of_an_empty_frame(store):
+    """`models=` once filtered stored names by glob alone: a typo gave an empty frame (and `leaderboard --models`
+    an empty table with exit 0), while the report refused it. All three now share one rule."""
+    for models in ("nope", "zz*", ["test-tiny", "test-tyni"]):
+        with pytest.raises(kwsbench.BadInputError) as err:
+            kwsbench.results(store=store, models=models)
+        assert err.value.exit_code == EXIT_BAD_INPUT and "test-tiny, test-tiny-fixed" in str(err.value)
+    assert set(kwsbench.results(store=store, models=["test-tiny"])["model"]) == {"test-tiny"}  # exact, not a prefix
+
+
+def test_a_registry_alias_picks_its_stored_model(tmp_path):
+    plan = make_plan(tmp_path, models=["ds-cnn-s"], noise=[], snr=[])  # a packaged card with aliases
+    run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=2), show_progress=False)
+    assert set(kwsbench.results(store=plan.store, models="ds-cnn-s-ncssm")["model"]) == {"ds-cnn-s"}
+
+
+def test_the_errors_the_api_raises_are_importable_from_the_package():
+    """The README tells a notebook to catch KwsbenchError / StoreMissingError: `kwsbench.X` must name them."""
+    from kwsbench import errors
+
+    for name in ("KwsbenchError", "StoreMissingError", "BadInputError", "CheckpointError", "StoreError"):
+        assert getattr(kwsbench, name) is getattr(errors, name) and name in dir(kwsbench)
+    assert issubclass(kwsbench.StoreMissingError, kwsbench.KwsbenchError)
+
+
+def test_cost_refuses_rates_a_run_refuses(capsys):
+    for rates in ([12345], [0], [16000, -8000]):
+        with pytest.raises(kwsbench.BadInputError, match="divide 16000"):
+            kwsbench.cost("bc-resnet-1", rates=rates)
+
+
 def test_missing_store_raises_with_the_cli_exit_code(tmp_path, monkeypatch):
     monkeypatch.setenv("KWSBENCH_STORE", str(tmp_path / "absent.sqlite"))
     with pytest.raises(StoreMissingError) as err:
@@ -97,6 +128,14 @@ def test_plan_has_the_cli_defaults():
     assert quick.weights == "synth" and quick.noise == ["factory"] and quick.snr == [0.0] and quick.per_class == 20
 
 
+def test_plan_refuses_what_the_run_would():
+    """kwsbench.plan() 'shows the plan it would run': it returned a plan of an unknown model and noise."""
+    for fields, says in ((dict(models=["nope"]), "unknown model 'nope'"),
+                         (dict(models=["nc-ssm"], noise=["factroy"]), "unknown noise source 'factroy'")):
+        with pytest.raises(kwsbench.BadInputError, match=says):
+            kwsbench.plan(**fields)
+
+
 def test_import_is_light():
     code = ("import sys, kwsbench; kwsbench.__version__; "
             "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'rich') if m in sys.modules))")
@@ -125,10 +164,15 @@ def test_leaderboard_takes_cost_from_the_cache_without_torch(tmp_path):
         (str(fresh.trainable_params), str(fresh.total_macs))}
 
 
-def test_readme_api_example_runs(store, monkeypatch, capsys):
-    """The README's notebook example (also run from the installed wheel by tests/wheel_smoke.py) on a store."""
+def test_readme_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's notebook example (also run from the installed wheel by tests/wheel_smoke.py) on a store that
+    holds an nc-ssm model, as the main job's does (a pattern that picks no stored model is an error)."""
     from wheel_smoke import readme_api_example
 
-    monkeypatch.setenv("KWSBENCH_STORE", store)
+    plan = make_plan(tmp_path, models=["nc-ssm", "test-tiny"], noise=["white"], snr=[0.0])
+    with registered(*TINY_CARDS):
+        run_plan(plan, loader=tiny_loader, noise=RmsNoise(), clipset=make_clipset(per_class=2), show_progress=False)
+    monkeypatch.setenv("KWSBENCH_STORE", plan.store)
     exec(compile(readme_api_example(), "README.md", "exec"), {})
-    assert "test-tiny" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test-tiny" in out and "nc-ssm" in out

@@ -79,3 +79,21 @@ def test_sedge_rate_benchmark_on_cpu(tmp_path):
     card = get_card("s-edge-tiny")
     assert row["gmac_per_clip"] == round(card.cost(card, 16000).body_macs / 1e9, 4)
     assert row["clips_per_s"] > 0 and row["tflops"] > 0
+
+
+def test_results_digest_has_a_help_and_says_what_a_missing_store_is(tmp_path):
+    script = str(PROJECT_ROOT / "benchmarks" / "results_digest.py")
+    res = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "STORE" in res.stdout, res.stdout + res.stderr  # was: '--help' read as a store
+    res = subprocess.run([sys.executable, script, str(tmp_path / "none.sqlite")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 8 and "no results store" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
+def test_sedge_rate_benchmark_without_cuda_says_so():
+    """Its default device is cuda: without one it was torch's 'Found no NVIDIA driver' traceback."""
+    res = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "sedge_gpu.py"), "--sizes", "tiny"],
+                         capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert res.returncode == 5 and "no CUDA device" in res.stderr and "--device cpu" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

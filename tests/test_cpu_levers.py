@@ -21,15 +21,15 @@ def _cpu_eval():
 
 
 def _model(name: str, seed: int = 3) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = get_card(name).build().eval()
+    model = get_card(name).build(init_seed=seed).eval()
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # running statistics away from (0, 1), so a fold that ignores them fails
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.uniform_(-0.2, 0.2, generator=gen)
     return model
 
 

@@ -126,6 +126,14 @@ def test_corrupt_file_errors_or_is_skipped(tmp_path, capsys):
     assert main(["data", "info", str(root), "--on-bad-file", "skip"]) == 0
 
 
+def test_info_names_a_long_data_folder_on_one_line(tmp_path, capsys):
+    """The path was the table's title, which rich wraps to the (narrow) table's width: it came out cut in two."""
+    root = make_canonical(tmp_path / ("a_data_folder_with_a_long_name_[v2]_" + "x" * 40))
+    assert main(["data", "info", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"data set: {root}" in lines, lines[:3]
+
+
 def test_cache_sees_changed_files(tmp_path):
     root = make_canonical(tmp_path / "set")
     a = load_clipset(root)

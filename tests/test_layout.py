@@ -53,3 +53,25 @@ def test_import_layers_hold():
     res = subprocess.run([lint], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 broken" in res.stdout
+
+
+def test_every_project_path_the_readme_names_exists():
+    """A path in backticks or a link (kwsbench/..., benchmarks/..., tests/..., docs/...) names a real file or folder
+    (`kwsbench/allocator.py` outlived its move to kwsbench/run/)."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    named = set(re.findall(r"[`(]((?:kwsbench|benchmarks|tests|docs)/[\w./-]*\w/?)[`)]", text))
+    assert len(named) > 20, named  # the pattern still finds the README's paths
+    missing = sorted(p for p in named if not (PROJECT_ROOT / p).exists() and not p.startswith("kwsbench/_data"))
+    assert missing == [], f"named in the README but not in the checkout: {missing}"
+
+
+def test_every_environment_variable_the_package_reads_is_in_the_readme():
+    """The README's table is where a user looks up what a KWSBENCH_* variable does."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    table = text.split("## Environment variables")[1].split("\n## ")[0]
+    documented = set(re.findall(r"^\| `(KWSBENCH_\w+)`", table, re.M))
+    read = set()
+    for path in PACKAGE.rglob("*.py"):
+        read |= set(re.findall(r"\"(KWSBENCH_[A-Z_]+)\"", path.read_text()))
+    hooks = {name for name in read if name.startswith("KWSBENCH_TEST_")}  # test hooks, not for users
+    assert read - hooks - documented == set()

@@ -222,6 +222,8 @@ def test_wide_means_average_the_same_conditions(store_path):
         assert abs(w["noisy_pct_mean"] - sum(noisy) / 4) < 1e-9
         assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5, 5 dB, seeds 0,1,2")
     assert sorted(w["position"] for w in a) == [1, 2, 3, 4]
+    for w in (w for w in wide if w["data"] == "set-b"):  # one condition, one seed: no "1 conditions", "seeds 0"
+        assert w["noisy_mean_over"] == "1 condition: white at SNR 0 dB, seed 0", w["noisy_mean_over"]
     poor = next(w for w in wide_dropped if w["data"] == "set-a" and w["model"] == "test-board-poor")
     assert poor["noisy_pct_mean"] is None and poor["hum_pct_mean_over_snr_-5_5"] is None and poor["position"] is None
     assert poor["white_pct_mean_over_snr_-5_5"] is not None
@@ -269,6 +271,19 @@ def test_cost_columns_come_from_model_cost():
         assert (row.params, row.macs) == (None, None)
     [row] = tidy_rows([cell])  # no card any more (a model stored by another version): empty columns
     assert (row.params, row.macs) == (None, None)
+
+
+def test_models_sharing_a_rank_are_listed_best_first_not_by_name():
+    """Ties share a rank; within it the rows were in name order, so 70 % could be listed above 80 %."""
+    scores = {"test-a-low": 14, "test-b-high": 16, "test-c-mid": 15}  # of 20 clips: no pair is told apart
+    cells, correct = [], {}
+    for i, (model, right) in enumerate(scores.items()):
+        key = f"{i}" * 64
+        cells.append(stored_cell(cell_key=key, model=model, n=20, correct=right, accuracy=right / 20))
+        correct[key] = np.arange(20) < right
+    rows = tidy_rows(cells, correct=correct)
+    assert {r.rank for r in rows} == {1}
+    assert [r.model for r in rows] == ["test-b-high", "test-c-mid", "test-a-low"]
 
 
 def test_a_failing_cost_function_is_an_error_not_empty_columns():

@@ -68,15 +68,16 @@ def names(option: str, hint: str = "") -> Callable[[str], list[str]]:
     return lambda text: comma_list(text, option, hint)
 
 
-def ints(option: str, unit: str = "") -> Callable[[str], list[int]]:
-    """argparse `type=` for a comma list of integers, e.g. rates in Hz (their range is the library's to check)."""
+def ints(option: str, unit: str = "", example: str = "16000,8000") -> Callable[[str], list[int]]:
+    """argparse `type=` for a comma list of integers, e.g. rates in Hz (their range is the library's to check);
+    `example` is what the error suggests instead, so it must be a value of this option."""
     def convert(text: str) -> list[int]:
         items = comma_list(text, option)
         try:
             values = [int(item) for item in items]
         except ValueError:
             raise BadInputError(f"{option} must be comma-separated integers{unit}, got {text!r}; give e.g. "
-                                "16000,8000") from None
+                                f"{example}") from None
         return values
 
     return convert

@@ -37,7 +37,9 @@ def register(subparsers) -> None:
     dl.set_defaults(func=_download)
 
     syn = sub.add_parser("synth", help="generate the offline synthetic keyword set (espeak-ng)")
-    syn.add_argument("--out", type=Path, help="output folder (default: the default set under the data home)")
+    syn.add_argument("--out", type=Path, help="output folder (default: the embedded set under the data home; with "
+                                              "another --per-class or --format, which would not be that set: "
+                                              "./synth-seed<SEED> in the working directory)")
     syn.add_argument("--seed", type=int, default=0, help="seed of voices and prosody (default: %(default)s)")
     syn.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,
                      help="clips per class (default: %(default)s)")
@@ -46,6 +48,7 @@ def register(subparsers) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from kwsbench.commands.args import console
@@ -56,7 +59,7 @@ def _info(args: argparse.Namespace) -> int:
                       use_cache=not args.no_cache)
     elapsed = time.perf_counter() - t0
     speakers = {s for s in cs.speaker_ids if s}
-    table = Table(title=f"{args.dir}")
+    table = Table()  # no title: rich wraps a title to the table's width, which cut long paths in two
     table.add_column("class")
     table.add_column("clips", justify="right")
     table.add_column("speakers", justify="right")
@@ -65,6 +68,7 @@ def _info(args: argparse.Namespace) -> int:
         table.add_row(name, str(count), str(len(spk)))
     table.add_row("[bold]total", f"[bold]{len(cs)}", f"[bold]{len(speakers)}")
     out = console()
+    out.print(f"[bold]data set[/]: {escape(str(args.dir))}", highlight=False, soft_wrap=True)
     out.print(table)
     for key, value in (("protocol", cs.protocol), ("fingerprint", cs.fingerprint), ("skipped", cs.skipped),
                        ("speakers", len(speakers)), ("loaded in", f"{elapsed:.2f} s")):
@@ -91,5 +95,6 @@ def _synth(args: argparse.Namespace) -> int:
     else:
         out = generate(args.out or Path(f"synth-seed{args.seed}"), seed=args.seed, per_class=args.per_class,
                        fmt=args.format)
-    console().print(f"synthetic keyword set in {out} ({time.perf_counter() - t0:.1f} s)", highlight=False)
+    console().print(f"synthetic keyword set in {Path(out).resolve()} ({time.perf_counter() - t0:.1f} s)",
+                    highlight=False, soft_wrap=True)
     return 0

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="a project checkpoint manifest: judge its weights against the papers' rows")
     p.add_argument("--protocol", help="test protocol (default: detected from the layout)")
     p.add_argument("--seed", type=int, default=0, help="global noise seed (default: %(default)s)")
-    p.add_argument("--seeds", type=ints("--seeds"), metavar="LIST",
+    p.add_argument("--seeds", type=ints("--seeds", example="0,1,2"), metavar="LIST",
                    help="comma list of noise seeds, e.g. 0,1,2: every noisy condition once per seed; the verdict "
                         f"uses their mean and spread (default: {seeds} under --full, else --seed)")
     p.add_argument("--batch-size", type=int, default=256, help="clips per forward (default: %(default)s)")

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                    "beside the packaged ones (default: $KWSBENCH_NOISE_DIR)")
     # numbers are checked by the plan's typed loader (exit 5 naming the key), as in a plan file
     p.add_argument("--seed", metavar="INT", help="global noise seed (default: 0)")
-    p.add_argument("--seeds", type=ints("--seeds"), metavar="LIST",
+    p.add_argument("--seeds", type=ints("--seeds", example="0,1,2"), metavar="LIST",
                    help="comma list of noise seeds, e.g. 0,1,2,3,4: every noisy condition once per seed, each a cell "
                    "of its own; clean runs once (default: --seed alone); a --per-class subset is drawn with the first")
     p.add_argument("--batch-size", metavar="INT", help="clips per forward (default: 256; on a CPU at most 64, "

@@ -21,7 +21,7 @@ from kwsbench.errors import BadInputError, StoreError, StoreMissingError
 from kwsbench.paths import default_store
 from kwsbench.report import figures
 from kwsbench.results.clipsets import ClipSetKey, Labels, Selection, group, select
-from kwsbench.results.leaderboard import TidyRow, store_labels_of, store_rows
+from kwsbench.results.leaderboard import TidyRow, store_labels_of, store_rows, stored_models_matching
 from kwsbench.results.store import Store, StoredCell, condition_label
 
 VERDICT_ORDER = ("DEVIATES", "DEVIATES*", "WITHIN_CI", "MATCH", "CONSISTENT*", "NOT_COMPARABLE")
@@ -500,27 +500,7 @@ def _failed_section(failed: list[dict]) -> str:
 def _filter_models(cells: list[StoredCell], failed: list[dict], models: list[str] | None) -> tuple[list, list]:
     if not models:
         return cells, failed
-    stored = sorted({c.model for c in cells + failed})
-    keep = set()
-    for name in models:
-        if name in stored:
-            keep.add(name)
-            continue
-        if any(ch in name for ch in "*?["):  # a glob, as --models takes everywhere
-            import fnmatch
-
-            hits = [m for m in stored if fnmatch.fnmatch(m.lower(), name.lower())]
-            if not hits:
-                raise BadInputError(f"--models: {name!r} matches no stored model; stored: {', '.join(stored)}")
-            keep.update(hits)
-            continue
-        from kwsbench.models.registry import find_card
-
-        card = find_card(name)  # an alias of a stored model; an unknown name is reported below
-        canonical = card.name if card is not None else name
-        if canonical not in stored:
-            raise BadInputError(f"--models: {name!r} has no cell in the store; stored models: {', '.join(stored)}")
-        keep.add(canonical)
+    keep = stored_models_matching(models, {c.model for c in cells + failed})
     return [c for c in cells if c.model in keep], [c for c in failed if c.model in keep]
 
 
@@ -605,6 +585,9 @@ def build_report(opts: ReportOptions) -> ReportResult:
 
     One section per clip set and weights manifest (or the one `opts.selection` picks), each with its own
     figures; results of different clip sets never share a table or a figure."""
+    from kwsbench.results.judge import check_tolerance
+
+    check_tolerance(opts.tol)  # before the figures are drawn, not when the verdicts are
     store_path, out = _checked_paths(opts)
     with Store(store_path, read_only=True) as store:
         cells, failed = _filter_models(store.cells(), store.cells(status="failed"), opts.models)

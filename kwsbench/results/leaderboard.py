@@ -32,6 +32,34 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "md", "json")
 
 
+def stored_models_matching(names: list[str], stored: set[str] | list[str]) -> set[str]:
+    """The stored model names that `names` (names, registry aliases or shell globs, as `--models` takes them
+    everywhere) pick. A name or pattern that picks no stored model is an error listing the stored ones, so a
+    typo never reads as "no results" (leaderboard, `kwsbench.results()` and the report share this rule)."""
+    import fnmatch
+
+    from kwsbench.errors import BadInputError
+    from kwsbench.models.registry import find_card
+
+    stored = sorted(stored)
+    keep: set[str] = set()
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            hits = {m for m in stored if fnmatch.fnmatch(m.lower(), name.lower())}
+            if not hits:
+                raise BadInputError(f"--models: {name!r} matches no stored model; stored: {', '.join(stored)} "
+                                    "(pass one of them, or a pattern that matches one)")
+            keep |= hits
+            continue
+        card = find_card(name)  # an alias of a stored model; a name the registry lacks may still be stored
+        canonical = name if name in stored or card is None else card.name
+        if canonical not in stored:
+            raise BadInputError(f"--models: {name!r} has no cell in the store; stored models: {', '.join(stored)}"
+                                " (pass one of them, or run the model first)")
+        keep.add(canonical)
+    return keep
+
+
 @dataclass
 class TidyRow:
     """One row of the leaderboard: one cell, or the cells of one condition over several noise seeds."""
@@ -194,9 +222,10 @@ def tidy_rows(cells: list[StoredCell], labels: Labels | None = None, correct: Co
 
 
 def _row_order(r: TidyRow) -> tuple:
+    # within a condition: by rank, then (ties share a rank) by accuracy, best first, then by name
     return (r.data, r.protocol, r.fingerprint, r.weights, r.rate_hz, r.rate_mode, r.decimation,
             r.precision != "fp32", r.precision, r.noise != "clean",
-            r.noise, -1e9 if r.snr_db is None else r.snr_db, r.seed, r.rank or 10**6, r.model)
+            r.noise, -1e9 if r.snr_db is None else r.snr_db, r.seed, r.rank or 10**6, -(r.accuracy_pct or 0.0), r.model)
 
 
 def store_correctness(store: Store, cells: list[StoredCell]) -> Correctness:
@@ -252,8 +281,9 @@ class _NoisyConditions:
         if not self.union:
             return ""
         snr_sets = " / ".join(sorted({", ".join(f"{x:g}" for x in v) for v in self.snrs.values()}))
-        return (f"{len(self.union)} conditions: {', '.join(self.noises)} at SNR {snr_sets} dB, seeds "
-                f"{' / '.join(self.seeds)}")
+        n = len(self.union)
+        return (f"{n} condition{'s' if n > 1 else ''}: {', '.join(self.noises)} at SNR {snr_sets} dB, "
+                f"seed{'s' if len(self.seeds) > 1 or ',' in ''.join(self.seeds) else ''} {' / '.join(self.seeds)}")
 
 
 def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:

@@ -33,12 +33,13 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 DEFAULT_PRECISION = "fp32"
 
 
-def _rates_problem(rates: list[int]) -> str:
+def rates_problem(rates: list[int]) -> str:
+    """What is wrong with these input rates ("" when nothing): `run` and `cost` take the same ones."""
     bad = [r for r in rates if r < MIN_RATE_HZ or 16000 % r]
     return f"holds {bad}: each rate must divide 16000 and be >= {MIN_RATE_HZ} Hz" if bad else ""
 
 
-def _device_problem(device: str) -> str:
+def device_problem(device: str) -> str:
     return "" if _DEVICE.match(device) else "is not a device (cpu, cuda, cuda:N or mps)"
 
 
@@ -52,7 +53,7 @@ class Plan:
         lo=SNR_RANGE_DB[0], hi=SNR_RANGE_DB[1], help="give SNRs in dB within -60..60, e.g. -5 0 5"))
     snr_def: str = field(default="rms", metadata=limits(choices=SNR_DEFINITIONS, help="pick rms or active"))
     rates: list[int] = field(default_factory=lambda: [16000], metadata=limits(
-        nonempty=True, check=_rates_problem, help="e.g. 16000,8000,4000"))
+        nonempty=True, check=rates_problem, help="e.g. 16000,8000,4000"))
     rate_mode: str = field(default="native", metadata=limits(choices=RATE_MODES, help="pick one of them"))
     decimation: str = field(default="sinc", metadata=limits(choices=DECIMATIONS, help="pick one of them"))
     data_dir: str | None = None
@@ -63,7 +64,7 @@ class Plan:
     seeds: list[int] | None = field(default=None, metadata=limits(
         nonempty=True, lo=0, help="give seeds >= 0 as a comma list, e.g. 0,1,2,3,4"))
     batch_size: int = field(default=256, metadata=limits(lo=1, help="give a batch size >= 1"))
-    device: str = field(default="cpu", metadata=limits(check=_device_problem, help="e.g. --device cpu"))
+    device: str = field(default="cpu", metadata=limits(check=device_problem, help="e.g. --device cpu"))
     quick: bool = False
     # clips per class of a class-stratified subset (None: all clips)
     per_class: int | None = field(default=None, metadata=limits(lo=1, help="give a count >= 1"))
@@ -296,6 +297,22 @@ def _weight_entries(manifest: str):
 
 # --quick fills in what the user did not give (a flag or a plan-file key always wins)
 QUICK_DEFAULTS: dict[str, Any] = {"quick": True, "noise": ["factory"], "snr": [0.0], "per_class": 20}
+
+
+def check_inputs(plan: Plan) -> None:
+    """What a run refuses whichever models it runs (an unknown model name, a missing or unknown data folder, a
+    protocol it cannot serve, an unknown noise source), said before the models are chosen: with no weights here
+    yet every model is left out, and these errors were hidden behind 'nothing to run' (exit 1)."""
+    from kwsbench.data.speech_commands import check_request
+    from kwsbench.models.registry import resolve
+    from kwsbench.noise import resolve_name
+
+    if plan.models:
+        resolve(plan.models)  # an unknown name (exit 5) also in `kwsbench.plan()`, not only once a run starts
+    if plan.data_dir is not None:
+        check_request(plan.data_dir, plan.protocol)
+    for name in plan.noise:
+        resolve_name(name, plan.noise_dir)
 
 
 def check_noise_and_snr(plan: Plan, given: set[str]) -> None:
