@@ -14,8 +14,8 @@ machine's load falls on all of them alike; the load average is printed. Rate = 2
 side-by-side with it.
 
 Levers (`--levers`; each against the path the run takes, on the same clips, predictions compared clip by clip):
-- bn-folded: each eval-mode BatchNorm2d that follows a Conv2d folded into the convolution's weights and bias;
-- channels-last: convolutions on NHWC activations;
+- conv-fast: the convolutional cards' CPU inference path (BatchNorm folded into the convolutions, NHWC
+  activations, in-place ReLU; kwsbench/models/conv_inference.py) against their reference forward;
 - scan-steps / scan-chunked: mamba-kws' selective scan frame by frame (the CPU inference path) or chunked
   (the previous CPU path, still the training and GPU path), kwsbench/models/mamba.py;
 - centaurus-pieces: Centaurus' full-layer spectral product a few clips at a time, one-channel layers without the
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import os
 import statistics
 import sys
@@ -57,59 +56,12 @@ def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
 
 # -- levers: (name, applies to this module?, context that puts the module on the lever's path) ------------------
 
-def _conv_bn_pairs(model) -> list[tuple[object, str, str]]:
-    """(parent, conv name, bn name) for every Conv2d directly followed by a BatchNorm2d: inside an nn.Sequential,
-    or as the attribute pairs conv1/bn1 and head_conv/head_bn (bc-resnet-1-ncssm's forward applies them so)."""
-    from torch import nn
-
-    pairs = []
-    for parent in model.modules():
-        names = list(parent._modules)
-        if isinstance(parent, nn.Sequential):
-            candidates = zip(names, names[1:], strict=False)
-        else:
-            candidates = [(c, b) for c, b in (("conv1", "bn1"), ("head_conv", "head_bn")) if c in names and b in names]
-        for c, b in candidates:
-            if isinstance(parent._modules[c], nn.Conv2d) and isinstance(parent._modules[b], nn.BatchNorm2d):
-                pairs.append((parent, c, b))
-    return pairs
-
-
-def fold_batchnorm(model):
-    """A copy of `model` with each (Conv2d, BatchNorm2d) pair of _conv_bn_pairs folded: w' = w g / sqrt(v + eps),
-    b' = (b - mean) g / sqrt(v + eps) + beta, the BatchNorm replaced by an identity."""
-    import torch
-    from torch import nn
-
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for parent, c, b in _conv_bn_pairs(model):
-            conv, bn = parent._modules[c], parent._modules[b]
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1))
-            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-            parent._modules[b] = nn.Identity()
-    return model
-
-
 @contextlib.contextmanager
-def _folded(model) -> Iterator[Callable]:
-    yield fold_batchnorm(model)
+def _conv_reference(model) -> Iterator[Callable]:
+    from kwsbench.models.conv_inference import reference_path
 
-
-@contextlib.contextmanager
-def _channels_last(model) -> Iterator[Callable]:
-    import torch
-
-    clone = copy.deepcopy(model)
-    hooks = []
-    for m in clone.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.to(memory_format=torch.channels_last)
-            hooks.append(m.register_forward_pre_hook(
-                lambda _m, args: (args[0].contiguous(memory_format=torch.channels_last),)))
-    yield clone
+    with reference_path():
+        yield model
 
 
 @contextlib.contextmanager
@@ -194,10 +146,14 @@ def _has(kind: str) -> Callable:
     return check
 
 
+def _conv_card(model) -> bool:
+    """The cards with a conv_inference path (kwsbench/models/ncssm_cnn.py, bcresnet.py, dscnn.py)."""
+    return type(model).__name__ in {"DSCNNS", "BCResNet1NCSSM", "DSCNN", "BCResNet"}
+
+
 # lever -> (applies?, reference path, lever path)
 LEVERS: dict[str, tuple[Callable, Callable, Callable]] = {
-    "bn-folded": (lambda m: bool(_conv_bn_pairs(m)), contextlib.nullcontext, _folded),
-    "channels-last": (_has("Conv2d"), contextlib.nullcontext, _channels_last),
+    "conv-fast": (_conv_card, _conv_reference, contextlib.nullcontext),
     "scan-steps": (_has("MambaMixer"), lambda m: _scan(m, "chunked"), lambda m: _scan(m, "steps")),
     "centaurus-pieces": (_has("CentaurusSSM"), _centaurus_previous, contextlib.nullcontext),
     "ncssm-frames": (lambda m: _has("NCSpectralSSM")(m) or _has("SpectralAwareSSMv1")(m), _ncssm_previous,
@@ -205,16 +161,16 @@ LEVERS: dict[str, tuple[Callable, Callable, Callable]] = {
 }
 
 
-def _predict(model, audio, batch: int):
+def _logits(model, audio, batch: int):
     import torch
 
-    return torch.cat([model(audio[i:i + batch]).argmax(-1) for i in range(0, len(audio), batch)]).numpy()
+    return torch.cat([model(audio[i:i + batch]) for i in range(0, len(audio), batch)])
 
 
 def _timed(model, audio, batch: int):
     t = time.perf_counter()
-    preds = _predict(model, audio, batch)
-    return time.perf_counter() - t, preds
+    logits = _logits(model, audio, batch)
+    return time.perf_counter() - t, logits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
               for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     side: dict[tuple[str, str], dict[str, list[float]]] = {}
-    preds_of: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    logits_of: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     correct: dict[str, int] = {}
     peaks = [matmul_peak()]
     with torch.inference_mode():
@@ -259,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             m(audio[:8])  # warm-up: lazy initialisation is not part of the timing
         for i in range(args.passes):
             for n, m in models.items():
-                seconds, preds = _timed(m, audio, args.batch_size)
+                seconds, logits = _timed(m, audio, args.batch_size)
                 times[n].append(seconds)
-                correct[n] = int((preds == clips.labels).sum())
+                correct[n] = int((logits.argmax(-1).numpy() == clips.labels).sum())
                 for lever in levers:
                     applies, reference, new = LEVERS[lever]
                     if not applies(m):
@@ -269,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                     paths = [("reference", reference), ("lever", new)]
                     for which, ctx in paths if i % 2 == 0 else paths[::-1]:  # alternate which goes first
                         with ctx(m) as model:
-                            seconds, preds = _timed(model, audio, args.batch_size)
+                            seconds, logits = _timed(model, audio, args.batch_size)
                         side.setdefault((n, lever), {}).setdefault(which, []).append(seconds)
-                        preds_of.setdefault((n, lever), {})[which] = preds
+                        logits_of.setdefault((n, lever), {})[which] = logits
             peaks.append(matmul_peak())
     peak = max(peaks)
     print(f"{len(audio)} clips, {args.threads} threads, batch {args.batch_size}, {args.passes} passes; matmul peak "
@@ -286,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{correct[n]} ({AUTHORS_CORRECT.get(n, '-')})")
     if side:
         print(f"\n{'model':22} {'lever':17} {'reference clips/s':>17} {'lever clips/s':>13} {'speed-up':>8}  "
-              "predictions")
+              "predictions; max |logit difference| / max |logit|")
         for (n, lever), t in side.items():
             ref, new = (len(audio) / statistics.median(t[w]) for w in ("reference", "lever"))
-            flips = int((preds_of[(n, lever)]["reference"] != preds_of[(n, lever)]["lever"]).sum())
+            old, lev = logits_of[(n, lever)]["reference"], logits_of[(n, lever)]["lever"]
+            flips = int((old.argmax(-1) != lev.argmax(-1)).sum())
+            moved = float((lev - old).abs().max() / old.abs().max())
             print(f"{n:22} {lever:17} {ref:17.0f} {new:13.0f} {new / ref:7.2f}x  "
-                  f"{'identical' if flips == 0 else f'{flips} of {len(audio)} differ'}")
+                  f"{'identical' if flips == 0 else f'{flips} of {len(audio)} differ'}; {moved:.1e}")
     return 0
 
 

@@ -61,7 +61,6 @@ def _sync(device: str) -> None:
 def _loader(untrained: bool, label_names: tuple[str, ...]):
     from kwsbench.checkpoints import LoadedModel
     from kwsbench.errors import CheckpointError
-    from kwsbench.models.ssm_common import seeded_default_init
     from kwsbench.run.runner import default_loader
 
     def load(card, checkpoint, device):
@@ -70,12 +69,11 @@ def _loader(untrained: bool, label_names: tuple[str, ...]):
         except CheckpointError:
             if not untrained:
                 raise
-            # random weights with a head for the clip set's classes where the card allows one; the project's
-            # seeded build (one at a time per process: CPU runs build models on several threads at once), so
-            # every pass gets the same weights and cold and warm results compare
+            # random weights with a head for the clip set's classes where the card allows one; a build's weights
+            # follow from its seed alone (on any worker thread), so every pass gets the same weights and cold
+            # and warm results compare
             sized = card.head_is_sizable
-            with seeded_default_init(0):
-                model = card.build(num_classes=len(label_names) if sized else None).to(device).eval()
+            model = card.build(num_classes=len(label_names) if sized else None, init_seed=0).to(device).eval()
             # labels as a checkpoint trained on these classes records them
             return LoadedModel(model, "untrained", label_names if sized else ())
 

@@ -38,6 +38,7 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
     the default selection, 'all' or a glob). SNRs given without a noise source are refused."""
     from kwsbench.run.plan import (
         QUICK_DEFAULTS,
+        check_inputs,
         check_noise_and_snr,
         embedded_defaults,
         given_keys,
@@ -48,6 +49,7 @@ def plan_and_left_out(config: str | Path | None = None, *, quick: bool = False,
 
     resolved = resolve_plan(config, fields, defaults=QUICK_DEFAULTS if quick else None)
     check_noise_and_snr(resolved, given_keys(config, fields))
+    check_inputs(resolved)
     resolved, left = embedded_defaults(resolved, quick=quick)
     resolved, without_weights = models_with_weights(resolved)
     resolved, swept = swept_models_with_weights(resolved)

@@ -575,7 +575,7 @@ def status(check: bool = False, names: Iterable[str] | None = None) -> list[File
 
 def _atomic_copy_verified(src: Path, dst: Path, sha: str) -> bool:
     """Copy to a temporary name in the target folder, verify, then rename; False if the sha differs."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    paths.make_folder(dst.parent, "checkpoints (KWSBENCH_CHECKPOINTS sets where they go)")
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     os.close(fd)
     try:

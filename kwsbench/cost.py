@@ -392,7 +392,9 @@ def conv_body_macs(model: Any, rate: int) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)
                and m is not getattr(model, "frontend", None)]
     try:
-        with torch.inference_mode():
+        # autograd on: the convolutional cards' CPU inference path (no autograd) calls the layers' functions
+        # without their modules, so no hook would fire; one clip's graph costs nothing here
+        with torch.enable_grad():
             model(torch.zeros(1, rate))
     finally:
         for h in handles:

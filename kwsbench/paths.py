@@ -20,6 +20,19 @@ BASELINES_ENV = "KWSBENCH_BASELINES"
 MANIFESTS_ENV = "KWSBENCH_MANIFESTS"
 
 
+def make_folder(path: Path, what: str) -> Path:
+    """Create the folder `path` (and its parents) for `what` (e.g. "noise render --out x.wav"); one that cannot
+    be made (under a file, no permission, read-only disk) is bad input, exit 5, naming it, not a traceback."""
+    from kwsbench.errors import BadInputError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"{what}: cannot create the folder {path} ({err.strerror}); pass a path you can "
+                            "write to") from err
+    return path
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value).expanduser() if value else None

@@ -128,6 +128,14 @@ def test_plan_has_the_cli_defaults():
     assert quick.weights == "synth" and quick.noise == ["factory"] and quick.snr == [0.0] and quick.per_class == 20
 
 
+def test_plan_refuses_what_the_run_would():
+    """kwsbench.plan() 'shows the plan it would run': it returned a plan of an unknown model and noise."""
+    for fields, says in ((dict(models=["nope"]), "unknown model 'nope'"),
+                         (dict(models=["nc-ssm"], noise=["factroy"]), "unknown noise source 'factroy'")):
+        with pytest.raises(kwsbench.BadInputError, match=says):
+            kwsbench.plan(**fields)
+
+
 def test_import_is_light():
     code = ("import sys, kwsbench; kwsbench.__version__; "
             "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'rich') if m in sys.modules))")

@@ -37,6 +37,7 @@ from kwsbench.cli import main
 from kwsbench.data.speech_commands import CANONICAL_FOLDERS
 from kwsbench.models import registry
 from kwsbench.models.registry import ModelCard
+from kwsbench.paths import shared_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "test-reliability-tiny"
@@ -444,6 +445,12 @@ def _base_store(w: World) -> Path:
 
 # -- the catalogue ------------------------------------------------------------------------------------------
 
+def _a_file(w: World) -> None:
+    (w.tmp / "a-file").write_text("not a folder")
+
+
+_SHARED_NCSSM = shared_dir() / "checkpoints" / "nc-ssm"
+
 CASES: list[Case] = [
     # command-line values of `run` (checked by the plan record, the same check a plan YAML gets)
     Case("rates-not-a-number", _run("--rates", "8k"), 5, ("--rates", "'8k'", "integer")),
@@ -476,6 +483,21 @@ CASES: list[Case] = [
     Case("seeds-not-integers", _run("--seeds", "0,x"), 5, ("--seeds", "'0,x'", "e.g. 0,1,2"),
          check=lambda w, out: _absent("16000", out)),  # the example once was a list of rates
     Case("seed-negative", _run("--seed", "-1"), 5, ("--seed", "-1", ">= 0")),
+    # the embedded set cannot be written (here KWSBENCH_DATA lies under a file): was a FileNotFoundError traceback
+    # output folders that cannot be made (under a file): each was a traceback (exit 1), train's only after training
+    Case("noise-render-out-under-a-file", _args("noise", "render", "white", "--out", "{tmp}/a-file/x.wav"), 5,
+         ("{tmp}/a-file", "cannot create the folder"), setup=_a_file),
+    Case("noise-show-png-under-a-file", _args("noise", "show", "white", "--png", "{tmp}/a-file/x.png"), 5,
+         ("{tmp}/a-file", "cannot create the folder"), setup=_a_file),
+    Case("train-out-under-a-file", _args("train", MODEL, "--out", "{tmp}/a-file/t"), 5,
+         ("train --out {tmp}/a-file/t", "cannot create the folder"), setup=_a_file),
+    Case("synth-out-under-a-file", _args("data", "synth", "--out", "{tmp}/a-file/s", "--per-class", "1"), 5,
+         ("{tmp}/a-file/s", "cannot create the folder"), setup=_a_file),
+    Case("checkpoints-folder-under-a-file", _args("checkpoints", "import", str(_SHARED_NCSSM)), 5,
+         ("{tmp}/a-file/ck", "KWSBENCH_CHECKPOINTS"), setup=_a_file, env={"KWSBENCH_CHECKPOINTS": "{tmp}/a-file/ck"},
+         skip="" if _SHARED_NCSSM.is_dir() else "no shared NC-SSM checkpoints"),
+    Case("data-home-unwritable", _args("run", "--models", MODEL, "--store", "{store}"), 5,
+         ("{tmp}/a-file", "KWSBENCH_DATA"), env={"KWSBENCH_DATA": "{tmp}/a-file/data"}, setup=_a_file),
     Case("seed-not-a-number", _run("--seed", "abc"), 5, ("--seed", "'abc'", "integer")),
     Case("batch-size-zero", _run("--batch-size", "0"), 5, ("--batch-size", ">= 1")),
     Case("per-class-zero", _run("--per-class", "0"), 5, ("--per-class", ">= 1")),
@@ -577,6 +599,14 @@ CASES: list[Case] = [
                                              "white"), 5, ("--condition", "'white'", "NOISE:SNR")),
     Case("report-rate-not-stored", _args("report", "--store", "{store}", "--out", "{tmp}/r", "--rate", "8000"), 5,
          ("--rate 8000", "stored rates")),
+    Case("compare-model-with-itself", _args("compare", MODEL, MODEL, "--store", "{store}"), 5,
+         ("two different models", MODEL)),  # was a table of p = 1 rows, exit 0
+    Case("compare-alpha-out-of-range", _args("compare", MODEL, "nc-ssm", "--store", "{store}", "--alpha", "2"), 5,
+         ("--alpha", "between 0 and 1", "2.0")),
+    Case("reproduce-tolerance-negative", _args("reproduce", "--quick", "--tol=-3", "--data-dir", "{data}",
+                                               "--store", "{store}"), 5, ("--tol", "-3", ">= 0")),
+    Case("report-tolerance-not-a-number", _args("report", "--store", "{store}", "--out", "{tmp}/r", "--tol", "nan"),
+         5, ("--tol", "nan", "finite")),
     Case("compare-unknown-model", _args("compare", MODEL, "no-such-model", "--store", "{store}"), 5,
          ("no-such-model", "kwsbench models list")),
     # files of definitions: baselines, noise, manifests

@@ -8,6 +8,7 @@ import importlib.util
 import pytest
 import torch
 
+from kwsbench.models import conv_inference
 from kwsbench.models.registry import get_card
 from kwsbench.paths import PROJECT_ROOT
 
@@ -20,15 +21,15 @@ def _cpu_eval():
 
 
 def _model(name: str, seed: int = 3) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = get_card(name).build().eval()
+    model = get_card(name).build(init_seed=seed).eval()
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # running statistics away from (0, 1), so a fold that ignores them fails
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.uniform_(-0.2, 0.2, generator=gen)
     return model
 
 
@@ -59,20 +60,79 @@ def test_mamba_step_scan_model_matches_the_chunked_scan():
     torch.testing.assert_close(steps, chunked, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ds-cnn-s", "bc-resnet-1-ncssm", "bc-resnet-1"])
-def test_batchnorm_folding_and_channels_last_compute_the_same_model(name):
-    cpu_eval, model = _cpu_eval(), _model(name)
-    pairs = len(cpu_eval._conv_bn_pairs(model))
-    assert pairs >= 2
-    x = _audio()
+CONV_CARDS = ["ds-cnn-s", "bc-resnet-1-ncssm", "bc-resnet-1", "bc-resnet-1-5", "ds-cnn-s-hello-edge",
+              "ds-cnn-m-hello-edge"]
+
+
+def _counting_convs(monkeypatch) -> list[int]:
+    """Counts the calls of conv_inference.conv (the fast path's convolution) from here on."""
+    calls = [0]
+    plain = conv_inference.conv
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(conv_inference, "conv", counted)
+    return calls
+
+
+@pytest.mark.parametrize("name", CONV_CARDS)
+def test_conv_fast_path_computes_the_reference_model(name, monkeypatch):
+    """Folded BatchNorm (running statistics away from (0, 1)), NHWC and in-place ops give the reference logits
+    to float rounding; every convolution but a 1x1 classifier on the pooled vector goes through the fast path."""
+    model, x, calls = _model(name), _audio(), _counting_convs(monkeypatch)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     with torch.inference_mode():
-        ref = model(x)
-        folded = cpu_eval.fold_batchnorm(model)
-        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == \
-            sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) - pairs
-        torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-5)
-        with cpu_eval._channels_last(model) as nhwc:
-            torch.testing.assert_close(nhwc(x), ref, rtol=1e-4, atol=1e-5)
+        new = model(x)
+        fast_calls = calls[0]
+        with conv_inference.reference_path():
+            ref = model(x)
+    assert fast_calls >= convs - 1 and calls[0] == fast_calls  # the reference path made no call
+    torch.testing.assert_close(new, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ds-cnn-s", "bc-resnet-1"])
+def test_conv_fast_path_only_for_cpu_inference(name, monkeypatch):
+    """Training mode, autograd and reference_path() take the modules' own forward (what training needs)."""
+    model, x, calls = _model(name), _audio(4), _counting_convs(monkeypatch)
+    with torch.no_grad():
+        model(x)
+    assert calls[0] > 0  # no_grad evaluation (the runner's inference_mode alike) takes it
+    calls[0] = 0
+    model(x)  # autograd on
+    with torch.no_grad(), conv_inference.reference_path():
+        model(x)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert calls[0] == 0
+
+
+def test_cpu_eval_conv_lever_compares_the_two_paths(monkeypatch):
+    cpu_eval, model = _cpu_eval(), _model("bc-resnet-1-ncssm")
+    applies, reference, lever = cpu_eval.LEVERS["conv-fast"]
+    assert applies(model) and not applies(_model("centaurus-kws"))
+    calls, x = _counting_convs(monkeypatch), _audio(3)
+    with torch.inference_mode():
+        with reference(model) as m:
+            m(x)
+        assert calls[0] == 0
+        with lever(model) as m:
+            m(x)
+        assert calls[0] > 0
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.5])
+def test_inexact_stft_magnitude_is_within_rounding_of_hypot(power):
+    """The conv cards' faster magnitude (re² + im²) against the exact one, at the powers the front ends use."""
+    from kwsbench.features import stft_magnitude
+
+    x = _audio(3)
+    exact = stft_magnitude(x, 512, 160, 400, power=power)
+    fast = stft_magnitude(x, 512, 160, 400, power=power, exact=False)
+    assert fast.shape == exact.shape
+    torch.testing.assert_close(fast, exact, rtol=4e-7 * max(power, 1), atol=1e-30)
 
 
 @pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-small"])

@@ -69,6 +69,19 @@ def test_cli_synth_then_info(tmp_path, capsys):
     assert "v2-12-official" in capsys.readouterr().out
 
 
+def test_cli_synth_of_another_size_goes_to_the_working_directory_and_says_where(tmp_path, monkeypatch, capsys):
+    """Not the embedded set, so not into the data home (where it would pass for it); the help said 'the default
+    set under the data home' and the command printed a relative path."""
+    monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "synth", "--per-class", "1"]) == 0
+    assert len(list((tmp_path / "synth-seed0").rglob("*.flac"))) == 12 and not (tmp_path / "home").exists()
+    assert f"synthetic keyword set in {tmp_path / 'synth-seed0'} (" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--help"])
+    assert "./synth-seed<SEED> in the working directory" in " ".join(capsys.readouterr().out.split())
+
+
 def test_ensure_default_dataset_generates_once(tmp_path, monkeypatch):
     monkeypatch.setenv("KWSBENCH_DATA", str(tmp_path / "home"))
     monkeypatch.setattr(synth, "DEFAULT_PER_CLASS", 2)  # keep the test fast; the path logic is the same

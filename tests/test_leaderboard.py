@@ -222,6 +222,8 @@ def test_wide_means_average_the_same_conditions(store_path):
         assert abs(w["noisy_pct_mean"] - sum(noisy) / 4) < 1e-9
         assert w["noisy_mean_over"].startswith("4 conditions: hum, white at SNR -5, 5 dB, seeds 0,1,2")
     assert sorted(w["position"] for w in a) == [1, 2, 3, 4]
+    for w in (w for w in wide if w["data"] == "set-b"):  # one condition, one seed: no "1 conditions", "seeds 0"
+        assert w["noisy_mean_over"] == "1 condition: white at SNR 0 dB, seed 0", w["noisy_mean_over"]
     poor = next(w for w in wide_dropped if w["data"] == "set-a" and w["model"] == "test-board-poor")
     assert poor["noisy_pct_mean"] is None and poor["hum_pct_mean_over_snr_-5_5"] is None and poor["position"] is None
     assert poor["white_pct_mean_over_snr_-5_5"] is not None

@@ -210,8 +210,7 @@ def test_causal_mean3_replicates_the_first_frame():
 
 @pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-tiny", "ds-cnn-s", "bc-resnet-1-ncssm"])
 def test_batch_of_four_equals_one_by_one(name):
-    torch.manual_seed(0)  # test-only: random weights for the builder's default initialisation
-    model = get_card(name).build().eval()
+    model = get_card(name).build().eval()  # random initial weights (init_seed 0)
     x = torch.from_numpy(np.random.default_rng(2).standard_normal((4, 16000)).astype(np.float32) * 0.1)
     with torch.no_grad():
         batch = model(x)
@@ -222,7 +221,6 @@ def test_batch_of_four_equals_one_by_one(name):
 
 @pytest.mark.parametrize("name", ["nc-ssm", "nanomamba-small"])
 def test_ssm_blocks_are_causal(name):
-    torch.manual_seed(0)
     model = get_card(name).build().eval()
     block = model.blocks[0]
     g = torch.Generator().manual_seed(3)

@@ -243,3 +243,20 @@ def test_dev_accuracy_other_nc_sizes(name, ncssm_checkpoints, dev_set):
     correct, rate = _correct(_load(name, ncssm_checkpoints), audio, labels)
     print(f"{name}: {correct}/{len(labels)} correct ({100 * correct / len(labels):.2f}%), {rate:.0f} clips/s")
     assert correct / len(labels) > 0.85
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ds-cnn-s", "bc-resnet-1-ncssm"])
+def test_conv_fast_path_keeps_every_dev_prediction(name, ncssm_checkpoints, dev_set):
+    """The CPU inference path of the convolutional cards (conv_inference: folded BatchNorm, NHWC) against their
+    reference forward on the 2,495 dev clips: no prediction flips, logits within 1e-5 of the largest logit."""
+    from kwsbench.models.conv_inference import reference_path
+
+    audio, model = dev_set[0], _load(name, ncssm_checkpoints)
+    with torch.inference_mode():
+        new = torch.cat([model(audio[i : i + 128]) for i in range(0, len(audio), 128)])
+        with reference_path():
+            ref = torch.cat([model(audio[i : i + 128]) for i in range(0, len(audio), 128)])
+    assert torch.equal(new.argmax(1), ref.argmax(1))
+    assert not torch.equal(new, ref)  # the two paths differ in rounding: both were taken
+    assert float((new - ref).abs().max() / ref.abs().max()) < 1e-5

@@ -287,6 +287,22 @@ def test_a_data_folder_run_announces_only_the_models_whose_weights_are_here(tmp_
     assert "skipped" not in said.out  # nothing is left to skip at load time
 
 
+def test_with_no_weights_here_a_bad_data_folder_noise_or_protocol_is_still_named(tmp_path, monkeypatch, capsys):
+    """A fresh user has no weights: every model is left out, and a missing data folder, a typo'd noise or a protocol
+    the folder cannot serve read 'nothing to run' (exit 1) instead of their own error and its exit code."""
+    monkeypatch.setenv("KWSBENCH_CHECKPOINTS", str(tmp_path / "ckpt"))  # nothing imported
+    data = _tiny_speech_commands(tmp_path / "gsc")
+    store = tmp_path / "s.sqlite"
+    for extra, code, says in ((["--data-dir", str(tmp_path / "nowhere")], 4, "kwsbench data download gsc-v2-test"),
+                              (["--data-dir", str(data), "--noise", "factroy"], 5, "unknown noise source 'factroy'"),
+                              (["--data-dir", str(data), "--protocol", "v2-35"], 4, "kwsbench data download gsc-v2"),
+                              (["--data-dir", str(data), "--protocol", "v2-99"], 5, "unknown protocol 'v2-99'")):
+        assert main(["run", "--quick", *extra, "--store", str(store)]) == code, extra
+        err = capsys.readouterr().err
+        assert says in err and "nothing to run" not in err and "left out" not in err, err
+    assert not store.exists()
+
+
 def test_a_data_folder_run_with_no_weights_at_all_stops_before_announcing_anything(tmp_path, monkeypatch, capsys):
     """Nothing imported and no --weights: every model is left out, so there is nothing to run. The run used to fall
     back to every model and announce 40 models, 80 cells and "roughly 26 min" before skipping them all."""

@@ -217,6 +217,28 @@ def test_resume_continues_from_last_epoch(tiny_synth, tmp_path):
     np.testing.assert_allclose(full.history[-1].val_acc, resumed.history[-1].val_acc)
 
 
+class DropoutKws(TinyKws):
+    """TinyKws with dropout on its features: the one draw training takes from torch's global generator."""
+
+    def __init__(self, num_classes: int = 12) -> None:
+        super().__init__(num_classes)
+        self.frontend = nn.Dropout(0.3)
+
+
+def test_training_does_not_depend_on_the_callers_global_generator(tiny_synth, tmp_path):
+    # initial weights from the build's own generator, dropout from the global one seeded per epoch inside a fork
+    card = ModelCard(name="tiny-dropout", family="test", builder=DropoutKws, kwargs={"num_classes": 12})
+    weights = []
+    for global_seed in (1, 2):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)
+            before = torch.random.get_rng_state()
+            train(_config(tiny_synth, tmp_path / str(global_seed), epochs=2), card=card)
+            assert torch.equal(before, torch.random.get_rng_state())
+        weights.append(read_checkpoint(tmp_path / str(global_seed) / "last.pt")["model_state_dict"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_resume_refuses_other_settings(tiny_synth, tmp_path):
     train(_config(tiny_synth, tmp_path / "r", epochs=1), card=TINY)
     other = _config(tiny_synth, tmp_path / "r", epochs=2, seed=5, resume=True)
@@ -394,6 +416,17 @@ def test_training_says_what_it_trains_on_before_the_first_epoch(tiny_synth, tmp_
     assert "training step: eager" in first
 
 
+def test_training_messages_are_whole_lines_when_piped(tiny_synth, tmp_path, capsys):
+    """Rich wrapped each message at 80 columns in a piped log, cutting the data path in two."""
+    cfg = dataclasses.replace(_config(tiny_synth, tmp_path / "lines", epochs=1), show_progress=True)
+    train(cfg, card=TINY)
+    lines = capsys.readouterr().err.splitlines()
+    first = next(line for line in lines if line.startswith("training tiny-test"))
+    assert "36 training / 12 validation clips" in first and str(tiny_synth) in first, lines[:3]
+    epoch = next(line for line in lines if line.startswith("tiny-test epoch 1/1"))
+    assert " | lr " in epoch, lines
+
+
 def test_stop_after_flag_reaches_the_loop_and_is_checked(monkeypatch):
     import kwsbench.train.loop as loop
     from kwsbench.cli import main
@@ -409,3 +442,26 @@ def test_stop_after_flag_reaches_the_loop_and_is_checked(monkeypatch):
     assert main(["train", "ds-cnn-s", "--epochs", "5", "--stop-after", "2", "--quiet"]) == 0
     assert seen["cfg"].stop_after == 2 and seen["cfg"].epochs == 5
     assert main(["train", "ds-cnn-s", "--stop-after", "0", "--quiet"]) == 5
+
+
+def test_ctrl_c_says_what_a_training_kept_and_how_to_continue(monkeypatch, tmp_path, capsys):
+    """The CLI's generic line ('results already stored are kept') speaks of a run's cells; a training keeps
+    last.pt after each epoch, or nothing before the first. --resume with no last.pt says it starts afresh."""
+    import kwsbench.train.loop as loop
+    from kwsbench.cli import main
+    from kwsbench.errors import EXIT_INTERRUPTED
+
+    def interrupted(cfg, card=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    out = tmp_path / "t"
+    assert main(["train", "ds-cnn-s", "--out", str(out), "--quiet"]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "before the first epoch finished" in err and "results already stored" not in err, err
+    (out / "last.pt").write_bytes(b"")  # train made the folder before training
+    assert main(["train", "ds-cnn-s", "--out", str(out), "--quiet"]) == EXIT_INTERRUPTED
+    assert f"{out / 'last.pt'} holds the last finished epoch" in capsys.readouterr().err
+    (out / "last.pt").unlink()
+    assert main(["train", "ds-cnn-s", "--out", str(out), "--quiet", "--resume"]) == EXIT_INTERRUPTED
+    assert "--resume: no" in capsys.readouterr().err

@@ -37,7 +37,9 @@ def register(subparsers) -> None:
     dl.set_defaults(func=_download)
 
     syn = sub.add_parser("synth", help="generate the offline synthetic keyword set (espeak-ng)")
-    syn.add_argument("--out", type=Path, help="output folder (default: the default set under the data home)")
+    syn.add_argument("--out", type=Path, help="output folder (default: the embedded set under the data home; with "
+                                              "another --per-class or --format, which would not be that set: "
+                                              "./synth-seed<SEED> in the working directory)")
     syn.add_argument("--seed", type=int, default=0, help="seed of voices and prosody (default: %(default)s)")
     syn.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,
                      help="clips per class (default: %(default)s)")
@@ -93,5 +95,6 @@ def _synth(args: argparse.Namespace) -> int:
     else:
         out = generate(args.out or Path(f"synth-seed{args.seed}"), seed=args.seed, per_class=args.per_class,
                        fmt=args.format)
-    console().print(f"synthetic keyword set in {out} ({time.perf_counter() - t0:.1f} s)", highlight=False)
+    console().print(f"synthetic keyword set in {Path(out).resolve()} ({time.perf_counter() - t0:.1f} s)",
+                    highlight=False, soft_wrap=True)
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kwsbench.commands.args import console
 from kwsbench.errors import BadInputError
+from kwsbench.paths import make_folder
 
 NOISE_DIR_HELP = ("your folder of noise recordings and extra definitions (*.yaml), beside the packaged ones "
                   "(default: $KWSBENCH_NOISE_DIR)")
@@ -134,11 +135,12 @@ def _write_clips(name: str, seed: int, clips: int, noise_dir: str | None, data_d
         peak = float(np.max(np.abs(audio)))
         out = audio * (0.9 / peak) if peak > 0 else audio
         out_path = Path(wav)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(out_path.parent, f"--out / --wav {out_path}")
         sf.write(str(out_path), out, rate, subtype="PCM_16")
         out_console.print(f"wrote {out_path} ({len(out) / rate:.1f} s at {rate} Hz, source {label})", highlight=False)
     if png:
         from kwsbench.noise.plot import plot_noise
 
+        make_folder(Path(png).parent, f"--png {png}")
         plot_noise(audio, rate, label, Path(png))
         out_console.print(f"wrote {png}", highlight=False)

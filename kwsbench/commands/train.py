@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kwsbench.commands.args import add_device, console
-from kwsbench.errors import BadInputError
+from kwsbench.errors import EXIT_INTERRUPTED, BadInputError
+from kwsbench.paths import make_folder
 
 if TYPE_CHECKING:
     from kwsbench.models.registry import ModelCard
@@ -109,7 +110,18 @@ def _run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         command="kwsbench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else f"kwsbench train {card.name}",
     )
-    result = train(cfg, card=card)
+    make_folder(cfg.out, f"train --out {cfg.out}")  # before training, not when the first epoch is saved
+    if args.resume and not (cfg.out / "last.pt").is_file():
+        console(stderr=True).print(f"--resume: no {cfg.out / 'last.pt'} yet; training starts at epoch 1",
+                                   highlight=False, soft_wrap=True)
+    try:
+        result = train(cfg, card=card)
+    except KeyboardInterrupt:  # the CLI's own line speaks of stored cells, which a training has none of
+        last = cfg.out / "last.pt"
+        print(f"interrupted; {last} holds the last finished epoch: run the same command with --resume to continue"
+              if last.is_file() else f"interrupted before the first epoch finished; nothing was kept in {cfg.out}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     out = console()
     out.print(f"best validation accuracy {result.best_val_acc:.2f} % at epoch {result.best_epoch}: "
                   f"{result.best_path}", highlight=False)

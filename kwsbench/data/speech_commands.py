@@ -104,6 +104,29 @@ def resolve_root(data_dir: str | Path, protocol: str | None = None) -> tuple[Pat
         raise
 
 
+def check_request(data_dir: str | Path, protocol: str | None = None, split: str = "test") -> tuple[Path, str, str]:
+    """(root, layout, protocol) of a request the folder can serve; the errors `load_clipset` would give, without
+    reading a clip (a run says them before it chooses its models)."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise BadInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if split not in SPLITS:
+        raise BadInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    root, layout = resolve_root(data_dir, protocol)
+    protocol = protocol or ("v2-12-official" if layout == "canonical" else "v2-12-all-unknown")
+    if layout == "canonical" and (protocol != "v2-12-official" or split != "test"):
+        raise DatasetError(
+            f"{root} is the canonical test-set layout, which only holds protocol v2-12-official, split test "
+            f"(asked: {protocol}, {split}). Protocols {', '.join(FULL_PROTOCOLS)} need the full archive: "
+            f"kwsbench data download gsc-v2"
+        )
+    if layout != "canonical" and protocol == "v2-12-official":
+        raise DatasetError(
+            f"{root} is the full v0.02 layout; protocol v2-12-official needs the canonical test set: "
+            "kwsbench data download gsc-v2-test"
+        )
+    return root, layout, protocol
+
+
 def load_clipset(
     data_dir: str | Path,
     protocol: str | None = None,
@@ -117,28 +140,12 @@ def load_clipset(
     on_bad_file: "error" raises BadInputError naming the file; "skip" leaves it out and counts it
     in `ClipSet.skipped`. Non-test splits get the protocol name `<protocol>:<split>`.
     """
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise BadInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if split not in SPLITS:
-        raise BadInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if on_bad_file not in ("error", "skip"):
         raise BadInputError(f"on_bad_file must be 'error' or 'skip', not {on_bad_file!r}")
-    root, layout = resolve_root(data_dir, protocol)
-    protocol = protocol or ("v2-12-official" if layout == "canonical" else "v2-12-all-unknown")
+    root, layout, protocol = check_request(data_dir, protocol, split)
     if layout == "canonical":
-        if protocol != "v2-12-official" or split != "test":
-            raise DatasetError(
-                f"{root} is the canonical test-set layout, which only holds protocol v2-12-official, split test "
-                f"(asked: {protocol}, {split}). Protocols {', '.join(FULL_PROTOCOLS)} need the full archive: "
-                f"kwsbench data download gsc-v2"
-            )
         label_names, items = LABELS_12, _canonical_items(root)
     else:
-        if protocol == "v2-12-official":
-            raise DatasetError(
-                f"{root} is the full v0.02 layout; protocol v2-12-official needs the canonical test set: "
-                "kwsbench data download gsc-v2-test"
-            )
         label_names, items = _full_items(root, protocol, split)
     name = protocol if split == "test" else f"{protocol}:{split}"
     files = _stat_files(root, items)

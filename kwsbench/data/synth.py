@@ -28,7 +28,7 @@ import soundfile as sf
 from kwsbench.audio import fix_length, resample
 from kwsbench.data.clipset import CLIP_SAMPLES, KEYWORDS_10, SAMPLE_RATE
 from kwsbench.errors import BadInputError, MissingDependencyError
-from kwsbench.paths import data_home
+from kwsbench.paths import data_home, make_folder
 
 UNKNOWN_WORDS = (
     "backward", "bed", "bird", "cat", "dog", "eight", "five", "follow", "forward", "four", "happy", "house",
@@ -241,7 +241,7 @@ def generate(out: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_CLASS,
     # plan every clip first (names, words, voices), then synthesise all speech in one fixed order
     plan: list[tuple[Path, np.random.Generator, str, Speaker | None]] = []
     for c, folder in enumerate(classes):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+        make_folder(out / folder, f"synthetic set in {out}")
         used: dict[str, int] = {}
         for n in range(per_class):
             rng = np.random.default_rng(np.random.SeedSequence([seed, c, n]))
@@ -286,8 +286,12 @@ def ensure_default_dataset(seed: int = 0) -> Path:
     expected = f"version={SYNTH_VERSION} seed={seed} per_class={DEFAULT_PER_CLASS}\n"
     if stamp.is_file() and stamp.read_text() == expected:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    except OSError as err:  # an unwritable or impossible data home: say which, not a traceback
+        raise BadInputError(f"cannot write the embedded synthetic set to {target.parent} ({err.strerror}); set "
+                            "KWSBENCH_DATA to a folder you can write") from err
     try:
         generate(tmp, seed=seed, per_class=DEFAULT_PER_CLASS)
         (tmp / ".kwsbench-synth").write_text(expected)

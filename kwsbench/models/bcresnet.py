@@ -23,6 +23,7 @@ from torch import nn
 
 from kwsbench.cost import conv_net_cost
 from kwsbench.features import LogMel
+from kwsbench.models import conv_inference as fast
 from kwsbench.models.registry import ModelCard, register
 
 TAUS = (1, 1.5, 2, 3, 6, 8)
@@ -55,6 +56,11 @@ class SubSpectralNorm(nn.Module):
         x = self.bn(x.reshape(b, c * self.sub_bands, f // self.sub_bands, t))
         return x.reshape(b, c, f, t)
 
+    def eval_affine(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval-mode forward as one multiply-add into x (a tensor the fast path made), in its own layout."""
+        scale, shift = fast.subband_affine(self.bn, self.sub_bands, x.shape[2])
+        return fast.affine(x, scale, shift, in_place=True)
+
 
 class BCResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, freq_stride: int, dilation: int, dropout: float = 0.1):
@@ -73,6 +79,8 @@ class BCResBlock(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast.takes_fast_path(self, x):
+            return self._fast(x)
         f2 = self.ssn(self.freq_dw(self.project(x)))
         f1 = f2.mean(dim=2, keepdim=True)  # frequency average: the 1-D temporal path
         f1 = self.dropout(self.pointwise(nn.functional.silu(self.temp_bn(self.temp_dw(f1)))))
@@ -80,6 +88,16 @@ class BCResBlock(nn.Module):
         if not self.transition:
             out = out + x
         return torch.relu(out)
+
+    def _fast(self, x: torch.Tensor) -> torch.Tensor:
+        """forward on conv_inference's path (eval: no dropout): NHWC, in-place sums on tensors made here."""
+        h = fast.sequential(x, self.project) if self.transition else x
+        f2 = self.ssn.eval_affine(fast.conv(h, self.freq_dw))
+        f1 = nn.functional.silu(fast.conv(f2.mean(dim=2, keepdim=True), self.temp_dw, self.temp_bn), inplace=True)
+        f2 += fast.conv(f1, self.pointwise)
+        if not self.transition:
+            f2 += x
+        return f2.relu_()
 
 
 class BCResNet(nn.Module):
@@ -110,7 +128,12 @@ class BCResNet(nn.Module):
         self.frontend.set_sample_rate(rate)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(self.frontend(audio).unsqueeze(1))))
+        on_fast_path = fast.takes_fast_path(self, audio)
+        x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
+        if on_fast_path:  # the blocks take it by themselves
+            x = fast.sequential(self.blocks(fast.sequential(x, self.stem)), self.head)
+        else:
+            x = self.head(self.blocks(self.stem(x)))
         return self.classifier(x.mean(dim=(2, 3), keepdim=True)).flatten(1)
 
 

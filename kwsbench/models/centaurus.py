@@ -22,6 +22,7 @@ from torch import nn
 
 from kwsbench.errors import BadInputError
 from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.seeded import drawing_from
 from kwsbench.models.ssm_common import (
     NATIVE_RATE,
     cached_kernel,
@@ -30,7 +31,6 @@ from kwsbench.models.ssm_common import (
     linear_scan,
     log_uniform,
     model_cost,
-    seeded_default_init,
 )
 
 MODES = ("dws", "s5", "neck", "full")
@@ -199,7 +199,7 @@ class CentaurusKWS(nn.Module):
                  pools=(4, 4, 2, 2, 2, 1), num_states: int = 16, state_blocks: int = 4, num_classes: int = 35,
                  seed: int = 0) -> None:
         super().__init__()
-        with seeded_default_init(seed):
+        with drawing_from(seed):
             widths = (1, *channels)
             self.blocks = nn.ModuleList(
                 CentaurusBlock(CentaurusSSM(num_states, widths[i], widths[i + 1], modes[i], state_blocks,

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from kwsbench.cost import conv_net_cost
 from kwsbench.features import MFCC
+from kwsbench.models import conv_inference as fast
 from kwsbench.models.registry import ModelCard, register
 
 
@@ -56,8 +57,9 @@ def _same_pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int])
 
 
 class SameConv(nn.Conv2d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_same_pad(x, self.kernel_size, self.stride))
+    # _conv_forward rather than forward: conv_inference calls it with folded weights and keeps the padding
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return super()._conv_forward(_same_pad(x, self.kernel_size, self.stride), weight, bias)
 
 
 class DSCNN(nn.Module):
@@ -79,7 +81,8 @@ class DSCNN(nn.Module):
         self.frontend.set_sample_rate(rate)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.frontend(audio).unsqueeze(1))
+        x = self.frontend(audio).unsqueeze(1)
+        x = fast.sequential(x, self.features) if fast.takes_fast_path(self, x) else self.features(x)
         return self.classifier(x.mean(dim=(2, 3)))
 
 

@@ -15,6 +15,7 @@ import torch
 
 from kwsbench.models.registry import ModelCard, register
 from kwsbench.models.s4 import S4Layer
+from kwsbench.models.seeded import drawing_from
 from kwsbench.models.ssm_common import (
     FramedSSMNet,
     bilinear,
@@ -22,7 +23,6 @@ from kwsbench.models.ssm_common import (
     fft_conv,
     linear_scan,
     model_cost,
-    seeded_default_init,
     vandermonde,
 )
 
@@ -107,7 +107,7 @@ def build_liquid_s4(d_model: int = 128, d_state: int = 8, n_layers: int = 6, num
                     seed: int = 0) -> FramedSSMNet:
     layers = [LiquidS4Layer(d_model, d_state, liquid_kernel, liquid_degree, seed=seed * 1000 + i)
               for i in range(n_layers)]
-    with seeded_default_init(seed):
+    with drawing_from(seed):
         return FramedSSMNet(layers, d_model, num_classes, hop, dropout)
 
 

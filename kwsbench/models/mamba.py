@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.seeded import drawing_from
 from kwsbench.models.ssm_common import (
     NATIVE_RATE,
     FrameFront,
@@ -25,7 +26,6 @@ from kwsbench.models.ssm_common import (
     linear_scan,
     log_uniform,
     model_cost,
-    seeded_default_init,
 )
 
 
@@ -165,7 +165,7 @@ class MambaKWS(nn.Module):
     def __init__(self, d_model: int = 64, n_layers: int = 4, d_state: int = 16, expand: int = 2,
                  num_classes: int = 12, hop: int = 160, seed: int = 0) -> None:
         super().__init__()
-        with seeded_default_init(seed):
+        with drawing_from(seed):
             self.front = FrameFront(hop, d_model)
             self.norms = nn.ModuleList(nn.RMSNorm(d_model) for _ in range(n_layers))
             self.mixers = nn.ModuleList(MambaMixer(d_model, d_state, expand=expand, seed=seed * 1000 + i)

@@ -17,6 +17,7 @@ from torch import nn
 
 from kwsbench.cost import conv_net_cost
 from kwsbench.features import LogMel
+from kwsbench.models import conv_inference as fast
 from kwsbench.models.registry import ModelCard, register
 
 SOURCE = "DrJinHoChoi/NC-SSM-TASLP2026 @5a53d3d (train_colab.py); reference/nc-ssm.md §5.3-5.5"
@@ -46,7 +47,9 @@ class DSCNNS(nn.Module):
         self.classifier = nn.Linear(channels, n_classes)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.frontend(audio).unsqueeze(1))
+        on_fast_path = fast.takes_fast_path(self, audio)
+        x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
+        x = fast.sequential(x, self.features) if on_fast_path else self.features(x)
         return self.classifier(x.mean(dim=(2, 3)))
 
 
@@ -65,6 +68,11 @@ class SubSpectralNorm(nn.Module):
             x = F.pad(x, (0, 0, 0, pad))
         y = self.bn(x.reshape(b, c * self.sub_bands, (f + pad) // self.sub_bands, t))
         return y.reshape(b, c, f + pad, t)[:, :, :f]
+
+    def eval_affine(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval-mode forward as one multiply-add into x (a tensor the fast path made), in its own layout."""
+        scale, shift = fast.subband_affine(self.bn, self.sub_bands, x.shape[2])
+        return fast.affine(x, scale, shift, in_place=True)
 
 
 class BCBlock(nn.Module):
@@ -86,6 +94,8 @@ class BCBlock(nn.Module):
             self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=(1, stride)), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast.takes_fast_path(self, x):
+            return self._fast(x)
         a = F.relu(self.ssn1(self.freq_conv1(x)))
         a = F.relu(self.ssn2(self.temp_dw_conv(a)))
         a = self.ssn3(self.freq_conv2(a))
@@ -95,6 +105,18 @@ class BCBlock(nn.Module):
         elif hasattr(self, "skip"):
             a = a + self.skip(x)
         return F.relu(a)
+
+    def _fast(self, x: torch.Tensor) -> torch.Tensor:
+        """forward on conv_inference's path: NHWC, in-place ReLUs and sums on tensors made here."""
+        a = self.ssn1.eval_affine(fast.conv(x, self.freq_conv1)).relu_()
+        a = self.ssn2.eval_affine(fast.conv(a, self.temp_dw_conv)).relu_()
+        a = self.ssn3.eval_affine(fast.conv(a, self.freq_conv2))
+        a += a.mean(dim=2, keepdim=True)
+        if self.identity:
+            a += x
+        elif hasattr(self, "skip"):
+            a += fast.sequential(x, self.skip)
+        return a.relu_()
 
 
 class BCResNet1NCSSM(nn.Module):
@@ -114,9 +136,16 @@ class BCResNet1NCSSM(nn.Module):
         self.classifier = nn.Linear(20, n_classes)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(self.frontend(audio).unsqueeze(1))))
-        x = self.stage4(self.stage3(self.stage2(self.stage1(x))))
-        x = F.relu(self.head_bn(self.head_conv(x)))
+        on_fast_path = fast.takes_fast_path(self, audio)
+        x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
+        if on_fast_path:
+            x = fast.conv(x, self.conv1, self.bn1).relu_()
+            x = self.stage4(self.stage3(self.stage2(self.stage1(x))))  # each block takes the fast path too
+            x = fast.conv(x, self.head_conv, self.head_bn).relu_()
+        else:
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = self.stage4(self.stage3(self.stage2(self.stage1(x))))
+            x = F.relu(self.head_bn(self.head_conv(x)))
         return self.classifier(x.mean(dim=(2, 3)))
 
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kwsbench.errors import BadInputError
+from kwsbench.models.seeded import drawing_from
 
 # modules of kwsbench.models that register no card: sedge_eval (S-Edge's GPU inference path) loads Triton, which
-# only a forward on a GPU needs (kwsbench.models.sedge imports it there)
-_NOT_FAMILIES = {"registry", "__init__", "sedge_eval"}
+# only a forward on a GPU needs (kwsbench.models.sedge imports it there); seeded is the builds' generator
+_NOT_FAMILIES = {"registry", "__init__", "sedge_eval", "seeded"}
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,21 @@ class ModelCard:
     description: str = ""
     source: str = ""  # paper / repository the definition follows
 
-    def build(self, num_classes: int | None = None, **overrides: Any):
+    def build(self, num_classes: int | None = None, *, init_seed: int = 0, **overrides: Any):
         """The model; `num_classes` other than the card's gives the same architecture with another head
-        (e.g. a 35-class SSM card trained on the 12-class protocol), where the builder offers it."""
+        (e.g. a 35-class SSM card trained on the 12-class protocol), where the builder offers it.
+
+        Random initial weights that the builder draws without a generator of its own (torch's standard layers)
+        come from a generator seeded with `init_seed`, never from torch's global one (kwsbench.models.seeded):
+        the same arguments give the same weights on any thread, and the caller's global RNG is left alone."""
         if num_classes is not None and num_classes != self.num_classes:
             if not self.head_is_sizable:
                 raise BadInputError(
                     f"model {self.name} has a fixed {self.num_classes}-class head; it cannot be built for "
                     f"{num_classes} classes. Use data of its label protocol ({self.protocol}).")
             overrides["num_classes"] = num_classes
-        return self.builder(**{**self.kwargs, **overrides})
+        with drawing_from(init_seed):
+            return self.builder(**{**self.kwargs, **overrides})
 
     def counted_params(self) -> int:
         """Trainable parameters of the model as this card builds it (counted, not quoted)."""

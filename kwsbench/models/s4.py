@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.seeded import drawing_from
 from kwsbench.models.ssm_common import (
     FramedSSMNet,
     cached_kernel,
@@ -21,7 +22,6 @@ from kwsbench.models.ssm_common import (
     linear_scan,
     log_uniform,
     model_cost,
-    seeded_default_init,
     vandermonde,
     zoh,
 )
@@ -169,7 +169,7 @@ def _s4_net(kind: str, d_model: int = 128, d_state: int = 64, n_layers: int = 3,
     layer_cls = S4Layer if kind == "s4" else S4DLayer
     torch_gen_seed = seed * 1000
     layers = [layer_cls(d_model, d_state, seed=torch_gen_seed + i) for i in range(n_layers)]
-    with seeded_default_init(seed):
+    with drawing_from(seed):
         return FramedSSMNet(layers, d_model, num_classes, hop, dropout)
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from kwsbench.models.registry import ModelCard, register
-from kwsbench.models.ssm_common import FramedSSMNet, linear_scan, log_uniform, model_cost, seeded_default_init, zoh
+from kwsbench.models.seeded import drawing_from
+from kwsbench.models.ssm_common import FramedSSMNet, linear_scan, log_uniform, model_cost, zoh
 
 
 class S5Layer(nn.Module):
@@ -63,7 +64,7 @@ class S5Layer(nn.Module):
 def build_s5(d_model: int = 96, d_state: int = 128, n_layers: int = 6, num_classes: int = 35, hop: int = 160,
              dropout: float = 0.0, seed: int = 0) -> FramedSSMNet:
     layers = [S5Layer(d_model, d_state, seed=seed * 1000 + i) for i in range(n_layers)]
-    with seeded_default_init(seed):
+    with drawing_from(seed):
         return FramedSSMNet(layers, d_model, num_classes, hop, dropout)
 
 

@@ -8,9 +8,7 @@ Everything here is vectorised over time: the only Python loops run over log2(L) 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -152,21 +150,6 @@ class FrameFront(nn.Module):
 
     def macs_per_frame(self) -> int:
         return self.frame_len * self.proj.out_features
-
-
-# The global generator is one per process: CPU runs build models on several worker threads at once
-# (kwsbench.run.workers), and two seeded builds would otherwise draw from it interleaved, in thread order.
-_GLOBAL_RNG = threading.RLock()
-
-
-@contextmanager
-def seeded_default_init(seed: int) -> Iterator[None]:
-    """torch's default Linear/Conv/Norm initialisers draw from the global generator: run them seeded, inside a
-    fork of the generator state, so builds are reproducible and the caller's global RNG is left as it was. One
-    seeded build at a time per process (re-entrant: a build may build its parts the same way)."""
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def count_params(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ _WHERE = {
     "SNR_DEFINITIONS": "definitions", "achieved_snr": "mixing", "mix": "mixing", "noise_gain": "mixing",
     "speech_level": "mixing",
     "get_source": "sources", "list_sources": "sources", "render": "sources", "resolve_recordings": "sources",
+    "resolve_name": "sources",
 }
 __all__ = sorted(_WHERE)
 

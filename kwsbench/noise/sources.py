@@ -24,6 +24,18 @@ def list_sources(noise_dir: Path | str | None = None) -> list[str]:
     return sorted(load_all(noise_dir=noise_dir))
 
 
+def resolve_name(name: str, noise_dir: Path | str | None = None) -> str:
+    """The source a `--noise` item names: a source's name, or a suffix only one source ends with."""
+    known = list_sources(noise_dir)
+    if name in known:
+        return name
+    hits = [s for s in known if s.endswith(name) or s.endswith(f"-{name}")]
+    if len(hits) == 1:
+        return hits[0]
+    raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}; pass one of them to "
+                        "--noise (see `kwsbench noise list`)")
+
+
 def get_source(name: str, noise_dir: Path | str | None = None) -> NoiseSource:
     """The definition called `name` (or a path to a YAML definition). Unknown -> list of known."""
     as_path = Path(name)

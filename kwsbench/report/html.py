@@ -585,6 +585,9 @@ def build_report(opts: ReportOptions) -> ReportResult:
 
     One section per clip set and weights manifest (or the one `opts.selection` picks), each with its own
     figures; results of different clip sets never share a table or a figure."""
+    from kwsbench.results.judge import check_tolerance
+
+    check_tolerance(opts.tol)  # before the figures are drawn, not when the verdicts are
     store_path, out = _checked_paths(opts)
     with Store(store_path, read_only=True) as store:
         cells, failed = _filter_models(store.cells(), store.cells(status="failed"), opts.models)

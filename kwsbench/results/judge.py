@@ -78,10 +78,22 @@ def bridge_estimate(store: Store, cell: StoredCell, rep: Reported, priors: dict[
     return post_stratified(strata, missing)
 
 
+def check_tolerance(tol: float) -> None:
+    """--tol is a width in percentage points: a negative or non-finite one would judge nothing it claims to
+    (|Δ| <= -3 never holds; a NaN makes every comparison false). Bad input, refused before any work."""
+    import math
+
+    from kwsbench.errors import BadInputError
+
+    if not (math.isfinite(tol) and tol >= 0):
+        raise BadInputError(f"--tol must be a finite number of percentage points >= 0, got {tol}; e.g. --tol 2")
+
+
 def judge(store: Store, cells: list[StoredCell], baselines: list[Reported], priors: dict[str, ProtocolPrior],
           tol: float, aliases: dict[str, set[str]]) -> tuple[list[tuple[StoredCell, Comparison]], list[StoredCell]]:
     """(cell, Comparison) per measured condition and matching row, DEVIATES first and NOT_COMPARABLE last (the
     cell is the condition's lowest seed), and the conditions no paper reports. `aliases`: model -> its names."""
+    check_tolerance(tol)
     silence = silence_index(store.cells())
     groups: dict[tuple, list[StoredCell]] = {}
     for c in cells:

@@ -281,8 +281,9 @@ class _NoisyConditions:
         if not self.union:
             return ""
         snr_sets = " / ".join(sorted({", ".join(f"{x:g}" for x in v) for v in self.snrs.values()}))
-        return (f"{len(self.union)} conditions: {', '.join(self.noises)} at SNR {snr_sets} dB, seeds "
-                f"{' / '.join(self.seeds)}")
+        n = len(self.union)
+        return (f"{n} condition{'s' if n > 1 else ''}: {', '.join(self.noises)} at SNR {snr_sets} dB, "
+                f"seed{'s' if len(self.seeds) > 1 or ',' in ''.join(self.seeds) else ''} {' / '.join(self.seeds)}")
 
 
 def wide_rows(tidy: list[TidyRow]) -> list[dict[str, Any]]:

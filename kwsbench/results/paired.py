@@ -34,6 +34,11 @@ def paired_tests(store, model_a: str, model_b: str, alpha: float = 0.05,
                  selection: Selection | None = None) -> list[PairedTest]:
     """Exact McNemar per condition both models were measured under (same clips); BH over the conditions of each
     clip set and weights pair. `selection` keeps one clip set (--data/--protocol/--weights/--run)."""
+    if model_a == model_b:
+        raise BadInputError(f"compare needs two different models, got {model_a!r} twice; name another stored model")
+    if not 0 < alpha < 1:
+        raise BadInputError(f"--alpha is a false-discovery rate, between 0 and 1 exclusive, got {alpha}; "
+                            "e.g. --alpha 0.05")
     mine = store.cells(model=model_a) + store.cells(model=model_b)
     names = labels_for(store.runs(), mine)
     if selection is not None:

@@ -299,6 +299,22 @@ def _weight_entries(manifest: str):
 QUICK_DEFAULTS: dict[str, Any] = {"quick": True, "noise": ["factory"], "snr": [0.0], "per_class": 20}
 
 
+def check_inputs(plan: Plan) -> None:
+    """What a run refuses whichever models it runs (an unknown model name, a missing or unknown data folder, a
+    protocol it cannot serve, an unknown noise source), said before the models are chosen: with no weights here
+    yet every model is left out, and these errors were hidden behind 'nothing to run' (exit 1)."""
+    from kwsbench.data.speech_commands import check_request
+    from kwsbench.models.registry import resolve
+    from kwsbench.noise import resolve_name
+
+    if plan.models:
+        resolve(plan.models)  # an unknown name (exit 5) also in `kwsbench.plan()`, not only once a run starts
+    if plan.data_dir is not None:
+        check_request(plan.data_dir, plan.protocol)
+    for name in plan.noise:
+        resolve_name(name, plan.noise_dir)
+
+
 def check_noise_and_snr(plan: Plan, given: set[str]) -> None:
     """SNRs without a noise source would silently run clean audio only."""
     if "snr" in given and not plan.noise:

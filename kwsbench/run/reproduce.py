@@ -268,10 +268,12 @@ def run_reproduce(opts: ReproduceOptions, show_progress: bool = True) -> Reprodu
     """Evaluate the checkpoints under the asked conditions and compare with baselines/*.yaml."""
     from kwsbench.data.speech_commands import resolve_root
     from kwsbench.models.registry import all_cards, resolve
+    from kwsbench.results.judge import check_tolerance
     from kwsbench.results.store import Store
     from kwsbench.run.plan import Plan, apply_weights
     from kwsbench.run.runner import run_plan
 
+    check_tolerance(opts.tol)  # before any model work, not after it
     cards = resolve(_model_names(opts))
     data_dir = opts.data_dir or default_data_dir(opts, cards)
     resolve_root(data_dir, opts.protocol)  # DatasetError (exit 4) before any model work

@@ -75,16 +75,9 @@ class NoiseProvider:
         self._ready: dict[tuple[str, str, int], np.ndarray] = {}  # rendered by prepare(), not yet handed out
 
     def resolve(self, name: str) -> str:
-        from kwsbench.noise import list_sources
+        from kwsbench.noise import resolve_name
 
-        known = list_sources(self.noise_dir)
-        if name in known:
-            return name
-        hits = [s for s in known if s.endswith(name) or s.endswith(f"-{name}")]
-        if len(hits) == 1:
-            return hits[0]
-        raise BadInputError(f"unknown noise source {name!r}. Known sources: {', '.join(known)}; pass one of them to "
-                            "--noise (see `kwsbench noise list`)")
+        return resolve_name(name, self.noise_dir)
 
     def prepare(self, clipset: ClipSet, names: list[str], seed: int,
                 on_render: Callable[[list[str]], None] | None = None) -> None:

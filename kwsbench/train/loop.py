@@ -2,9 +2,12 @@
 
 Determinism: every random draw comes from a generator seeded by (seed, epoch, step) through
 numpy's SeedSequence, so an interrupted run resumed from its last epoch continues exactly as if it
-had not stopped, and a batch's augmentation does not depend on how many processes share it. Model
-initialisation and dropout use torch's global generator inside `torch.random.fork_rng`, so the
-caller's global RNG state is left as it was.
+had not stopped, and a batch's augmentation does not depend on how many processes share it. The
+model's initial weights come from its build's own generator (seed derived from the training seed).
+Dropout is the one draw from torch's global generator in the whole library: nn.Dropout and the fused
+CUDA kernel take no generator (and a CUDA-graphed step replays the device generator's draws). Each
+epoch seeds the global generator inside `torch.random.fork_rng`, which restores the caller's state
+afterwards; training runs one model per process, so no other draw interleaves with it.
 
 Files written to `out/`: best.pt (best validation accuracy), last.pt (model + optimiser, for
 --resume), history.csv. Checkpoints hold only tensors and a JSON-able metadata dict, and load with
@@ -97,7 +100,7 @@ def _generator(*parts: int) -> torch.Generator:
 
 
 def _forked_rng(device: str):
-    """Global torch RNG use (init, dropout) without leaving a trace in the caller's state."""
+    """Global torch RNG use (dropout) without leaving a trace in the caller's state."""
     devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     return torch.random.fork_rng(devices=devices)
 
@@ -442,10 +445,11 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
     out = Path(cfg.out)
     best_path, last_path, hist_path = out / "best.pt", out / "last.pt", out / "history.csv"
     meta = _metadata(cfg, card, recipe, train_set, val_set, protocol, dist)
-    with _forked_rng(cfg.device):
-        torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # model initialisation
-        overrides = _build_overrides(card, recipe)
-        model = card.build(num_classes=num_classes, **overrides).to(cfg.device)  # the head follows the data
+    overrides = _build_overrides(card, recipe)
+    # the head follows the data; the initialisation seed is the one versions before the builds' own generator
+    # gave torch.manual_seed, and the draws are the same, so a recorded command still starts from the same weights
+    model = card.build(num_classes=num_classes, init_seed=derive_seed(cfg.seed, 0x1417), **overrides)
+    model = model.to(cfg.device)
     standardisation = standardise_input(model, train_set)
     if standardisation:
         meta["input_standardisation"] = standardisation
@@ -483,7 +487,7 @@ def train(cfg: TrainConfig, card: Any = None) -> TrainResult:
     for epoch in range(start, min(epochs, cfg.stop_after or epochs)):
         t0 = time.perf_counter()
         with _forked_rng(cfg.device):
-            torch.manual_seed(derive_seed(cfg.seed, 0xD20, epoch))  # dropout and other in-model draws
+            torch.manual_seed(derive_seed(cfg.seed, 0xD20, epoch))  # dropout (the module docstring says why)
             loss, acc, lr = _train_epoch(body, graphed, opt, recipe, augment, xs_train, y_train, epoch,
                                          steps_per_epoch, total, warmup, cfg, dist, card.native_rate)
         if graphed is not None and graphed.failed:
@@ -598,8 +602,8 @@ def _printer(dist: Shard, enabled: bool) -> Callable[[str], None]:
     console = Console(stderr=True)
 
     def say(text: str) -> None:
-        if enabled and dist.main:
-            console.print(text, highlight=False)
+        if enabled and dist.main:  # whole lines: rich would wrap them at 80 columns in a piped log
+            console.print(text, highlight=False, soft_wrap=True)
 
     return say
 
