@@ -216,8 +216,8 @@ def test_leaderboard_rows_and_wide_tables_keep_precisions_apart():
     cells = [stored_cell(cell_key=f"{p}{m}", model=m, precision=p, correct=c, accuracy=c / 10)
              for p, m, c in (("fp32", "a", 5), ("fp32", "b", 6), ("bf16", "a", 4), ("bf16", "b", 6))]
     rows = tidy_rows(cells, with_cost=False)
-    assert [(r.precision, r.model, r.correct) for r in rows] == [  # fp32 first, never merged with bf16
-        ("fp32", "a", 5), ("fp32", "b", 6), ("bf16", "a", 4), ("bf16", "b", 6)]
+    assert [(r.precision, r.model, r.correct) for r in rows] == [  # fp32 first, never merged with bf16; best first
+        ("fp32", "b", 6), ("fp32", "a", 5), ("bf16", "b", 6), ("bf16", "a", 4)]
     wide = wide_rows(rows)
     assert sorted((r["precision"], r["model"], r["clean_pct"]) for r in wide) == [
         ("bf16", "a", 40.0), ("bf16", "b", 60.0), ("fp32", "a", 50.0), ("fp32", "b", 60.0)]

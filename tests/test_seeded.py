@@ -54,8 +54,8 @@ def test_draws_without_a_generator_are_routed_or_refused():
     state = torch.random.get_rng_state()
     with drawing_from(3):
         routed = (torch.randn(4), torch.randint(0, 9, (4,)), torch.randperm(5), torch.rand_like(torch.ones(3)))
-        with pytest.raises(RuntimeError, match="native_dropout.*takes no generator"):
-            torch.ops.aten.native_dropout(torch.ones(8), 0.5, True)
+        with pytest.raises(RuntimeError, match="dropout.*takes no generator"):
+            torch.nn.functional.dropout(torch.ones(8), 0.5, training=True)
     assert torch.equal(state, torch.random.get_rng_state())
     gen = torch.Generator().manual_seed(3)
     expected = (torch.randn(4, generator=gen), torch.randint(0, 9, (4,), generator=gen),

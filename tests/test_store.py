@@ -84,7 +84,7 @@ def test_other_schema_version_is_store_error_and_data_kept(tmp_path):
     shutil.copy(path, copy)
     with pytest.raises(StoreError, match="schema version"):
         Store(path)
-    assert main(["run", "--store", str(path), "--models", "nothing-here"]) == 6
+    assert main(["run", "--store", str(path), "--models", "ds-cnn-s"]) == 6
     assert path.read_bytes() == copy.read_bytes()
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 1
@@ -134,7 +134,7 @@ def test_schema_1_store_is_refused_with_upgrade_hint(tmp_path):
         Store(path)
     assert "one row per clip" in str(err.value) and "--store with a new path" in str(err.value)
     assert main(["leaderboard", "--store", str(path)]) == 6
-    assert main(["run", "--store", str(path), "--models", "nothing-here"]) == 6
+    assert main(["run", "--store", str(path), "--models", "ds-cnn-s"]) == 6
     assert path.read_bytes() == before
 
 

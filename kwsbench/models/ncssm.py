@@ -18,6 +18,7 @@ from torch import nn
 from kwsbench.cost import ncssm_card_cost
 from kwsbench.features import ema_smoother, instance_norm_time, mel_filterbank_floor_bins, stft_magnitude
 from kwsbench.models.registry import ModelCard, register
+from kwsbench.models.ssm_common import cached_kernel
 
 N_FFT, HOP, N_MELS, N_CLASSES = 512, 160, 40, 12
 SOURCE = "DrJinHoChoi/NC-SSM-TASLP2026 @5a53d3d (nanomamba.py); reference/nc-ssm.md"
@@ -133,7 +134,8 @@ def _frame_selective_scan(delta, u, B, C, A_log, eps, bound) -> torch.Tensor:
 
 
 def track_noise(
-    frames: torch.Tensor, n0: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, method: str = "auto"
+    frames: torch.Tensor, n0: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, method: str = "auto",
+    rising: bool | None = None,
 ) -> torch.Tensor:
     """n_t = (1 - a_t) n_{t-1} + a_t x_t with a_t = γ where x_t > n_{t-1}, else β; frames (T, ...), n0 (...).
 
@@ -143,13 +145,14 @@ def track_noise(
     frame instead of 7, no `where`, which is slow on the CPU): both candidate updates, then the larger
     one when γ >= β, else the smaller, because their difference is (γ - β)(x_t - n_{t-1}). It differs
     from "select" by float rounding only (lerp's, and at x_t ≈ n_{t-1} where both candidates agree).
+    `rising` (whether γ >= β), when the caller knows it: otherwise "extreme" asks the tensors, a host sync.
     """
     if method == "auto":
         method = "extreme" if cpu_inference(frames) else "select"
     track = torch.empty_like(frames)
     n = n0
     if method == "extreme":
-        pick = torch.maximum if bool(gamma >= beta) else torch.minimum
+        pick = torch.maximum if (bool(gamma >= beta) if rising is None else rising) else torch.minimum
         for t in range(frames.shape[0]):
             n = pick(torch.lerp(n, frames[t], gamma), torch.lerp(n, frames[t], beta), out=track[t])
         return track
@@ -170,10 +173,16 @@ class RunningSNREstimator(nn.Module):
         self.raw_beta = nn.Parameter(torch.tensor(-4.0))
         self.raw_gamma = nn.Parameter(torch.tensor(-3.0))
 
+    def _rising(self, _length: int) -> bool:
+        """Whether the tracker rises at least as fast as it falls (γ >= β), from the parameters alone."""
+        return bool(torch.sigmoid(self.raw_gamma) >= torch.sigmoid(self.raw_beta))
+
     def forward(self, mag: torch.Tensor, mel_fb: torch.Tensor) -> torch.Tensor:
         n0 = torch.clamp(mag[..., :5].mean(dim=-1, keepdim=True), min=1e-5)
         beta, gamma = torch.sigmoid(self.raw_beta), torch.sigmoid(self.raw_gamma)
-        track = track_noise(mag.movedim(-1, 0).contiguous(), n0.squeeze(-1), gamma, beta)
+        # γ >= β asked once per parameter set, not every forward (cached_kernel), so a warm forward never syncs
+        rising = cached_kernel(self, 0, self._rising) if cpu_inference(mag) else None
+        track = track_noise(mag.movedim(-1, 0).contiguous(), n0.squeeze(-1), gamma, beta, rising=rising)
         n_eff = torch.maximum(track.movedim(0, -1), 0.5 * n0)
         snr = mag / (self.noise_scale.abs() * n_eff + 1e-8)
         s = torch.tanh(torch.matmul(mel_fb, snr) / 10.0)
