@@ -41,8 +41,8 @@ def takes_fast_path(module: nn.Module, x: torch.Tensor) -> bool:
     return _enabled and x.device.type == "cpu" and not module.training and not torch.is_grad_enabled()
 
 
-def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BatchNorm as y = x * scale + shift, per channel."""
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm (any dimension) as y = x * scale + shift, per channel (S-Edge's GPU path too)."""
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from kwsbench.models.conv_inference import bn_affine
+
 try:  # Triton ships with torch's CUDA wheels on Linux; a CPU-only install has none and keeps the chunked path
     import triton
     import triton.language as tl
@@ -180,13 +182,7 @@ def _layer_operators(layer: SEdgeLayer) -> dict:
     w_b = torch.cat([b_bar.real, b_bar.imag]).T  # (H_in, 2N)
     b_v = torch.cat([bias_bar.real, bias_bar.imag])
     if layer.norm is not None:  # eval BatchNorm is u_n = sc u + sh per channel
-        bn = layer.norm
-        sc = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            sc = sc * bn.weight
-        sh = -bn.running_mean * sc
-        if bn.bias is not None:
-            sh = sh + bn.bias
+        sc, sh = bn_affine(layer.norm)
         b_v = b_v + sh @ w_b
         w_b = w_b * sc[:, None]
     w_c = torch.cat([c.real, -c.imag], 1).T  # Re(C x) = C_re x_re - C_im x_im
