@@ -22,7 +22,9 @@ Levers (`--levers`; each against the path the run takes, on the same clips, pred
   sum, pooling by reshape (the CPU inference path) against the previous code, kwsbench/models/centaurus.py;
 - ncssm-frames: the NC-SSM / NanoMamba CPU inference path (selective scan frame by frame in cache-sized buffers,
   noise tracker without `where`, EMA smoother with its products hoisted) against the previous path (materialised
-  scan, `where` tracker, previous smoother), kwsbench/models/ncssm.py.
+  scan, `where` tracker, previous smoother), kwsbench/models/ncssm.py;
+- lanes: the clips in --threads lanes, one thread each (how `kwsbench run` evaluates one model of the cards with
+  cpu_lanes on a CPU, kwsbench/run/lanes.py) against one forward at a time on all --threads threads.
 """
 
 from __future__ import annotations
@@ -151,25 +153,34 @@ def _conv_card(model) -> bool:
     return type(model).__name__ in {"DSCNNS", "BCResNet1NCSSM", "DSCNN", "BCResNet"}
 
 
-# lever -> (applies?, reference path, lever path)
-LEVERS: dict[str, tuple[Callable, Callable, Callable]] = {
-    "conv-fast": (_conv_card, _conv_reference, contextlib.nullcontext),
-    "scan-steps": (_has("MambaMixer"), lambda m: _scan(m, "chunked"), lambda m: _scan(m, "steps")),
-    "centaurus-pieces": (_has("CentaurusSSM"), _centaurus_previous, contextlib.nullcontext),
+# lever -> (applies?, reference path, lever path, compares lanes: 1 lane against --threads lanes, instead of the
+# model's own lanes on both paths)
+LEVERS: dict[str, tuple[Callable, Callable, Callable, bool]] = {
+    "conv-fast": (_conv_card, _conv_reference, contextlib.nullcontext, False),
+    "scan-steps": (_has("MambaMixer"), lambda m: _scan(m, "chunked"), lambda m: _scan(m, "steps"), False),
+    "centaurus-pieces": (_has("CentaurusSSM"), _centaurus_previous, contextlib.nullcontext, False),
     "ncssm-frames": (lambda m: _has("NCSpectralSSM")(m) or _has("SpectralAwareSSMv1")(m), _ncssm_previous,
-                     contextlib.nullcontext),
+                     contextlib.nullcontext, False),
+    "lanes": (lambda m: True, contextlib.nullcontext, contextlib.nullcontext, True),
 }
 
 
-def _logits(model, audio, batch: int):
+def _logits(model, audio, batch: int, lanes: int):
+    """Logits of every clip, in batches, in `lanes` lanes of clips as `kwsbench run` evaluates one model
+    (kwsbench/run/lanes.py; 1: one forward at a time on all threads)."""
     import torch
 
-    return torch.cat([model(audio[i:i + batch]) for i in range(0, len(audio), batch)])
+    from kwsbench.run.lanes import run_lanes
+
+    def lane(_index, part, _failed):
+        return [model(audio[i:min(i + batch, part.stop)]) for i in range(part.start, part.stop, batch)]
+
+    return torch.cat([x for parts in run_lanes(lane, len(audio), lanes) for x in parts])
 
 
-def _timed(model, audio, batch: int):
+def _timed(model, audio, batch: int, lanes: int):
     t = time.perf_counter()
-    logits = _logits(model, audio, batch)
+    logits = _logits(model, audio, batch, lanes)
     return time.perf_counter() - t, logits
 
 
@@ -181,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                    "instead of each model's default checkpoint")
     p.add_argument("--levers", default="", help=f"comma list of {', '.join(LEVERS)} (default: none)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lanes", type=int, default=None, help="lanes of clips, one thread each (default: as "
+                   "`kwsbench run` evaluates one model: --threads for the cards with cpu_lanes, else 1 = one forward "
+                   "at a time on all threads)")
+    p.add_argument("--batch-size", type=int, default=64, help="clips per forward (per lane)")
     p.add_argument("--passes", type=int, default=3)
     args = p.parse_args(argv)
     from kwsbench.run.allocator import keep_freed_memory
@@ -205,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
     models = {n: load_model(n, checkpoint=f"synth:{n}.pt" if args.weights == "synth" else None).module
               for n in names}
+    lanes_of = {n: args.lanes or (args.threads if get_card(n).cpu_lanes else 1) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     side: dict[tuple[str, str], dict[str, list[float]]] = {}
     logits_of: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
@@ -215,30 +230,32 @@ def main(argv: list[str] | None = None) -> int:
             m(audio[:8])  # warm-up: lazy initialisation is not part of the timing
         for i in range(args.passes):
             for n, m in models.items():
-                seconds, logits = _timed(m, audio, args.batch_size)
+                seconds, logits = _timed(m, audio, args.batch_size, lanes_of[n])
                 times[n].append(seconds)
                 correct[n] = int((logits.argmax(-1).numpy() == clips.labels).sum())
                 for lever in levers:
-                    applies, reference, new = LEVERS[lever]
+                    applies, reference, new, compares_lanes = LEVERS[lever]
                     if not applies(m):
                         continue
-                    paths = [("reference", reference), ("lever", new)]
-                    for which, ctx in paths if i % 2 == 0 else paths[::-1]:  # alternate which goes first
+                    ref_lanes, new_lanes = (1, args.threads) if compares_lanes else (lanes_of[n], lanes_of[n])
+                    paths = [("reference", reference, ref_lanes), ("lever", new, new_lanes)]
+                    for which, ctx, k in paths if i % 2 == 0 else paths[::-1]:  # alternate which goes first
                         with ctx(m) as model:
-                            seconds, logits = _timed(model, audio, args.batch_size)
+                            seconds, logits = _timed(model, audio, args.batch_size, k)
                         side.setdefault((n, lever), {}).setdefault(which, []).append(seconds)
                         logits_of.setdefault((n, lever), {})[which] = logits
             peaks.append(matmul_peak())
     peak = max(peaks)
     print(f"{len(audio)} clips, {args.threads} threads, batch {args.batch_size}, {args.passes} passes; matmul peak "
           f"{peak:.0f} GFLOP/s (1024^3 fp32, best); load average {os.getloadavg()[0]:.2f}")
-    print(f"{'model':22} {'clips/s':>8} {'M MAC/clip':>10} {'GFLOP/s':>8} {'% of peak':>9} correct (authors' code)")
+    print(f"{'model':22} {'lanes':>5} {'clips/s':>8} {'M MAC/clip':>10} {'GFLOP/s':>8} {'% of peak':>9} "
+          "correct (authors' code)")
     for n in names:
         card = get_card(n)
         macs = model_cost(card, card.native_rate).total_macs
         rate = len(audio) / statistics.median(times[n])
         gflops = 2 * macs * rate / 1e9
-        print(f"{n:22} {rate:8.0f} {macs / 1e6:10.2f} {gflops:8.1f} {100 * gflops / peak:8.1f}% "
+        print(f"{n:22} {lanes_of[n]:5} {rate:8.0f} {macs / 1e6:10.2f} {gflops:8.1f} {100 * gflops / peak:8.1f}% "
               f"{correct[n]} ({AUTHORS_CORRECT.get(n, '-')})")
     if side:
         print(f"\n{'model':22} {'lever':17} {'reference clips/s':>17} {'lever clips/s':>13} {'speed-up':>8}  "

@@ -111,7 +111,7 @@ def test_conv_fast_path_only_for_cpu_inference(name, monkeypatch):
 
 def test_cpu_eval_conv_lever_compares_the_two_paths(monkeypatch):
     cpu_eval, model = _cpu_eval(), _model("bc-resnet-1-ncssm")
-    applies, reference, lever = cpu_eval.LEVERS["conv-fast"]
+    applies, reference, lever, _ = cpu_eval.LEVERS["conv-fast"]
     assert applies(model) and not applies(_model("centaurus-kws"))
     calls, x = _counting_convs(monkeypatch), _audio(3)
     with torch.inference_mode():

@@ -19,7 +19,7 @@ from torch import nn
 
 from kwsbench.cost import nanomamba_card_cost
 from kwsbench.features import instance_norm_time, mel_filterbank_floor_bins, stft_magnitude
-from kwsbench.models.ncssm import HOP, N_CLASSES, N_FFT, N_MELS, SSMBlock, selective_scan
+from kwsbench.models.ncssm import HOP, N_CLASSES, N_FFT, N_MELS, SSMBlock, cpu_inference, selective_scan
 from kwsbench.models.registry import ModelCard, register
 
 SOURCE = "DrJinHoChoi/NC-SSM-TASLP2026 @4b43e56 (nanomamba.py, original SA-SSM); reference/nc-ssm.md §5.6"
@@ -83,7 +83,7 @@ class NanoMamba(nn.Module):
         self.classifier = nn.Linear(d_model, n_classes)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        mag = stft_magnitude(audio, N_FFT, HOP, N_FFT, self._window)
+        mag = stft_magnitude(audio, N_FFT, HOP, N_FFT, self._window, exact=not cpu_inference(audio))
         snr = self.snr_estimator(mag, self.mel_fb).transpose(1, 2)
         feats = instance_norm_time(torch.log(torch.matmul(self.mel_fb, mag) + 1e-8))
         x = self.patch_proj(feats.transpose(1, 2))
@@ -125,6 +125,7 @@ for _name, _d, _n, _l, _ckpt, _aliases, _note in _VARIANTS:
             native_rate=16000,
             protocol="v2-12",
             cost=nanomamba_card_cost,
+            cpu_lanes=True,  # 1.21-1.37x in lanes on 2 threads (benchmarks/cpu_eval.py --levers lanes)
             checkpoint=f"nc-ssm:{_ckpt}",
             aliases=_aliases,
             published_params=_PUBLISHED[(_d, _n, _l)],

@@ -99,15 +99,17 @@ def selective_scan(
     return torch.matmul(h, tm(C)[..., None]).squeeze(-1).transpose(0, 1)
 
 
-DECAY_FRAMES = 8  # frames whose decay exp(-A Δ) is computed in one call: fewer calls, still cache-sized
+BLOCK_FRAMES = 8  # frames whose decay and drive are computed in one call: fewer calls, still cache-sized
 
 
 def _frame_selective_scan(delta, u, B, C, A_log, eps, bound) -> torch.Tensor:
     """The selective scan without its (T, B, E, N) temporaries (~28 MB each at batch 128 for NC-SSM-20K,
-    far beyond the cache, streamed several times): the state is an (N, B, E) block (E innermost, so the
-    products broadcast over whole rows) updated in place, and each frame's output C_t · h_t is summed over
-    N straight into y. Same products as the materialised path; the sums over N and the fused
-    multiply-adds round differently (relative ~1e-7 on the scan output).
+    far beyond the cache, streamed several times). Frames go in blocks of BLOCK_FRAMES: the decays
+    exp(-A Δ_t) and drives Δ_t u_t B_t + ε_t u_t of a block are computed in one call each as (k, N, B, E)
+    (E innermost, so the products broadcast over whole rows); the recursion h_t = decay_t h_{t-1} + drive_t
+    then runs frame by frame in place in the drive buffer (2 calls a frame), and the block's outputs
+    C_t · h_t are summed over N in one call. Same products as the materialised path; the sums over N and
+    the fused multiply-adds round differently (relative ~1e-7 on the scan output).
     """
     tm = lambda t: t.transpose(0, 1).contiguous()  # noqa: E731  (B, T, X) -> (T, B, X)
     nm = lambda t: t.permute(1, 2, 0).contiguous()  # noqa: E731  (B, T, N) -> (T, N, B)
@@ -115,21 +117,23 @@ def _frame_selective_scan(delta, u, B, C, A_log, eps, bound) -> torch.Tensor:
     T, batch, E = u_t.shape
     N = b_n.shape[1]
     neg_a = (-torch.exp(A_log)).T.contiguous()[:, None, :]  # (N, 1, E)
-    du = delta_t * u_t
-    eu = tm(eps) * u_t if eps is not None else torch.zeros_like(u_t)
+    du = (delta_t * u_t)[:, None]  # (T, 1, B, E)
+    eu = (tm(eps) * u_t if eps is not None else torch.zeros_like(u_t))[:, None]
     y = torch.empty_like(u_t)
-    h, drive, prod = (u_t.new_zeros(N, batch, E) for _ in range(3))
-    decay = u_t.new_empty(DECAY_FRAMES, N, batch, E)
-    for t in range(T):
-        k = t % DECAY_FRAMES
-        if k == 0:
-            block = decay[: min(DECAY_FRAMES, T - t)]
-            torch.exp(torch.mul(neg_a, delta_t[t : t + len(block), None], out=block), out=block)
-        torch.addcmul(eu[t], du[t], b_n[t, :, :, None], out=drive)  # Δ u B + ε u
-        h, drive = drive.addcmul_(decay[k], h), h  # the new state in the drive's buffer; the old one is free
-        if bound is not None:
-            h.clamp_(-bound, bound)
-        torch.sum(torch.mul(h, c_n[t, :, :, None], out=prod), dim=0, out=y[t])
+    h = u_t.new_zeros(N, batch, E)  # the state before the block
+    decay, drive = (u_t.new_empty(BLOCK_FRAMES, N, batch, E) for _ in range(2))
+    for t0 in range(0, T, BLOCK_FRAMES):
+        k = min(BLOCK_FRAMES, T - t0)
+        dec, states = decay[:k], drive[:k]
+        torch.exp(torch.mul(neg_a, delta_t[t0 : t0 + k, None], out=dec), out=dec)
+        torch.addcmul(eu[t0 : t0 + k], du[t0 : t0 + k], b_n[t0 : t0 + k, :, :, None], out=states)
+        state = h
+        for j in range(k):  # the state of frame t0 + j, in place of its drive
+            state = states[j].addcmul_(dec[j], state)
+            if bound is not None:
+                state.clamp_(-bound, bound)
+        h.copy_(state)
+        torch.sum(states.mul_(c_n[t0 : t0 + k, :, :, None]), dim=1, out=y[t0 : t0 + k])
     return y.transpose(0, 1)
 
 
@@ -405,7 +409,7 @@ class NCSSM(nn.Module):
 
     def forward(self, audio: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
         """`trace`, when a dict, receives every stage under the fixture names of reference §12.2."""
-        mag = stft_magnitude(audio, N_FFT, HOP, N_FFT, self._window)
+        mag = stft_magnitude(audio, N_FFT, HOP, N_FFT, self._window, exact=not cpu_inference(audio))
         snr = self.snr_estimator(mag, self.mel_fb)
         raw_mel = torch.matmul(self.mel_fb, mag)
         gated = self.spectral_gate(raw_mel, snr)
@@ -476,7 +480,8 @@ for _name, _d, _n, _folder, _aliases, _note in _VARIANTS:
             input=_INPUT,
             native_rate=16000,
             protocol="v2-12",
-        cost=ncssm_card_cost,
+            cost=ncssm_card_cost,
+            cpu_lanes=True,  # 1.29-1.53x in lanes on 2 threads (benchmarks/cpu_eval.py --levers lanes)
             checkpoint=f"nc-ssm:{_folder}/best.pt",
             aliases=_aliases,
             published_params=_PUBLISHED.get(_name),

@@ -35,6 +35,9 @@ class ModelCard:
     num_classes: int = 12
     can_change_rate: bool = False  # SSM step scale / front end at a new rate
     can_stream: bool = False  # has step-by-step state update
+    # a CPU run with more threads than models evaluates this model's clips in lanes, one thread each
+    # (kwsbench.run.lanes), instead of one forward on all threads: True where that measured faster
+    cpu_lanes: bool = False
     cost: Callable[..., Any] | None = None  # (card, rate) -> cost record (kwsbench.cost)
     checkpoint: str | None = None  # default checkpoint id in a manifest under checkpoints/
     aliases: tuple[str, ...] = ()

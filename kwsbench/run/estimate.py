@@ -225,10 +225,13 @@ def _calibrate_macs(est: Estimate, cards: list[ModelCard], speeds: dict[str, lis
 
 
 def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKey | None]], clips: int,
-             store: Store, device: str, workers: int = 1) -> Estimate:
+             store: Store, device: str, workers: int = 1, lanes: int = 1) -> Estimate:
     """`cells_of(card)`: the keys of the card's cells (None where the key cannot be known before the model
     loads); a key already stored ok is not counted as work. `workers`: models evaluated at once (CPU runs,
-    kwsbench.run.workers); speeds, in the store as in the table, are each worker's own."""
+    kwsbench.run.workers); `lanes`: threads per model (in lanes of clips or inside each forward,
+    kwsbench.run.lanes). The table's speeds and the MAC rate are one thread's, so a model is counted `lanes`
+    times as fast (one model on two threads ran about twice its one-thread speed); speeds from the store are whole
+    cells' as they ran (most often in the same set-up as this run), so they are taken as they are."""
     kind = _device_kind(device)
     gpu = kind == "cuda"
     est = Estimate(mac_rate=GPU_MAC_RATE if gpu else DEFAULT_MAC_RATE,
@@ -271,10 +274,10 @@ def estimate(cards: list[ModelCard], cells_of: Callable[[ModelCard], list[CellKe
             per_clip = 1.0 / statistics.median(speeds[card.name])
         elif card.name in in_table:
             est.from_table.append(card.name)
-            per_clip = 1.0 / (in_table[card.name] * scale())
+            per_clip = 1.0 / (in_table[card.name] * scale() * lanes)
         elif macs.get(card.name):
             est.from_macs.append(card.name)
-            per_clip = macs[card.name] / est.mac_rate
+            per_clip = macs[card.name] / (est.mac_rate * lanes)
         else:
             est.unknown.append(card.name)
             continue

@@ -39,6 +39,7 @@ from kwsbench.results.store import CellKey, CellResult, Store, condition_label
 from kwsbench.run import distributed as dist_
 from kwsbench.run.distributed import Shard
 from kwsbench.run.graphs import GraphedForward
+from kwsbench.run.lanes import LaneAborted, lanes_per_model, run_lanes
 from kwsbench.run.plan import Plan, check_precision
 from kwsbench.run.precision import check_gpu_supports, for_precision, precision_mode
 from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
@@ -257,22 +258,35 @@ class Pace:
 @torch.inference_mode()
 def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor, noise: torch.Tensor | None,
              cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider,
-             on_batch: Callable[[int], None] | None = None, pace: Pace | None = None) -> np.ndarray:
+             on_batch: Callable[[int], None] | None = None, pace: Pace | None = None, lanes: int = 1) -> np.ndarray:
+    """Every clip's prediction under `cond`, in `lanes` contiguous lanes of clips on their own CPU threads
+    (kwsbench.run.lanes; 1: on this thread). `on_batch` gets the number of clips done so far."""
     pace = pace or Pace(plan.batch_size, adaptive=False)
-    preds = []
-    start = 0
-    while start < clean.shape[0]:
-        stop = min(start + pace.size(), clean.shape[0])
-        t0 = time.perf_counter()
-        x = clean[start:stop]
-        if noise is not None:
-            x = provider.mix(x, noise[start:stop], cond.snr_db, plan.snr_def)
-        logits = model(model_input(x, card, cond.rate_hz, plan))
-        preds.append(torch.argmax(logits, dim=-1).to("cpu", torch.int64))
-        pace.record(stop - start, time.perf_counter() - t0)
-        start = stop
-        if on_batch is not None:
-            on_batch(stop)
+    done = [0] * max(1, lanes)  # clips done per lane
+    count_lock = threading.Lock()
+
+    def lane(index: int, part: range, failed: threading.Event) -> list[torch.Tensor]:
+        preds = []
+        start = part.start
+        while start < part.stop:
+            if failed.is_set():
+                raise LaneAborted
+            stop = min(start + pace.size(), part.stop)
+            t0 = time.perf_counter()
+            x = clean[start:stop]
+            if noise is not None:
+                x = provider.mix(x, noise[start:stop], cond.snr_db, plan.snr_def)
+            logits = model(model_input(x, card, cond.rate_hz, plan))
+            preds.append(torch.argmax(logits, dim=-1).to("cpu", torch.int64))
+            pace.record(stop - start, time.perf_counter() - t0)
+            start = stop
+            with count_lock:  # so the count handed on never goes down
+                done[index] = stop - part.start
+                if on_batch is not None:
+                    on_batch(sum(done))
+        return preds
+
+    preds = [p for lane_preds in run_lanes(lane, clean.shape[0], lanes) for p in lane_preds]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -336,8 +350,8 @@ def run_plan(plan: Plan, loader: ModelLoader | None = None, noise: NoiseProvider
         dist_.barrier(shard)
         forecast = None
         if shard.rank == 0 and (show_progress or shard.sharded):
-            workers = cpu_workers(len(cards)) if plan.device == "cpu" and not shard.sharded else 1
-            forecast = _forecast(plan, cards, conds, clipset, provider, store, loader, workers)
+            workers, lanes = _cpu_parallelism(plan, len(cards), shard)
+            forecast = _forecast(plan, cards, conds, clipset, provider, store, loader, workers, lanes)
         if shard.sharded:  # rank 0 deals the cells out by their expected cost; every rank gets the same owners
             owners = forecast.deal(shard.world) if forecast is not None and deal == "cost" else None
             owners = dist_.broadcast(shard, owners)
@@ -447,7 +461,8 @@ class Forecast:
 
 
 def _forecast(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipset: ClipSet,
-              provider: NoiseProvider, store: Store, loader: ModelLoader, workers: int = 1) -> Forecast:
+              provider: NoiseProvider, store: Store, loader: ModelLoader, workers: int = 1,
+              lanes: int = 1) -> Forecast:
     """What every cell of the plan will cost (see kwsbench.run.estimate), from keys known before any model
     is loaded: a cell already stored ok costs nothing."""
     from kwsbench.run.estimate import estimate
@@ -465,7 +480,7 @@ def _forecast(plan: Plan, cards: list[ModelCard], conds: list[Condition], clipse
         sha = None if plan.force else _known_sha(loader, card, plan)
         keys[card.name] = [False if _cannot_run(plan, card, c) else key(card, sha, c) for c in conds]
     est = estimate(cards, lambda card: [k for k in keys[card.name] if k is not False], len(clipset), store,
-                   plan.device, workers=workers)
+                   plan.device, workers=workers, lanes=lanes)
     costs = [[0.0 if k is False or (k is not None and store.has_ok(k)) else est.cell_seconds(card.name, len(clipset))
               for k in keys[card.name]] for card in cards]
     return Forecast(est, costs)
@@ -527,6 +542,7 @@ class RunContext:
     # CPU model workers (kwsbench.run.workers): the summary and progress are updated under this lock
     lock: threading.RLock = field(default_factory=threading.RLock)
     stop: threading.Event = field(default_factory=threading.Event)
+    lanes: int = 1  # CPU threads per model: lanes of clips for the cards with cpu_lanes (kwsbench.run.lanes)
 
 
 @dataclass
@@ -556,7 +572,7 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
         noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
     stop_after = dist_.exit_after(shard.rank)
     jobs = [(card, my_conds) for card, my_conds in zip(cards, owned, strict=True) if my_conds]
-    workers = cpu_workers(len(jobs)) if plan.device == "cpu" and not shard.sharded else 1
+    workers, ctx.lanes = _cpu_parallelism(plan, len(jobs), shard)
     if workers == 1:
         for card, my_conds in jobs:
             summary.cell_keys += _run_model(ctx, card, my_conds, loader, card.name in named, stop_after)
@@ -572,6 +588,15 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
     by_job = dict(zip(order, keys, strict=True))
     for i in range(len(jobs)):
         summary.cell_keys += by_job[i]
+
+
+def _cpu_parallelism(plan: Plan, models: int, shard: Shard) -> tuple[int, int]:
+    """(models evaluated at once, lanes of clips per model) of a CPU run (kwsbench.run.workers, .lanes);
+    (1, 1) on a GPU or in a sharded run."""
+    if plan.device != "cpu" or shard.sharded:
+        return 1, 1
+    workers = cpu_workers(models)
+    return workers, lanes_per_model(torch.get_num_threads(), workers)
 
 
 def _run_model(ctx: RunContext, card: ModelCard, conds: list[Condition], loader: ModelLoader, explicit: bool,
@@ -716,7 +741,8 @@ def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
                 state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
                 preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
-                                 _on_batch(ctx, card.name, cond.label()), state.pace)
+                                 _on_batch(ctx, card.name, cond.label()), state.pace,
+                                 ctx.lanes if card.cpu_lanes else 1)
             with record_function("kwsbench.score"):
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
