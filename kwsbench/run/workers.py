@@ -8,7 +8,8 @@ A kernel on one thread computes each clip as it does on two (the logits of 25 of
 bit-identical, the other two within 1e-6, no prediction changed), so only the time changes.
 
 `KWSBENCH_CPU_WORKERS` sets the number of models run at once (default: torch's thread count, i.e. the cores
-or OMP_NUM_THREADS); 1 restores one model at a time on all threads.
+or OMP_NUM_THREADS); 1 restores one model at a time on all threads (in lanes of clips for the cards that measured
+faster that way, kwsbench/run/lanes.py).
 
 The results store's SQLite connection belongs to the thread that opened it: workers hand their store calls
 to that thread (`MainThreadCalls`), which serves them while it waits for the workers.
