@@ -125,7 +125,7 @@ for _name, _d, _n, _l, _ckpt, _aliases, _note in _VARIANTS:
             native_rate=16000,
             protocol="v2-12",
             cost=nanomamba_card_cost,
-            cpu_lanes=True,  # 1.21-1.37x in lanes on 2 threads (benchmarks/cpu_eval.py --levers lanes)
+            cpu_lanes=True,  # 0.97-1.53x (median 1.25x) in lanes on 2 threads (benchmarks/cpu_eval.py --levers lanes)
             checkpoint=f"nc-ssm:{_ckpt}",
             aliases=_aliases,
             published_params=_PUBLISHED[(_d, _n, _l)],

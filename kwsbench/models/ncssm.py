@@ -481,7 +481,7 @@ for _name, _d, _n, _folder, _aliases, _note in _VARIANTS:
             native_rate=16000,
             protocol="v2-12",
             cost=ncssm_card_cost,
-            cpu_lanes=True,  # 1.29-1.53x in lanes on 2 threads (benchmarks/cpu_eval.py --levers lanes)
+            cpu_lanes=True,  # 0.97-1.53x (median 1.25x) in lanes on 2 threads (benchmarks/cpu_eval.py --levers lanes)
             checkpoint=f"nc-ssm:{_folder}/best.pt",
             aliases=_aliases,
             published_params=_PUBLISHED.get(_name),

@@ -7,10 +7,11 @@ forward. Each clip's logits do not depend on the batch it is in nor on the threa
 (see kwsbench.run.workers), so lanes change time only; tests/test_lanes.py checks the predictions.
 
 A CPU run uses lanes when it has more threads than models at once (`lanes_per_model`), for the cards that
-measured faster in lanes (`ModelCard.cpu_lanes`: the NC-SSM and NanoMamba families, 1.2-1.5x on two threads;
-`benchmarks/cpu_eval.py --levers lanes`). The others run one forward on all threads: DS-CNN-S and KWT-1, whose
-time is in large matrix products, measured 0.81-0.92x in lanes, most other cards 0.98-1.07x. A run of one model
-on two threads gets two lanes; the quick run's 27 models, two at a time, get one lane each.
+measured faster in lanes (`ModelCard.cpu_lanes`: the NC-SSM and NanoMamba families, median 1.25x, 0.97-1.53x
+on two threads over three runs; `benchmarks/cpu_eval.py --levers lanes`). The others run one forward on all
+threads: DS-CNN-S and KWT-1, whose time is in large matrix products, measured 0.81-1.04x in lanes, the other cards
+0.98-1.18x. A run of one model on two threads gets two lanes; the quick run's 27 models, two at a time, get one
+lane each.
 """
 
 from __future__ import annotations
