@@ -17,6 +17,7 @@ lane each.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,7 +36,7 @@ def lane_ranges(n: int, lanes: int) -> list[range]:
     """[0, n) cut into at most `lanes` contiguous, non-empty ranges of nearly equal length, in order."""
     lanes = max(1, min(lanes, n))
     bounds = [n * i // lanes for i in range(lanes + 1)]
-    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a] or [range(0, 0)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds) if b > a] or [range(0, 0)]
 
 
 class LaneAborted(Exception):
