@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """sha256 over every stored cell of a results store: key, counts and prediction blob. Equal digests =
-identical results (used to show a speed change left the numbers alone).
+identical results (used to show a speed change left the numbers alone). --diff A B: where two stores' results
+differ, per model: cells in both, cells whose predictions differ, predictions that differ, correct counts.
 
     python benchmarks/results_digest.py runs/kwsbench.sqlite [other.sqlite ...]
+    python benchmarks/results_digest.py --diff before.sqlite after.sqlite
 """
 
 from __future__ import annotations
@@ -25,6 +27,30 @@ def digest(store: str | Path) -> tuple[str, int]:
     return h.hexdigest(), len(cells)
 
 
+def diff(a: str | Path, b: str | Path) -> dict[str, dict[str, int]]:
+    """Per model, over the cells both stores hold (same key): cells, cells whose predictions differ, predictions
+    that differ, and the correct counts of each store."""
+    import numpy as np
+
+    from kwsbench.results.store import Store
+
+    rows: dict[str, dict[str, int]] = {}
+    with Store(a, read_only=True) as sa, Store(b, read_only=True) as sb:
+        theirs = {c.cell_key: c for c in sb.cells()}
+        for c in sorted(sa.cells(), key=lambda c: c.cell_key):
+            other = theirs.get(c.cell_key)
+            if other is None or c.status != "ok" or other.status != "ok":
+                continue
+            flips = int(np.count_nonzero(sa.predictions(c.cell_key) != sb.predictions(c.cell_key)))
+            row = rows.setdefault(c.model, {"cells": 0, "cells_differ": 0, "flips": 0, "correct_a": 0, "correct_b": 0})
+            row["cells"] += 1
+            row["cells_differ"] += flips > 0
+            row["flips"] += flips
+            row["correct_a"] += c.correct or 0
+            row["correct_b"] += other.correct or 0
+    return rows
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -32,7 +58,21 @@ def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stores", nargs="+", metavar="STORE", help="results store (SQLite file) to digest")
+    parser.add_argument("--diff", action="store_true", help="compare two stores cell by cell instead")
     args = parser.parse_args(argv)
+    if args.diff:
+        if len(args.stores) != 2:
+            parser.error("--diff takes two stores")
+        try:
+            rows = diff(*args.stores)
+        except KwsbenchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"{'model':<24} {'cells':>5} {'differ':>6} {'flips':>6} {'correct A':>10} {'correct B':>10}")
+        for model, r in sorted(rows.items()):
+            print(f"{model:<24} {r['cells']:>5} {r['cells_differ']:>6} {r['flips']:>6} "
+                  f"{r['correct_a']:>10} {r['correct_b']:>10}")
+        return 0
     for path in args.stores:
         try:
             sha, n = digest(path)

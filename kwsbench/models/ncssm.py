@@ -83,12 +83,19 @@ def selective_scan(
 
     delta, u: (B, T, E); B, C: (B, T, N); eps: (B, T, 1) or None. method "frames" (what "auto" takes for
     inference on the CPU): every (B, E, N) quantity computed frame by frame in cache-sized buffers;
-    "materialised" (training, and any GPU): the (T, B, E, N) tensors built whole, then `linear_scan`.
+    "kernel" (what "auto" takes for float32 inference on a GPU with Triton): one Triton program per clip and
+    block of channels walks the frames with its state in registers (`ncssm_gpu`); "materialised" (training,
+    and a GPU otherwise): the (T, B, E, N) tensors built whole, then `linear_scan`.
     """
     if method == "auto":
-        method = "frames" if cpu_inference(u) else "materialised"
+        gpu_kernel = _gpu_kernel_applies(delta, u, B, C, A_log)
+        method = "frames" if cpu_inference(u) else "kernel" if gpu_kernel else "materialised"
     if method == "frames":
         return _frame_selective_scan(delta, u, B, C, A_log, eps, bound)
+    if method == "kernel":
+        from kwsbench.models import ncssm_gpu
+
+        return ncssm_gpu.selective_scan(delta, u, B, C, A_log, eps, bound)
     tm = lambda t: t.transpose(0, 1).contiguous()  # noqa: E731
     delta_t, u_t, b_t = tm(delta), tm(u), tm(B)
     a_bar = torch.exp(-torch.exp(A_log) * delta_t[..., None])
@@ -97,6 +104,16 @@ def selective_scan(
         drive = drive + (tm(eps) * u_t)[..., None]
     h = linear_scan(a_bar, drive, bound=bound)
     return torch.matmul(h, tm(C)[..., None]).squeeze(-1).transpose(0, 1)
+
+
+def _gpu_kernel_applies(*tensors: torch.Tensor) -> bool:
+    """Whether the Triton scan serves this call; decided without importing Triton for CPU tensors (model
+    commands on a CPU never load it)."""
+    if not tensors[0].is_cuda:
+        return False
+    from kwsbench.models import ncssm_gpu  # loads Triton: only for a GPU forward (the first, eager warm-up one)
+
+    return ncssm_gpu.applies(*tensors)
 
 
 BLOCK_FRAMES = 8  # frames whose decay and drive are computed in one call: fewer calls, still cache-sized
@@ -186,8 +203,14 @@ class RunningSNREstimator(nn.Module):
         beta, gamma = torch.sigmoid(self.raw_beta), torch.sigmoid(self.raw_gamma)
         # γ >= β asked once per parameter set, not every forward (cached_kernel), so a warm forward never syncs
         rising = cached_kernel(self, 0, self._rising) if cpu_inference(mag) else None
-        track = track_noise(mag.movedim(-1, 0).contiguous(), n0.squeeze(-1), gamma, beta, rising=rising)
-        n_eff = torch.maximum(track.movedim(0, -1), 0.5 * n0)
+        if _gpu_kernel_applies(mag, n0, gamma, beta):  # one Triton program walks the frames of 128 bins
+            from kwsbench.models import ncssm_gpu
+
+            track = ncssm_gpu.track_noise(mag, n0.squeeze(-1), gamma, beta)
+        else:
+            track = track_noise(mag.movedim(-1, 0).contiguous(), n0.squeeze(-1), gamma, beta, rising=rising)
+            track = track.movedim(0, -1)
+        n_eff = torch.maximum(track, 0.5 * n0)
         snr = mag / (self.noise_scale.abs() * n_eff + 1e-8)
         s = torch.tanh(torch.matmul(mel_fb, snr) / 10.0)
         return torch.nan_to_num(s, nan=0.0, posinf=1.0, neginf=0.0)
@@ -237,10 +260,19 @@ class PCENExpert(nn.Module):
         r = torch.clamp(torch.sigmoid(self.log_r), 0.05, 0.25)[:, None]
         r = torch.clamp(r * (1 + 0.5 * (1 - snr)), 0.05, 0.40)
         s_pc = torch.clamp(s_k * (1 + 0.3 * (1 - snr)), 0.05, 0.40)
-        smooth = torch.clamp(ema_smoother(m, s_pc), min=1e-5)
+        smooth = torch.clamp(_smoother(m, s_pc), min=1e-5)
         gain = torch.clamp(torch.pow(1e-6 + smooth, -alpha), max=1e5)
         out = torch.pow(m * gain + delta, r) - torch.pow(delta, r)
         return torch.nan_to_num(out, nan=0.0)
+
+
+def _smoother(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """`ema_smoother`, as one Triton kernel for inference on a GPU (the same bits; `ncssm_gpu`)."""
+    if _gpu_kernel_applies(m, s):
+        from kwsbench.models import ncssm_gpu
+
+        return ncssm_gpu.ema_smoother(m, s)
+    return ema_smoother(m, s)
 
 
 class DualPCEN(nn.Module):

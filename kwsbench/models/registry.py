@@ -18,9 +18,10 @@ from typing import Any
 from kwsbench.errors import BadInputError
 from kwsbench.models.seeded import drawing_from
 
-# modules of kwsbench.models that register no card: sedge_eval (S-Edge's GPU inference path) loads Triton, which
-# only a forward on a GPU needs (kwsbench.models.sedge imports it there); seeded is the builds' generator
-_NOT_FAMILIES = {"registry", "__init__", "sedge_eval", "seeded"}
+# modules of kwsbench.models that register no card: sedge_eval and ncssm_gpu (S-Edge's and NC-SSM's GPU inference
+# paths) load Triton, which only a forward on a GPU needs (their families import them there); seeded is the
+# builds' generator
+_NOT_FAMILIES = {"registry", "__init__", "sedge_eval", "ncssm_gpu", "seeded"}
 
 
 @dataclass(frozen=True)
