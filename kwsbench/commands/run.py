@@ -171,10 +171,13 @@ def interrupt_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_results(store_path: str, cell_keys: list[str]) -> None:
-    """The accuracies this run covered (computed or reused), with their Wilson 95% intervals."""
-    from rich.table import Table
+WIDE_TABLE_CELLS = 48  # above this many cells the run prints accuracy by SNR (one row per model and noise)
 
+
+def _print_results(store_path: str, cell_keys: list[str]) -> None:
+    """The accuracies this run covered (computed or reused): up to WIDE_TABLE_CELLS cells one row each with its
+    Wilson 95% interval; a larger grid as one row per model and noise with a column per SNR, as papers
+    tabulate it (a 432-cell grid took ~1 s to print as rows and filled ten screens)."""
     from kwsbench.results.store import Store
 
     wanted = set(cell_keys)
@@ -182,9 +185,21 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
         cells = [c for c in store.cells() if c.cell_key in wanted]
     if not cells:
         return
-    table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
+    table = _cell_rows(cells) if len(cells) <= WIDE_TABLE_CELLS else _snr_columns(cells)
+    console().print(table)
+
+
+def _varying(cells: list) -> tuple[bool, bool]:
+    """Whether the table needs a seed column (several noise seeds) and a precision column (any cell not fp32)."""
     seeds = len({c.seed for c in cells if c.noise != "clean"}) > 1
-    precisions = {c.precision for c in cells} != {"fp32"}  # shown where a cell is not at the reference precision
+    return seeds, {c.precision for c in cells} != {"fp32"}
+
+
+def _cell_rows(cells: list):
+    from rich.table import Table
+
+    table = Table(title=f"accuracy (%), {cells[0].protocol}, n = {cells[0].n} clips, Wilson 95% interval")
+    seeds, precisions = _varying(cells)
     columns = ("model", "noise", "SNR dB", *(("seed",) if seeds else ()), "rate Hz",
                *(("precision",) if precisions else ()), "accuracy", "95% CI")
     for col in columns:
@@ -195,4 +210,46 @@ def _print_results(store_path: str, cell_keys: list[str]) -> None:
         table.add_row(c.model, c.noise, snr, *seed, f"{c.rate_hz} {c.rate_mode}",
                       *((c.precision,) if precisions else ()), f"{100 * c.accuracy:.2f}",
                       f"{100 * c.ci_low:.1f}–{100 * c.ci_high:.1f}")
-    console().print(table)
+    return table
+
+
+def _snr_columns(cells: list):
+    """One row per (model, noise, seed, rate, precision), in the run's order, a column per SNR, and the model's
+    clean accuracy (same rate and precision) in a first column of each of its rows."""
+    from rich.table import Table
+
+    seeds, precisions = _varying(cells)
+    snrs = sorted({(c.snr_db, c.snr_def) for c in cells if c.snr_db is not None})
+    several_defs = len({d for _, d in snrs}) > 1
+    snr_label = {s: f"{s[0]:+g}" + (f" {s[1]}" if several_defs else "") for s in snrs}
+    has_clean = any(c.snr_db is None for c in cells)
+    table = Table(title=f"accuracy (%) by SNR in dB ({', '.join(sorted({d for _, d in snrs})) or '-'}), "
+                        f"{cells[0].protocol}, n = {cells[0].n} clips; intervals: `kwsbench leaderboard`")
+    lead = ("model", "noise", *(("seed",) if seeds else ()), "rate Hz", *(("precision",) if precisions else ()))
+    for col in lead:
+        table.add_column(col, justify="left" if col in ("model", "noise") else "right", no_wrap=True)
+    value_columns = [*(["clean"] if has_clean else []), *(snr_label[s] for s in snrs)]
+    for col in value_columns:
+        table.add_column(col, justify="right", no_wrap=True)
+    clean: dict[tuple, str] = {}
+    rows: dict[tuple, dict] = {}
+    for c in cells:
+        model_key = (c.model, f"{c.rate_hz} {c.rate_mode}", c.precision)
+        if c.snr_db is None:
+            clean[model_key] = f"{100 * c.accuracy:.2f}"
+            rows.setdefault(model_key, {})  # keeps the model's place; dropped below if it has noisy rows
+            continue
+        key = (c.model, c.noise, *((str(c.seed),) if seeds else ()), f"{c.rate_hz} {c.rate_mode}",
+               *((c.precision,) if precisions else ()))
+        rows.setdefault(key, {"model": model_key})[snr_label[(c.snr_db, c.snr_def)]] = f"{100 * c.accuracy:.2f}"
+    noisy_models = {v["model"] for v in rows.values() if "model" in v}
+    for key, values in rows.items():
+        if "model" not in values:  # a clean-only entry: a row of its own unless the model has noisy rows
+            if key in noisy_models:
+                continue
+            model, rate, precision = key
+            key = (model, "-", *(("",) if seeds else ()), rate, *((precision,) if precisions else ()))
+            values = {"model": (model, rate, precision)}
+        values = {**values, "clean": clean.get(values["model"], "")}
+        table.add_row(*key, *(values.get(col, "") for col in value_columns))
+    return table
