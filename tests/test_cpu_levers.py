@@ -65,15 +65,16 @@ CONV_CARDS = ["ds-cnn-s", "bc-resnet-1-ncssm", "bc-resnet-1", "bc-resnet-1-5", "
 
 
 def _counting_convs(monkeypatch) -> list[int]:
-    """Counts the calls of conv_inference.conv (the fast path's convolution) from here on."""
+    """Counts the fast path's convolutions from here on (each folds its weights once, whether it runs alone or
+    with its ReLU fused)."""
     calls = [0]
-    plain = conv_inference.conv
+    plain = conv_inference._folded
 
     def counted(*args, **kwargs):
         calls[0] += 1
         return plain(*args, **kwargs)
 
-    monkeypatch.setattr(conv_inference, "conv", counted)
+    monkeypatch.setattr(conv_inference, "_folded", counted)
     return calls
 
 
@@ -163,3 +164,28 @@ def test_ncssm_cpu_inference_takes_the_frame_paths(name, monkeypatch):
     torch.testing.assert_close(fast, previous, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-5, atol=1e-5)
     assert torch.equal(fast.argmax(-1), previous.argmax(-1))
+
+
+@pytest.mark.parametrize("name", ["ds-cnn-s", "bc-resnet-1-ncssm"])
+def test_fused_relu_gives_the_bits_of_convolution_then_relu(name, monkeypatch):
+    """The oneDNN convolution with its ReLU as a post-op computes exactly the convolution followed by a ReLU;
+    the models use it (every fusable convolution of ds-cnn-s)."""
+    model, x = _model(name), _audio()
+    fusable = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and conv_inference.fuses_relu(m)]
+    assert fusable if torch.backends.mkldnn.is_available() else not fusable
+    with torch.inference_mode():
+        fused = model(x)
+        monkeypatch.setattr(conv_inference, "fuses_relu", lambda layer: False)
+        unfused = model(x)
+    assert torch.equal(fused, unfused)
+
+
+def test_the_first_convolution_writes_channels_last():
+    """A one-channel input gets NHWC strides, so oneDNN writes the first layer's output NHWC (with the NCHW
+    strides `contiguous(memory_format=...)` keeps for one channel, the next layer paid a copy)."""
+    layer = torch.nn.Conv2d(1, 8, 3, padding=1).eval()
+    with torch.inference_mode():
+        out = conv_inference.conv(torch.randn(2, 1, 10, 12), layer)
+        ref = layer(torch.randn(2, 1, 10, 12))
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.stride(1) == 1
+    assert out.shape == ref.shape

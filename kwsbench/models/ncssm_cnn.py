@@ -139,9 +139,9 @@ class BCResNet1NCSSM(nn.Module):
         on_fast_path = fast.takes_fast_path(self, audio)
         x = self.frontend(audio, exact=not on_fast_path).unsqueeze(1)
         if on_fast_path:
-            x = fast.conv(x, self.conv1, self.bn1).relu_()
+            x = fast.conv_relu(x, self.conv1, self.bn1)
             x = self.stage4(self.stage3(self.stage2(self.stage1(x))))  # each block takes the fast path too
-            x = fast.conv(x, self.head_conv, self.head_bn).relu_()
+            x = fast.conv_relu(x, self.head_conv, self.head_bn)
         else:
             x = F.relu(self.bn1(self.conv1(x)))
             x = self.stage4(self.stage3(self.stage2(self.stage1(x))))
