@@ -12,7 +12,9 @@ depend on them), or a manifest's trained weights (--weights gsc-mini); clips ran
 --compare times the GPU eval path (two GEMMs around a Triton scan, `kwsbench/models/sedge_eval.py`) against
 the chunked training path side by side (alternating, same inputs) and gives their logits' largest difference
 relative to the largest logit, each path's distance to a float64 forward, and the clips whose predicted class
-differs. --profile writes torch.profiler's per-kernel CUDA time of one forward of each path per size.
+differs. It also times the scan path with every input projection as a cuBLAS GEMM (`projection_gemm_`: the
+path before projections moved into the scan kernel) and with every one inside the kernel (`projection_all_`),
+with their logits' difference and prediction flips against the default. --profile writes torch.profiler's per-kernel CUDA time of one forward of each path per size.
 
     python benchmarks/sedge_gpu.py --batch 1024 --out sedge.json            # on a GPU
     python benchmarks/sedge_gpu.py --compare --data-dir DEV --weights gsc-mini --sizes full,naive-extra-large
@@ -148,7 +150,31 @@ def _compare(model, x, args, macs: int, gemm: float) -> dict:
             "rel_diff": float((new - old).abs().max() / old.abs().max()),
             "new_vs_f64": float((new.double() - exact).abs().max() / scale),
             "old_vs_f64": float((old.double() - exact).abs().max() / scale),
-            "flips": int((new.argmax(1) != old.argmax(1)).sum()), "clips": int(x.shape[0])}
+            "flips": int((new.argmax(1) != old.argmax(1)).sum()), "clips": int(x.shape[0])} | _projections(
+                model, x, args, macs, gemm, new)
+
+
+def _projections(model, x, args, macs: int, gemm: float, default) -> dict:
+    """The scan path with the input projections as GEMMs (threshold 0) and all inside the kernel (threshold 128),
+    timed right after the default, and how far their logits are from the default's."""
+    import torch
+
+    from kwsbench.models import sedge_eval
+
+    row = {"project_max_in": sedge_eval._PROJECT_MAX_IN}
+    for tag, limit in (("projection_gemm_", 0), ("projection_all_", 128)):
+        kept = sedge_eval._PROJECT_MAX_IN
+        sedge_eval._PROJECT_MAX_IN = limit
+        try:
+            with torch.no_grad():
+                t = _time(lambda: model(x), args.reps, args.device)
+                out = model(x)
+        finally:
+            sedge_eval._PROJECT_MAX_IN = kept
+        row |= _rate(t, macs, x, args, gemm, tag) | {
+            f"{tag}rel_diff": float((out - default).abs().max() / default.abs().max()),
+            f"{tag}flips": int((out.argmax(1) != default.argmax(1)).sum())}
+    return row
 
 
 def _float64_logits(model, x):

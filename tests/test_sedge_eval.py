@@ -29,10 +29,11 @@ _SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from kwsbench.models import sedge_eval
     from kwsbench.models.sedge import SEdgeClassifier, SEdgeConfig
-    sedge_eval._SCAN_T, sedge_eval._SCAN_CB = 16, 8  # small tiles: the interpreter runs element by element
-    configs = {
+    sedge_eval._SCAN_T, sedge_eval._SCAN_CB = 16, 16  # small tiles: the interpreter runs element by element
+    configs = {  # layers of 12 and 24 states project their input inside the scan kernel, the others do not
         "identity": (SEdgeConfig((6, 12, 4), (5, 5, 5), False, False, "s5", 0.1, None), [1, 2, 2]),
         "norm-skip": (SEdgeConfig((10, 6), (4, 7), True, True, "orthogonal", 0.0, None), [1, 1]),
+        "norm-skip-projected": (SEdgeConfig((20, 24), (6, 5), True, True, "orthogonal", 0.0, None), [1, 1]),
     }
     g = torch.Generator().manual_seed(3)
     out = {}
@@ -49,6 +50,9 @@ _SCRIPT = textwrap.dedent("""
         with torch.no_grad():
             ref = m(x)  # CPU: the chunked path
             new = sedge_eval.forward(m, x)
+            sedge_eval._PROJECT_MAX_IN = 0  # every projection a GEMM
+            gemm = sedge_eval.forward(m, x)
+            sedge_eval._PROJECT_MAX_IN = 64
             exact = m.double()(x.double())
             m.float()
             with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: fp32 layers, bf16 decoder
@@ -58,6 +62,8 @@ _SCRIPT = textwrap.dedent("""
         out[name] = {"new": (new.double() - exact).abs().max().item() / scale,
                      "ref": (ref.double() - exact).abs().max().item() / scale,
                      "new_ref": (new - ref).abs().max().item() / ref.abs().max().item(),
+                     "gemm_ref": (gemm - ref).abs().max().item() / ref.abs().max().item(),
+                     "projected": [sedge_eval.projects_inside(layer.h_in, layer.n_state) for layer in m.layers],
                      "bf16": [str(new_bf.dtype), str(ref_bf.dtype),
                               (new_bf.float() - ref_bf.float()).abs().max().item() / ref.abs().max().item()]}
     print(json.dumps(out))
@@ -70,8 +76,12 @@ def test_scan_path_equals_chunked_path_under_the_interpreter():
     res = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     errors = json.loads(res.stdout.strip().splitlines()[-1])
+    assert errors["identity"]["projected"] == [False, True, False]
+    assert errors["norm-skip"]["projected"] == [False, False]
+    assert errors["norm-skip-projected"]["projected"] == [False, True]
     for name, e in errors.items():
         assert e["new_ref"] < 1e-5, (name, e)
+        assert e["gemm_ref"] < 1e-5, (name, e)
         assert e["new"] < 1e-5, (name, e)  # as close to the float64 result as the chunked path is
         assert e["ref"] < 1e-5, (name, e)
         # under bf16 autocast both paths give the same dtype and agree to the bf16 decoder's rounding

@@ -6,7 +6,8 @@ for the 96- and 64-wide layers of the large sizes that is ~2x the model's own MA
 form (9-10 % of the H200's fp32 rate in eval). Inference needs no gradient, so here each layer does exactly
 the model's arithmetic:
 
-    v = u_n B̄ᵀ + b̄      one GEMM (BatchNorm folded into B̄ and b̄), (B·L, H_in) x (H_in, 2N)
+    v = u_n B̄ᵀ + b̄      one GEMM (BatchNorm folded into B̄ and b̄), (B·L, H_in) x (H_in, 2N); for an input
+                         of at most 64 channels a dot product inside the scan kernel instead (`projects_inside`)
     x_t = λ̄ x_{t-1} + v_t   the diagonal complex recurrence, in place: a Triton kernel, one program per
                          (clip, block of states), walking time in tiles with an associative scan inside a
                          tile and the carried state between tiles (memory-bound: one read, one write);
@@ -48,6 +49,8 @@ _SCAN_T = 64  # time steps per scan tile
 _SCAN_CB = 32  # complex states per program
 _SCAN_WARPS = 4
 _EW_BLOCK = 2048  # elements per program of the LeakyReLU + residual kernel
+_PROJECT_MAX_IN = 64  # layers this wide or narrower project their input inside the scan kernel (see `scan`)
+_GIVEN, _SCALAR, _PROJECTED = 0, 1, 2  # what the scan kernel reads: v, a one-channel input, an H_in-wide input
 _ENABLED = [True]  # `scan_eval(False)` switches the GPU eval path off (benchmarks compare the two)
 
 
@@ -81,11 +84,14 @@ if triton is not None:
 
     @triton.jit
     def _scan_kernel(src, dst, w, bias, lam_re, lam_im, pw, length: tl.constexpr,
-                     N: tl.constexpr, CB: tl.constexpr, T: tl.constexpr, FROM_SCALAR: tl.constexpr):
-        """dst[b, t] = λ̄ dst[b, t-1] + v[b, t] over one clip and CB states; v = src (B, L, 2N), or, with
-        FROM_SCALAR, src (B, L) times w plus bias (the one-channel input projection). pw (2, T, N): λ̄^(j+1),
-        each power rounded once (see `scan`). The length is a compile-time constant (one compilation per clip
-        length; Triton's interpreter needs it so)."""
+                     N: tl.constexpr, CB: tl.constexpr, T: tl.constexpr, SOURCE: tl.constexpr,
+                     H_IN: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
+        """dst[b, t] = λ̄ dst[b, t-1] + v[b, t] over one clip and CB states. SOURCE says what v is: _GIVEN,
+        src (B, L, 2N) itself; _SCALAR, src (B, L) times w (2N,) plus bias (the one-channel input projection);
+        _PROJECTED, src (B, L, H_IN) times w (H_IN, 2N) plus bias, a dot product per time tile (KP: H_IN
+        rounded up to a power of two of at least 16; PREC: "ieee", or "tf32" when the run asked for TF32), so
+        v never goes through memory. pw (2, T, N): λ̄^(j+1), each power rounded once (see `scan`). The length
+        is a compile-time constant (one compilation per clip length; Triton's interpreter needs it so)."""
         b = tl.program_id(0).to(tl.int64)
         c = tl.program_id(1) * CB + tl.arange(0, CB)
         cok = c < N
@@ -98,9 +104,16 @@ if triton is not None:
         pw_ok = (r[:, None] < T) & cok[None, :]
         p_re = tl.load(pw + pw_off, mask=pw_ok, other=0.0)
         p_im = tl.load(pw + T * N + pw_off, mask=pw_ok, other=0.0)
-        if FROM_SCALAR:
+        if SOURCE == 1:  # _SCALAR
             w_re = tl.load(w + c, mask=cok, other=0.0)[None, :]
             w_im = tl.load(w + N + c, mask=cok, other=0.0)[None, :]
+        if SOURCE == 2:  # _PROJECTED: this block's columns of W_B, loaded once
+            k = tl.arange(0, KP)
+            w_off = k[:, None] * (2 * N) + c[None, :]
+            w_ok = (k[:, None] < H_IN) & cok[None, :]
+            w_re = tl.load(w + w_off, mask=w_ok, other=0.0)
+            w_im = tl.load(w + w_off + N, mask=w_ok, other=0.0)
+        if SOURCE != 0:
             b_re = tl.load(bias + c, mask=cok, other=0.0)[None, :]
             b_im = tl.load(bias + N + c, mask=cok, other=0.0)[None, :]
         c_re = tl.zeros((CB,), tl.float32)
@@ -111,10 +124,15 @@ if triton is not None:
             t = t0 + r
             ok = (t < length)[:, None] & cok[None, :]
             off = (row0 + t)[:, None] * (2 * N) + c[None, :]
-            if FROM_SCALAR:
+            if SOURCE == 1:
                 s = tl.load(src + row0 + t, mask=t < length, other=0.0)[:, None]
                 x_re = s * w_re + b_re
                 x_im = s * w_im + b_im
+            elif SOURCE == 2:
+                u_off = (row0 + t)[:, None] * H_IN + k[None, :]
+                uu = tl.load(src + u_off, mask=(t < length)[:, None] & (k[None, :] < H_IN), other=0.0)
+                x_re = tl.dot(uu, w_re, input_precision=PREC) + b_re
+                x_im = tl.dot(uu, w_im, input_precision=PREC) + b_im
             else:
                 x_re = tl.load(src + off, mask=ok, other=0.0)
                 x_im = tl.load(src + off + N, mask=ok, other=0.0)
@@ -151,19 +169,36 @@ def scan_tables(log_lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return planes, torch.stack([pw.real, pw.imag]).float().contiguous()
 
 
+def _state_block(n: int) -> int:
+    return min(_SCAN_CB, triton.next_power_of_2(n))
+
+
+def projects_inside(h_in: int, n: int) -> bool:
+    """Whether a layer of this input width and state size projects its input inside the scan kernel.
+
+    For a narrow input the projection v = u W_B is a short GEMM whose output (2N wide) is written once and read
+    back by the scan: more memory traffic than arithmetic. Inside the kernel v stays in registers and the scan
+    reads only u (H_in wide). Wide inputs keep cuBLAS's GEMM; a dot product needs a block of at least 16 states."""
+    return 1 < h_in <= _PROJECT_MAX_IN and _state_block(n) >= 16
+
+
 def scan(src: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,
          w: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x_t = λ̄ x_{t-1} + v_t from x_{-1} = 0 on real planes: src (B, L, 2N) = v (may be `out` itself), or
-    src (B, L) with v = src·w + bias (w, bias (2N,)); tables from `scan_tables`; out (B, L, 2N)."""
+    """x_t = λ̄ x_{t-1} + v_t from x_{-1} = 0 on real planes; tables from `scan_tables`; out (B, L, 2N).
+    v is src (B, L, 2N) itself (may be `out`) when w is None, else src·w + bias: src (B, L) with w (2N,), or
+    src (B, L, H_in) with w (H_in, 2N) (`projects_inside`); bias (2N,)."""
     bsz, length, n2 = out.shape
     n = n2 // 2
     planes, pw = tables
-    cb = min(_SCAN_CB, triton.next_power_of_2(n))
-    scalar = w is not None
+    cb = _state_block(n)
+    source = _GIVEN if w is None else _SCALAR if src.dim() == 2 else _PROJECTED
+    h_in = src.shape[2] if source == _PROJECTED else 1
+    prec = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     dummy = planes[0]
-    _scan_kernel[(bsz, triton.cdiv(n, cb))](src, out, w if scalar else dummy, bias if scalar else dummy, planes[0],
-                                            planes[1], pw, length, N=n, CB=cb, T=pw.shape[1],
-                                            FROM_SCALAR=scalar, num_warps=_SCAN_WARPS)
+    _scan_kernel[(bsz, triton.cdiv(n, cb))](src, out, dummy if w is None else w, dummy if w is None else bias,
+                                            planes[0], planes[1], pw, length, N=n, CB=cb, T=pw.shape[1],
+                                            SOURCE=source, H_IN=h_in, KP=max(16, triton.next_power_of_2(h_in)),
+                                            PREC=prec, num_warps=_SCAN_WARPS)
     return out
 
 
@@ -201,6 +236,8 @@ def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.T
     x = u.new_empty(bsz, length, n2)
     if h_in == 1:
         scan(u.view(bsz, length), ops["scan"], x, ops["w_b"][0].contiguous(), ops["b_v"])
+    elif projects_inside(h_in, n2 // 2):
+        scan(u, ops["scan"], x, ops["w_b"], ops["b_v"])
     else:
         torch.addmm(ops["b_v"], u.view(rows, h_in), ops["w_b"], out=x.view(rows, n2))
         scan(x, ops["scan"], x)
