@@ -14,7 +14,8 @@ the chunked training path side by side (alternating, same inputs) and gives thei
 relative to the largest logit, each path's distance to a float64 forward, and the clips whose predicted class
 differs. It also times the scan path with every input projection as a cuBLAS GEMM (`projection_gemm_`: the
 path before projections moved into the scan kernel) and with every one inside the kernel (`projection_all_`),
-with their logits' difference and prediction flips against the default. --profile writes torch.profiler's per-kernel CUDA time of one forward of each path per size.
+with their logits' difference and prediction flips against the default. --profile writes torch.profiler's
+per-kernel CUDA time of one forward of each path per size.
 
     python benchmarks/sedge_gpu.py --batch 1024 --out sedge.json            # on a GPU
     python benchmarks/sedge_gpu.py --compare --data-dir DEV --weights gsc-mini --sizes full,naive-extra-large
