@@ -12,10 +12,11 @@ depend on them), or a manifest's trained weights (--weights gsc-mini); clips ran
 --compare times the GPU eval path (two GEMMs around a Triton scan, `kwsbench/models/sedge_eval.py`) against
 the chunked training path side by side (alternating, same inputs) and gives their logits' largest difference
 relative to the largest logit, each path's distance to a float64 forward, and the clips whose predicted class
-differs. It also times the scan path with every input projection as a cuBLAS GEMM (`projection_gemm_`: the
-path before projections moved into the scan kernel) and with every one inside the kernel (`projection_all_`),
-with their logits' difference and prediction flips against the default. --profile writes torch.profiler's
-per-kernel CUDA time of one forward of each path per size.
+differs. It also times the scan path with every input projection as a cuBLAS GEMM (`projection_gemm_`), with
+every read-out as a cuBLAS GEMM followed by LeakyReLU and the residual (`readout_gemm_`), and with both
+(`both_gemm_`: the path before either moved into a Triton kernel), with their logits' difference and
+prediction flips against the default. --profile writes torch.profiler's per-kernel CUDA time of one forward
+of each path per size.
 
     python benchmarks/sedge_gpu.py --batch 1024 --out sedge.json            # on a GPU
     python benchmarks/sedge_gpu.py --compare --data-dir DEV --weights gsc-mini --sizes full,naive-extra-large
@@ -151,27 +152,33 @@ def _compare(model, x, args, macs: int, gemm: float) -> dict:
             "rel_diff": float((new - old).abs().max() / old.abs().max()),
             "new_vs_f64": float((new.double() - exact).abs().max() / scale),
             "old_vs_f64": float((old.double() - exact).abs().max() / scale),
-            "flips": int((new.argmax(1) != old.argmax(1)).sum()), "clips": int(x.shape[0])} | _projections(
+            "flips": int((new.argmax(1) != old.argmax(1)).sum()), "clips": int(x.shape[0])} | _gemm_variants(
                 model, x, args, macs, gemm, new)
 
 
-def _projections(model, x, args, macs: int, gemm: float, default) -> dict:
-    """The scan path with the input projections as GEMMs (threshold 0) and all inside the kernel (threshold 128),
+_VARIANTS = {"projection_gemm_": {"_PROJECT_MAX_IN": 0}, "readout_gemm_": {"_READOUT_MAX_OUT": 0},
+             "both_gemm_": {"_PROJECT_MAX_IN": 0, "_READOUT_MAX_OUT": 0}}
+
+
+def _gemm_variants(model, x, args, macs: int, gemm: float, default) -> dict:
+    """The scan path with input projections, read-outs or both as cuBLAS GEMMs (their thresholds set to 0),
     timed right after the default, and how far their logits are from the default's."""
     import torch
 
     from kwsbench.models import sedge_eval
 
-    row = {"project_max_in": sedge_eval._PROJECT_MAX_IN}
-    for tag, limit in (("projection_gemm_", 0), ("projection_all_", 128)):
-        kept = sedge_eval._PROJECT_MAX_IN
-        sedge_eval._PROJECT_MAX_IN = limit
+    row = {"project_max_in": sedge_eval._PROJECT_MAX_IN, "readout_max_out": sedge_eval._READOUT_MAX_OUT}
+    for tag, settings in _VARIANTS.items():
+        kept = {name: getattr(sedge_eval, name) for name in settings}
+        for name, value in settings.items():
+            setattr(sedge_eval, name, value)
         try:
             with torch.no_grad():
                 t = _time(lambda: model(x), args.reps, args.device)
                 out = model(x)
         finally:
-            sedge_eval._PROJECT_MAX_IN = kept
+            for name, value in kept.items():
+                setattr(sedge_eval, name, value)
         row |= _rate(t, macs, x, args, gemm, tag) | {
             f"{tag}rel_diff": float((out - default).abs().max() / default.abs().max()),
             f"{tag}flips": int((out.argmax(1) != default.argmax(1)).sum())}

@@ -23,8 +23,9 @@ needs_triton = pytest.mark.skipif(sedge_eval.triton is None, reason="needs Trito
 
 # Small sizes covering every branch: one-channel first layer (projection inside the kernel), identity residual,
 # decimation, state sizes that are no power of two (masked blocks), BatchNorm with running statistics folded
-# into the projection, trainable skip, several scan tiles with a partial last one, the fused LeakyReLU +
-# residual (broadcast from one channel and full width), pooling.
+# into the projection, trainable skip, several scan tiles with a partial last one, the fused read-out with each
+# residual (broadcast from one channel, full width, trainable skip, none), pooling; each against the path with
+# GEMM projections, and with GEMM read-outs too.
 _SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from kwsbench.models import sedge_eval
@@ -34,6 +35,7 @@ _SCRIPT = textwrap.dedent("""
         "identity": (SEdgeConfig((6, 12, 4), (5, 5, 5), False, False, "s5", 0.1, None), [1, 2, 2]),
         "norm-skip": (SEdgeConfig((10, 6), (4, 7), True, True, "orthogonal", 0.0, None), [1, 1]),
         "norm-skip-projected": (SEdgeConfig((20, 24), (6, 5), True, True, "orthogonal", 0.0, None), [1, 1]),
+        "no-residual": (SEdgeConfig((6, 12, 4), (5, 7, 5), False, False, "s5", 0.1, None), [1, 1, 1]),
     }
     g = torch.Generator().manual_seed(3)
     out = {}
@@ -52,7 +54,9 @@ _SCRIPT = textwrap.dedent("""
             new = sedge_eval.forward(m, x)
             sedge_eval._PROJECT_MAX_IN = 0  # every projection a GEMM
             gemm = sedge_eval.forward(m, x)
-            sedge_eval._PROJECT_MAX_IN = 64
+            sedge_eval._READOUT_MAX_OUT = 0  # ... and every read-out a GEMM, LeakyReLU and residual after it
+            unfused = sedge_eval.forward(m, x)
+            sedge_eval._PROJECT_MAX_IN = sedge_eval._READOUT_MAX_OUT = 64
             exact = m.double()(x.double())
             m.float()
             with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: fp32 layers, bf16 decoder
@@ -63,6 +67,8 @@ _SCRIPT = textwrap.dedent("""
                      "ref": (ref.double() - exact).abs().max().item() / scale,
                      "new_ref": (new - ref).abs().max().item() / ref.abs().max().item(),
                      "gemm_ref": (gemm - ref).abs().max().item() / ref.abs().max().item(),
+                     "unfused_ref": (unfused - ref).abs().max().item() / ref.abs().max().item(),
+                     "readout": [sedge_eval.fuses_readout(layer.h_in, layer.h_out) for layer in m.layers],
                      "projected": [sedge_eval.projects_inside(layer.h_in, layer.n_state) for layer in m.layers],
                      "bf16": [str(new_bf.dtype), str(ref_bf.dtype),
                               (new_bf.float() - ref_bf.float()).abs().max().item() / ref.abs().max().item()]}
@@ -79,9 +85,14 @@ def test_scan_path_equals_chunked_path_under_the_interpreter():
     assert errors["identity"]["projected"] == [False, True, False]
     assert errors["norm-skip"]["projected"] == [False, False]
     assert errors["norm-skip-projected"]["projected"] == [False, True]
+    assert errors["no-residual"]["projected"] == [False, True, False]
+    # every layer's read-out is narrow enough for the fused kernel (the pooling last layer keeps its own path):
+    # broadcast residual (first layers), identity, trainable skip (norm-skip*) and none (no-residual's second)
+    assert all(all(e["readout"]) for e in errors.values())
     for name, e in errors.items():
         assert e["new_ref"] < 1e-5, (name, e)
         assert e["gemm_ref"] < 1e-5, (name, e)
+        assert e["unfused_ref"] < 1e-5, (name, e)
         assert e["new"] < 1e-5, (name, e)  # as close to the float64 result as the chunked path is
         assert e["ref"] < 1e-5, (name, e)
         # under bf16 autocast both paths give the same dtype and agree to the bf16 decoder's rounding
@@ -111,7 +122,7 @@ def test_applies_only_to_cuda_inference():
 
 @cuda
 @needs_triton
-@pytest.mark.parametrize("size", ["full", "naive-small", "large", "small"])
+@pytest.mark.parametrize("size", ["full", "naive-small", "large", "small", "tiny"])
 def test_cuda_scan_path_equals_chunked_path(size):
     m = build_sedge(size, seed=0).cuda().eval()
     g = torch.Generator().manual_seed(0)

@@ -15,7 +15,8 @@ the model's arithmetic:
                          keeps slow states (|λ̄| near 1) as exact as the chunked path keeps them
     y = Re(C x) + c      one GEMM, (B·L, 2N) x (2N, H_out)
     z = LeakyReLU(y) + skip(u)   one fused elementwise kernel for the identity residual (the last layer
-                         returns z's mean over time)
+                         returns z's mean over time); for an output of at most 64 channels the read-out,
+                         LeakyReLU and residual or trainable skip are one Triton kernel (`fuses_readout`)
 
 Real planes throughout: a row of v and x holds (Re x_1..x_N, Im x_1..x_N). For a one-channel input (the
 first layer) the projection is an outer product, done inside the scan kernel. Clips run in tiles, so the
@@ -51,6 +52,9 @@ _SCAN_WARPS = 4
 _EW_BLOCK = 2048  # elements per program of the LeakyReLU + residual kernel
 _PROJECT_MAX_IN = 64  # layers this wide or narrower project their input inside the scan kernel (see `scan`)
 _GIVEN, _SCALAR, _PROJECTED = 0, 1, 2  # what the scan kernel reads: v, a one-channel input, an H_in-wide input
+_READOUT_MAX_OUT = 64  # layers with this many output channels or fewer read out in one kernel (`fuses_readout`)
+_READOUT_ROWS, _READOUT_K = 64, 32  # rows per program and state columns per step of the read-out kernel
+_NO_RESIDUAL, _IDENTITY, _BROADCAST, _SKIP = 0, 1, 2, 3  # what the read-out kernel adds after LeakyReLU
 _ENABLED = [True]  # `scan_eval(False)` switches the GPU eval path off (benchmarks compare the two)
 
 
@@ -159,6 +163,62 @@ if triton is not None:
         tl.store(y + i, tl.where(a >= 0, a, a * 0.01) + res, mask=ok)
 
 
+if triton is not None:
+
+    @triton.jit
+    def _readout_kernel(x, w_c, c, u, skip_t, z, rows, K: tl.constexpr, H_IN: tl.constexpr, H_OUT: tl.constexpr,
+                        HIP: tl.constexpr, HP: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+                        RESIDUAL: tl.constexpr, PREC: tl.constexpr):
+        """z = LeakyReLU(x W_C + c) + residual for BM rows: x (R, K), W_C (K, H_OUT), u (R, H_IN); the residual
+        is u (_IDENTITY), u's one channel on every output (_BROADCAST), u skip_t with skip_t (H_IN, H_OUT)
+        (_SKIP) or nothing. HP, HIP: H_OUT, H_IN rounded up to powers of two of at least 16."""
+        r = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
+        rok = (r < rows)[:, None]
+        h = tl.arange(0, HP)
+        hok = (h < H_OUT)[None, :]
+        acc = tl.zeros((BM, HP), tl.float32)
+        for k0 in range(0, K, BK):
+            k = k0 + tl.arange(0, BK)
+            a = tl.load(x + r[:, None] * K + k[None, :], mask=rok & (k < K)[None, :], other=0.0)
+            b = tl.load(w_c + k[:, None] * H_OUT + h[None, :], mask=(k < K)[:, None] & hok, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PREC)
+        acc += tl.load(c + h, mask=h < H_OUT, other=0.0)[None, :]
+        acc = tl.where(acc >= 0, acc, acc * 0.01)
+        if RESIDUAL == 1:
+            acc += tl.load(u + r[:, None] * H_IN + h[None, :], mask=rok & hok, other=0.0)
+        if RESIDUAL == 2:
+            acc += tl.load(u + r[:, None], mask=rok, other=0.0)
+        if RESIDUAL == 3:
+            i = tl.arange(0, HIP)
+            uu = tl.load(u + r[:, None] * H_IN + i[None, :], mask=rok & (i < H_IN)[None, :], other=0.0)
+            sk = tl.load(skip_t + i[:, None] * H_OUT + h[None, :], mask=(i < H_IN)[:, None] & hok, other=0.0)
+            acc = tl.dot(uu, sk, acc, input_precision=PREC)
+        tl.store(z + r[:, None] * H_OUT + h[None, :], acc, mask=rok & hok)
+
+
+def fuses_readout(h_in: int, h_out: int) -> bool:
+    """Whether a layer reads out in one kernel: y = Re(C x) + c, LeakyReLU and the residual or skip.
+
+    With a narrow output the read-out GEMM is short and memory-bound, and LeakyReLU and the skip each pass over
+    its output again (about five reads and writes of it per row); one kernel writes it once. Wider outputs keep
+    cuBLAS's GEMM."""
+    return h_out <= _READOUT_MAX_OUT and h_in <= 64
+
+
+def readout(x: torch.Tensor, ops: dict, u: torch.Tensor, residual: int) -> torch.Tensor:
+    """LeakyReLU(x W_C + c) + residual(u) as (R, H_out): x (R, 2N), u (R, H_in)."""
+    rows, k = x.shape
+    h_in, h_out = u.shape[1], ops["w_c"].shape[1]
+    z = x.new_empty(rows, h_out)
+    skip_t = ops.get("skip_t", ops["c"])
+    prec = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    _readout_kernel[(triton.cdiv(rows, _READOUT_ROWS),)](
+        x, ops["w_c"], ops["c"], u, skip_t, z, rows, K=k, H_IN=h_in, H_OUT=h_out,
+        HIP=max(16, triton.next_power_of_2(h_in)), HP=max(16, triton.next_power_of_2(h_out)), BM=_READOUT_ROWS,
+        BK=_READOUT_K, RESIDUAL=residual, PREC=prec, num_warps=4)
+    return z
+
+
 def scan_tables(log_lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(λ̄ as (2, N) planes, λ̄^(j+1) for j < T as (2, T, N)) from log λ̄ (N,) complex; the powers are taken in
     float64 and rounded once each."""
@@ -221,8 +281,11 @@ def _layer_operators(layer: SEdgeLayer) -> dict:
         b_v = b_v + sh @ w_b
         w_b = w_b * sc[:, None]
     w_c = torch.cat([c.real, -c.imag], 1).T  # Re(C x) = C_re x_re - C_im x_im
-    return {"scan": scan_tables(log_lam), "w_b": w_b.contiguous(),
-            "b_v": b_v.contiguous(), "w_c": w_c.contiguous(), "c": layer.C_bias[:, 0].contiguous()}
+    ops = {"scan": scan_tables(log_lam), "w_b": w_b.contiguous(),
+           "b_v": b_v.contiguous(), "w_c": w_c.contiguous(), "c": layer.C_bias[:, 0].contiguous()}
+    if layer.skip is not None:
+        ops["skip_t"] = layer.skip.T.contiguous()
+    return ops
 
 
 def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.Tensor:
@@ -241,11 +304,15 @@ def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.T
     else:
         torch.addmm(ops["b_v"], u.view(rows, h_in), ops["w_b"], out=x.view(rows, n2))
         scan(x, ops["scan"], x)
+    h_out = ops["w_c"].shape[1]
+    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
+    if not pool and fuses_readout(h_in, h_out):
+        kind = (_SKIP if layer.skip is not None else _NO_RESIDUAL if not identity
+                else _BROADCAST if h_in == 1 else _IDENTITY)
+        return readout(x.view(rows, n2), ops, u.view(rows, h_in), kind).view(bsz, length, h_out)
     y = torch.addmm(ops["c"], x.view(rows, n2), ops["w_c"])
     del x
-    h_out = y.shape[1]
     z = y.view(bsz, length, h_out)
-    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
     if identity and not pool:
         return leaky_residual(y, u.view(rows, h_in)).view(bsz, length, h_out)
     F.leaky_relu_(y, 0.01)
