@@ -1,4 +1,4 @@
-"""S-Edge's GPU eval path (two GEMMs around a Triton scan) against the chunked training path.
+"""S-Edge's GPU eval path (a Triton scan per layer, narrow projections and read-outs fused) against the chunked path.
 
 On CPU the Triton kernel runs under Triton's interpreter (TRITON_INTERPRET=1, read when the kernel module is
 imported, hence a subprocess); on a CUDA device it runs compiled and the model takes it by itself.

@@ -1,4 +1,4 @@
-"""S-Edge's eval forward on a GPU: the layer as two GEMMs around one Triton scan.
+"""S-Edge's eval forward on a GPU: each layer a Triton scan between its input projection and its read-out.
 
 The training path (`sedge._LayerCore`) folds input projection, recurrence and read-out of a chunk of k steps
 into one block-Toeplitz GEMM, which costs k·H_in·H_out MACs a step plus a recursive scan over the chunk ends:
@@ -201,7 +201,7 @@ def fuses_readout(h_in: int, h_out: int) -> bool:
 
     With a narrow output the read-out GEMM is short and memory-bound, and LeakyReLU and the skip each pass over
     its output again (about five reads and writes of it per row); one kernel writes it once. Wider outputs keep
-    cuBLAS's GEMM."""
+    cuBLAS's GEMM. A trainable skip's dot product holds whole input rows, hence the bound on the input too."""
     return h_out <= _READOUT_MAX_OUT and h_in <= 64
 
 
