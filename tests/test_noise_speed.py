@@ -50,6 +50,7 @@ def _digest(x: np.ndarray) -> str:
 @pytest.mark.parametrize("name", sorted(BEFORE))
 def test_parallel_render_matches_the_bank_rendered_before(name, monkeypatch):
     monkeypatch.setattr(bank_mod, "_CHUNK", 7)  # several uneven spans over 2 workers
+    monkeypatch.setattr(bank_mod, "_MIN_POOL_ROWS", 0)  # a small set still goes through the pool
     ctx = _context(name)
     job = bank_mod.RenderJob(get_source(name), IDS, 3, ctx, SPEAKERS)
     parallel = bank_mod.render_jobs([job], workers=2)[0]
@@ -59,6 +60,7 @@ def test_parallel_render_matches_the_bank_rendered_before(name, monkeypatch):
 
 def test_several_banks_share_one_pool_and_one_failure_stays_its_own(monkeypatch):
     monkeypatch.setattr(bank_mod, "_CHUNK", 5)
+    monkeypatch.setattr(bank_mod, "_MIN_POOL_ROWS", 0)
     # babble on a pool of 4 talkers with 5 or more needed: that job fails, the two around it are still rendered
     tiny = _context("babble-keywords")
     tiny.pool_audio, tiny.pool_ids, tiny.pool_speakers = tiny.pool_audio[:4], tiny.pool_ids[:4], tiny.pool_speakers[:4]
@@ -91,9 +93,22 @@ def test_a_stuck_worker_pool_falls_back_to_rendering_here(monkeypatch):
     monkeypatch.setattr(bank_mod, "_render_rows", rows_stuck_in_children)
     monkeypatch.setattr(bank_mod, "TASK_TIMEOUT_S", 1.0)
     monkeypatch.setattr(bank_mod, "_CHUNK", 7)
+    monkeypatch.setattr(bank_mod, "_MIN_POOL_ROWS", 0)
     job = bank_mod.RenderJob(get_source("white"), IDS, 3, RenderContext(), SPEAKERS)
     t = time.perf_counter()
     with pytest.warns(UserWarning, match="no answer within 1 s"):
         (rows,) = bank_mod.render_jobs([job], workers=2)
     assert time.perf_counter() - t < 30  # the stuck workers were not waited for
+    assert _digest(rows) == BEFORE["white"]
+
+
+def test_a_small_bank_renders_without_a_pool(monkeypatch):
+    # fewer rows than _MIN_POOL_ROWS: the pool's start would cost more than it saves, and no fork is risked
+    def no_pool(*_args, **_kwargs):
+        raise AssertionError("a small bank started a worker pool")
+
+    monkeypatch.setattr(bank_mod.multiprocessing, "get_context", no_pool)
+    job = bank_mod.RenderJob(get_source("white"), IDS, 3, RenderContext(), SPEAKERS)
+    assert len(IDS) < bank_mod._MIN_POOL_ROWS
+    (rows,) = bank_mod.render_jobs([job], workers=2)
     assert _digest(rows) == BEFORE["white"]

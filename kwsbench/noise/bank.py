@@ -189,10 +189,15 @@ class NoiseBank:
 WORKERS_ENV = "KWSBENCH_NOISE_WORKERS"
 _CHUNK = 128  # most utterances per task: big enough to amortise a task, small enough to balance the workers
 _JOBS: tuple | None = None  # (jobs, shared outputs), inherited by forked workers
-# Seconds to wait for one task's answer (<= 128 rows: ~1 s) before the pool counts as stuck. A forked child can
-# block for ever on a lock another thread of the parent held at the fork (seen once in the test suite, a child
-# in a futex wait); the banks are then rendered in this process instead, with a warning, the same samples.
-TASK_TIMEOUT_S = 300.0
+# Fewer rows than this render in this process: starting the pool costs ~30 ms, a row 0.25-1 ms (2-core machine:
+# 12 rows of white noise 3 ms serial against 30 ms on two workers, 240 rows of street 243 against 174 ms). It
+# also keeps the small sets of the test suite away from fork, where the hang below was seen twice.
+_MIN_POOL_ROWS = 128
+# Seconds to wait for one task's answer (<= 128 rows: ~1 s, 0.3 s measured for street) before the pool counts as
+# stuck. A forked child can block for ever on a lock another thread of the parent held at the fork (seen twice
+# in the test suite on 12-row banks, once a child in a futex wait); the banks are then rendered in this process
+# instead, with a warning, the same samples.
+TASK_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -253,7 +258,7 @@ def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.nd
     chunk = max(1, min(_CHUNK, -(-total // (4 * workers))))  # >= 4 tasks per worker: the last ones even out
     tasks = [(j, a, min(a + chunk, len(job.ids))) for j, job in enumerate(jobs) for a in range(0, len(job.ids), chunk)]
     # fork shares the talker pools / recordings copy-on-write; without fork, or for a small bank, stay serial
-    if workers < 2 or len(tasks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers < 2 or len(tasks) < 2 or total < _MIN_POOL_ROWS or "fork" not in multiprocessing.get_all_start_methods():
         return [_serial(job) for job in jobs]
     outs = [_shared_rows(len(job.ids), job.ctx.length) for job in jobs]
     _JOBS = (jobs, outs)
