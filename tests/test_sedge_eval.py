@@ -52,11 +52,12 @@ _SCRIPT = textwrap.dedent("""
         with torch.no_grad():
             ref = m(x)  # CPU: the chunked path
             new = sedge_eval.forward(m, x)
+            kept = sedge_eval._PROJECT_MAX_IN, sedge_eval._READOUT_MAX_OUT
             sedge_eval._PROJECT_MAX_IN = 0  # every projection a GEMM
             gemm = sedge_eval.forward(m, x)
             sedge_eval._READOUT_MAX_OUT = 0  # ... and every read-out a GEMM, LeakyReLU and residual after it
             unfused = sedge_eval.forward(m, x)
-            sedge_eval._PROJECT_MAX_IN = sedge_eval._READOUT_MAX_OUT = 64
+            sedge_eval._PROJECT_MAX_IN, sedge_eval._READOUT_MAX_OUT = kept
             exact = m.double()(x.double())
             m.float()
             with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: fp32 layers, bf16 decoder

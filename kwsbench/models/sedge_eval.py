@@ -53,6 +53,7 @@ _EW_BLOCK = 2048  # elements per program of the LeakyReLU + residual kernel
 _PROJECT_MAX_IN = 64  # layers this wide or narrower project their input inside the scan kernel (see `scan`)
 _GIVEN, _SCALAR, _PROJECTED = 0, 1, 2  # what the scan kernel reads: v, a one-channel input, an H_in-wide input
 _READOUT_MAX_OUT = 64  # layers with this many output channels or fewer read out in one kernel (`fuses_readout`)
+_READOUT_MAX_IN = 64  # ... and this many input channels or fewer: a trainable skip's dot product holds whole rows
 _READOUT_ROWS, _READOUT_K = 64, 32  # rows per program and state columns per step of the read-out kernel
 _NO_RESIDUAL, _IDENTITY, _BROADCAST, _SKIP = 0, 1, 2, 3  # what the read-out kernel adds after LeakyReLU
 _ENABLED = [True]  # `scan_eval(False)` switches the GPU eval path off (benchmarks compare the two)
@@ -184,11 +185,11 @@ if triton is not None:
             acc = tl.dot(a, b, acc, input_precision=PREC)
         acc += tl.load(c + h, mask=h < H_OUT, other=0.0)[None, :]
         acc = tl.where(acc >= 0, acc, acc * 0.01)
-        if RESIDUAL == 1:
+        if RESIDUAL == 1:  # _IDENTITY
             acc += tl.load(u + r[:, None] * H_IN + h[None, :], mask=rok & hok, other=0.0)
-        if RESIDUAL == 2:
+        if RESIDUAL == 2:  # _BROADCAST
             acc += tl.load(u + r[:, None], mask=rok, other=0.0)
-        if RESIDUAL == 3:
+        if RESIDUAL == 3:  # _SKIP
             i = tl.arange(0, HIP)
             uu = tl.load(u + r[:, None] * H_IN + i[None, :], mask=rok & (i < H_IN)[None, :], other=0.0)
             sk = tl.load(skip_t + i[:, None] * H_OUT + h[None, :], mask=(i < H_IN)[:, None] & hok, other=0.0)
@@ -201,8 +202,14 @@ def fuses_readout(h_in: int, h_out: int) -> bool:
 
     With a narrow output the read-out GEMM is short and memory-bound, and LeakyReLU and the skip each pass over
     its output again (about five reads and writes of it per row); one kernel writes it once. Wider outputs keep
-    cuBLAS's GEMM. A trainable skip's dot product holds whole input rows, hence the bound on the input too."""
-    return h_out <= _READOUT_MAX_OUT and h_in <= 64
+    cuBLAS's GEMM."""
+    return h_out <= _READOUT_MAX_OUT and h_in <= _READOUT_MAX_IN
+
+
+def _dot_precision() -> str:
+    """The kernels' dot-product precision: TF32 when the run asked for it (`--precision tf32` turns torch's
+    matmul switch on, as cuBLAS's GEMMs see it), IEEE fp32 otherwise."""
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 def readout(x: torch.Tensor, ops: dict, u: torch.Tensor, residual: int) -> torch.Tensor:
@@ -211,11 +218,10 @@ def readout(x: torch.Tensor, ops: dict, u: torch.Tensor, residual: int) -> torch
     h_in, h_out = u.shape[1], ops["w_c"].shape[1]
     z = x.new_empty(rows, h_out)
     skip_t = ops.get("skip_t", ops["c"])
-    prec = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     _readout_kernel[(triton.cdiv(rows, _READOUT_ROWS),)](
         x, ops["w_c"], ops["c"], u, skip_t, z, rows, K=k, H_IN=h_in, H_OUT=h_out,
         HIP=max(16, triton.next_power_of_2(h_in)), HP=max(16, triton.next_power_of_2(h_out)), BM=_READOUT_ROWS,
-        BK=_READOUT_K, RESIDUAL=residual, PREC=prec, num_warps=4)
+        BK=_READOUT_K, RESIDUAL=residual, PREC=_dot_precision(), num_warps=4)
     return z
 
 
@@ -253,12 +259,11 @@ def scan(src: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], out: torc
     cb = _state_block(n)
     source = _GIVEN if w is None else _SCALAR if src.dim() == 2 else _PROJECTED
     h_in = src.shape[2] if source == _PROJECTED else 1
-    prec = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     dummy = planes[0]
     _scan_kernel[(bsz, triton.cdiv(n, cb))](src, out, dummy if w is None else w, dummy if w is None else bias,
                                             planes[0], planes[1], pw, length, N=n, CB=cb, T=pw.shape[1],
                                             SOURCE=source, H_IN=h_in, KP=max(16, triton.next_power_of_2(h_in)),
-                                            PREC=prec, num_warps=_SCAN_WARPS)
+                                            PREC=_dot_precision(), num_warps=_SCAN_WARPS)
     return out
 
 
