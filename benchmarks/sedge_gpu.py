@@ -14,9 +14,11 @@ the chunked training path side by side (alternating, same inputs) and gives thei
 relative to the largest logit, each path's distance to a float64 forward, and the clips whose predicted class
 differs. It also times the scan path with every input projection as a cuBLAS GEMM (`projection_gemm_`), with
 every read-out as a cuBLAS GEMM followed by LeakyReLU and the residual (`readout_gemm_`), and with both
-(`both_gemm_`: the path before either moved into a Triton kernel), with their logits' difference and
-prediction flips against the default. --profile writes torch.profiler's per-kernel CUDA time of one forward
-of each path per size.
+(`both_gemm_`: the path before either moved into a Triton kernel), and with dot products over 33-48 inputs in
+chunks of 16 (`k_chunks_`, a candidate: 48 products a row for a 40-wide input, not 64), with their logits'
+difference and prediction flips against the default (--variants picks some). --profile writes
+torch.profiler's per-kernel CUDA time of one forward per size: the chunked path, the scan path, and the scan
+path with `k_chunks_`.
 
     python benchmarks/sedge_gpu.py --batch 1024 --out sedge.json            # on a GPU
     python benchmarks/sedge_gpu.py --compare --data-dir DEV --weights gsc-mini --sizes full,naive-extra-large
@@ -26,6 +28,7 @@ of each path per size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -47,9 +50,15 @@ def _args(argv):
     p.add_argument("--compare", action="store_true", help="time and compare the scan path and the chunked path")
     p.add_argument("--profile", help="write per-kernel CUDA times of both paths to this text file")
     p.add_argument("--profile-sizes", default="full,naive-extra-large")
+    p.add_argument("--variants", default=",".join(_VARIANTS),
+                   help=f"with --compare, the scan path's variants to time (of {', '.join(_VARIANTS)})")
     p.add_argument("--data-dir", help="real clips: a Speech Commands folder (the first --batch clips)")
     p.add_argument("--weights", help="a manifest whose s-edge-<size>.pt to load (default: seeded initialisation)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = set(filter(None, args.variants.split(","))) - set(_VARIANTS)
+    if unknown:
+        p.error(f"--variants: unknown {', '.join(sorted(unknown))}; known: {', '.join(_VARIANTS)}")
+    return args
 
 
 def _time(fn, reps: int, device: str) -> float:
@@ -156,29 +165,41 @@ def _compare(model, x, args, macs: int, gemm: float) -> dict:
                 model, x, args, macs, gemm, new)
 
 
-_VARIANTS = {"projection_gemm_": {"_PROJECT_MAX_IN": 0}, "readout_gemm_": {"_READOUT_MAX_OUT": 0},
-             "both_gemm_": {"_PROJECT_MAX_IN": 0, "_READOUT_MAX_OUT": 0}}
+_VARIANTS = {  # module settings of kwsbench.models.sedge_eval per variant (see the module's constants)
+    "projection_gemm_": {"_PROJECT_MAX_IN": 0}, "readout_gemm_": {"_READOUT_MAX_OUT": 0},
+    "both_gemm_": {"_PROJECT_MAX_IN": 0, "_READOUT_MAX_OUT": 0},
+    "k_chunks_": {"_K_STEP": 16},
+}
+
+
+@contextlib.contextmanager
+def _settings(settings: dict):
+    """kwsbench.models.sedge_eval's module settings changed within the block (a variant of the scan path)."""
+    from kwsbench.models import sedge_eval
+
+    kept = {name: getattr(sedge_eval, name) for name in settings}
+    for name, value in settings.items():
+        setattr(sedge_eval, name, value)
+    try:
+        yield
+    finally:
+        for name, value in kept.items():
+            setattr(sedge_eval, name, value)
 
 
 def _gemm_variants(model, x, args, macs: int, gemm: float, default) -> dict:
-    """The scan path with input projections, read-outs or both as cuBLAS GEMMs (their thresholds set to 0),
-    timed right after the default, and how far their logits are from the default's."""
+    """The scan path in each variant of --variants, timed right after the default, and how far its logits are
+    from the default's: input projections, read-outs or both as cuBLAS GEMMs (their thresholds set to 0), or
+    dot products over 33-48 inputs in chunks of 16."""
     import torch
 
     from kwsbench.models import sedge_eval
 
     row = {"project_max_in": sedge_eval._PROJECT_MAX_IN, "readout_max_out": sedge_eval._READOUT_MAX_OUT}
-    for tag, settings in _VARIANTS.items():
-        kept = {name: getattr(sedge_eval, name) for name in settings}
-        for name, value in settings.items():
-            setattr(sedge_eval, name, value)
-        try:
-            with torch.no_grad():
-                t = _time(lambda: model(x), args.reps, args.device)
-                out = model(x)
-        finally:
-            for name, value in kept.items():
-                setattr(sedge_eval, name, value)
+    for tag in filter(None, args.variants.split(",")):
+        with _settings(_VARIANTS[tag]), torch.no_grad():
+            t = _time(lambda: model(x), args.reps, args.device)
+            out = model(x)
         row |= _rate(t, macs, x, args, gemm, tag) | {
             f"{tag}rel_diff": float((out - default).abs().max() / default.abs().max()),
             f"{tag}flips": int((out.argmax(1) != default.argmax(1)).sum())}
@@ -205,8 +226,9 @@ def _profile(sizes: list[str], x, args, path: str) -> None:
     lines = []
     for size in sizes:
         model = _model(size, args.device, args.weights)
-        for name, on in (("chunked", False), ("scan", True)):
-            with torch.no_grad(), scan_eval(on):
+        for name, on, settings in (("chunked", False, {}), ("scan", True, {}),
+                                   ("scan, k_chunks_", True, _VARIANTS["k_chunks_"])):
+            with torch.no_grad(), scan_eval(on), _settings(settings):
                 model(x)
                 torch.cuda.synchronize()
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -97,3 +97,21 @@ def test_sedge_rate_benchmark_without_cuda_says_so():
                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
     assert res.returncode == 5 and "no CUDA device" in res.stderr and "--device cpu" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(__import__("kwsbench.models.sedge_eval", fromlist=["triton"]).triton is None,
+                    reason="needs Triton (ships with torch's CUDA wheels)")
+def test_sedge_kernels_compile_without_a_gpu_and_report_registers(tmp_path):
+    out = tmp_path / "kernels.json"
+    script = str(PROJECT_ROOT / "benchmarks" / "sedge_kernels.py")
+    res = subprocess.run([sys.executable, script, "--sizes", "tiny", "--out", str(out)], capture_output=True,
+                         text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = json.loads(out.read_text())["kernels"]
+    # tiny's three layers: a scan each, and a fused read-out for the two that do not pool
+    assert [(r["layer"], r["kernel"]) for r in rows] == [(0, "scan"), (0, "readout"), (1, "scan"), (1, "readout"),
+                                                         (2, "scan")]
+    assert all(0 < r["registers"] <= 255 and r["ffma"] > 0 and r["instructions"] > r["ffma"] for r in rows)
+    res = subprocess.run([sys.executable, script, "--sizes", "tiny", "--set", "_NO_SUCH=1"], capture_output=True,
+                         text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert res.returncode == 2 and "NAME=INT" in res.stderr, res.stderr

@@ -48,11 +48,15 @@ def _cell(key: CellKey, preds: list[int]) -> CellResult:
                       correct=1, ci_low=0.1, ci_high=0.9, predictions=np.array(preds))
 
 
-def _results_digest(path: Path) -> str:
+def _digest_module():
     spec = importlib.util.spec_from_file_location("results_digest", HERE.parent / "benchmarks" / "results_digest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.digest(path)[0]
+    return module
+
+
+def _results_digest(path: Path) -> str:
+    return _digest_module().digest(path)[0]
 
 
 # -- keys --------------------------------------------------------------------------------------------------------
@@ -296,3 +300,24 @@ def test_a_captured_graph_of_a_bf16_forward_replays_the_eager_bf16_logits():
         replayed = forward(x)
     assert forward.fallback_reason == "" and forward.graphs  # captured, not run eagerly
     assert replayed.dtype == torch.float32 and torch.equal(replayed, eager)
+
+
+def test_the_digest_benchmark_pairs_cells_that_differ_in_precision_alone(tmp_path):
+    """How an fp32 store and a `--precision tf32` store of the same grid are compared: cell by cell."""
+    a, b = tmp_path / "fp32.sqlite", tmp_path / "tf32.sqlite"
+    with Store(a) as st:
+        run = st.begin_run({})
+        st.put_cell(run, _cell(_key(), [0, 1, 1, 0]))
+        st.put_cell(run, _cell(_key(snr_db=5.0), [1, 1, 1, 1]))
+    with Store(b) as st:
+        run = st.begin_run({})
+        flipped = _cell(_key(precision="tf32"), [0, 1, 0, 0])
+        flipped.accuracy = 0.25
+        st.put_cell(run, flipped)
+        st.put_cell(run, _cell(_key(snr_db=5.0, precision="tf32"), [1, 1, 1, 1]))
+        st.put_cell(run, _cell(_key(snr_db=10.0, precision="tf32"), [1, 1, 1, 1]))  # no fp32 partner
+    module = _digest_module()
+    assert module.diff(a, b) == {}  # by full key nothing pairs: the precision is part of it
+    row = module.diff(a, b, across_precision=True)["m"]
+    assert (row["cells"], row["cells_differ"], row["flips"]) == (2, 1, 1)
+    assert row["max_dpp"] == 25.0

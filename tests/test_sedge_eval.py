@@ -30,16 +30,21 @@ _SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from kwsbench.models import sedge_eval
     from kwsbench.models.sedge import SEdgeClassifier, SEdgeConfig
-    sedge_eval._SCAN_T, sedge_eval._SCAN_CB = 16, 16  # small tiles: the interpreter runs element by element
-    configs = {  # layers of 12 and 24 states project their input inside the scan kernel, the others do not
-        "identity": (SEdgeConfig((6, 12, 4), (5, 5, 5), False, False, "s5", 0.1, None), [1, 2, 2]),
-        "norm-skip": (SEdgeConfig((10, 6), (4, 7), True, True, "orthogonal", 0.0, None), [1, 1]),
-        "norm-skip-projected": (SEdgeConfig((20, 24), (6, 5), True, True, "orthogonal", 0.0, None), [1, 1]),
-        "no-residual": (SEdgeConfig((6, 12, 4), (5, 7, 5), False, False, "s5", 0.1, None), [1, 1, 1]),
+    sedge_eval._SCAN_T = 16  # small tiles: the interpreter is slow
+    configs = {  # layers of 12, 24 and 48 states project their input inside the scan kernel, the others do not
+        "identity": (SEdgeConfig((6, 12, 4), (5, 5, 5), False, False, "s5", 0.1, None), [1, 2, 2], 16),
+        "norm-skip": (SEdgeConfig((10, 6), (4, 7), True, True, "orthogonal", 0.0, None), [1, 1], 16),
+        "norm-skip-projected": (SEdgeConfig((20, 24), (6, 5), True, True, "orthogonal", 0.0, None), [1, 1], 16),
+        "no-residual": (SEdgeConfig((6, 12, 4), (5, 7, 5), False, False, "s5", 0.1, None), [1, 1, 1], 16),
+        # with _K_STEP 16: a 40-wide input projected (and skipped) in chunks of 16; 48 states in a block of 32
+        # and a masked one
+        "k-chunks": (SEdgeConfig((12, 48, 8), (40, 24, 6), True, True, "orthogonal", 0.0, None), [1, 1, 1], 32),
     }
     g = torch.Generator().manual_seed(3)
     out = {}
-    for name, (cfg, chain) in configs.items():
+    for name, (cfg, chain, cb) in configs.items():
+        sedge_eval._SCAN_CB = cb
+        sedge_eval._K_STEP = 16 if name == "k-chunks" else 0
         m = SEdgeClassifier(cfg, num_classes=4, seed=1)
         m.set_step_scale(chain)
         for layer in m.layers:
@@ -71,6 +76,7 @@ _SCRIPT = textwrap.dedent("""
                      "unfused_ref": (unfused - ref).abs().max().item() / ref.abs().max().item(),
                      "readout": [sedge_eval.fuses_readout(layer.h_in, layer.h_out) for layer in m.layers],
                      "projected": [sedge_eval.projects_inside(layer.h_in, layer.n_state) for layer in m.layers],
+                     "k": [sedge_eval._k_padding(layer.h_in) for layer in m.layers],
                      "bf16": [str(new_bf.dtype), str(ref_bf.dtype),
                               (new_bf.float() - ref_bf.float()).abs().max().item() / ref.abs().max().item()]}
     print(json.dumps(out))
@@ -87,6 +93,7 @@ def test_scan_path_equals_chunked_path_under_the_interpreter():
     assert errors["norm-skip"]["projected"] == [False, False]
     assert errors["norm-skip-projected"]["projected"] == [False, True]
     assert errors["no-residual"]["projected"] == [False, True, False]
+    assert errors["k-chunks"]["projected"] == [False, True, False] and errors["k-chunks"]["k"][1] == [48, 16]
     # every layer's read-out is narrow enough for the fused kernel (the pooling last layer keeps its own path):
     # broadcast residual (first layers), identity, trainable skip (norm-skip*) and none (no-residual's second)
     assert all(all(e["readout"]) for e in errors.values())
@@ -98,6 +105,17 @@ def test_scan_path_equals_chunked_path_under_the_interpreter():
         assert e["ref"] < 1e-5, (name, e)
         # under bf16 autocast both paths give the same dtype and agree to the bf16 decoder's rounding
         assert e["bf16"][0] == e["bf16"][1] and e["bf16"][2] < 1e-2, (name, e)
+
+
+@needs_triton
+def test_dot_products_over_an_input_take_one_chunk_or_with_k_step_chunks_of_16(monkeypatch):
+    widths = (1, 8, 24, 32, 33, 40, 48, 49, 56, 64)
+    # one power-of-two chunk, at least 16 (a dot product's least)
+    assert [sedge_eval._k_padding(h)[0] for h in widths] == [16, 16, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert all(kp == kc for kp, kc in map(sedge_eval._k_padding, widths))
+    monkeypatch.setattr(sedge_eval, "_K_STEP", 16)  # the candidate: chunks of 16 where they save a quarter
+    assert [sedge_eval._k_padding(h) for h in widths] == [
+        (16, 16), (16, 16), (32, 32), (32, 32), (48, 16), (48, 16), (48, 16), (64, 64), (64, 64), (64, 64)]
 
 
 def test_applies_only_to_cuda_inference():

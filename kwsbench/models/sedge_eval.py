@@ -49,7 +49,9 @@ _ROWS_PER_TILE = 1 << 22  # clip-time rows per tile of clips: ~2 GB per 128-wide
 _SCAN_T = 64  # time steps per scan tile
 _SCAN_CB = 32  # complex states per program
 _SCAN_WARPS = 4
+_READOUT_WARPS = 4
 _EW_BLOCK = 2048  # elements per program of the LeakyReLU + residual kernel
+_K_STEP = 0  # 16: dot products over 33-48 inputs in chunks of 16 (`_k_padding`), a candidate not yet timed
 _PROJECT_MAX_IN = 64  # layers this wide or narrower project their input inside the scan kernel (see `scan`)
 _GIVEN, _SCALAR, _PROJECTED = 0, 1, 2  # what the scan kernel reads: v, a one-channel input, an H_in-wide input
 _READOUT_MAX_OUT = 64  # layers with this many output channels or fewer read out in one kernel (`fuses_readout`)
@@ -90,12 +92,12 @@ if triton is not None:
     @triton.jit
     def _scan_kernel(src, dst, w, bias, lam_re, lam_im, pw, length: tl.constexpr,
                      N: tl.constexpr, CB: tl.constexpr, T: tl.constexpr, SOURCE: tl.constexpr,
-                     H_IN: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
+                     H_IN: tl.constexpr, KP: tl.constexpr, KC: tl.constexpr, PREC: tl.constexpr):
         """dst[b, t] = λ̄ dst[b, t-1] + v[b, t] over one clip and CB states. SOURCE says what v is: _GIVEN,
         src (B, L, 2N) itself; _SCALAR, src (B, L) times w (2N,) plus bias (the one-channel input projection);
-        _PROJECTED, src (B, L, H_IN) times w (H_IN, 2N) plus bias, a dot product per time tile (KP: H_IN
-        rounded up to a power of two of at least 16; PREC: "ieee", or "tf32" when the run asked for TF32), so
-        v never goes through memory. pw (2, T, N): λ̄^(j+1), each power rounded once (see `scan`). The length
+        _PROJECTED, src (B, L, H_IN) times w (H_IN, 2N) plus bias, dot products per time tile over KC input
+        channels at a time (KP: H_IN padded, `_k_padding`; PREC: "ieee", or "tf32" when the run asked for
+        TF32), so v never goes through memory. pw (2, T, N): λ̄^(j+1), each power rounded once (see `scan`). The length
         is a compile-time constant (one compilation per clip length; Triton's interpreter needs it so)."""
         b = tl.program_id(0).to(tl.int64)
         c = tl.program_id(1) * CB + tl.arange(0, CB)
@@ -112,8 +114,8 @@ if triton is not None:
         if SOURCE == 1:  # _SCALAR
             w_re = tl.load(w + c, mask=cok, other=0.0)[None, :]
             w_im = tl.load(w + N + c, mask=cok, other=0.0)[None, :]
-        if SOURCE == 2:  # _PROJECTED: this block's columns of W_B, loaded once
-            k = tl.arange(0, KP)
+        if SOURCE == 2 and KP == KC:  # _PROJECTED in one chunk: this block's columns of W_B, loaded once
+            k = tl.arange(0, KC)
             w_off = k[:, None] * (2 * N) + c[None, :]
             w_ok = (k[:, None] < H_IN) & cok[None, :]
             w_re = tl.load(w + w_off, mask=w_ok, other=0.0)
@@ -133,11 +135,24 @@ if triton is not None:
                 s = tl.load(src + row0 + t, mask=t < length, other=0.0)[:, None]
                 x_re = s * w_re + b_re
                 x_im = s * w_im + b_im
-            elif SOURCE == 2:
+            elif SOURCE == 2 and KP == KC:
                 u_off = (row0 + t)[:, None] * H_IN + k[None, :]
                 uu = tl.load(src + u_off, mask=(t < length)[:, None] & (k[None, :] < H_IN), other=0.0)
                 x_re = tl.dot(uu, w_re, input_precision=PREC) + b_re
                 x_im = tl.dot(uu, w_im, input_precision=PREC) + b_im
+            elif SOURCE == 2:  # in chunks: each chunk's rows of W_B come from the cache every tile
+                x_re = tl.zeros((T, CB), tl.float32)
+                x_im = tl.zeros((T, CB), tl.float32)
+                for k0 in tl.static_range(0, KP, KC):
+                    kk = k0 + tl.arange(0, KC)
+                    uu = tl.load(src + (row0 + t)[:, None] * H_IN + kk[None, :],
+                                 mask=(t < length)[:, None] & (kk[None, :] < H_IN), other=0.0)
+                    w_off = kk[:, None] * (2 * N) + c[None, :]
+                    w_ok = (kk[:, None] < H_IN) & cok[None, :]
+                    x_re = tl.dot(uu, tl.load(w + w_off, mask=w_ok, other=0.0), x_re, input_precision=PREC)
+                    x_im = tl.dot(uu, tl.load(w + w_off + N, mask=w_ok, other=0.0), x_im, input_precision=PREC)
+                x_re += b_re
+                x_im += b_im
             else:
                 x_re = tl.load(src + off, mask=ok, other=0.0)
                 x_im = tl.load(src + off + N, mask=ok, other=0.0)
@@ -168,11 +183,12 @@ if triton is not None:
 
     @triton.jit
     def _readout_kernel(x, w_c, c, u, skip_t, z, rows, K: tl.constexpr, H_IN: tl.constexpr, H_OUT: tl.constexpr,
-                        HIP: tl.constexpr, HP: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                        RESIDUAL: tl.constexpr, PREC: tl.constexpr):
+                        KS: tl.constexpr, KC: tl.constexpr, HP: tl.constexpr, BM: tl.constexpr,
+                        BK: tl.constexpr, RESIDUAL: tl.constexpr, PREC: tl.constexpr):
         """z = LeakyReLU(x W_C + c) + residual for BM rows: x (R, K), W_C (K, H_OUT), u (R, H_IN); the residual
         is u (_IDENTITY), u's one channel on every output (_BROADCAST), u skip_t with skip_t (H_IN, H_OUT)
-        (_SKIP) or nothing. HP, HIP: H_OUT, H_IN rounded up to powers of two of at least 16."""
+        (_SKIP) or nothing. HP: H_OUT rounded up to a power of two of at least 16; the skip's dot product runs
+        over KC input channels at a time (KS: H_IN padded, `_k_padding`)."""
         r = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
         rok = (r < rows)[:, None]
         h = tl.arange(0, HP)
@@ -190,10 +206,11 @@ if triton is not None:
         if RESIDUAL == 2:  # _BROADCAST
             acc += tl.load(u + r[:, None], mask=rok, other=0.0)
         if RESIDUAL == 3:  # _SKIP
-            i = tl.arange(0, HIP)
-            uu = tl.load(u + r[:, None] * H_IN + i[None, :], mask=rok & (i < H_IN)[None, :], other=0.0)
-            sk = tl.load(skip_t + i[:, None] * H_OUT + h[None, :], mask=(i < H_IN)[:, None] & hok, other=0.0)
-            acc = tl.dot(uu, sk, acc, input_precision=PREC)
+            for i0 in tl.static_range(0, KS, KC):
+                i = i0 + tl.arange(0, KC)
+                uu = tl.load(u + r[:, None] * H_IN + i[None, :], mask=rok & (i < H_IN)[None, :], other=0.0)
+                sk = tl.load(skip_t + i[:, None] * H_OUT + h[None, :], mask=(i < H_IN)[:, None] & hok, other=0.0)
+                acc = tl.dot(uu, sk, acc, input_precision=PREC)
         tl.store(z + r[:, None] * H_OUT + h[None, :], acc, mask=rok & hok)
 
 
@@ -212,6 +229,26 @@ def _dot_precision() -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
+def _k_padding(h_in: int) -> tuple[int, int]:
+    """(padded width, chunk) of a dot product over h_in input channels: one chunk of the next power of two (at
+    least 16, a dot product's least), its weights held in registers. With `_K_STEP` 16, 33-48 channels go in
+    chunks of 16 instead (40 channels: 48 products a row, not 64; the chunk's weights read each tile).
+
+    The chunks are off until a GPU times them: chunks for every width made the kernels slower on one H200
+    (2026-12-05) together with other changes, though faster than one chunk within that candidate; compiled
+    offline (`benchmarks/sedge_kernels.py`) they remove s-edge-large's read-out spills (856 bytes -> 0-28)."""
+    whole = max(16, triton.next_power_of_2(h_in))
+    stepped = -(-h_in // _K_STEP) * _K_STEP if _K_STEP else whole
+    return (stepped, _K_STEP) if 4 * stepped <= 3 * whole else (whole, whole)
+
+
+def readout_constants(k: int, h_in: int, h_out: int, residual: int) -> dict:
+    """The read-out kernel's compile-time arguments for a layer of 2N = k, h_in, h_out and a residual kind."""
+    ks, kc = _k_padding(h_in)
+    return {"K": k, "H_IN": h_in, "H_OUT": h_out, "KS": ks, "KC": kc, "HP": max(16, triton.next_power_of_2(h_out)),
+            "BM": _READOUT_ROWS, "BK": _READOUT_K, "RESIDUAL": residual, "PREC": _dot_precision()}
+
+
 def readout(x: torch.Tensor, ops: dict, u: torch.Tensor, residual: int) -> torch.Tensor:
     """LeakyReLU(x W_C + c) + residual(u) as (R, H_out): x (R, 2N), u (R, H_in)."""
     rows, k = x.shape
@@ -219,9 +256,8 @@ def readout(x: torch.Tensor, ops: dict, u: torch.Tensor, residual: int) -> torch
     z = x.new_empty(rows, h_out)
     skip_t = ops.get("skip_t", ops["c"])
     _readout_kernel[(triton.cdiv(rows, _READOUT_ROWS),)](
-        x, ops["w_c"], ops["c"], u, skip_t, z, rows, K=k, H_IN=h_in, H_OUT=h_out,
-        HIP=max(16, triton.next_power_of_2(h_in)), HP=max(16, triton.next_power_of_2(h_out)), BM=_READOUT_ROWS,
-        BK=_READOUT_K, RESIDUAL=residual, PREC=_dot_precision(), num_warps=4)
+        x, ops["w_c"], ops["c"], u, skip_t, z, rows, **readout_constants(k, h_in, h_out, residual),
+        num_warps=_READOUT_WARPS)
     return z
 
 
@@ -256,15 +292,33 @@ def scan(src: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], out: torc
     bsz, length, n2 = out.shape
     n = n2 // 2
     planes, pw = tables
-    cb = _state_block(n)
     source = _GIVEN if w is None else _SCALAR if src.dim() == 2 else _PROJECTED
-    h_in = src.shape[2] if source == _PROJECTED else 1
+    constants = scan_constants(n, length, source, src.shape[2] if source == _PROJECTED else 1, pw.shape[1])
     dummy = planes[0]
-    _scan_kernel[(bsz, triton.cdiv(n, cb))](src, out, dummy if w is None else w, dummy if w is None else bias,
-                                            planes[0], planes[1], pw, length, N=n, CB=cb, T=pw.shape[1],
-                                            SOURCE=source, H_IN=h_in, KP=max(16, triton.next_power_of_2(h_in)),
-                                            PREC=_dot_precision(), num_warps=_SCAN_WARPS)
+    _scan_kernel[(bsz, triton.cdiv(n, constants["CB"]))](
+        src, out, dummy if w is None else w, dummy if w is None else bias, planes[0], planes[1], pw, **constants,
+        num_warps=_SCAN_WARPS)
     return out
+
+
+def scan_constants(n: int, length: int, source: int, h_in: int, steps: int | None = None) -> dict:
+    """The scan kernel's compile-time arguments for n states, a clip of `length` steps, a source kind, its input
+    width (1 unless _PROJECTED) and the time steps per tile (default _SCAN_T; `scan` passes its power table's)."""
+    kp, kc = _k_padding(h_in)
+    return {"length": length, "N": n, "CB": _state_block(n), "T": steps or _SCAN_T, "SOURCE": source,
+            "H_IN": h_in, "KP": kp, "KC": kc, "PREC": _dot_precision()}
+
+
+def layer_kinds(layer: SEdgeLayer, pool: bool) -> tuple[int, int | None]:
+    """(what the layer's scan reads: _SCALAR, _PROJECTED or _GIVEN; its fused read-out's residual kind, None when
+    it reads out with cuBLAS instead): the choices `_layer` makes."""
+    h_in, h_out = layer.h_in, layer.h_out
+    source = _SCALAR if h_in == 1 else _PROJECTED if projects_inside(h_in, layer.n_state) else _GIVEN
+    if pool or not fuses_readout(h_in, h_out):
+        return source, None
+    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
+    return source, (_SKIP if layer.skip is not None else _NO_RESIDUAL if not identity
+                    else _BROADCAST if h_in == 1 else _IDENTITY)
 
 
 def leaky_residual(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -302,19 +356,18 @@ def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.T
     n2 = ops["scan"][0].shape[1] * 2
     rows = bsz * length
     x = u.new_empty(bsz, length, n2)
-    if h_in == 1:
+    source, kind = layer_kinds(layer, pool)
+    if source == _SCALAR:
         scan(u.view(bsz, length), ops["scan"], x, ops["w_b"][0].contiguous(), ops["b_v"])
-    elif projects_inside(h_in, n2 // 2):
+    elif source == _PROJECTED:
         scan(u, ops["scan"], x, ops["w_b"], ops["b_v"])
     else:
         torch.addmm(ops["b_v"], u.view(rows, h_in), ops["w_b"], out=x.view(rows, n2))
         scan(x, ops["scan"], x)
     h_out = ops["w_c"].shape[1]
-    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
-    if not pool and fuses_readout(h_in, h_out):
-        kind = (_SKIP if layer.skip is not None else _NO_RESIDUAL if not identity
-                else _BROADCAST if h_in == 1 else _IDENTITY)
+    if kind is not None:
         return readout(x.view(rows, n2), ops, u.view(rows, h_in), kind).view(bsz, length, h_out)
+    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
     y = torch.addmm(ops["c"], x.view(rows, n2), ops["w_c"])
     del x
     z = y.view(bsz, length, h_out)
