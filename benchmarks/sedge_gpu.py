@@ -16,7 +16,8 @@ differs. It also times the scan path with every input projection as a cuBLAS GEM
 every read-out as a cuBLAS GEMM followed by LeakyReLU and the residual (`readout_gemm_`), and with both
 (`both_gemm_`: the path before either moved into a Triton kernel), and with dot products over 33-48 inputs in
 chunks of 16 (`k_chunks_`, a candidate: 48 products a row for a 40-wide input, not 64), with their logits'
-difference and prediction flips against the default (--variants picks some). --profile writes
+difference and prediction flips against the default (--variants picks some; a variant can also be a module
+setting of `sedge_eval.py` written NAME=INT, e.g. `_READOUT_K=64`, for a sweep without editing code). --profile writes
 torch.profiler's per-kernel CUDA time of one forward per size: the chunked path, the scan path, and the scan
 path with `k_chunks_`.
 
@@ -51,13 +52,15 @@ def _args(argv):
     p.add_argument("--profile", help="write per-kernel CUDA times of both paths to this text file")
     p.add_argument("--profile-sizes", default="full,naive-extra-large")
     p.add_argument("--variants", default=",".join(_VARIANTS),
-                   help=f"with --compare, the scan path's variants to time (of {', '.join(_VARIANTS)})")
+                   help=f"with --compare, the scan path's variants to time: {', '.join(_VARIANTS)}, or a module "
+                   "setting of kwsbench.models.sedge_eval as NAME=INT (e.g. _READOUT_K=64)")
     p.add_argument("--data-dir", help="real clips: a Speech Commands folder (the first --batch clips)")
     p.add_argument("--weights", help="a manifest whose s-edge-<size>.pt to load (default: seeded initialisation)")
     args = p.parse_args(argv)
-    unknown = set(filter(None, args.variants.split(","))) - set(_VARIANTS)
+    unknown = [v for v in filter(None, args.variants.split(",")) if _variant(v) is None]
     if unknown:
-        p.error(f"--variants: unknown {', '.join(sorted(unknown))}; known: {', '.join(_VARIANTS)}")
+        p.error(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(_VARIANTS)}, or NAME=INT with NAME a "
+                "setting of kwsbench.models.sedge_eval")
     return args
 
 
@@ -172,6 +175,18 @@ _VARIANTS = {  # module settings of kwsbench.models.sedge_eval per variant (see 
 }
 
 
+def _variant(name: str) -> dict | None:
+    """The module settings of a named variant or of NAME=INT; None when it is neither."""
+    if name in _VARIANTS:
+        return _VARIANTS[name]
+    setting, _, value = name.partition("=")
+    from kwsbench.models import sedge_eval
+
+    if setting.startswith("_") and hasattr(sedge_eval, setting) and value.lstrip("-").isdigit():
+        return {setting: int(value)}
+    return None
+
+
 @contextlib.contextmanager
 def _settings(settings: dict):
     """kwsbench.models.sedge_eval's module settings changed within the block (a variant of the scan path)."""
@@ -190,14 +205,15 @@ def _settings(settings: dict):
 def _gemm_variants(model, x, args, macs: int, gemm: float, default) -> dict:
     """The scan path in each variant of --variants, timed right after the default, and how far its logits are
     from the default's: input projections, read-outs or both as cuBLAS GEMMs (their thresholds set to 0), or
-    dot products over 33-48 inputs in chunks of 16."""
+    dot products over 33-48 inputs in chunks of 16, or any module setting given as NAME=INT."""
     import torch
 
     from kwsbench.models import sedge_eval
 
     row = {"project_max_in": sedge_eval._PROJECT_MAX_IN, "readout_max_out": sedge_eval._READOUT_MAX_OUT}
-    for tag in filter(None, args.variants.split(",")):
-        with _settings(_VARIANTS[tag]), torch.no_grad():
+    for name in filter(None, args.variants.split(",")):
+        tag = name if name in _VARIANTS else name.replace("=", "_") + "_"
+        with _settings(_variant(name)), torch.no_grad():
             t = _time(lambda: model(x), args.reps, args.device)
             out = model(x)
         row |= _rate(t, macs, x, args, gemm, tag) | {
