@@ -114,10 +114,10 @@ def main(argv=None) -> int:
                   "(e.g. _K_STEP=16)", file=sys.stderr)
             return 2
         setattr(sedge_eval, name, int(value))
-    os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="kwsbench-triton-"))
     tools = _tools()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("TRITON_CACHE_DIR", str(Path(tmp) / "triton"))  # kernels for another GPU: not kept
         for size in args.sizes.split(","):
             rows += size_rows(size, args.arch, tools, Path(tmp))
     if args.out:
