@@ -7,8 +7,9 @@ the same process on the same clips, what each inference lever brings per model a
     python benchmarks/cpu_eval.py --data-dir ../shared/data/gsc_v2_test_dev --models mamba-kws,centaurus-kws \\
         --weights synth --levers scan-steps,centaurus-pieces
 
-Passes alternate over the models and, inside a model, over its paths (`--passes`, medians reported), so a shared
-machine's load falls on all of them alike; the load average is printed. Rate = 2 FLOP per MAC of `kwsbench cost`
+Passes alternate over the models and, inside a model, over its paths (`--passes`, medians reported, with the
+slowest and fastest pass beside each model's rate), so a shared machine's load falls on all of them alike; the
+load average is printed. Rate = 2 FLOP per MAC of `kwsbench cost`
 (front end included). The correct count is printed beside the authors' own code's count on the same clips
 (tests/test_ports_parity.py). The authors' evaluation code itself is not in this repository or in ../shared, so no
 side-by-side with it.
@@ -248,15 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     peak = max(peaks)
     print(f"{len(audio)} clips, {args.threads} threads, batch {args.batch_size}, {args.passes} passes; matmul peak "
           f"{peak:.0f} GFLOP/s (1024^3 fp32, best); load average {os.getloadavg()[0]:.2f}")
-    print(f"{'model':22} {'lanes':>5} {'clips/s':>8} {'M MAC/clip':>10} {'GFLOP/s':>8} {'% of peak':>9} "
-          "correct (authors' code)")
+    print(f"{'model':22} {'lanes':>5} {'clips/s':>8} {'passes':>13} {'M MAC/clip':>10} {'GFLOP/s':>8} "
+          f"{'% of peak':>9} correct (authors' code)")
     for n in names:
         card = get_card(n)
         macs = model_cost(card, card.native_rate).total_macs
         rate = len(audio) / statistics.median(times[n])
+        spread = f"{len(audio) / max(times[n]):.0f}-{len(audio) / min(times[n]):.0f}"  # slowest-fastest pass
         gflops = 2 * macs * rate / 1e9
-        print(f"{n:22} {lanes_of[n]:5} {rate:8.0f} {macs / 1e6:10.2f} {gflops:8.1f} {100 * gflops / peak:8.1f}% "
-              f"{correct[n]} ({AUTHORS_CORRECT.get(n, '-')})")
+        print(f"{n:22} {lanes_of[n]:5} {rate:8.0f} {spread:>13} {macs / 1e6:10.2f} {gflops:8.1f} "
+              f"{100 * gflops / peak:8.1f}% {correct[n]} ({AUTHORS_CORRECT.get(n, '-')})")
     if side:
         print(f"\n{'model':22} {'lever':17} {'reference clips/s':>17} {'lever clips/s':>13} {'speed-up':>8}  "
               "predictions; max |logit difference| / max |logit|")
