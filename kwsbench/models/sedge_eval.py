@@ -135,23 +135,21 @@ if triton is not None:
                 s = tl.load(src + row0 + t, mask=t < length, other=0.0)[:, None]
                 x_re = s * w_re + b_re
                 x_im = s * w_im + b_im
-            elif SOURCE == 2 and KP == KC:
-                u_off = (row0 + t)[:, None] * H_IN + k[None, :]
-                uu = tl.load(src + u_off, mask=(t < length)[:, None] & (k[None, :] < H_IN), other=0.0)
-                x_re = tl.dot(uu, w_re, input_precision=PREC) + b_re
-                x_im = tl.dot(uu, w_im, input_precision=PREC) + b_im
-            elif SOURCE == 2:  # in chunks: each chunk's rows of W_B come from the cache every tile
+            elif SOURCE == 2:
                 x_re = tl.zeros((T, CB), tl.float32)
                 x_im = tl.zeros((T, CB), tl.float32)
                 for k0 in tl.static_range(0, KP, KC):
-                    kk = k0 + tl.arange(0, KC)
-                    uu = tl.load(src + (row0 + t)[:, None] * H_IN + kk[None, :],
-                                 mask=(t < length)[:, None] & (kk[None, :] < H_IN), other=0.0)
-                    w_off = kk[:, None] * (2 * N) + c[None, :]
-                    w_ok = (kk[:, None] < H_IN) & cok[None, :]
-                    x_re = tl.dot(uu, tl.load(w + w_off, mask=w_ok, other=0.0), x_re, input_precision=PREC)
-                    x_im = tl.dot(uu, tl.load(w + w_off + N, mask=w_ok, other=0.0), x_im, input_precision=PREC)
-                x_re += b_re
+                    k = k0 + tl.arange(0, KC)
+                    uu = tl.load(src + (row0 + t)[:, None] * H_IN + k[None, :],
+                                 mask=(t < length)[:, None] & (k[None, :] < H_IN), other=0.0)
+                    if KP != KC:  # several chunks: each chunk's rows of W_B come from the cache every tile
+                        w_off = k[:, None] * (2 * N) + c[None, :]
+                        w_ok = (k[:, None] < H_IN) & cok[None, :]
+                        w_re = tl.load(w + w_off, mask=w_ok, other=0.0)
+                        w_im = tl.load(w + w_off + N, mask=w_ok, other=0.0)
+                    x_re = tl.dot(uu, w_re, x_re, input_precision=PREC)
+                    x_im = tl.dot(uu, w_im, x_im, input_precision=PREC)
+                x_re += b_re  # the bias after the products, as before the chunks
                 x_im += b_im
             else:
                 x_re = tl.load(src + off, mask=ok, other=0.0)
@@ -316,9 +314,14 @@ def layer_kinds(layer: SEdgeLayer, pool: bool) -> tuple[int, int | None]:
     source = _SCALAR if h_in == 1 else _PROJECTED if projects_inside(h_in, layer.n_state) else _GIVEN
     if pool or not fuses_readout(h_in, h_out):
         return source, None
-    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
-    return source, (_SKIP if layer.skip is not None else _NO_RESIDUAL if not identity
+    return source, (_SKIP if layer.skip is not None else _NO_RESIDUAL if not _identity_residual(layer)
                     else _BROADCAST if h_in == 1 else _IDENTITY)
+
+
+def _identity_residual(layer: SEdgeLayer) -> bool:
+    """Whether the layer adds its input to its output (the residual _LayerCore adds; a one-channel input is
+    broadcast), as opposed to a trainable skip or nothing."""
+    return layer.skip is None and (layer.h_in == layer.h_out or layer.h_in == 1)
 
 
 def leaky_residual(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -367,7 +370,7 @@ def _layer(layer: SEdgeLayer, ops: dict, u: torch.Tensor, pool: bool) -> torch.T
     h_out = ops["w_c"].shape[1]
     if kind is not None:
         return readout(x.view(rows, n2), ops, u.view(rows, h_in), kind).view(bsz, length, h_out)
-    identity = layer.skip is None and (h_in == h_out or h_in == 1)  # the residual _LayerCore adds
+    identity = _identity_residual(layer)
     y = torch.addmm(ops["c"], x.view(rows, n2), ops["w_c"])
     del x
     z = y.view(bsz, length, h_out)
