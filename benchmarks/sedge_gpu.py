@@ -15,11 +15,11 @@ relative to the largest logit, each path's distance to a float64 forward, and th
 differs. It also times the scan path with every input projection as a cuBLAS GEMM (`projection_gemm_`), with
 every read-out as a cuBLAS GEMM followed by LeakyReLU and the residual (`readout_gemm_`), and with both
 (`both_gemm_`: the path before either moved into a Triton kernel), and with dot products over 33-48 inputs in
-chunks of 16 (`k_chunks_`, a candidate: 48 products a row for a 40-wide input, not 64), with their logits'
-difference and prediction flips against the default (--variants picks some; a variant can also be a module
-setting of `sedge_eval.py` written NAME=INT, e.g. `_READOUT_K=64`, for a sweep without editing code). --profile writes
-torch.profiler's per-kernel CUDA time of one forward per size: the chunked path, the scan path, and the scan
-path with `k_chunks_`.
+one power-of-two chunk (`whole_k_`, the default before chunks of 16: 64 products a row for a 40-wide input,
+not 48), with their logits' difference and prediction flips against the default (--variants picks some; a
+variant can also be a module setting of `sedge_eval.py` written NAME=INT, e.g. `_READOUT_K=64`, for a sweep
+without editing code). --profile writes torch.profiler's per-kernel CUDA time of one forward per size: the
+chunked path, the scan path, and the scan path with `whole_k_`.
 
     python benchmarks/sedge_gpu.py --batch 1024 --out sedge.json            # on a GPU
     python benchmarks/sedge_gpu.py --compare --data-dir DEV --weights gsc-mini --sizes full,naive-extra-large
@@ -171,7 +171,7 @@ def _compare(model, x, args, macs: int, gemm: float) -> dict:
 _VARIANTS = {  # module settings of kwsbench.models.sedge_eval per variant (see the module's constants)
     "projection_gemm_": {"_PROJECT_MAX_IN": 0}, "readout_gemm_": {"_READOUT_MAX_OUT": 0},
     "both_gemm_": {"_PROJECT_MAX_IN": 0, "_READOUT_MAX_OUT": 0},
-    "k_chunks_": {"_K_STEP": 16},
+    "whole_k_": {"_K_STEP": 0},
 }
 
 
@@ -243,7 +243,7 @@ def _profile(sizes: list[str], x, args, path: str) -> None:
     for size in sizes:
         model = _model(size, args.device, args.weights)
         for name, on, settings in (("chunked", False, {}), ("scan", True, {}),
-                                   ("scan, k_chunks_", True, _VARIANTS["k_chunks_"])):
+                                   ("scan, whole_k_", True, _VARIANTS["whole_k_"])):
             with torch.no_grad(), scan_eval(on), _settings(settings):
                 model(x)
                 torch.cuda.synchronize()

@@ -10,7 +10,7 @@ registers and work before a GPU measures its speed. It does not measure speed: o
 registers from 236-255 to 168 and FFMAs by 20-60 % ran slower on an H200 (docs/performance-history.md).
 
     python benchmarks/sedge_kernels.py --sizes large,medium
-    python benchmarks/sedge_kernels.py --sizes large --set _K_STEP=16    # with a module setting changed
+    python benchmarks/sedge_kernels.py --sizes large --set _K_STEP=0     # with a module setting changed
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _args(argv):
     p.add_argument("--sizes", default="large,medium,small,tiny,naive-large,full")
     p.add_argument("--arch", default="sm_90a", help="GPU architecture to compile for (sm_80, sm_90a, ...)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=INT",
-                   help="a module setting of kwsbench.models.sedge_eval for this run, e.g. _K_STEP=16 (repeatable)")
+                   help="a module setting of kwsbench.models.sedge_eval for this run, e.g. _K_STEP=0 (repeatable)")
     p.add_argument("--out", help="write the rows as JSON here")
     return p.parse_args(argv)
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         name, _, value = setting.partition("=")
         if not hasattr(sedge_eval, name) or not value.lstrip("-").isdigit():
             print(f"error: --set {setting}: expected NAME=INT with NAME a setting of kwsbench.models.sedge_eval "
-                  "(e.g. _K_STEP=16)", file=sys.stderr)
+                  "(e.g. _K_STEP=0)", file=sys.stderr)
             return 2
         setattr(sedge_eval, name, int(value))
     tools = _tools()

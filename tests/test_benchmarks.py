@@ -87,11 +87,11 @@ def test_sedge_rate_benchmark_times_named_variants_and_module_settings(tmp_path)
     out = tmp_path / "sedge.json"
     script = str(PROJECT_ROOT / "benchmarks" / "sedge_gpu.py")
     cmd = [sys.executable, script, "--device", "cpu", "--sizes", "tiny", "--batch", "2", "--reps", "1", "--gemm", "64",
-           "--compare", "--variants", "k_chunks_,_READOUT_K=64", "--out", str(out)]
+           "--compare", "--variants", "whole_k_,_READOUT_K=64", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
     (row,) = json.loads(out.read_text())["sizes"]
-    assert row["k_chunks_flips"] == 0 and row["_READOUT_K_64_flips"] == 0 and row["_READOUT_K_64_clips_per_s"] > 0
+    assert row["whole_k_flips"] == 0 and row["_READOUT_K_64_flips"] == 0 and row["_READOUT_K_64_clips_per_s"] > 0
     res = subprocess.run(cmd[:-4] + ["--variants", "_NO_SUCH=1"], capture_output=True, text=True, timeout=300,
                          cwd=PROJECT_ROOT)
     assert res.returncode == 2 and "unknown _NO_SUCH=1" in res.stderr, res.stderr

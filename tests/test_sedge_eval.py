@@ -36,8 +36,8 @@ _SCRIPT = textwrap.dedent("""
         "norm-skip": (SEdgeConfig((10, 6), (4, 7), True, True, "orthogonal", 0.0, None), [1, 1], 16),
         "norm-skip-projected": (SEdgeConfig((20, 24), (6, 5), True, True, "orthogonal", 0.0, None), [1, 1], 16),
         "no-residual": (SEdgeConfig((6, 12, 4), (5, 7, 5), False, False, "s5", 0.1, None), [1, 1, 1], 16),
-        # with _K_STEP 16: a 40-wide input projected (and skipped) in chunks of 16; 48 states in a block of 32
-        # and a masked one
+        # with _K_STEP 16 (the others with 0: one chunk): a 40-wide input projected (and skipped) in chunks of 16;
+        # 48 states in a block of 32 and a masked one
         "k-chunks": (SEdgeConfig((12, 48, 8), (40, 24, 6), True, True, "orthogonal", 0.0, None), [1, 1, 1], 32),
     }
     g = torch.Generator().manual_seed(3)
@@ -108,14 +108,14 @@ def test_scan_path_equals_chunked_path_under_the_interpreter():
 
 
 @needs_triton
-def test_dot_products_over_an_input_take_one_chunk_or_with_k_step_chunks_of_16(monkeypatch):
+def test_dot_products_over_33_to_48_inputs_go_in_chunks_of_16_other_widths_in_one_chunk(monkeypatch):
     widths = (1, 8, 24, 32, 33, 40, 48, 49, 56, 64)
-    # one power-of-two chunk, at least 16 (a dot product's least)
-    assert [sedge_eval._k_padding(h)[0] for h in widths] == [16, 16, 32, 32, 64, 64, 64, 64, 64, 64]
-    assert all(kp == kc for kp, kc in map(sedge_eval._k_padding, widths))
-    monkeypatch.setattr(sedge_eval, "_K_STEP", 16)  # the candidate: chunks of 16 where they save a quarter
+    # the default: chunks of 16 where they save a quarter of the products, else one power-of-two chunk (>= 16)
     assert [sedge_eval._k_padding(h) for h in widths] == [
         (16, 16), (16, 16), (32, 32), (32, 32), (48, 16), (48, 16), (48, 16), (64, 64), (64, 64), (64, 64)]
+    monkeypatch.setattr(sedge_eval, "_K_STEP", 0)  # the previous default: one chunk for every width
+    assert [sedge_eval._k_padding(h)[0] for h in widths] == [16, 16, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert all(kp == kc for kp, kc in map(sedge_eval._k_padding, widths))
 
 
 def test_applies_only_to_cuda_inference():
