@@ -234,9 +234,9 @@ def _k_padding(h_in: int) -> tuple[int, int]:
 
     Only where they save a quarter of the products: chunks of 16 for every width made the kernels slower on one
     H200 (2026-12-05, with other changes). Where they apply they remove s-edge-large's read-out spills (856 bytes
-    -> 0-28, `benchmarks/sedge_kernels.py`) and, on one H100, lifted large from 34.3 to 36.8 % of the fp32 rate
-    and small from 22.8 to 23.9 % (medium and tiny unchanged); the products add in another order (logits within
-    2e-7 relative, 0 of 1,024 predictions changed)."""
+    -> 0-28, `benchmarks/sedge_kernels.py`) and, on one H100 (two calls), lifted large from 34.3-34.7 to
+    36.8-36.9 % of the fp32 rate, small from 22.8-24.2 to 23.9-25.3 % and medium by under 2 %; the products add
+    in another order (logits within 2e-7 relative, 0 of 1,024 predictions changed, CLI stores identical)."""
     whole = max(16, triton.next_power_of_2(h_in))
     stepped = -(-h_in // _K_STEP) * _K_STEP if _K_STEP else whole
     return (stepped, _K_STEP) if 4 * stepped <= 3 * whole else (whole, whole)
