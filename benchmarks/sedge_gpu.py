@@ -52,7 +52,7 @@ def _args(argv):
     p.add_argument("--profile", help="write per-kernel CUDA times of both paths to this text file")
     p.add_argument("--profile-sizes", default="full,naive-extra-large")
     p.add_argument("--variants", default=",".join(_VARIANTS),
-                   help=f"with --compare, the scan path's variants to time: {', '.join(_VARIANTS)}, or a module "
+                   help=f"with --compare, the scan path's variants to time: {', '.join(_VARIANTS)}, or a tunable "
                    "setting of kwsbench.models.sedge_eval as NAME=INT (e.g. _READOUT_K=64)")
     p.add_argument("--data-dir", help="real clips: a Speech Commands folder (the first --batch clips)")
     p.add_argument("--weights", help="a manifest whose s-edge-<size>.pt to load (default: seeded initialisation)")
@@ -60,7 +60,7 @@ def _args(argv):
     unknown = [v for v in filter(None, args.variants.split(",")) if _variant(v) is None]
     if unknown:
         p.error(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(_VARIANTS)}, or NAME=INT with NAME a "
-                "setting of kwsbench.models.sedge_eval")
+                "tunable setting of kwsbench.models.sedge_eval")
     return args
 
 
@@ -179,12 +179,10 @@ def _variant(name: str) -> dict | None:
     """The module settings of a named variant or of NAME=INT; None when it is neither."""
     if name in _VARIANTS:
         return _VARIANTS[name]
-    setting, _, value = name.partition("=")
     from kwsbench.models import sedge_eval
 
-    if setting.startswith("_") and hasattr(sedge_eval, setting) and value.lstrip("-").isdigit():
-        return {setting: int(value)}
-    return None
+    setting = sedge_eval.parse_setting(name)
+    return dict([setting]) if setting else None
 
 
 @contextlib.contextmanager
@@ -204,8 +202,8 @@ def _settings(settings: dict):
 
 def _gemm_variants(model, x, args, macs: int, gemm: float, default) -> dict:
     """The scan path in each variant of --variants, timed right after the default, and how far its logits are
-    from the default's: input projections, read-outs or both as cuBLAS GEMMs (their thresholds set to 0), or
-    dot products over 33-48 inputs in chunks of 16, or any module setting given as NAME=INT."""
+    from the default's: input projections, read-outs or both as cuBLAS GEMMs (their thresholds set to 0), dot
+    products over 33-48 inputs in one power-of-two chunk, or any tunable module setting given as NAME=INT."""
     import torch
 
     from kwsbench.models import sedge_eval

@@ -107,13 +107,13 @@ def main(argv=None) -> int:
     if sedge_eval.triton is None:
         print("error: Triton is not installed (it ships with torch's CUDA wheels on Linux)", file=sys.stderr)
         return 5
-    for setting in args.set:
-        name, _, value = setting.partition("=")
-        if not hasattr(sedge_eval, name) or not value.lstrip("-").isdigit():
-            print(f"error: --set {setting}: expected NAME=INT with NAME a setting of kwsbench.models.sedge_eval "
-                  "(e.g. _K_STEP=0)", file=sys.stderr)
+    for text in args.set:
+        setting = sedge_eval.parse_setting(text)
+        if setting is None:
+            print(f"error: --set {text}: expected NAME=INT with NAME a tunable setting of kwsbench.models.sedge_eval "
+                  f"({', '.join(sedge_eval.TUNABLE)})", file=sys.stderr)
             return 2
-        setattr(sedge_eval, name, int(value))
+        setattr(sedge_eval, *setting)
     tools = _tools()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

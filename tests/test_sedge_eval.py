@@ -118,6 +118,14 @@ def test_dot_products_over_33_to_48_inputs_go_in_chunks_of_16_other_widths_in_on
     assert all(kp == kc for kp, kc in map(sedge_eval._k_padding, widths))
 
 
+def test_a_sweep_may_change_the_tunable_settings_only():
+    assert sedge_eval.parse_setting("_K_STEP=0") == ("_K_STEP", 0)
+    assert sedge_eval.parse_setting("_READOUT_K=64") == ("_READOUT_K", 64)
+    # a kind, a function, an unknown name, or no whole number: not a setting
+    for text in ("_SKIP=1", "_layer=1", "_NO_SUCH=1", "_K_STEP=x", "_K_STEP"):
+        assert sedge_eval.parse_setting(text) is None, text
+
+
 def test_applies_only_to_cuda_inference():
     m = build_sedge("tiny").eval()
     x = torch.zeros(2, 100)

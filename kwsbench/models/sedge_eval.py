@@ -59,6 +59,18 @@ _READOUT_MAX_IN = 64  # ... and this many input channels or fewer: a trainable s
 _READOUT_ROWS, _READOUT_K = 64, 32  # rows per program and state columns per step of the read-out kernel
 _NO_RESIDUAL, _IDENTITY, _BROADCAST, _SKIP = 0, 1, 2, 3  # what the read-out kernel adds after LeakyReLU
 _ENABLED = [True]  # `scan_eval(False)` switches the GPU eval path off (benchmarks compare the two)
+# the settings above that a benchmark may change for a sweep (`parse_setting`); the kinds are not settings
+TUNABLE = ("_ROWS_PER_TILE", "_SCAN_T", "_SCAN_CB", "_SCAN_WARPS", "_READOUT_WARPS", "_EW_BLOCK", "_K_STEP",
+            "_PROJECT_MAX_IN", "_READOUT_MAX_OUT", "_READOUT_MAX_IN", "_READOUT_ROWS", "_READOUT_K")
+
+
+def parse_setting(text: str) -> tuple[str, int] | None:
+    """NAME=INT with NAME one of this module's tunable settings (e.g. `_K_STEP=0`): (NAME, INT); None otherwise.
+    benchmarks/sedge_gpu.py (--variants) and sedge_kernels.py (--set) sweep them without a code edit."""
+    name, _, value = text.partition("=")
+    if name in TUNABLE and value.lstrip("-").isdigit():
+        return name, int(value)
+    return None
 
 
 @contextlib.contextmanager
