@@ -98,8 +98,9 @@ class RmsNoise:
             raise BadInputError(f"unknown noise source {name!r}")
         return name
 
-    def prepare(self, clipset, names, seed, on_render=None):
-        pass  # renders on demand in bank()
+    def prepare(self, clipset, names, seed, on_render=None, meanwhile=None):
+        if meanwhile is not None:  # renders on demand in bank(): nothing to overlap
+            meanwhile()
 
     def bank(self, clipset, name, seed):
         rows = []

@@ -102,16 +102,22 @@ class NoiseBank:
     @classmethod
     def many(cls, clipset: ClipSet, sources: list[NoiseSource | str], seed: int = 0,
              noise_dir: Path | str | None = None, use_cache: bool = True,
-             on_render: Callable[[list[str]], None] | None = None) -> list[NoiseBank]:
+             on_render: Callable[[list[str]], None] | None = None,
+             meanwhile: Callable[[], None] | None = None) -> list[NoiseBank]:
         """The banks of several sources for one clip set: cached ones loaded, the others rendered together in
         one pool of workers, so the rows of all of them balance over the workers and the pool starts once.
-        `on_render` hears the names of the sources about to be rendered (for a progress note)."""
+        `on_render` hears the names of the sources about to be rendered (for a progress note); `meanwhile`, when
+        given, runs once in this process while the workers render (`render_jobs`), or at once when nothing is
+        left to render."""
         banks = [cls(clipset, s, seed, noise_dir, use_cache, render_now=False) for s in sources]
         todo = [b for b in banks if b.noise is None]
         if todo and on_render is not None:
             on_render([b.source.name for b in todo])
+        if not todo and meanwhile is not None:
+            meanwhile()
         failed: BadInputError | None = None
-        for bank, rows in zip(todo, render_jobs([b.job() for b in todo]), strict=True):
+        rendered = render_jobs([b.job() for b in todo], meanwhile=meanwhile) if todo else []
+        for bank, rows in zip(todo, rendered, strict=True):
             try:
                 bank._finish(rows)
             except BadInputError as err:  # the others are still cached before the first failure is raised
@@ -248,10 +254,14 @@ def _shared_rows(rows: int, length: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.float32, count=rows * length).reshape(rows, length)
 
 
-def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.ndarray | ValueError]:
+def render_jobs(jobs: list[RenderJob], workers: int | None = None,
+                meanwhile: Callable[[], None] | None = None) -> list[np.ndarray | ValueError]:
     """Every job's rows, split into spans over one pool of forked workers. Each row comes from its own (seed,
     source, utterance) generator, so the split changes no sample. A job that cannot be rendered (ValueError,
-    e.g. too few babble talkers) gives its error in place of its rows; the others are still rendered."""
+    e.g. too few babble talkers) gives its error in place of its rows; the others are still rendered.
+
+    `meanwhile` runs exactly once in this process: after the workers are forked and have their tasks (so what it
+    starts, a CUDA context say, is never inherited by a fork), or first when the rows are rendered here."""
     global _JOBS
     workers = noise_workers() if workers is None else workers
     total = sum(len(job.ids) for job in jobs)
@@ -259,6 +269,8 @@ def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.nd
     tasks = [(j, a, min(a + chunk, len(job.ids))) for j, job in enumerate(jobs) for a in range(0, len(job.ids), chunk)]
     # fork shares the talker pools / recordings copy-on-write; without fork, or for a small bank, stay serial
     if workers < 2 or len(tasks) < 2 or total < _MIN_POOL_ROWS or "fork" not in multiprocessing.get_all_start_methods():
+        if meanwhile is not None:
+            meanwhile()
         return [_serial(job) for job in jobs]
     outs = [_shared_rows(len(job.ids), job.ctx.length) for job in jobs]
     _JOBS = (jobs, outs)
@@ -266,6 +278,9 @@ def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.nd
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
             answers = pool.imap(_render_task, tasks)
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None  # ran: the serial fallback below must not run it again
             for j, _, _ in tasks:
                 err = answers.next(timeout=TASK_TIMEOUT_S)
                 if err:
@@ -273,6 +288,8 @@ def render_jobs(jobs: list[RenderJob], workers: int | None = None) -> list[np.nd
     except multiprocessing.TimeoutError:  # leaving the `with` terminated the stuck workers
         warnings.warn(f"noise-bank workers gave no answer within {TASK_TIMEOUT_S:.0f} s; rendering the banks in "
                       f"this process instead (same samples, slower); {WORKERS_ENV}=1 always does", stacklevel=2)
+        if meanwhile is not None:
+            meanwhile()
         return [_serial(job) for job in jobs]
     finally:
         _JOBS = None

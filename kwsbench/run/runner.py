@@ -42,6 +42,7 @@ from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.lanes import LaneAborted, lanes_per_model, run_lanes
 from kwsbench.run.plan import Plan, check_precision
 from kwsbench.run.precision import check_gpu_supports, for_precision, precision_mode
+from kwsbench.run.warmup import start_cuda
 from kwsbench.run.workers import MainThreadCalls, RunStopped, cpu_workers, run_in_workers
 
 if TYPE_CHECKING:  # imported lazily at run time: the estimate is only made when a run announces itself
@@ -81,13 +82,15 @@ class NoiseProvider:
         return resolve_name(name, self.noise_dir)
 
     def prepare(self, clipset: ClipSet, names: list[str], seed: int,
-                on_render: Callable[[list[str]], None] | None = None) -> None:
+                on_render: Callable[[list[str]], None] | None = None,
+                meanwhile: Callable[[], None] | None = None) -> None:
         """Load or render the banks of `names` at once: the missing ones share one pool of render workers
-        (`on_render` hears their names first)."""
+        (`on_render` hears their names first; `meanwhile` runs once in this process while they render)."""
         from kwsbench.noise import NoiseBank
 
         todo = [n for n in names if (clipset.fingerprint, n, seed) not in self._ready]
-        banks = NoiseBank.many(clipset, todo, seed, noise_dir=self.noise_dir, on_render=on_render)
+        banks = NoiseBank.many(clipset, todo, seed, noise_dir=self.noise_dir, on_render=on_render,
+                               meanwhile=meanwhile)
         for name, bank in zip(todo, banks, strict=True):
             self._ready[(clipset.fingerprint, name, seed)] = bank.noise
 
@@ -566,10 +569,13 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
                 progress: Progress, shard: Shard) -> None:
     owned = [[c for j, c in enumerate(conds) if shard.owns(m * len(conds) + j)] for m in range(len(cards))]
     ctx = RunContext(
-        plan=plan, clipset=clipset,
-        clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)).to(plan.device),
+        plan=plan, clipset=clipset, clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)),
         provider=provider, store=store, summary=summary, progress=progress,
         noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
+    if plan.device.startswith("cuda") and ctx.noise_names:
+        _load_banks(ctx, meanwhile=lambda: _to_device(ctx))  # CUDA starts while the bank workers render
+    else:
+        _to_device(ctx)
     stop_after = dist_.exit_after(shard.rank)
     jobs = [(card, my_conds) for card, my_conds in zip(cards, owned, strict=True) if my_conds]
     workers, ctx.lanes = _cpu_parallelism(plan, len(jobs), shard)
@@ -588,6 +594,16 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
     by_job = dict(zip(order, keys, strict=True))
     for i in range(len(jobs)):
         summary.cell_keys += by_job[i]
+
+
+def _to_device(ctx: RunContext) -> None:
+    """The clips onto the run's device. On CUDA this is the process's first CUDA call: the context and the
+    libraries every model needs (cuDNN, cuBLAS, cuFFT) start here, not in the first model's first cell."""
+    t0 = time.perf_counter()
+    ctx.clean = ctx.clean.to(ctx.plan.device)
+    if ctx.plan.device.startswith("cuda"):
+        start_cuda(ctx.plan.device)
+        ctx.summary.timings["cuda_start"] = time.perf_counter() - t0
 
 
 def _cpu_parallelism(plan: Plan, models: int, shard: Shard) -> tuple[int, int]:
@@ -697,8 +713,9 @@ def _memory_hint(err: Exception, plan: Plan) -> str:
     return ""
 
 
-def _load_banks(ctx: RunContext) -> None:
-    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together)."""
+def _load_banks(ctx: RunContext, meanwhile: Callable[[], None] | None = None) -> None:
+    """Every noise bank this process's cells use, onto the run's device (rendering the missing ones together);
+    `meanwhile` runs once in this process while the workers render the first seed's banks."""
     plan, clipset = ctx.plan, ctx.clipset
     t_bank = time.perf_counter()
     seeds = sorted({seed for _, seed in ctx.noise_names})
@@ -708,7 +725,9 @@ def _load_banks(ctx: RunContext) -> None:
             ctx.progress.note(f"rendering noise banks {', '.join(rendering)}{what} for {len(clipset):,} clips "
                               "(cached for later runs)")
 
-        ctx.provider.prepare(clipset, [n for n, s in ctx.noise_names if s == seed], seed, on_render=announce)
+        ctx.provider.prepare(clipset, [n for n, s in ctx.noise_names if s == seed], seed, on_render=announce,
+                             meanwhile=meanwhile)
+        meanwhile = None
     for name, seed in ctx.noise_names:
         arr, ver = ctx.provider.bank(clipset, name, seed)
         ctx.banks[(name, seed)] = (torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(plan.device),

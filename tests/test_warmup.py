@@ -1,0 +1,109 @@
+"""The CUDA start-up overlaps the noise-bank workers: the bank renderer runs the given work once, in the parent,
+while its forked workers render, and changes no sample; on a GPU the start-up changes no bit of a forward."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kwsbench.noise import NoiseBank, get_source
+from kwsbench.noise import bank as bank_mod
+from kwsbench.noise.generators import RenderContext
+from helpers import make_clipset, make_plan, tiny_loader
+from test_noise_speed import BEFORE, IDS, SPEAKERS, _digest
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class Recorder:
+    """The work handed to the renderer: notes where and when it ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []  # (pid, live worker processes) per call
+
+    def __call__(self) -> None:
+        self.calls.append((os.getpid(), len(multiprocessing.active_children())))
+
+
+def test_the_work_runs_once_in_the_parent_while_the_workers_render(monkeypatch):
+    monkeypatch.setattr(bank_mod, "_CHUNK", 7)
+    monkeypatch.setattr(bank_mod, "_MIN_POOL_ROWS", 0)
+    work = Recorder()
+    jobs = [bank_mod.RenderJob(get_source(n), IDS, 3, RenderContext(), SPEAKERS) for n in ("white", "street")]
+    white, street = bank_mod.render_jobs(jobs, workers=2, meanwhile=work)
+    assert len(work.calls) == 1
+    pid, workers = work.calls[0]
+    assert pid == os.getpid() and workers == 2
+    assert _digest(white) == BEFORE["white"] and _digest(street) == BEFORE["street"]
+
+
+def test_the_work_runs_once_without_a_pool_too():
+    work = Recorder()
+    job = bank_mod.RenderJob(get_source("white"), IDS, 3, RenderContext(), SPEAKERS)
+    (rows,) = bank_mod.render_jobs([job], workers=1, meanwhile=work)
+    assert [pid for pid, _ in work.calls] == [os.getpid()]
+    assert _digest(rows) == BEFORE["white"]
+
+
+def test_the_work_runs_once_when_every_bank_is_cached():
+    cs = make_clipset(per_class=2)
+    first = Recorder()
+    NoiseBank.many(cs, ["white", "pink"], seed=4, meanwhile=first)  # renders and caches both
+    again = Recorder()
+    banks = NoiseBank.many(cs, ["white", "pink"], seed=4, meanwhile=again)
+    assert len(first.calls) == 1 and len(again.calls) == 1
+    assert all(b.loaded_from_cache for b in banks)
+
+
+_FRESH_FORWARD = """
+import hashlib, json, sys, torch
+from kwsbench.models.registry import get_card
+if sys.argv[1] == "warm":
+    from kwsbench.run.warmup import start_cuda
+    start_cuda("cuda")
+torch.manual_seed(0)
+model = get_card("ds-cnn-s").build().eval().cuda()
+x = (0.1 * torch.randn(64, 16000, generator=torch.Generator().manual_seed(1))).cuda()
+with torch.inference_mode():
+    out = model(x).cpu().numpy()
+print(json.dumps(hashlib.sha256(out.tobytes()).hexdigest()))
+"""
+
+
+@cuda
+def test_the_cuda_start_changes_no_bit_of_a_first_forward():
+    def digest(mode: str) -> str:
+        done = subprocess.run([sys.executable, "-c", _FRESH_FORWARD, mode], capture_output=True, text=True,
+                              check=True, env=os.environ.copy())
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert digest("warm") == digest("cold")
+
+
+@cuda
+def test_a_cuda_run_starts_cuda_while_the_banks_render(tmp_path, tiny_cards, monkeypatch):
+    from kwsbench.run import runner
+
+    order: list[str] = []
+    real_start, real_many = runner.start_cuda, NoiseBank.many
+
+    def start(device):
+        order.append("cuda")
+        real_start(device)
+
+    def many(*args, **kwargs):
+        order.append("banks")
+        return real_many(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "start_cuda", start)
+    monkeypatch.setattr(NoiseBank, "many", many)
+    plan = make_plan(tmp_path, device="cuda", noise=["white", "pink"])
+    summary = runner.run_plan(plan, loader=tiny_loader, clipset=make_clipset(per_class=2), show_progress=False)
+    assert order == ["banks", "cuda"]  # the start-up was handed to the bank renderer
+    assert summary.timings["cuda_start"] > 0 and not summary.failed
