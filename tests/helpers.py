@@ -67,8 +67,8 @@ class TinyKws(torch.nn.Module):
         spec = torch.fft.rfft(x, dim=-1).abs()
         # 16 bands of 500 Hz each at 16 kHz; a lower rate sees only its own bands (upper ones empty).
         hz_per_bin = self.rate / x.shape[-1]
-        bins = (torch.arange(spec.shape[-1]) * hz_per_bin / 500).long().clamp(max=15)
-        feats = torch.zeros(x.shape[0], 16).index_add_(1, bins, spec)
+        bins = (torch.arange(spec.shape[-1], device=x.device) * hz_per_bin / 500).long().clamp(max=15)
+        feats = torch.zeros(x.shape[0], 16, device=x.device).index_add_(1, bins, spec)
         return self.proj(torch.log1p(feats))
 
 

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import torch
+from helpers import make_clipset, make_plan, tiny_loader
+from test_noise_speed import BEFORE, IDS, SPEAKERS, _digest
 
 from kwsbench.noise import NoiseBank, get_source
 from kwsbench.noise import bank as bank_mod
 from kwsbench.noise.generators import RenderContext
-from helpers import make_clipset, make_plan, tiny_loader
-from test_noise_speed import BEFORE, IDS, SPEAKERS, _digest
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
