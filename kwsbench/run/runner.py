@@ -597,7 +597,7 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
 
 
 def _to_device(ctx: RunContext) -> None:
-    """The clips onto the run's device. On CUDA this is the process's first CUDA call: the context and the
+    """The clips onto the run's device. On CUDA the context (unless the caller made it already) and the
     libraries every model needs (cuDNN, cuBLAS, cuFFT) start here, not in the first model's first cell."""
     t0 = time.perf_counter()
     ctx.clean = ctx.clean.to(ctx.plan.device)
