@@ -48,6 +48,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="FILE", help="after the passes, run the grid once more at --profile-snr "
                    "under torch.profiler and write its operator tables here")
     p.add_argument("--profile-snr", default="0", help="SNRs of the profiled pass (default 0: clean + one per source)")
+    p.add_argument("--trace", metavar="FILE", help="with --profile: also the profiled pass's timeline as a Chrome "
+                   "trace (gzipped JSON; chrome://tracing or ui.perfetto.dev), to see where the device waits")
     return p.parse_args(argv)
 
 
@@ -165,14 +167,17 @@ def _results_digest(store: Path) -> str:
     return h.hexdigest()
 
 
-def profile_pass(args: argparse.Namespace, models: list[str], device: str, path: str) -> None:
+def profile_pass(args: argparse.Namespace, models: list[str], device: str, path: str, trace: str | None) -> None:
     """The warm grid at --profile-snr under torch.profiler: the operators by self device time and by CPU time,
     and the runner's own spans (kwsbench.predict / score / store) so time outside the models shows too."""
+    from torch._C._profiler import _ExperimentalConfig
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     narrowed = argparse.Namespace(**{**vars(args), "snr": args.profile_snr})
-    with profile(activities=activities) as prof:
+    # the runner evaluates models on worker threads: without profile_all_threads only this thread's ops show
+    every_thread = _ExperimentalConfig(profile_all_threads=True)
+    with profile(activities=activities, experimental_config=every_thread) as prof:
         one_pass(narrowed, models, device, "profile")
         _sync(device)
     events = prof.key_averages()
@@ -181,6 +186,20 @@ def profile_pass(args: argparse.Namespace, models: list[str], device: str, path:
               "## by self device time", events.table(sort_by=device_key, row_limit=40),
               "## by CPU time (including children)", events.table(sort_by="cpu_time_total", row_limit=40)]
     Path(path).write_text("\n\n".join(tables))
+    if trace:
+        _write_trace(prof, trace)
+
+
+def _write_trace(prof, path: str) -> None:
+    """The profiler's Chrome trace, gzipped (a grid's trace is tens of MB as plain JSON)."""
+    import gzip
+    import shutil
+
+    plain = Path(tempfile.mkdtemp(prefix="kwsbench-trace-")) / "trace.json"
+    prof.export_chrome_trace(str(plain))
+    with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst)
+    plain.unlink()
 
 
 def reference_loop(args: argparse.Namespace, model_name: str, device: str) -> dict:
@@ -251,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         models = args.models.split(",") if args.models else public_models()
     passes = [one_pass(args, models, device, label) for label in args.passes.split(",") if label]
     if args.profile:
-        profile_pass(args, models, device, args.profile)
+        profile_pass(args, models, device, args.profile, args.trace)
     ran = sorted(passes[-1]["per_model"]) if passes else []
     ref = reference_loop(args, ran[0], device) if args.reference and ran else None
     figures = {

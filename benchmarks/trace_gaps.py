@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Where a GPU run's time goes, from a torch.profiler Chrome trace (`grid_throughput.py --profile P --trace T`):
+how much of the wall the device was busy, how long it sat idle and between what, and per cell (one
+`kwsbench.predict` span) the wall, the device time inside it and the time the host spent after it (scoring,
+storing) before the next one began.
+
+    python benchmarks/trace_gaps.py trace.json.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+from pathlib import Path
+
+DEVICE_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
+
+
+def load(path: str) -> list[dict]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)["traceEvents"]
+
+
+def union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by (start, end) intervals."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def busy_within(spans: list[tuple[float, float]], lo: float, hi: float) -> float:
+    return union_length([(max(a, lo), min(b, hi)) for a, b in spans if b > lo and a < hi])
+
+
+def report(events: list[dict]) -> str:
+    device = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") in DEVICE_CATS and "dur" in e]
+    by_name: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") in DEVICE_CATS and "dur" in e:
+            by_name[e["name"][:70]] = by_name.get(e["name"][:70], 0.0) + e["dur"]
+    spans = [e for e in events if e.get("name") == "kwsbench.predict" and e.get("cat") in {"user_annotation", "cpu_op"}]
+    cells = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans)
+    per_thread: dict[int, list[tuple[float, float]]] = {}
+    for e in spans:
+        per_thread.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+    lines = []
+    if device:
+        lo, hi = min(a for a, _ in device), max(b for _, b in device)
+        busy = union_length(device)
+        lines.append(f"device: first to last activity {(hi - lo) / 1e3:.1f} ms, busy {busy / 1e3:.1f} ms "
+                     f"({100 * busy / (hi - lo):.0f} %)")
+        lines.append("device time by kernel / copy (top 15):")
+        for name, t in sorted(by_name.items(), key=lambda kv: -kv[1])[:15]:
+            lines.append(f"  {t / 1e3:9.2f} ms  {name}")
+    if cells:
+        walls = [b - a for a, b in cells]
+        inside = [busy_within(device, a, b) for a, b in cells]
+        # on each model worker's thread, from the end of one cell's forward to the start of the next
+        after = [c[0] - p[1] for th in per_thread.values() for p, c in zip(sorted(th), sorted(th)[1:], strict=False)]
+        lines.append(f"cells (kwsbench.predict spans): {len(cells)}, wall {sum(walls) / 1e3:.1f} ms, device busy "
+                     f"inside them {sum(inside) / 1e3:.1f} ms")
+        lines.append(f"  per cell: wall median {statistics.median(walls) / 1e3:.2f} ms, device median "
+                     f"{statistics.median(inside) / 1e3:.2f} ms")
+        slow = sorted(zip(walls, inside, strict=True), reverse=True)[:12]
+        lines.append("  slowest cells (wall / device ms): " + ", ".join(f"{w / 1e3:.1f}/{d / 1e3:.1f}"
+                                                                        for w, d in slow))
+        if after:
+            lines.append(f"  host between cells (score, store, next cell's set-up): median "
+                         f"{statistics.median(after) / 1e3:.2f} ms, total {sum(after) / 1e3:.1f} ms")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trace", help="Chrome trace from torch.profiler (.json or .json.gz)")
+    args = p.parse_args(argv)
+    if not Path(args.trace).is_file():
+        p.error(f"no trace at {args.trace}")
+    print(report(load(args.trace)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
