@@ -753,7 +753,7 @@ def test_interrupted_run_is_marked_interrupted(world, monkeypatch, capsys):
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(runner, "_run_cell", interrupt)
+    monkeypatch.setattr(runner, "_start_cell", interrupt)
     assert main([*healthy_run(world), "--force"]) == 130
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err and "interrupted" in out.err

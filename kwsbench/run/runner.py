@@ -261,9 +261,11 @@ class Pace:
 @torch.inference_mode()
 def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor, noise: torch.Tensor | None,
              cond: Condition, card: ModelCard, plan: Plan, provider: NoiseProvider,
-             on_batch: Callable[[int], None] | None = None, pace: Pace | None = None, lanes: int = 1) -> np.ndarray:
-    """Every clip's prediction under `cond`, in `lanes` contiguous lanes of clips on their own CPU threads
-    (kwsbench.run.lanes; 1: on this thread). `on_batch` gets the number of clips done so far."""
+             on_batch: Callable[[int], None] | None = None, pace: Pace | None = None, lanes: int = 1) -> torch.Tensor:
+    """Every clip's prediction under `cond` (int64, on the clips' device), in `lanes` contiguous lanes of clips on
+    their own CPU threads (kwsbench.run.lanes; 1: on this thread). `on_batch` gets the number of clips handed to
+    the model so far. On a GPU nothing here waits for the device: the caller reads the predictions when it needs
+    them (`_finish_cell`), so the device can work on one cell while the host scores and stores the one before."""
     pace = pace or Pace(plan.batch_size, adaptive=False)
     done = [0] * max(1, lanes)  # clips done per lane
     count_lock = threading.Lock()
@@ -280,7 +282,7 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor,
             if noise is not None:
                 x = provider.mix(x, noise[start:stop], cond.snr_db, plan.snr_def)
             logits = model(model_input(x, card, cond.rate_hz, plan))
-            preds.append(torch.argmax(logits, dim=-1).to("cpu", torch.int64))
+            preds.append(torch.argmax(logits, dim=-1))
             pace.record(stop - start, time.perf_counter() - t0)
             start = stop
             with count_lock:  # so the count handed on never goes down
@@ -290,7 +292,7 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor,
         return preds
 
     preds = [p for lane_preds in run_lanes(lane, clean.shape[0], lanes) for p in lane_preds]
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64, device=clean.device)
 
 
 def _set_rate(state: ModelState, rate: int, plan: Plan) -> bool:
@@ -562,6 +564,7 @@ class ModelState:
     rate: int
     pace: Pace
     keys: list[str] = field(default_factory=list)  # its cells' key digests, in the plan's order
+    finished_at: float = 0.0  # perf_counter when its last cell finished (`_finish_cell`)
 
 
 def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds: list[Condition], clipset: ClipSet,
@@ -618,20 +621,13 @@ def _cpu_parallelism(plan: Plan, models: int, shard: Shard) -> tuple[int, int]:
 def _run_model(ctx: RunContext, card: ModelCard, conds: list[Condition], loader: ModelLoader, explicit: bool,
                stop_after: int | None) -> list[str]:
     """Every condition of one model; returns its cells' key digests."""
-    plan, summary, progress = ctx.plan, ctx.summary, ctx.progress
+    plan, progress = ctx.plan, ctx.progress
     state = _load(ctx, card, loader, explicit)
     if state is None:
         with ctx.lock:
             progress.done += len(conds)
         return []
-    for cond in conds:
-        if ctx.stop.is_set():
-            raise RunStopped
-        if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
-            _load_banks(ctx)
-        _run_cell(ctx, state, cond)
-        if stop_after is not None and summary.computed >= stop_after:
-            os._exit(17)  # test hook: a worker that dies without any clean-up
+    _run_cells(ctx, state, conds, stop_after)
     forward = state.forward
     if forward is not None and forward.fallback_reason and plan.cuda_graphs and plan.device.startswith("cuda"):
         progress.note(f"{card.name}: ran without CUDA graphs ({forward.fallback_reason})")
@@ -735,40 +731,110 @@ def _load_banks(ctx: RunContext, meanwhile: Callable[[], None] | None = None) ->
     ctx.summary.timings["noise_banks"] += time.perf_counter() - t_bank
 
 
-def _run_cell(ctx: RunContext, state: ModelState, cond: Condition) -> None:
+@dataclass
+class _Started:
+    """A cell whose forwards were handed to the model: its predictions may still be on their way (GPU)."""
+
+    cond: Condition
+    result: CellResult  # status "failed" with the error until `_finish_cell` scores the predictions
+    preds: torch.Tensor | None  # None when the model failed to load or the forward raised
+    t0: float
+
+
+def overlaps_cells(plan: Plan) -> bool:
+    """Whether a model's next cell starts before the previous one is scored and stored: on a GPU, where the
+    forwards run asynchronously (on a CPU the host computes the forward itself, there is nothing to overlap)."""
+    return plan.device.startswith("cuda")
+
+
+def _run_cells(ctx: RunContext, state: ModelState, conds: list[Condition], stop_after: int | None) -> None:
+    """Every condition of one model, in order. On a GPU one cell stays in flight: the next cell's forwards are
+    queued before the host scores and stores the previous one, so the device does not idle while it does. Cells
+    are finished (scored, stored, reported) in the plan's order either way."""
+    overlap = overlaps_cells(ctx.plan)
+    pending: list[_Started] = []  # at most one
+
+    def settle() -> None:
+        while pending:
+            _finish_cell(ctx, state, pending.pop())
+            if stop_after is not None and ctx.summary.computed >= stop_after:
+                os._exit(17)  # test hook: a worker that dies without any clean-up
+
+    try:
+        for cond in conds:
+            if ctx.stop.is_set():
+                raise RunStopped
+            if cond.noise != CLEAN and (cond.noise, cond.seed) not in ctx.banks:
+                settle()
+                _load_banks(ctx)
+            started = _start_cell(ctx, state, cond, settle)
+            settle()  # the previous cell, while the device works on this one
+            if started is not None:
+                pending.append(started)
+            if not overlap:
+                settle()
+    finally:
+        settle()  # a stopped run still stores the cell it computed
+
+
+def _start_cell(ctx: RunContext, state: ModelState, cond: Condition, settle: Callable[[], None]) -> _Started | None:
+    """Hand the cell's clips to the model; None when the cell needs no forward (stored, or it cannot run).
+    `settle` finishes the cell still in flight: called before anything that must come after it (a progress line,
+    a rate change that rebuilds the model's tensors)."""
     plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
     if _cannot_run(plan, card, cond):
+        settle()
         with ctx.lock:
             summary.skipped_cells.append((card.name, cond.label(), "model cannot change rate natively"))
             progress.cell(card.name, cond.label(), "skipped (cannot change rate; try --rate-mode bandlimit)", None)
-        return
+        return None
     noise_t, version = ctx.banks[(cond.noise, cond.seed)] if cond.noise != CLEAN else (None, "")
     key = _cell_key(plan, card, state.sha, clipset, cond, version)
     state.keys.append(key.digest())
     if state.model is not None and not plan.force and ctx.store.has_ok(key):
+        settle()
         with ctx.lock:
             summary.reused += 1
             progress.cell(card.name, cond.label(), "stored", None)
-        return
+        return None
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
                         error=state.load_error)
     t0 = time.perf_counter()
+    preds = None
     if state.model is not None:
         try:
             _check_labels(state, clipset)
+            if state.rate != cond.rate_hz:
+                settle()
             if _set_rate(state, cond.rate_hz, plan):
                 state.forward.reset()  # the graphs read the tensors the rate change replaced
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
                 preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
                                  _on_batch(ctx, card.name, cond.label()), state.pace,
                                  ctx.lanes if card.cpu_lanes else 1)
+        except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
+            result.error = f"{type(err).__name__}: {err}{_memory_hint(err, plan)}"
+    return _Started(cond, result, preds, t0)
+
+
+def _finish_cell(ctx: RunContext, state: ModelState, started: _Started) -> None:
+    """Score a started cell's predictions (waiting for the device where they are computed), store the cell and
+    report it. Its seconds run from its start or the previous cell's finish, whichever is later, so the cells'
+    seconds add up to the model's time even while two overlap."""
+    plan, clipset, summary, progress, card = ctx.plan, ctx.clipset, ctx.summary, ctx.progress, state.card
+    cond, result = started.cond, started.result
+    if started.preds is not None:
+        try:
             with record_function("kwsbench.score"):
+                preds = started.preds.to("cpu", torch.int64).numpy()  # a device error of the forward shows here
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
-            result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
+            result = CellResult(key=result.key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
                                 status="ok", predictions=preds, **scores)
         except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
             result.error = f"{type(err).__name__}: {err}{_memory_hint(err, plan)}"
-    result.seconds = time.perf_counter() - t0
+    now = time.perf_counter()
+    result.seconds = now - max(started.t0, state.finished_at)
+    state.finished_at = now
     t_store = time.perf_counter()
     with record_function("kwsbench.results.store"):
         ctx.store.put_cell(summary.run_id, result)
