@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Where a GPU run's time goes, from a torch.profiler Chrome trace (`grid_throughput.py --profile P --trace T`):
-how much of the wall the device was busy, how long it sat idle and between what, and per cell (one
-`kwsbench.predict` span) the wall, the device time inside it and the time the host spent after it (scoring,
-storing) before the next one began.
+how much of the wall the device was busy, the device time by kernel, and per cell (from one
+`kwsbench.predict` span's start to the next cell's on the same thread) the wall, the device's busy time inside
+it and its idle time: what scoring, storing and the next cell's set-up cost the device.
 
     python benchmarks/trace_gaps.py trace.json.gz
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -60,20 +61,21 @@ def report(events: list[dict]) -> str:
         for name, t in sorted(by_name.items(), key=lambda kv: -kv[1])[:15]:
             lines.append(f"  {t / 1e3:9.2f} ms  {name}")
     if cells:
-        walls = [b - a for a, b in cells]
-        inside = [busy_within(device, a, b) for a, b in cells]
-        # on each model worker's thread, from the end of one cell's forward to the start of the next
-        after = [c[0] - p[1] for th in per_thread.values() for p, c in zip(sorted(th), sorted(th)[1:], strict=False)]
-        lines.append(f"cells (kwsbench.predict spans): {len(cells)}, wall {sum(walls) / 1e3:.1f} ms, device busy "
-                     f"inside them {sum(inside) / 1e3:.1f} ms")
-        lines.append(f"  per cell: wall median {statistics.median(walls) / 1e3:.2f} ms, device median "
-                     f"{statistics.median(inside) / 1e3:.2f} ms")
-        slow = sorted(zip(walls, inside, strict=True), reverse=True)[:12]
-        lines.append("  slowest cells (wall / device ms): " + ", ".join(f"{w / 1e3:.1f}/{d / 1e3:.1f}"
-                                                                        for w, d in slow))
-        if after:
-            lines.append(f"  host between cells (score, store, next cell's set-up): median "
-                         f"{statistics.median(after) / 1e3:.2f} ms, total {sum(after) / 1e3:.1f} ms")
+        # a cell's period: from its forwards' start to the next cell's on the same thread (the model's worker);
+        # the device's busy time inside it, whether the host waited for the device or went on (one cell in flight)
+        periods = [pair for th in per_thread.values() for pair in itertools.pairwise(sorted(a for a, _ in th))]
+        busy = [busy_within(device, a, b) for a, b in periods]
+        idle = [(b - a) - d for (a, b), d in zip(periods, busy, strict=True)]
+        lines.append(f"cells (kwsbench.predict spans): {len(cells)}; {len(periods)} periods from one cell's start to "
+                     f"the next's: {sum(b - a for a, b in periods) / 1e3:.1f} ms, device busy in them "
+                     f"{sum(busy) / 1e3:.1f} ms")
+        if periods:
+            lines.append(f"  per cell: period median {statistics.median(b - a for a, b in periods) / 1e3:.2f} ms, "
+                         f"device busy median {statistics.median(busy) / 1e3:.2f} ms, device idle median "
+                         f"{statistics.median(idle) / 1e3:.2f} ms (total {sum(idle) / 1e3:.1f} ms)")
+            slow = sorted(((b - a, d) for (a, b), d in zip(periods, busy, strict=True)), reverse=True)[:12]
+            lines.append("  longest periods (wall / device ms): " + ", ".join(f"{w / 1e3:.1f}/{d / 1e3:.1f}"
+                                                                             for w, d in slow))
     return "\n".join(lines)
 
 
