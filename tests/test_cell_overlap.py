@@ -6,13 +6,17 @@ cells, report them in the same order, and keep the cell in flight when a run is 
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import RmsNoise, make_clipset, make_plan, tiny_loader
 
+from kwsbench.models.registry import get_card
 from kwsbench.results.store import Store
 from kwsbench.run import runner
-from kwsbench.run.runner import run_plan
+from kwsbench.run.graphs import GraphedForward
+from kwsbench.run.runner import Condition, NoiseProvider, run_plan
 
 pytestmark = pytest.mark.usefixtures("tiny_cards")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _stored(path) -> dict:
@@ -83,3 +87,24 @@ def test_a_stopped_run_keeps_every_cell_it_computed(tmp_path, monkeypatch, overl
     with Store(tmp_path / "s.sqlite") as st:
         assert sorted((c.noise, c.snr_db) for c in st.cells()) == [("clean", None), ("white", -5.0)]
         assert st.runs()[-1]["status"] == "interrupted"
+
+
+@cuda
+def test_a_noisy_cells_forwards_are_queued_without_waiting_for_the_device(tmp_path):
+    """What makes the overlap real: handing a noisy cell's clips to a captured model (mixing at a declared SNR,
+    the replay, the predictions) never synchronises the host with the device, so the host can score the previous
+    cell meanwhile. torch's sync debug mode turns any synchronising call into an error."""
+    plan, card = make_plan(tmp_path, device="cuda", batch_size=32), get_card("test-tiny")
+    forward = GraphedForward(card.build().to("cuda").eval())
+    clips = make_clipset(per_class=4)
+    clean = torch.from_numpy(clips.audio).cuda()
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)).cuda()
+    cond = Condition("white", -5.0, 16000, 0)
+    runner._predict(forward, clean, noise, cond, card, plan, NoiseProvider())  # captures the graphs (syncs)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        preds = runner._predict(forward, clean, noise, cond, card, plan, NoiseProvider())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert preds.is_cuda and preds.shape == (48,) and forward.fallback_reason == ""

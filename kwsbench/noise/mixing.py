@@ -70,7 +70,12 @@ def noise_gain(clean: Array, noise: Array, snr_db: float | Array, definition: st
     level = speech_level(clean, definition, rate)
     if isinstance(clean, torch.Tensor):
         n_rms = noise.to(torch.float64).square().mean(dim=-1).sqrt()
-        snr = torch.as_tensor(snr_db, dtype=torch.float64, device=clean.device)
+        # a scalar SNR is filled on the device: a copy from host memory would make the host wait for the device's
+        # queue (a GPU run queues the next cell's forwards while it scores the previous cell)
+        if isinstance(snr_db, int | float):
+            snr = torch.full((), float(snr_db), dtype=torch.float64, device=clean.device)
+        else:
+            snr = torch.as_tensor(snr_db, dtype=torch.float64, device=clean.device)
         level = level.clamp(min=LEVEL_FLOOR)
         return torch.where(n_rms > 0, level / (n_rms.clamp(min=1e-300) * 10.0 ** (snr / 20.0)), 0.0)
     n_rms = np.sqrt(np.mean(np.square(np.asarray(noise, dtype=np.float64)), axis=-1))
