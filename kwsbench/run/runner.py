@@ -737,7 +737,8 @@ class _Started:
 
     cond: Condition
     result: CellResult  # status "failed" with the error until `_finish_cell` scores the predictions
-    preds: torch.Tensor | None  # None when the model failed to load or the forward raised
+    preds: torch.Tensor | None  # on the host; None when the model failed to load or the forward raised
+    ready: torch.cuda.Event | None  # on a GPU: recorded after the predictions' copy to the host was queued
     t0: float
 
 
@@ -800,7 +801,7 @@ def _start_cell(ctx: RunContext, state: ModelState, cond: Condition, settle: Cal
     result = CellResult(key=key, protocol=clipset.protocol, label_names=tuple(clipset.label_names), status="failed",
                         error=state.load_error)
     t0 = time.perf_counter()
-    preds = None
+    preds = ready = None
     if state.model is not None:
         try:
             _check_labels(state, clipset)
@@ -812,9 +813,13 @@ def _start_cell(ctx: RunContext, state: ModelState, cond: Condition, settle: Cal
                 preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
                                  _on_batch(ctx, card.name, cond.label()), state.pace,
                                  ctx.lanes if card.cpu_lanes else 1)
+            if preds.is_cuda:  # queued now, behind this cell's forwards and ahead of the next cell's
+                preds = preds.to("cpu", non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
         except Exception as err:  # noqa: BLE001 - a failing forward is a failed cell
             result.error = f"{type(err).__name__}: {err}{_memory_hint(err, plan)}"
-    return _Started(cond, result, preds, t0)
+    return _Started(cond, result, preds, ready, t0)
 
 
 def _finish_cell(ctx: RunContext, state: ModelState, started: _Started) -> None:
@@ -826,7 +831,9 @@ def _finish_cell(ctx: RunContext, state: ModelState, started: _Started) -> None:
     if started.preds is not None:
         try:
             with record_function("kwsbench.score"):
-                preds = started.preds.to("cpu", torch.int64).numpy()  # a device error of the forward shows here
+                if started.ready is not None:
+                    started.ready.synchronize()  # a device error of the forward shows here
+                preds = started.preds.numpy()
                 scores = _score(clipset.labels, preds, clipset.speaker_ids, len(clipset.label_names), cond.seed)
             result = CellResult(key=result.key, protocol=clipset.protocol, label_names=tuple(clipset.label_names),
                                 status="ok", predictions=preds, **scores)
