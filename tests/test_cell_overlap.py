@@ -12,7 +12,6 @@ from helpers import RmsNoise, make_clipset, make_plan, tiny_loader
 from kwsbench.models.registry import get_card
 from kwsbench.results.store import Store
 from kwsbench.run import runner
-from kwsbench.run.graphs import GraphedForward
 from kwsbench.run.runner import Condition, NoiseProvider, run_plan
 
 pytestmark = pytest.mark.usefixtures("tiny_cards")
@@ -91,20 +90,21 @@ def test_a_stopped_run_keeps_every_cell_it_computed(tmp_path, monkeypatch, overl
 
 @cuda
 def test_a_noisy_cells_forwards_are_queued_without_waiting_for_the_device(tmp_path):
-    """What makes the overlap real: handing a noisy cell's clips to a captured model (mixing at a declared SNR,
-    the replay, the predictions) never synchronises the host with the device, so the host can score the previous
-    cell meanwhile. torch's sync debug mode turns any synchronising call into an error."""
+    """What makes the overlap real: handing a noisy cell's clips to the model (mixing at a declared SNR, the
+    forward, the predictions) never synchronises the host with the device, so the host can score the previous
+    cell meanwhile. torch's sync debug mode turns any synchronising call into an error. (The stand-in model runs
+    eagerly: its index_add_ sums in no fixed order, so a captured graph would not be bit-identical to it.)"""
     plan, card = make_plan(tmp_path, device="cuda", batch_size=32), get_card("test-tiny")
-    forward = GraphedForward(card.build().to("cuda").eval())
+    model = card.build().to("cuda").eval()
     clips = make_clipset(per_class=4)
     clean = torch.from_numpy(clips.audio).cuda()
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)).cuda()
     cond = Condition("white", -5.0, 16000, 0)
-    runner._predict(forward, clean, noise, cond, card, plan, NoiseProvider())  # captures the graphs (syncs)
+    runner._predict(model, clean, noise, cond, card, plan, NoiseProvider())  # first use: cuFFT's plans
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        preds = runner._predict(forward, clean, noise, cond, card, plan, NoiseProvider())
+        preds = runner._predict(model, clean, noise, cond, card, plan, NoiseProvider())
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert preds.is_cuda and preds.shape == (48,) and forward.fallback_reason == ""
+    assert preds.is_cuda and preds.shape == (48,)
