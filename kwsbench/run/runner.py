@@ -295,12 +295,18 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor,
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64, device=clean.device)
 
 
+def _changes_rate(state: ModelState, rate: int, plan: Plan) -> bool:
+    """Whether a cell at `rate` makes `_set_rate` rebuild the model."""
+    return (plan.rate_mode == "native" and state.card.can_change_rate and state.model is not None
+            and state.rate != rate)
+
+
 def _set_rate(state: ModelState, rate: int, plan: Plan) -> bool:
     """Put a rate-changing model at `rate` for a native-rate cell; True when the model changed. The model
     stays at that rate until a cell asks for another (conditions come grouped by rate)."""
-    card, model = state.card, state.model
-    if plan.rate_mode != "native" or not card.can_change_rate or model is None or state.rate == rate:
+    if not _changes_rate(state, rate, plan):
         return False
+    model = state.model
     model.set_sample_rate(rate)
     state.rate = rate
     # a rate change rebuilds derived tensors (filterbanks, windows, kernels) where the model's code makes
@@ -805,10 +811,10 @@ def _start_cell(ctx: RunContext, state: ModelState, cond: Condition, settle: Cal
     if state.model is not None:
         try:
             _check_labels(state, clipset)
-            if state.rate != cond.rate_hz:
-                settle()
-            if _set_rate(state, cond.rate_hz, plan):
-                state.forward.reset()  # the graphs read the tensors the rate change replaced
+            if _changes_rate(state, cond.rate_hz, plan):
+                settle()  # the cell in flight reads the tensors the rate change replaces
+                _set_rate(state, cond.rate_hz, plan)
+                state.forward.reset()  # so do the captured graphs
             with record_function("kwsbench.predict"):  # named spans for torch.profiler (no cost otherwise)
                 preds = _predict(state.forward, ctx.clean, noise_t, cond, card, plan, ctx.provider,
                                  _on_batch(ctx, card.name, cond.label()), state.pace,
