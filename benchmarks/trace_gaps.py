@@ -41,16 +41,15 @@ def busy_within(spans: list[tuple[float, float]], lo: float, hi: float) -> float
 
 
 def report(events: list[dict]) -> str:
-    device = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") in DEVICE_CATS and "dur" in e]
+    on_device = [e for e in events if e.get("cat") in DEVICE_CATS and "dur" in e]
+    device = [(e["ts"], e["ts"] + e["dur"]) for e in on_device]
     by_name: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") in DEVICE_CATS and "dur" in e:
-            by_name[e["name"][:70]] = by_name.get(e["name"][:70], 0.0) + e["dur"]
-    spans = [e for e in events if e.get("name") == "kwsbench.predict" and e.get("cat") in {"user_annotation", "cpu_op"}]
-    cells = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans)
-    per_thread: dict[int, list[tuple[float, float]]] = {}
-    for e in spans:
-        per_thread.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+    for e in on_device:
+        by_name[e["name"][:70]] = by_name.get(e["name"][:70], 0.0) + e["dur"]
+    cells = [e for e in events if e.get("name") == "kwsbench.predict" and e.get("cat") in {"user_annotation", "cpu_op"}]
+    starts: dict[int, list[float]] = {}  # per thread (a model's worker), its cells' starts
+    for e in cells:
+        starts.setdefault(e["tid"], []).append(e["ts"])
     lines = []
     if device:
         lo, hi = min(a for a, _ in device), max(b for _, b in device)
@@ -63,7 +62,7 @@ def report(events: list[dict]) -> str:
     if cells:
         # a cell's period: from its forwards' start to the next cell's on the same thread (the model's worker);
         # the device's busy time inside it, whether the host waited for the device or went on (one cell in flight)
-        periods = [pair for th in per_thread.values() for pair in itertools.pairwise(sorted(a for a, _ in th))]
+        periods = [pair for th in starts.values() for pair in itertools.pairwise(sorted(th))]
         busy = [busy_within(device, a, b) for a, b in periods]
         idle = [(b - a) - d for (a, b), d in zip(periods, busy, strict=True)]
         lines.append(f"cells (kwsbench.predict spans): {len(cells)}; {len(periods)} periods from one cell's start to "
