@@ -538,7 +538,9 @@ def load_model(name_or_card: Any, checkpoint: str | Path | None = None,
     card = _card(name_or_card)
     resolved = resolve_checkpoint(_default_reference(card, checkpoint))
     sha = verify(resolved)
-    state, metadata = read_weights(resolved.path, map_location=device)
+    # read onto the host: the model is built there and moved once. Read straight onto a GPU, every tensor was
+    # copied there, back into the host-built module (a copy that waits for the device), and there again.
+    state, metadata = read_weights(resolved.path, map_location="cpu")
     if resolved.entry is not None:
         state = apply_key_map(state, resolved.entry.key_map)
     labels = checkpoint_labels(resolved, metadata)

@@ -1,5 +1,6 @@
-"""The CUDA start-up overlaps the noise-bank workers: the bank renderer runs the given work once, in the parent,
-while its forked workers render, and changes no sample; on a GPU the start-up changes no bit of a forward."""
+"""The CUDA start-up overlaps the noise banks: the bank renderer runs the given work once, in the parent, while
+its forked workers render, or on a thread of its own while cached banks load, and changes no sample; on a GPU the
+start-up (Triton's included) changes no bit of a forward."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from helpers import make_clipset, make_plan, tiny_loader
@@ -26,9 +30,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []  # (pid, live worker processes) per call
+        self.threads: list[int] = []
 
     def __call__(self) -> None:
         self.calls.append((os.getpid(), len(multiprocessing.active_children())))
+        self.threads.append(threading.get_ident())
 
 
 def test_the_work_runs_once_in_the_parent_while_the_workers_render(monkeypatch):
@@ -51,14 +57,53 @@ def test_the_work_runs_once_without_a_pool_too():
     assert _digest(rows) == BEFORE["white"]
 
 
-def test_the_work_runs_once_when_every_bank_is_cached():
+def test_the_work_runs_once_on_a_thread_of_its_own_when_every_bank_is_cached():
     cs = make_clipset(per_class=2)
     first = Recorder()
-    NoiseBank.many(cs, ["white", "pink"], seed=4, meanwhile=first)  # renders and caches both
+    rendered = NoiseBank.many(cs, ["white", "pink"], seed=4, meanwhile=first)  # renders and caches both
     again = Recorder()
     banks = NoiseBank.many(cs, ["white", "pink"], seed=4, meanwhile=again)
     assert len(first.calls) == 1 and len(again.calls) == 1
+    assert again.threads[0] != threading.get_ident()  # it ran beside the loads, not before them
     assert all(b.loaded_from_cache for b in banks)
+    assert all(np.array_equal(b.noise, r.noise) for b, r in zip(banks, rendered, strict=True))
+
+
+def test_a_damaged_cached_bank_renders_unforked_after_the_work_ran_on_its_thread(monkeypatch):
+    """The work (a CUDA start) has run by the time a bank fails its checksum: no forked worker may inherit it."""
+    monkeypatch.setattr(bank_mod, "_MIN_POOL_ROWS", 0)
+    cs = make_clipset(per_class=2)
+    healthy = NoiseBank.many(cs, ["white", "pink"], seed=5)
+    data = bytearray(healthy[1].path.read_bytes())
+    data[-5] ^= 0x40
+    healthy[1].path.write_bytes(bytes(data))
+    pools: list[int] = []
+    real_render = bank_mod.render_jobs
+
+    def render(jobs, workers=None, meanwhile=None):
+        pools.append(workers)
+        return real_render(jobs, workers=workers, meanwhile=meanwhile)
+
+    monkeypatch.setattr(bank_mod, "render_jobs", render)
+    work = Recorder()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        banks = NoiseBank.many(cs, ["white", "pink"], seed=5, meanwhile=work)
+    assert any("fails its checksum" in str(w.message) for w in seen)
+    assert len(work.calls) == 1 and pools == [1]
+    assert [b.loaded_from_cache for b in banks] == [True, False]
+    assert np.array_equal(banks[1].noise, healthy[1].noise)
+
+
+def test_an_error_of_the_work_reaches_the_caller():
+    cs = make_clipset(per_class=2)
+    NoiseBank.many(cs, ["white"], seed=6)
+
+    def broken() -> None:
+        raise RuntimeError("no CUDA here")
+
+    with pytest.raises(RuntimeError, match="no CUDA here"):
+        NoiseBank.many(cs, ["white"], seed=6, meanwhile=broken)
 
 
 _FRESH_FORWARD = """
@@ -68,7 +113,7 @@ if sys.argv[1] == "warm":
     from kwsbench.run.warmup import start_cuda
     start_cuda("cuda")
 torch.manual_seed(0)
-model = get_card("ds-cnn-s").build().eval().cuda()
+model = get_card(sys.argv[2]).build().eval().cuda()
 x = (0.1 * torch.randn(64, 16000, generator=torch.Generator().manual_seed(1))).cuda()
 with torch.inference_mode():
     out = model(x).cpu().numpy()
@@ -77,9 +122,10 @@ print(json.dumps(hashlib.sha256(out.tobytes()).hexdigest()))
 
 
 @cuda
-def test_the_cuda_start_changes_no_bit_of_a_first_forward():
+@pytest.mark.parametrize("name", ["ds-cnn-s", "nanomamba-tiny"])  # cuDNN's convolutions; Triton's scan kernels
+def test_the_cuda_start_changes_no_bit_of_a_first_forward(name):
     def digest(mode: str) -> str:
-        done = subprocess.run([sys.executable, "-c", _FRESH_FORWARD, mode], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-c", _FRESH_FORWARD, mode, name], capture_output=True, text=True,
                               check=True, env=os.environ.copy())
         return json.loads(done.stdout.strip().splitlines()[-1])
 
