@@ -42,3 +42,25 @@ def test_training_a_card_without_a_recipe_on_real_data_asks_for_one(tmp_path, ca
     assert "model test-no-recipe has no packaged training recipe" in err and "--recipe" in err
     assert not (tmp_path / "out").exists()
     assert "test-no-recipe" not in {c.name for c in all_cards()}  # gone again after the block
+
+
+_TRITON_PATHS = ("kwsbench.models import ncssm_gpu", "kwsbench.models import sedge_eval",
+                 "kwsbench.models.ncssm import", "kwsbench.models import ncssm\n")
+
+
+def _runs_triton_kernels(card: ModelCard) -> bool:
+    """Whether the card's own module reaches the GPU's Triton paths (ncssm_gpu directly or through ncssm's scans,
+    sedge_eval): read from its source, since on a CPU those paths are never taken."""
+    import inspect
+    import sys
+
+    source = inspect.getsource(sys.modules[card.builder.__module__])
+    return any(path in source for path in _TRITON_PATHS) or card.builder.__module__ == "kwsbench.models.ncssm"
+
+
+def test_the_cards_that_run_triton_on_a_gpu_are_those_whose_code_reaches_it():
+    """A GPU run starts Triton only for plans with such a card (kwsbench.run.warmup): a card missing from the list
+    would pay Triton's start in its first cell, one wrongly in it would make other plans wait for it."""
+    wrong = {c.name: c.runs_triton_on_gpu for c in CARDS if c.runs_triton_on_gpu != _runs_triton_kernels(c)}
+    assert not wrong
+    assert {c.family for c in CARDS if c.runs_triton_on_gpu} == {"nc-ssm", "nanomamba", "s-edge"}

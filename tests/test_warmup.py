@@ -139,9 +139,9 @@ def test_a_cuda_run_starts_cuda_while_the_banks_render(tmp_path, tiny_cards, mon
     order: list[str] = []
     real_start, real_many = runner.start_cuda, NoiseBank.many
 
-    def start(device):
+    def start(device, triton=True):
         order.append("cuda")
-        real_start(device)
+        real_start(device, triton)
 
     def many(*args, **kwargs):
         order.append("banks")
@@ -153,3 +153,17 @@ def test_a_cuda_run_starts_cuda_while_the_banks_render(tmp_path, tiny_cards, mon
     summary = runner.run_plan(plan, loader=tiny_loader, clipset=make_clipset(per_class=2), show_progress=False)
     assert order == ["banks", "cuda"]  # the start-up was handed to the bank renderer
     assert summary.timings["cuda_start"] > 0 and not summary.failed
+
+
+@pytest.mark.parametrize("models, triton", [(["test-tiny"], False), (["test-tiny", "nanomamba-tiny"], True)])
+def test_triton_starts_only_for_a_plan_with_a_model_that_runs_it(tmp_path, tiny_cards, monkeypatch, models, triton):
+    """Triton's start costs about half a second on an H100: a plan without an NC-SSM, NanoMamba or S-Edge model
+    does not wait for it."""
+    from kwsbench.run import runner
+
+    asked: list[bool] = []
+    real = runner._to_device
+    monkeypatch.setattr(runner, "_to_device", lambda ctx, triton: (asked.append(triton), real(ctx, triton)))
+    plan = make_plan(tmp_path, models=models, noise=["white"], snr=[0.0])
+    summary = runner.run_plan(plan, loader=tiny_loader, clipset=make_clipset(per_class=1), show_progress=False)
+    assert not summary.failed and asked == [triton]

@@ -24,6 +24,12 @@ from kwsbench.models.seeded import drawing_from
 _NOT_FAMILIES = {"registry", "__init__", "sedge_eval", "ncssm_gpu", "seeded"}
 
 
+# Families whose inference on a GPU runs Triton kernels (ncssm_gpu: NC-SSM and NanoMamba; sedge_eval: S-Edge). A
+# GPU run starts Triton's runtime before its first model only when one of them is in the plan (kwsbench.run.warmup):
+# the start costs about half a second that other plans would wait for. tests/test_cards.py checks the list.
+TRITON_FAMILIES = frozenset({"nc-ssm", "nanomamba", "s-edge"})
+
+
 @dataclass(frozen=True)
 class ModelCard:
     name: str  # lower-case, dashes: "nc-ssm-20k"
@@ -68,6 +74,10 @@ class ModelCard:
     def counted_params(self) -> int:
         """Trainable parameters of the model as this card builds it (counted, not quoted)."""
         return sum(p.numel() for p in self.build().parameters() if p.requires_grad)
+
+    @property
+    def runs_triton_on_gpu(self) -> bool:
+        return self.family in TRITON_FAMILIES
 
     @property
     def head_is_sizable(self) -> bool:

@@ -581,10 +581,11 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
         plan=plan, clipset=clipset, clean=torch.from_numpy(np.ascontiguousarray(clipset.audio, dtype=np.float32)),
         provider=provider, store=store, summary=summary, progress=progress,
         noise_names=sorted({(c.noise, c.seed) for my_conds in owned for c in my_conds if c.noise != CLEAN}))
+    triton = any(card.runs_triton_on_gpu for card, my_conds in zip(cards, owned, strict=True) if my_conds)
     if plan.device.startswith("cuda") and ctx.noise_names:
-        _load_banks(ctx, meanwhile=lambda: _to_device(ctx))  # CUDA starts while the bank workers render
+        _load_banks(ctx, meanwhile=lambda: _to_device(ctx, triton))  # CUDA starts while the banks render or load
     else:
-        _to_device(ctx)
+        _to_device(ctx, triton)
     stop_after = dist_.exit_after(shard.rank)
     jobs = [(card, my_conds) for card, my_conds in zip(cards, owned, strict=True) if my_conds]
     workers, ctx.lanes = _cpu_parallelism(plan, len(jobs), shard)
@@ -605,13 +606,14 @@ def _run_models(plan: Plan, cards: list[ModelCard], named: frozenset[str], conds
         summary.cell_keys += by_job[i]
 
 
-def _to_device(ctx: RunContext) -> None:
-    """The clips onto the run's device. On CUDA the context (unless the caller made it already) and the
-    libraries every model needs (cuDNN, cuBLAS, cuFFT) start here, not in the first model's first cell."""
+def _to_device(ctx: RunContext, triton: bool) -> None:
+    """The clips onto the run's device. On CUDA the context (unless the caller made it already), the libraries
+    every model needs (cuDNN, cuBLAS, cuFFT) and, where a model of the run uses it (`triton`), Triton's runtime
+    start here, not in the models' first cells."""
     t0 = time.perf_counter()
     ctx.clean = ctx.clean.to(ctx.plan.device)
     if ctx.plan.device.startswith("cuda"):
-        start_cuda(ctx.plan.device)
+        start_cuda(ctx.plan.device, triton)
         ctx.summary.timings["cuda_start"] = time.perf_counter() - t0
 
 

@@ -18,14 +18,16 @@ import torch
 import torch.nn.functional as F
 
 
-def start_cuda(device: str) -> None:
-    """Create the CUDA context of `device`, load cuDNN, cuBLAS and cuFFT by using each once, and start Triton."""
+def start_cuda(device: str, triton: bool = True) -> None:
+    """Create the CUDA context of `device`, load cuDNN, cuBLAS and cuFFT by using each once, and start Triton where
+    a model of the run will use it (`triton`)."""
     dev = torch.device(device)
     x = torch.ones(2, 1, 8, 8, device=dev)
     F.conv2d(x, torch.ones(1, 1, 3, 3, device=dev))  # cuDNN
     torch.mm(x[0, 0], x[1, 0])  # cuBLAS
     torch.fft.rfft(x.flatten())  # cuFFT
-    _start_triton(dev)
+    if triton:
+        _start_triton(dev)
     torch.cuda.synchronize(dev)
 
 
