@@ -68,3 +68,23 @@ def test_a_header_that_promises_more_data_than_the_file_holds(tmp_path):
     path.write_bytes(cut)
     with pytest.raises(ValueError, match="bytes of data for a float32 array of shape"):
         read_checked_npy(path, len(cut), f"{zlib.crc32(cut):08x}")
+
+
+def test_a_clip_set_entry_written_without_checksums_is_named_as_such_and_decoded_again(tmp_path, monkeypatch):
+    """An entry of an older kwsbench (no size, no CRC-32 in its JSON) is reported for what it is, not as unreadable."""
+    import json
+    import warnings
+
+    from kwsbench.data import cache
+
+    monkeypatch.setenv("KWSBENCH_CACHE", str(tmp_path))
+    base = cache.clipset_cache_dir()
+    base.mkdir(parents=True)
+    np.save(base / "old.npy", np.zeros((2, 16000), dtype=np.int16))
+    (base / "old.json").write_text(json.dumps({"meta": {"labels": [0, 1]}}))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert cache.load_cached("old") is None
+    assert [str(w.message) for w in seen] == [
+        f"clip-set cache entry {base / 'old.npy'} has no checksum (written by an older kwsbench); the clips are "
+        "decoded again"]

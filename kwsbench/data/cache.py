@@ -49,13 +49,12 @@ def load_cached(key: str) -> ClipSet | None:
     try:
         doc = json.loads(meta_path.read_text())
         meta, problem = doc["meta"], _problem(doc)
-        size, crc = int(doc["bytes"]), str(doc["crc32"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         problem = f"is unreadable ({err})"
     if not problem:
         try:
-            raw = read_checked_npy(npy_path, size, crc)
-        except OSError as err:
+            raw = read_checked_npy(npy_path, int(doc["bytes"]), str(doc["crc32"]))
+        except (OSError, KeyError, TypeError) as err:
             problem = f"is unreadable ({err})"
         except ValueError as err:  # truncated, damaged, not an array of samples
             problem = str(err)

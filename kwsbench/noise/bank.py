@@ -131,7 +131,7 @@ class NoiseBank:
         # a damaged cache file found after the work ran on its thread (a CUDA context, say) renders here, unforked
         workers = 1 if beside is not None else None
         rendered = render_jobs([b.job() for b in todo], workers=workers, meanwhile=meanwhile) if todo else []
-        errors = _each(NoiseBank._finish, todo, rendered, keep=BadInputError)
+        errors = _each(NoiseBank._finish, todo, rendered, keep=(BadInputError,))
         if errors:  # the others are still cached before the first failure is raised
             raise errors[0]
         return banks
@@ -374,10 +374,10 @@ class _Beside:
 
 
 def _each(method: Callable, banks: list[NoiseBank], *args: list,
-          keep: type[Exception] | None = None) -> list[Exception]:
+          keep: tuple[type[Exception], ...] = ()) -> list[Exception]:
     """`method(bank, *row)` for every bank (with the matching item of each list in `args`), one thread per bank
     (up to the CPUs): what they do (checksums, file reads and writes, row gathers) releases the GIL. Errors of
-    type `keep` are returned in the banks' order once all are done; any other is raised."""
+    types in `keep` are returned in the banks' order once all are done; any other is raised."""
     if not banks:
         return []
     calls = [(bank, *row) for bank, *row in zip(banks, *args, strict=True)]
@@ -390,10 +390,7 @@ def _each(method: Callable, banks: list[NoiseBank], *args: list,
     return [err for err in outcomes if err is not None]
 
 
-def _outcome(method: Callable, call: tuple, keep: type[Exception] | None) -> Exception | None:
-    if keep is None:
-        method(*call)
-        return None
+def _outcome(method: Callable, call: tuple, keep: tuple[type[Exception], ...]) -> Exception | None:
     try:
         method(*call)
     except keep as err:
