@@ -340,14 +340,19 @@ class Store:
     # -- clips --------------------------------------------------------------------------------
     @_guarded
     def save_clips(self, fingerprint: str, utterance_ids, speaker_ids, labels) -> None:
-        """The clip list of a fingerprint, once; predictions refer to clips by index."""
-        have = self.conn.execute("SELECT COUNT(*) FROM clips WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]
-        if have:
-            return
+        """The clip list of a fingerprint, once; predictions refer to clips by index. Checked and written under an
+        immediate (write) lock, as the schema is made: two runs of the same clips starting at once on one store
+        would otherwise both find no list and both write it, and the second would fail on its primary key."""
         rows = [(fingerprint, i, u, s, int(lab)) for i, (u, s, lab) in enumerate(zip(utterance_ids, speaker_ids, labels,
                                                                                        strict=True))]
-        with self.conn:
-            self.conn.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?)", rows)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not self.conn.execute("SELECT COUNT(*) FROM clips WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]:
+                self.conn.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?)", rows)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
 
     @_guarded
     def clips(self, fingerprint: str) -> tuple[list[str], list[str], np.ndarray]:
