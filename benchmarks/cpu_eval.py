@@ -24,6 +24,8 @@ Levers (`--levers`; each against the path the run takes, on the same clips, pred
 - ncssm-frames: the NC-SSM / NanoMamba CPU inference path (selective scan frame by frame in cache-sized buffers,
   noise tracker without `where`, EMA smoother with its products hoisted) against the previous path (materialised
   scan, `where` tracker, previous smoother), kwsbench/models/ncssm.py;
+- snr-time-major: NC-SSM's running SNR estimator at CPU inference on its tracker's time-major output, in place
+  (kwsbench/models/ncssm.py, `RunningSNREstimator._cpu_inference`) against the previous (B, bins, T) view;
 - lanes: the clips in --threads lanes, one thread each (how `kwsbench run` evaluates one model of the cards with
   cpu_lanes on a CPU, kwsbench/run/lanes.py) against one forward at a time on all --threads threads.
 """
@@ -143,6 +145,28 @@ def _ncssm_previous(model) -> Iterator[Callable]:
         nanomamba.selective_scan = saved[0]
 
 
+def _previous_snr(self, mag, mel_fb, n0, gamma, beta, rising):
+    """RunningSNREstimator's CPU inference before it went time-major: the tracker's output as a (B, bins, T) view."""
+    import torch
+
+    from kwsbench.models.ncssm import track_noise
+
+    track = track_noise(mag.movedim(-1, 0).contiguous(), n0, gamma, beta, rising=rising).movedim(0, -1)
+    snr = mag / (self.noise_scale.abs() * torch.maximum(track, 0.5 * n0[..., None]) + 1e-8)
+    return torch.nan_to_num(torch.tanh(torch.matmul(mel_fb, snr) / 10.0), nan=0.0, posinf=1.0, neginf=0.0)
+
+
+@contextlib.contextmanager
+def _snr_previous(model) -> Iterator[Callable]:
+    from kwsbench.models.ncssm import RunningSNREstimator
+
+    saved, RunningSNREstimator._cpu_inference = RunningSNREstimator._cpu_inference, _previous_snr
+    try:
+        yield model
+    finally:
+        RunningSNREstimator._cpu_inference = saved
+
+
 def _has(kind: str) -> Callable:
     def check(model) -> bool:
         return any(type(m).__name__ == kind for m in model.modules())
@@ -162,6 +186,7 @@ LEVERS: dict[str, tuple[Callable, Callable, Callable, bool]] = {
     "centaurus-pieces": (_has("CentaurusSSM"), _centaurus_previous, contextlib.nullcontext, False),
     "ncssm-frames": (lambda m: _has("NCSpectralSSM")(m) or _has("SpectralAwareSSMv1")(m), _ncssm_previous,
                      contextlib.nullcontext, False),
+    "snr-time-major": (_has("RunningSNREstimator"), _snr_previous, contextlib.nullcontext, False),
     "lanes": (lambda m: True, contextlib.nullcontext, contextlib.nullcontext, True),
 }
 

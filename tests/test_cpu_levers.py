@@ -166,6 +166,36 @@ def test_ncssm_cpu_inference_takes_the_frame_paths(name, monkeypatch):
     assert torch.equal(fast.argmax(-1), previous.argmax(-1))
 
 
+@pytest.mark.parametrize("clips", [1, 5])
+def test_ncssm_snr_estimator_time_major_gives_the_bits_of_the_previous_layout(clips, monkeypatch):
+    """The running SNR estimator at CPU inference, time-major and in place, against its previous form (the
+    tracker's output as a (B, bins, T) view), on a spectrum with silent and loud frames; it leaves the spectrum
+    alone (the time-major frames may be the spectrum's own memory). One clip keeps the previous form."""
+    from kwsbench.features import stft_magnitude
+    from kwsbench.models import ncssm
+
+    cpu_eval, model = _cpu_eval(), _model("nc-ssm")
+    x = _audio(5)[:clips]
+    x[0, :4000] = 0.0
+    x[-1, 8000:] *= 30
+    mag = stft_magnitude(x, ncssm.N_FFT, ncssm.HOP, ncssm.N_FFT, model._window, exact=False)
+    before = mag.clone()
+    est, taken = model.snr_estimator, []
+    time_major = ncssm.RunningSNREstimator._cpu_inference
+    monkeypatch.setattr(ncssm.RunningSNREstimator, "_cpu_inference",
+                        lambda *a: taken.append("time-major") or time_major(*a))
+    with torch.inference_mode():
+        new = est(mag, model.mel_fb)
+        assert torch.equal(mag, before)
+        with cpu_eval._snr_previous(model):
+            old = est(mag, model.mel_fb)
+            old_logits = model(x)
+        new_logits = model(x)
+    assert new.is_contiguous() and new.shape == (clips, ncssm.N_MELS, mag.shape[-1])
+    assert torch.equal(new, old) and torch.equal(new_logits, old_logits)
+    assert taken == ([] if clips == 1 else ["time-major"] * 2)  # one clip keeps the previous form
+
+
 @pytest.mark.parametrize("name", ["ds-cnn-s", "bc-resnet-1-ncssm"])
 def test_fused_relu_gives_the_bits_of_convolution_then_relu(name, monkeypatch):
     """The oneDNN convolution with its ReLU as a post-op computes exactly the convolution followed by a ReLU;
